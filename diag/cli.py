@@ -1,0 +1,346 @@
+"""`diag`: run the reference trainers, watch a run, list the method library.
+
+Every user error (unknown trainer, bad endpoint, bad option value, missing CUDA) ends in one
+line saying what is wrong and what to do, and exit status 2; nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from diag import __version__
+
+app = typer.Typer(
+    name="diag",
+    help="edgewatch: see and steer a PyTorch training run while it happens.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UsageProblem(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"edgewatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """edgewatch: see and steer a PyTorch training run while it happens."""
+
+
+# -- diag list ------------------------------------------------------------------------------
+@app.command("list")
+def list_trainers() -> None:
+    """List the built-in reference trainers (the method library)."""
+    from diag.registry import all_trainers
+
+    table = Table(title="edgewatch method library", title_justify="left")
+    table.add_column("name", style="bold cyan")
+    table.add_column("what it shows")
+    table.add_column("paper", style="dim")
+    for name, trainer in all_trainers().items():
+        table.add_row(name, trainer.title, trainer.paper)
+    console.print(table)
+    console.print("Run one with [bold]diag run NAME[/] (add --no-tui for a headless run).")
+
+
+# -- diag run -------------------------------------------------------------------------------
+@app.command()
+def run(
+    name: Annotated[str, typer.Argument(help="Trainer to run (see `diag list`).")],
+    steps: Annotated[
+        int | None, typer.Option(help="Training steps (default: the trainer's).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    no_tui: Annotated[
+        bool, typer.Option("--no-tui", help="Run headless with a progress bar.")
+    ] = False,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(help="Where the run publishes (default tcp://127.0.0.1:5555 or a free port)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config field, e.g. --set lr=0.001 (repeatable)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar (used for child runs).")] = False,
+) -> None:
+    """Run a reference trainer: live in the TUI by default, or headless with --no-tui."""
+    try:
+        trainer_cls, config = _resolve_run(name, steps, seed, device, set_ or [])
+        if no_tui:
+            _run_headless(trainer_cls, config, endpoint, quiet)
+        else:
+            _run_with_tui(name, sys.argv[2:], endpoint)
+    except UsageProblem as problem:
+        raise fail(str(problem)) from None
+
+
+def _resolve_run(name: str, steps: int | None, seed: int, device: str, sets: list[str]):
+    from diag.device import DeviceError, resolve_device
+    from diag.registry import UnknownTrainerError, get_trainer
+
+    try:
+        trainer_cls = get_trainer(name)
+    except UnknownTrainerError as err:
+        raise UsageProblem(str(err)) from None
+    overrides = parse_overrides(trainer_cls.Config, sets)
+    if steps is not None:
+        overrides["steps"] = steps
+    config = trainer_cls.Config(seed=seed, device=device, **overrides)
+    if config.steps < 1:
+        raise UsageProblem(f"--steps must be a positive number of steps, got {config.steps}")
+    try:
+        resolve_device(device)
+    except DeviceError as err:
+        raise UsageProblem(str(err)) from None
+    return trainer_cls, config
+
+
+def parse_overrides(config_cls: type, assignments: list[str]) -> dict[str, Any]:
+    """``["lr=0.001", "hidden=64"]`` → typed values for the config dataclass's fields."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    out: dict[str, Any] = {}
+    for text in assignments:
+        key, sep, raw = text.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            known = ", ".join(fields)
+            raise UsageProblem(f"--set {text!r}: expected FIELD=VALUE with FIELD one of {known}")
+        out[key] = _coerce(raw.strip(), fields[key], text)
+    return out
+
+
+def _coerce(raw: str, field: dataclasses.Field, text: str) -> Any:
+    kind = type(field.default) if field.default is not dataclasses.MISSING else str
+    try:
+        if kind is bool:
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes", "on")
+        return kind(raw)
+    except ValueError:
+        raise UsageProblem(f"--set {text!r}: {raw!r} is not a valid {kind.__name__}") from None
+
+
+def _run_headless(trainer_cls, config, endpoint: str | None, quiet: bool) -> None:
+    from demos.loop import prepare
+    from demos.loop import run as run_loop
+    from probes.endpoints import EndpointError
+    from probes.monitor import Monitor
+
+    trainer = prepare(trainer_cls, config)
+    run_name = f"{trainer_cls.name}-{time.strftime('%H%M%S')}"
+    try:
+        monitor = Monitor(run=run_name, bind=endpoint, config=dataclasses.asdict(config))
+    except EndpointError as err:
+        raise UsageProblem(str(err)) from None
+    monitor.event("trainer", trainer=trainer_cls.name, title=trainer_cls.title)
+    stop = _StopFlag()
+    if not quiet:
+        where = f"watch: diag watch {monitor.endpoint}"
+        console.print(f"[bold]{run_name}[/] on {trainer.device} · {where}")
+    try:
+        with _progress(config.steps, quiet) as progress:
+            task = progress.add_task(trainer_cls.name, total=config.steps, info="")
+            result = run_loop(
+                trainer,
+                monitor,
+                progress=lambda step, last: progress.update(
+                    task, completed=step + 1, info=_brief(last)
+                ),
+                should_stop=stop,
+            )
+    except BaseException:
+        monitor.close("crashed")
+        raise
+    monitor.close("stopped" if result.stopped_early else "finished")
+    if not quiet:
+        console.print(summary_table(result))
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM end the run after the current step instead of killing it mid-step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, *_: object) -> None:
+        if self.requested:  # a second Ctrl+C means now
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+def _progress(total: int, quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold cyan]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        disable=quiet,
+        transient=False,
+    )
+
+
+def _brief(last: dict[str, float]) -> str:
+    keys = [k for k in ("loss", "train_acc", "test_acc") if k in last]
+    return "  ".join(f"{k} {last[k]:.4g}" for k in keys)
+
+
+def summary_table(result) -> Table:
+    table = Table(title=f"{result.trainer}: {result.steps_done} steps in {result.seconds:.1f} s")
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    for key, value in result.headline.items():
+        table.add_row(key, f"{value:.6g}")
+    if result.stopped_early:
+        table.caption = "stopped early"
+    return table
+
+
+def _run_with_tui(name: str, argv: list[str], endpoint: str | None) -> None:
+    """The trainer runs as a child process; the TUI attaches; quitting stops the child."""
+    from probes.endpoints import EndpointError, free_port_pair, parse_endpoint
+    from tui.app import run_tui
+
+    try:
+        target = endpoint or f"tcp://127.0.0.1:{free_port_pair()}"
+        parse_endpoint(target)
+    except EndpointError as err:
+        raise UsageProblem(str(err)) from None
+    passthrough = [a for a in _strip_option(argv, "--endpoint") if a != name]
+    log_path = Path(tempfile.gettempdir()) / f"edgewatch-{name}-{os.getpid()}.log"
+    cmd = [sys.executable, "-m", "diag", "run", name, "--no-tui", "--quiet",
+           "--endpoint", target, *passthrough]
+    with open(log_path, "wb") as log:
+        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        run_tui(target, title=f"diag run {name}")
+    finally:
+        code = stop_child(child)
+    if code not in (0, None, -signal.SIGTERM):
+        tail = log_path.read_text(errors="replace").splitlines()[-15:]
+        err_console.print("\n".join(tail), highlight=False, markup=False)
+        raise fail(f"the trainer exited with status {code}; full log: {log_path}", code=1)
+
+
+def stop_child(child: subprocess.Popen, grace: float = 10.0) -> int | None:
+    """Ask the child to stop at its next step boundary; kill it if it does not."""
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(grace)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return child.returncode
+
+
+def _strip_option(argv: list[str], option: str) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
+
+
+# -- diag watch -----------------------------------------------------------------------------
+@app.command()
+def watch(
+    endpoint: Annotated[str, typer.Argument(help="The run's endpoint, e.g. tcp://127.0.0.1:5555.")],
+    once: Annotated[bool, typer.Option("--once", help="Print one summary and exit.")] = False,
+    timeout: Annotated[float, typer.Option(help="With --once: seconds to wait for data.")] = 5.0,
+) -> None:
+    """Attach to a running (or finished, still-open) run: live TUI, or --once for scripts."""
+    from probes.endpoints import EndpointError, parse_endpoint
+
+    try:
+        parse_endpoint(endpoint)
+    except EndpointError as err:
+        raise fail(str(err)) from None
+    if once:
+        _watch_once(endpoint, timeout)
+        return
+    from tui.app import run_tui
+
+    run_tui(endpoint)
+
+
+def _watch_once(endpoint: str, timeout: float) -> None:
+    from probes.client import Subscriber
+
+    sub = Subscriber(endpoint)
+    try:
+        records = sub.collect(lambda recs: any(r.kind == "metrics" for r in recs), timeout)
+        records += sub.poll(0.3)
+    finally:
+        sub.close()
+    metrics = [r for r in records if r.kind == "metrics"]
+    if not metrics:
+        raise fail(f"no metrics from {endpoint} within {timeout:g} s — is a run publishing there?",
+                   code=1)
+    meta: dict[str, Any] = {}
+    for r in records:
+        if r.kind == "meta":
+            meta.update(r.data)
+    last = metrics[-1]
+    table = Table(title=f"{last.run} · step {last.step} · {meta.get('device', '?')}")
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    for key, value in last.data["scalars"].items():
+        table.add_row(key, f"{value:.6g}")
+    console.print(table)
+
+
+def run_module_main(name: str) -> None:
+    """``python -m demos.NAME [options]`` == ``diag run NAME --no-tui [options]``."""
+    sys.argv = ["diag", "run", name, "--no-tui", *sys.argv[1:]]
+    main()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,224 @@
+"""The receiving side of the wire: subscribe first, then ask for history (ZeroMQ *Clone*).
+
+:class:`CloneSession` is the pure logic — which records are new, which seq ranges are missing,
+when to ask for a repair — so it is tested without sockets. :class:`Subscriber` drives it with
+blocking pyzmq sockets (scripts, tests, ``diag watch --once``); the TUI drives the same session
+with ``zmq.asyncio`` (``tui.ingest``).
+
+Repair instead of loss: when the first live update after a snapshot, or any later one, skips a
+seq (slow joiner, PUB high-water mark), the session asks ROUTER for ``since=<last seen>`` and
+fills the hole from the run's in-memory history; only records already evicted from that history
+count as lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgpack
+import zmq
+
+from probes.endpoints import parse_endpoint
+from probes.wire import MAX_MESSAGE_BYTES, Record, WireError, decode
+
+STALE_AFTER_S = 2.5
+DISCONNECTED_AFTER_S = 10.0
+SNAPSHOT_TIMEOUT_S = 2.0
+"""A snapshot request unanswered this long is abandoned (live records flow meanwhile) and
+asked again when a gap shows: a peer without a control socket must not freeze the viewer."""
+
+
+@dataclass
+class CloneSession:
+    """Dedupes and orders records from one run across snapshot replies and live updates."""
+
+    last_seq: int = -1
+    run: str | None = None
+    lost: int = 0
+    repairs: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    repair_pending: bool = False
+    last_heard: float | None = None
+    status: dict = field(default_factory=dict)
+    snapshot_open: bool = False
+    snapshot_sent_at: float | None = None
+
+    def next_request(self, now: float) -> bytes | None:
+        """The snapshot request to send now, if one is due (first contact or a repair)."""
+        if self.snapshot_open and now - (self.snapshot_sent_at or now) > SNAPSHOT_TIMEOUT_S:
+            self.snapshot_open = False
+        if self.snapshot_open or not (self.repair_pending or self.snapshot_sent_at is None):
+            return None
+        self.snapshot_open, self.snapshot_sent_at = True, now
+        return snapshot_request(self.last_seq)
+
+    def accept_payload(self, payload: bytes) -> list[Record]:
+        """A live PUB payload → records to deliver (in order); may set ``repair_pending``."""
+        try:
+            record = decode(payload)
+        except WireError as err:
+            self.rejected[str(err)] += 1
+            return []
+        self.last_heard = time.monotonic()
+        if record.kind == "heartbeat":
+            self.status = record.data
+            self._check_gap(int(record.data.get("last_seq", record.seq)), inclusive=True)
+            return [record]
+        if self._is_restart(record):
+            self.last_seq, self.run = -1, record.run
+        if record.seq <= self.last_seq:
+            return []
+        if not self._check_gap(record.seq, inclusive=False):
+            return []
+        self.last_seq = record.seq
+        self.run = record.run
+        return [record]
+
+    def accept_snapshot(self, payloads: list[bytes]) -> list[Record]:
+        """Records from a snapshot chunk, older than anything live, deduped by seq."""
+        out = []
+        for payload in payloads:
+            try:
+                record = decode(payload)
+            except WireError as err:
+                self.rejected[str(err)] += 1
+                continue
+            if record.seq > self.last_seq or (record.kind == "meta" and self.last_seq < 0):
+                out.append(record)
+                self.last_seq = max(self.last_seq, record.seq)
+                self.run = record.run
+        self.last_heard = time.monotonic()
+        return out
+
+    def finish_snapshot(self, end: dict) -> None:
+        """End of a snapshot: what it could not deliver is lost for good."""
+        end_seq = int(end.get("seq", -1))
+        if end_seq > self.last_seq:
+            self.lost += end_seq - self.last_seq
+            self.last_seq = end_seq
+        self.repair_pending = False
+        self.snapshot_open = False
+
+    def connection_state(self, now: float | None = None) -> tuple[str, float]:
+        """("waiting" | "live" | "stale" | "disconnected", seconds since last heard)."""
+        if self.last_heard is None:
+            return "waiting", 0.0
+        age = (now or time.monotonic()) - self.last_heard
+        if age < STALE_AFTER_S:
+            return "live", age
+        return ("stale" if age < DISCONNECTED_AFTER_S else "disconnected"), age
+
+    def _check_gap(self, seq: int, inclusive: bool) -> bool:
+        """True when ``seq`` follows on; otherwise request a repair and hold the record back."""
+        expected = self.last_seq if inclusive else self.last_seq + 1
+        if seq <= expected or (self.last_seq < 0 and not inclusive and seq == 0):
+            return True
+        if not self.repair_pending:
+            self.repair_pending = True
+            self.repairs += 1
+        return False
+
+    def _is_restart(self, record: Record) -> bool:
+        """A run that restarted on the same endpoint begins again at seq 0 with a meta."""
+        return record.kind == "meta" and record.seq == 0 and self.last_seq >= 0
+
+
+def snapshot_request(since: int) -> bytes:
+    return msgpack.packb({"req": "snapshot", "since": since})
+
+
+def decode_reply(frames: list[bytes]) -> tuple[str, object]:
+    """Control-socket reply → (tag, body); tags are ``snap``, ``end``, ``ack``, ``error``."""
+    if len(frames) < 2:
+        raise WireError("reply has fewer than two frames")
+    try:
+        body = msgpack.unpackb(frames[-1], raw=False)
+    except Exception as exc:
+        raise WireError(f"reply body is not msgpack: {type(exc).__name__}") from None
+    return frames[-2].decode(errors="replace"), body
+
+
+def open_sockets(ctx: zmq.Context, endpoint: str) -> tuple[zmq.Socket, zmq.Socket]:
+    """SUB (telemetry) and DEALER (control) connected to ``endpoint``; SUB subscribes first."""
+    parsed = parse_endpoint(endpoint)
+    sub = ctx.socket(zmq.SUB)
+    dealer = ctx.socket(zmq.DEALER)
+    for sock in (sub, dealer):
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    sub.setsockopt(zmq.RCVHWM, 100_000)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(parsed.telemetry)
+    dealer.connect(parsed.control)
+    return sub, dealer
+
+
+class Subscriber:
+    """Blocking client for one run: history first, then live records, gaps repaired."""
+
+    def __init__(self, endpoint: str, ctx: zmq.Context | None = None) -> None:
+        self.endpoint = endpoint
+        self.session = CloneSession()
+        self._ctx = ctx or zmq.Context.instance()
+        self._sub, self._dealer = open_sockets(self._ctx, endpoint)
+        self._send_due_request()
+
+    def poll(self, timeout: float = 0.1) -> list[Record]:
+        """Records that arrived within ``timeout`` seconds (history first)."""
+        out: list[Record] = []
+        poller = zmq.Poller()
+        poller.register(self._sub, zmq.POLLIN)
+        poller.register(self._dealer, zmq.POLLIN)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            ready = dict(poller.poll(int(remaining * 1000)))
+            if self._dealer in ready:
+                out.extend(self._read_control())
+            self._send_due_request()
+            if self._sub in ready and not self.session.snapshot_open:
+                out.extend(self._read_live())
+            if not ready or remaining <= 0:
+                return out
+
+    def collect(self, until: Callable[[list[Record]], bool], timeout: float = 10.0) -> list[Record]:
+        """Poll until ``until(records)`` holds or ``timeout`` passes; returns all records."""
+        records: list[Record] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not until(records):
+            records.extend(self.poll(0.05))
+        return records
+
+    def close(self) -> None:
+        self._sub.close(0)
+        self._dealer.close(0)
+
+    def _send_due_request(self) -> None:
+        request = self.session.next_request(time.monotonic())
+        if request is not None:
+            self._dealer.send(request, zmq.NOBLOCK)
+
+    def _read_control(self) -> list[Record]:
+        out: list[Record] = []
+        while True:
+            try:
+                frames = self._dealer.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return out
+            tag, body = decode_reply(frames)
+            if tag == "snap" and isinstance(body, list):
+                out.extend(self.session.accept_snapshot(body))
+            elif tag == "end" and isinstance(body, dict):
+                self.session.finish_snapshot(body)
+
+    def _read_live(self) -> list[Record]:
+        out: list[Record] = []
+        while True:
+            try:
+                frames = self._sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return out
+            out.extend(self.session.accept_payload(frames[-1]))

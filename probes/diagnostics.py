@@ -1,0 +1,761 @@
+"""Stability diagnostics: pure functions that read a model and return small typed results.
+
+Each function answers one question about whether a training run is drifting toward numerical
+or dynamical instability (see ``DESIGN.md``, "The diagnostics"):
+
+* :func:`softmax_collapse` — has floating-point absorption made the softmax exactly one-hot?
+* :func:`nlm_alignment` — is the gradient mostly just scaling the weights up?
+* :func:`safe_step_radius` — is the optimizer's step longer than the radius within which the
+  cross-entropy's Taylor expansion along that step converges?
+* :func:`spectral_norms` — are the weights' (and updates') operator norms growing?
+* :func:`hessian_trace` / :func:`hessian_top_eigenvalue` — is curvature above the SGD / GD
+  stability limit?
+
+Every probe is side-effect free: parameters, ``.grad``, buffers (BatchNorm running statistics),
+module train/eval flags and the global RNG streams are left bit-identical. Curvature is computed
+with :func:`torch.autograd.grad`, never ``.backward()``. Results are plain Python floats (or CPU
+tensors) so they can be serialised without holding references to device memory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "HessianTrace",
+    "NLMAlignment",
+    "ProbeUnsupported",
+    "SafeStepRadius",
+    "SoftmaxCollapse",
+    "SpectralNorms",
+    "SpectralState",
+    "TopEigenvalue",
+    "eos_gauge",
+    "hessian_top_eigenvalue",
+    "hessian_trace",
+    "nlm_alignment",
+    "preserved_state",
+    "safe_step_radius",
+    "sgd_stability_gauge",
+    "softmax_collapse",
+    "spectral_norms",
+]
+
+NamedParams = Iterable[tuple[str, Tensor]]
+_NAN = float("nan")
+_HEADROOM_DTYPES: dict[str, torch.dtype] = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+# Substrings of the errors PyTorch raises when an op (or a custom autograd.Function) cannot be
+# differentiated in forward mode / twice. Anything else is a genuine bug and is re-raised.
+_UNSUPPORTED_MARKERS = (
+    "forward ad",
+    "forward-mode",
+    "forward mode",
+    "jvp",
+    "functorch",
+    "setup_context",
+    "torch.func",
+    "not implemented",
+    "not supported",
+    "does not support",
+    "double backward",
+)
+
+
+class ProbeUnsupported(Exception):
+    """The model cannot be probed this way (e.g. an op without forward-mode AD).
+
+    The Monitor turns this into a *skip reason* in the stream instead of crashing the run, so the
+    reason must be human readable.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------------------------
+# Side-effect guards
+# --------------------------------------------------------------------------------------------
+
+
+def _model_cuda_devices(model: nn.Module) -> list[int]:
+    devices = {t.device.index for t in _tensors_of(model) if t.device.type == "cuda"}
+    return sorted(d for d in devices if d is not None)
+
+
+def _tensors_of(model: nn.Module) -> Iterator[Tensor]:
+    yield from model.parameters()
+    yield from model.buffers()
+
+
+@contextmanager
+def preserved_state(model: nn.Module, *, eval_mode: bool = False) -> Iterator[None]:
+    """Snapshot buffers, train/eval flags and RNG state of ``model``; restore them on exit.
+
+    Why: a probe's forward pass must not change what the *next training step* computes. A
+    train-mode BatchNorm forward updates ``running_mean``/``running_var``/``num_batches_tracked``
+    and a Dropout forward advances the global RNG; both would silently perturb training. With
+    ``eval_mode=True`` every module is switched to eval for the duration (no stat updates, no
+    dropout) and each module's own ``training`` flag is restored exactly afterwards (setting the
+    attribute per module, not calling ``.train()``, so mixed train/eval trees survive).
+    """
+    flags = [(m, m.training) for m in model.modules()]
+    saved = [
+        (module, name, buf, buf.detach().clone())
+        for module in model.modules()
+        for name, buf in module.named_buffers(recurse=False)
+    ]
+    try:
+        with torch.random.fork_rng(devices=_model_cuda_devices(model)):
+            if eval_mode:
+                for module, _ in flags:
+                    module.training = False
+            yield
+    finally:
+        with torch.no_grad():
+            for module, name, ref, copy in saved:
+                if getattr(module, name, None) is not ref:
+                    setattr(module, name, ref)
+                ref.copy_(copy)
+        for module, flag in flags:
+            module.training = flag
+
+
+@contextmanager
+def _unsupported_as_probe_error(what: str) -> Iterator[None]:
+    """Turn PyTorch's "this op has no forward-mode / double-backward derivative" errors into
+    :class:`ProbeUnsupported`; every other error is a genuine bug and propagates unchanged."""
+    try:
+        yield
+    except (RuntimeError, NotImplementedError) as err:
+        text = str(err).strip()
+        if not any(marker in text.lower() for marker in _UNSUPPORTED_MARKERS):
+            raise
+        first_line = text.splitlines()[0] if text else type(err).__name__
+        raise ProbeUnsupported(f"{what}: {first_line}") from err
+
+
+def _as_args(inputs: Any) -> tuple[Any, ...]:
+    return inputs if isinstance(inputs, tuple) else (inputs,)
+
+
+def _named_params(source: nn.Module | NamedParams) -> list[tuple[str, Tensor]]:
+    if isinstance(source, nn.Module):
+        return list(source.named_parameters())
+    return list(source)
+
+
+def _trainable(model: nn.Module) -> list[tuple[str, Tensor]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+# --------------------------------------------------------------------------------------------
+# Softmax collapse
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SoftmaxCollapse:
+    """Softmax-collapse statistics of one batch of logits.
+
+    ``fraction`` is evaluated in the logits' own dtype; ``fraction_by_dtype`` repeats the test
+    after casting to fp16/bf16/fp32/fp64 (how much headroom is left before collapse).
+    ``zero_loss_fraction`` is None when no targets were given.
+    """
+
+    fraction: float
+    fraction_by_dtype: dict[str, float]
+    zero_loss_fraction: float | None
+    max_logit_gap: float
+    num_samples: int
+
+
+def _collapse_fraction(logits: Tensor) -> float:
+    shifted = logits - logits.amax(dim=1, keepdim=True)
+    partition = torch.exp(shifted).sum(dim=1)
+    return (partition == 1).double().mean().item()
+
+
+def _zero_loss_fraction(logits: Tensor, targets: Tensor, ignore_index: int) -> float:
+    """Fraction of exactly-zero per-sample CE losses; ``ignore_index`` targets are left out."""
+    if targets.is_floating_point() and targets.shape[-1] == logits.shape[-1]:
+        probs = targets.reshape(-1, logits.shape[-1]).to(logits.dtype)
+        losses = F.cross_entropy(logits, probs, reduction="none")
+        return (losses == 0).double().mean().item()
+    targets = targets.reshape(-1)
+    keep = targets != ignore_index
+    if not bool(keep.any()):
+        return _NAN
+    losses = F.cross_entropy(logits[keep], targets[keep], reduction="none")
+    return (losses == 0).double().mean().item()
+
+
+def _max_logit_gap(logits: Tensor) -> float:
+    if logits.shape[1] < 2:
+        return _NAN
+    top2 = logits.double().topk(2, dim=1).values
+    return (top2[:, 0] - top2[:, 1]).max().item()
+
+
+def softmax_collapse(
+    logits: Tensor, targets: Tensor | None = None, *, ignore_index: int = -100
+) -> SoftmaxCollapse:
+    """Fraction of samples whose softmax has collapsed to an exact one-hot.
+
+    Why: when the top logit dominates, ``sum(exp(z - max z))`` rounds to exactly 1, the
+    cross-entropy is exactly 0 and the correct class gets exactly zero gradient (Prieto et al.,
+    "Grokking at the edge of numerical stability"), so learning silently stops. The test is the
+    paper's: exact equality with 1 in a given float dtype. Logits of shape ``(..., C)`` are
+    flattened to ``(N, C)``; an empty batch yields NaN fractions. Targets may be class indices
+    (entries equal to ``ignore_index``, e.g. padding, are left out of the zero-loss fraction) or
+    class probabilities shaped like the logits.
+    """
+    logits = logits.detach()
+    flat = logits.reshape(-1, logits.shape[-1]) if logits.ndim > 1 else logits.reshape(-1, 1)
+    n = flat.shape[0]
+    if n == 0:
+        return SoftmaxCollapse(
+            fraction=_NAN,
+            fraction_by_dtype=dict.fromkeys(_HEADROOM_DTYPES, _NAN),
+            zero_loss_fraction=None if targets is None else _NAN,
+            max_logit_gap=_NAN,
+            num_samples=0,
+        )
+    by_dtype = {k: _collapse_fraction(flat.to(dt)) for k, dt in _HEADROOM_DTYPES.items()}
+    zero = None if targets is None else _zero_loss_fraction(flat, targets.detach(), ignore_index)
+    return SoftmaxCollapse(
+        fraction=_collapse_fraction(flat),
+        fraction_by_dtype=by_dtype,
+        zero_loss_fraction=zero,
+        max_logit_gap=_max_logit_gap(flat),
+        num_samples=n,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# NLM alignment
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NLMAlignment:
+    """Per-tensor and global cosine between the descent direction ``-grad`` and the weights.
+
+    NaN marks a tensor whose gradient (or weight) has zero norm.
+    """
+
+    layers: list[str]
+    cosines: list[float]
+    global_cosine: float
+
+
+def nlm_alignment(model_or_named_params: nn.Module | NamedParams) -> NLMAlignment:
+    """``cos(-∇_W L, W)`` per parameter tensor and over all tensors that have a gradient.
+
+    Why: for (approximately) positively homogeneous networks, moving along ``+W`` only scales
+    the logits — "naive loss minimisation" (Prieto et al., Def. 5). A cosine near 1 means the
+    step mostly inflates the weights, driving the logits toward softmax collapse instead of
+    changing predictions. Reads the ``.grad`` already on the parameters; changes nothing.
+    """
+    layers: list[str] = []
+    stats: list[Tensor] = []
+    with torch.no_grad():
+        for name, param in _named_params(model_or_named_params):
+            if param.grad is None:
+                continue
+            g = param.grad.detach().reshape(-1).double()
+            w = param.detach().reshape(-1).double()
+            stats.append(torch.stack([-(g @ w), g @ g, w @ w]).cpu())
+            layers.append(name)
+    if not stats:
+        return NLMAlignment(layers=[], cosines=[], global_cosine=_NAN)
+    table = torch.stack(stats)  # rows: (dot(-g, w), |g|², |w|²)
+    cosines = [_cosine(row[0], row[1], row[2]) for row in table.tolist()]
+    total = table.sum(dim=0).tolist()
+    return NLMAlignment(layers=layers, cosines=cosines, global_cosine=_cosine(*total))
+
+
+def _cosine(dot: float, sq_a: float, sq_b: float) -> float:
+    if sq_a <= 0.0 or sq_b <= 0.0:
+        return _NAN
+    return dot / math.sqrt(sq_a * sq_b)
+
+
+# --------------------------------------------------------------------------------------------
+# Safe-step radius (Ghosts of Softmax)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SafeStepRadius:
+    """Safe-step radius ``rho`` along the optimizer's step, and the normalised step ``r``.
+
+    ``delta_a`` holds the per-sample logit-velocity spread (CPU, float64). ``r >= 1`` means the
+    step leaves the disk where the loss's Taylor series along the step is guaranteed to converge.
+    ``rho_binary`` is the exact radius for one- or two-logit outputs, else None.
+    """
+
+    rho: float
+    r: float
+    step_norm: float
+    max_delta_a: float
+    delta_a: Tensor
+    rho_binary: float | None
+    num_classes: int
+
+
+def _direction_tensors(
+    named: list[tuple[str, Tensor]], direction: Mapping[str, Tensor] | Sequence[Tensor]
+) -> list[Tensor]:
+    if isinstance(direction, Mapping):
+        unknown = set(direction) - {n for n, _ in named}
+        if unknown:
+            raise ValueError(f"direction names not among trainable parameters: {sorted(unknown)}")
+        raw = [direction.get(n) for n, _ in named]
+    else:
+        raw = list(direction)
+        if len(raw) != len(named):
+            raise ValueError(f"direction has {len(raw)} tensors, model has {len(named)}")
+    out = []
+    for (name, p), d in zip(named, raw, strict=True):
+        if d is None:
+            out.append(torch.zeros_like(p, memory_format=torch.contiguous_format).detach())
+            continue
+        if d.shape != p.shape:
+            raise ValueError(f"direction {name}: shape {tuple(d.shape)} != {tuple(p.shape)}")
+        out.append(d.detach().to(device=p.device, dtype=p.dtype))
+    return out
+
+
+def _global_norm(tensors: Sequence[Tensor]) -> float:
+    if not tensors:
+        return 0.0
+    norms = torch.stack([t.double().norm().cpu() for t in tensors])
+    return norms.norm().item()
+
+
+def _as_logits(out: Any) -> Tensor:
+    if not isinstance(out, Tensor):
+        raise ProbeUnsupported(f"model output is {type(out).__name__}, not a logits tensor")
+    if out.ndim == 0:
+        raise ProbeUnsupported("model output is a scalar, not per-sample logits")
+    return out.reshape(-1, 1) if out.ndim == 1 else out.reshape(-1, out.shape[-1])
+
+
+def _logit_jvp(
+    model: nn.Module,
+    named: list[tuple[str, Tensor]],
+    tangents: list[Tensor],
+    inputs: Any,
+    logits_fn: Callable[[Any], Tensor] | None,
+) -> tuple[Tensor, Tensor]:
+    names = [n for n, _ in named]
+    args = _as_args(inputs)
+
+    def logits_of(*params: Tensor) -> Tensor:
+        out = torch.func.functional_call(model, dict(zip(names, params, strict=True)), args)
+        return _as_logits(logits_fn(out) if logits_fn is not None else out)
+
+    primals = tuple(p.detach() for _, p in named)
+    with _unsupported_as_probe_error("forward-mode AD (JVP) unavailable"):
+        z, a = torch.func.jvp(logits_of, primals, tuple(tangents))
+    return z.detach(), a.detach()
+
+
+def _spread(z: Tensor, a: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Per-sample Δ_a, plus per-sample exact binary radii for one/two-logit outputs."""
+    if a.shape[1] == 1:  # single logit vs an implicit constant 0 logit
+        delta, gap, vel = a[:, 0].abs(), z[:, 0], a[:, 0].abs()
+    else:
+        delta = a.amax(dim=1) - a.amin(dim=1)
+        if a.shape[1] != 2:
+            return delta, None
+        gap, vel = z[:, 0] - z[:, 1], (a[:, 0] - a[:, 1]).abs()
+    return delta, torch.sqrt(gap**2 + math.pi**2) / vel
+
+
+def safe_step_radius(
+    model: nn.Module,
+    inputs: Any,
+    direction: Mapping[str, Tensor] | Sequence[Tensor],
+    step_norm: float | None = None,
+    *,
+    logits_fn: Callable[[Any], Tensor] | None = None,
+) -> SafeStepRadius:
+    """ρ_a = π / max_i Δ_a(x_i) along the optimizer's step, and r = ‖step‖ / ρ_a.
+
+    Why (Sao, "Ghosts of Softmax"): along a unit direction v the linearised logits are
+    ``z + a t`` with ``a = J_z v``; the cross-entropy's Taylor series in ``t`` has a radius set by
+    the nearest *complex* zero of the partition function, which is at least ``π / Δ_a``
+    (``Δ_a = max_k a_k − min_k a_k``). A step longer than that radius (r ≥ 1) is outside the
+    region where any local model of the loss is trustworthy.
+
+    ``direction`` is the actual step p (dict name→tensor, or a list aligned with the trainable
+    parameters; missing names count as zero). ``a`` comes from ONE forward-mode JVP through
+    :func:`torch.func.functional_call`. ``step_norm`` defaults to ‖p‖; pass the real step length
+    when ``direction`` is e.g. the learning-rate-free step. The model is evaluated in **eval
+    mode** (restored exactly afterwards): BatchNorm uses its running stats and Dropout is off, so
+    the probe neither updates buffers nor consumes RNG, and ρ_a describes the deterministic
+    network. Raises :class:`ProbeUnsupported` if an op has no forward-mode derivative.
+    """
+    named = _trainable(model)
+    steps = _direction_tensors(named, direction)
+    norm = _global_norm(steps)
+    tangents = [s / norm for s in steps] if norm > 0 else steps
+    with preserved_state(model, eval_mode=True):
+        z, a = _logit_jvp(model, named, tangents, inputs, logits_fn)
+    z, a = z.to("cpu", torch.float64), a.to("cpu", torch.float64)
+    delta, binary = _spread(z, a)
+    max_delta = delta.max().item() if delta.numel() else _NAN
+    tau = norm if step_norm is None else float(step_norm)
+    return SafeStepRadius(
+        rho=math.pi / max_delta if max_delta > 0 else (math.inf if max_delta == 0 else _NAN),
+        r=tau * max_delta / math.pi,
+        step_norm=tau,
+        max_delta_a=max_delta,
+        delta_a=delta,
+        rho_binary=None if binary is None else _min_or_nan(binary),
+        num_classes=a.shape[1],
+    )
+
+
+def _min_or_nan(values: Tensor) -> float:
+    return values.min().item() if values.numel() else _NAN
+
+
+# --------------------------------------------------------------------------------------------
+# Spectral norms
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SpectralState:
+    """Warm-start memory for :func:`spectral_norms` (mutable; reuse it across calls).
+
+    Keeps, per layer, the right-singular-vector estimates of W and of ΔW and a copy of the
+    previous weights, plus a private generator so random restarts never touch the global RNG.
+    """
+
+    generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
+    vectors: dict[str, Tensor] = field(default_factory=dict)
+    update_vectors: dict[str, Tensor] = field(default_factory=dict)
+    previous: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SpectralNorms:
+    """Per 2-D weight: σ_max(W), σ_max(ΔW) (NaN on first sight), stable rank, μP ratio."""
+
+    layers: list[str]
+    sigma_max: list[float]
+    sigma_max_update: list[float]
+    stable_rank: list[float]
+    mup_ratio: list[float]
+    state: SpectralState
+
+
+def _start_vector(
+    memory: dict[str, Tensor], name: str, mat: Tensor, gen: torch.Generator
+) -> Tensor:
+    v = memory.get(name)
+    if v is None or v.numel() != mat.shape[1]:
+        v = torch.randn(mat.shape[1], generator=gen, dtype=torch.float64)
+        v = v / v.norm()
+    return v.to(device=mat.device, dtype=mat.dtype)
+
+
+def _power_sigma(mat: Tensor, v: Tensor, iterations: int) -> tuple[Tensor, Tensor]:
+    """Power iteration on WᵀW; returns (σ estimate, new right vector) with no host sync."""
+    tiny = torch.finfo(mat.dtype).tiny
+    sigma = torch.zeros((), dtype=mat.dtype, device=mat.device)
+    for _ in range(max(1, iterations)):
+        u = mat @ v
+        u = u / u.norm().clamp_min(tiny)
+        w = mat.T @ u
+        sigma = w.norm()
+        v = w / sigma.clamp_min(tiny)
+    return sigma, v
+
+
+def _sigma_tracked(
+    memory: dict[str, Tensor], name: str, mat: Tensor, state: SpectralState, iterations: int
+) -> Tensor:
+    sigma, v = _power_sigma(mat, _start_vector(memory, name, mat, state.generator), iterations)
+    memory[name] = v.detach()
+    if not bool(v.norm() > 0):  # zero matrix: forget the vector, restart randomly next time
+        memory.pop(name)
+    return sigma
+
+
+def _as_matrix(param: Tensor) -> Tensor:
+    w = param.detach().reshape(param.shape[0], -1)
+    return w if w.dtype in (torch.float32, torch.float64) else w.float()
+
+
+def _layer_spectrum(name: str, param: Tensor, state: SpectralState, iterations: int) -> list[float]:
+    mat = _as_matrix(param)
+    sigma = _sigma_tracked(state.vectors, name, mat, state, iterations)
+    prev = state.previous.get(name)
+    if prev is not None and prev.shape == mat.shape:
+        upd = _sigma_tracked(state.update_vectors, name, mat - prev, state, iterations)
+    else:
+        upd = torch.full_like(sigma, _NAN)
+    state.previous[name] = mat.clone()
+    fan_out, fan_in = mat.shape
+    frob_sq = (mat.double() ** 2).sum()
+    sig = sigma.double()
+    stable = frob_sq / sig**2 if bool(sig > 0) else torch.full_like(sig, _NAN)
+    mup = sig / math.sqrt(fan_out / fan_in)
+    return torch.stack([sig, upd.double(), stable, mup]).tolist()
+
+
+def spectral_norms(
+    model: nn.Module | NamedParams, state: SpectralState | None = None, iterations: int = 3
+) -> SpectralNorms:
+    """σ_max of every ≥2-D weight and of its update, by warm-started power iteration.
+
+    Why: exploding operator norms of W (and of ΔW) precede loss spikes, and the μP spectral
+    condition says ``σ_max(W) ≈ Θ(sqrt(fan_out/fan_in))``; ``mup_ratio`` is that ratio (≈ O(1)
+    is healthy). Conv kernels are viewed as ``out × (in·k…)``; dim 0 is taken as fan_out
+    (PyTorch's Linear/Conv layout). 1-D parameters are skipped. A few iterations per call are
+    enough because ``state`` carries the singular-vector estimates from the previous call; it
+    also stores the previous weights (one extra copy of every matrix) to form ΔW.
+    """
+    state = SpectralState() if state is None else state
+    rows: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for name, param in _named_params(model):
+            if param.ndim >= 2 and param.numel() > 0:
+                rows[name] = _layer_spectrum(name, param, state, iterations)
+    cols = list(zip(*rows.values(), strict=True)) if rows else [(), (), (), ()]
+    return SpectralNorms(
+        layers=list(rows),
+        sigma_max=list(cols[0]),
+        sigma_max_update=list(cols[1]),
+        stable_rank=list(cols[2]),
+        mup_ratio=list(cols[3]),
+        state=state,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Curvature: Hutchinson trace and top eigenvalue
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HessianTrace:
+    """Hutchinson estimate of tr(H): mean, standard error (NaN for one probe), per-probe vᵀHv."""
+
+    trace: float
+    stderr: float
+    samples: list[float]
+    per_layer: dict[str, float] | None
+
+
+@dataclass(frozen=True)
+class TopEigenvalue:
+    """Largest-magnitude Hessian eigenvalue by power iteration, and its vector for warm starts."""
+
+    eigenvalue: float
+    vector: list[Tensor]
+    iterations: int
+
+
+def _default_generator(generator: torch.Generator | None) -> torch.Generator:
+    return torch.Generator().manual_seed(0) if generator is None else generator
+
+
+# Probes per batched HVP are capped so that (probes × parameters) stays below this many elements.
+_PROBE_BATCH_ELEMENTS = 1 << 24
+
+
+def _rademacher(
+    params: list[Tensor], gen: torch.Generator, count: int | None = None
+) -> list[Tensor]:
+    """±1 vectors shaped like ``params`` (with a leading ``count`` dim if given), from ``gen``."""
+    lead = () if count is None else (count,)
+    draws = [torch.randint(0, 2, lead + p.shape, generator=gen, device=gen.device) for p in params]
+    return [(2 * d - 1).to(p) for d, p in zip(draws, params, strict=True)]
+
+
+class _HVP:
+    """Hessian-vector products of the loss at the current parameters (one graph, many products).
+
+    The forward and first backward run once; every product is a second ``autograd.grad`` with
+    ``retain_graph=True``. Nothing is written to ``.grad``.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, inputs: Any, targets: Any) -> None:
+        named = _trainable(model)
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        with _unsupported_as_probe_error("double backward unavailable"):
+            loss = loss_fn(model(*_as_args(inputs)), targets)
+            grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+        self.pairs = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        self.grads = [grads[i] for i in self.pairs]
+        self.numel = sum(p.numel() for p in self.params)
+
+    def __call__(self, vecs: list[Tensor], batched: bool = False) -> list[Tensor]:
+        """H·v; with ``batched`` every tensor carries a leading probe dim (vmapped products)."""
+        if not self.grads:
+            return [torch.zeros_like(v) for v in vecs]
+        with _unsupported_as_probe_error("double backward unavailable"):
+            hv = torch.autograd.grad(
+                self.grads,
+                self.params,
+                grad_outputs=[vecs[i] for i in self.pairs],
+                retain_graph=True,
+                allow_unused=True,
+                is_grads_batched=batched,
+            )
+        return [
+            torch.zeros_like(v) if h is None else h.detach() for v, h in zip(vecs, hv, strict=True)
+        ]
+
+    def quadratic_forms(self, vecs: list[Tensor]) -> Tensor:
+        """Per-probe, per-tensor ``v_lᵀ (H v)_l`` (probes × tensors, float64, CPU).
+
+        Tries one vmapped product for the whole block; ops without a batching rule fall back to
+        one product per probe.
+        """
+        count = vecs[0].shape[0] if vecs else 0
+        try:
+            hvs = self(vecs, batched=True) if count > 1 else None
+        except (RuntimeError, NotImplementedError, ProbeUnsupported):
+            hvs = None
+        if hvs is None:
+            per = [self([v[k] for v in vecs]) for k in range(count)]
+            hvs = [torch.stack([h[i] for h in per]) for i in range(len(vecs))]
+        cols = [
+            (v.double() * h.double()).reshape(count, -1).sum(1)
+            for v, h in zip(vecs, hvs, strict=True)
+        ]
+        return (
+            torch.stack(cols, dim=1).cpu() if cols else torch.zeros(count, 0, dtype=torch.float64)
+        )
+
+
+def _dots(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
+    """Per-tensor inner products, float64, as one 1-D tensor."""
+    if not xs:
+        return torch.zeros(0, dtype=torch.float64)
+    return torch.stack([(x.double() * y.double()).sum() for x, y in zip(xs, ys, strict=True)])
+
+
+def _hutchinson_table(hvp: _HVP, gen: torch.Generator, probes: int) -> Tensor:
+    """probes × tensors table of ``v_lᵀ (H v)_l``, probes drawn in memory-bounded blocks."""
+    block = max(1, min(probes, _PROBE_BATCH_ELEMENTS // max(1, hvp.numel)))
+    rows, left = [], probes
+    while left > 0:
+        count = min(block, left)
+        rows.append(hvp.quadratic_forms(_rademacher(hvp.params, gen, count)))
+        left -= count
+    return torch.cat(rows)
+
+
+def hessian_trace(
+    model: nn.Module,
+    loss_fn: Callable[[Any, Any], Tensor],
+    inputs: Any,
+    targets: Any,
+    probes: int = 1,
+    generator: torch.Generator | None = None,
+    per_layer: bool = False,
+) -> HessianTrace:
+    """Hutchinson estimate ``tr(H) ≈ mean_k v_kᵀ H v_k`` with Rademacher ``v_k``.
+
+    Why: Wu & Su show an SGD minimum is linearly stable only if ``tr(H)·η/2 ≤ 1`` (see
+    :func:`sgd_stability_gauge`). Per-layer traces are the diagonal blocks ``v_lᵀ (H v)_l`` of
+    the same probes, so they sum to the global samples exactly. Probes are evaluated as one
+    vmapped double backward per block (bounded memory), falling back to one product per probe.
+
+    The loss is evaluated in the model's **current mode** (the Hessian of the training-mode loss
+    when training): BatchNorm uses batch statistics and its running stats are restored afterwards;
+    Dropout draws one mask, shared by all probes of this call, from the global RNG, whose state
+    (CPU and the model's CUDA devices) is restored so the caller's stream is unchanged. Probes
+    come from ``generator`` (pass a persistent one; the default is a fresh generator seeded 0).
+    """
+    gen = _default_generator(generator)
+    with preserved_state(model), torch.enable_grad():
+        hvp = _HVP(model, loss_fn, inputs, targets)
+        table = _hutchinson_table(hvp, gen, max(1, probes))
+    samples = table.sum(dim=1).tolist()
+    k = len(samples)
+    stderr = float(np.std(samples, ddof=1) / math.sqrt(k)) if k > 1 else _NAN
+    layers = dict(zip(hvp.names, table.mean(dim=0).tolist(), strict=True)) if per_layer else None
+    return HessianTrace(
+        trace=float(np.mean(samples)), stderr=stderr, samples=samples, per_layer=layers
+    )
+
+
+def _normalised(vecs: list[Tensor]) -> tuple[list[Tensor], float]:
+    norm = _global_norm(vecs)
+    return ([v / norm for v in vecs] if norm > 0 else vecs), norm
+
+
+def hessian_top_eigenvalue(
+    model: nn.Module,
+    loss_fn: Callable[[Any, Any], Tensor],
+    inputs: Any,
+    targets: Any,
+    iterations: int = 20,
+    generator: torch.Generator | None = None,
+    init: Sequence[Tensor] | None = None,
+    tol: float | None = None,
+) -> TopEigenvalue:
+    """λ_max of the loss Hessian by power iteration on Hessian-vector products.
+
+    Why: full-batch GD is stable only while ``λ_max·η/2 ≤ 1``; at the edge of stability
+    (Cohen et al.) λ_max hovers at 2/η (see :func:`eos_gauge`). Plain power iteration returns the
+    largest-*magnitude* eigenvalue, which may be negative early in training. Warm-start with the
+    previous call's ``vector`` via ``init``; ``tol`` stops early on a small relative change.
+    Same mode / buffer / RNG policy as :func:`hessian_trace`.
+    """
+    gen = _default_generator(generator)
+    with preserved_state(model), torch.enable_grad():
+        hvp = _HVP(model, loss_fn, inputs, targets)
+        start = _rademacher(hvp.params, gen) if init is None else [t.detach() for t in init]
+        vec, _ = _normalised([s.to(p) for s, p in zip(start, hvp.params, strict=True)])
+        eig, done = _NAN, 0
+        while done < max(1, iterations):
+            done += 1
+            hv = hvp(vec)
+            new = _dots(vec, hv).sum().item()
+            vec_next, norm = _normalised(hv)
+            converged = tol is not None and abs(new - eig) <= tol * abs(new)
+            eig = new
+            if norm == 0 or converged:
+                break
+            vec = vec_next
+    return TopEigenvalue(eigenvalue=eig, vector=[v.detach().clone() for v in vec], iterations=done)
+
+
+# --------------------------------------------------------------------------------------------
+# Derived gauges
+# --------------------------------------------------------------------------------------------
+
+
+def sgd_stability_gauge(trace: float, lr: float) -> float:
+    """``tr(H)·η/2``; ≥ 1 means the minimum is not linearly stable for SGD (Wu & Su)."""
+    return trace * lr / 2
+
+
+def eos_gauge(lambda_max: float, lr: float) -> float:
+    """``λ_max·η/2``; ≈ 1 is the edge of stability for full-batch GD (Cohen et al.)."""
+    return lambda_max * lr / 2

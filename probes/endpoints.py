@@ -1,0 +1,91 @@
+"""Endpoint strings: one address names a run, two sockets serve it.
+
+A run is reached by one address (``tcp://host:5555`` or ``ipc:///path``). Telemetry (PUB) is
+bound there and the control socket (ROUTER: snapshots now, commands later) on the address next
+to it: port + 1 for tcp, ``<path>.ctl`` for ipc. Users type one string; both sides derive the
+other the same way.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+_TCP = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/\[\]]+):(?P<port>\d{1,5})$")
+
+
+class EndpointError(ValueError):
+    """An endpoint string that cannot be used; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A parsed endpoint: ``scheme`` is ``tcp`` or ``ipc``."""
+
+    scheme: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @property
+    def telemetry(self) -> str:
+        return f"tcp://{self.host}:{self.port}" if self.scheme == "tcp" else f"ipc://{self.path}"
+
+    @property
+    def control(self) -> str:
+        if self.scheme == "tcp":
+            return f"tcp://{self.host}:{self.port + 1}"
+        return f"ipc://{self.path}.ctl"
+
+    def with_port(self, port: int) -> Endpoint:
+        return Endpoint(self.scheme, self.host, port, self.path)
+
+    def __str__(self) -> str:
+        return self.telemetry
+
+
+def parse_endpoint(text: str) -> Endpoint:
+    """Parse ``tcp://host:port`` (port 0 = pick a free one) or ``ipc:///path``."""
+    text = text.strip()
+    if text.startswith("ipc://"):
+        path = text[len("ipc://") :]
+        if not path:
+            raise EndpointError(f"{text!r}: an ipc endpoint needs a path, e.g. ipc:///tmp/run.sock")
+        return Endpoint("ipc", path=path)
+    match = _TCP.match(text)
+    if not match:
+        raise EndpointError(
+            f"{text!r} is not an endpoint: use tcp://HOST:PORT (e.g. {DEFAULT_ENDPOINT}) "
+            "or ipc:///path/to/socket"
+        )
+    port = int(match["port"])
+    if port > 65534:
+        raise EndpointError(f"{text!r}: port must be 0..65534 (the control socket uses port + 1)")
+    return Endpoint("tcp", host=match["host"], port=port)
+
+
+def free_port_pair(host: str = "127.0.0.1", attempts: int = 50) -> int:
+    """Find a port P such that P and P + 1 are both free right now on ``host``."""
+    for _ in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as first:
+            first.bind((host, 0))
+            port = first.getsockname()[1]
+            if port >= 65534:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as second:
+                try:
+                    second.bind((host, port + 1))
+                except OSError:
+                    continue
+            return port
+    raise EndpointError(f"no free pair of adjacent ports found on {host}")
+
+
+def is_loopback(endpoint: Endpoint) -> bool:
+    """True for ipc and for tcp hosts on the loopback range (127/8, ::1, localhost)."""
+    if endpoint.scheme == "ipc":
+        return True
+    host = endpoint.host.strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")

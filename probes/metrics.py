@@ -1,0 +1,77 @@
+"""The basic metrics every record carries: gradient and update norms, learning rates.
+
+Computed on the training thread with a handful of fused ``torch._foreach_norm`` calls and kept
+as device tensors: converting them to Python floats (a host sync on CUDA) is left to the I/O
+thread. Nothing here writes to a parameter, a gradient or the RNG.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class NormSnapshot:
+    """Per-layer norms for one step, still on the device (a 1-D tensor each, or None)."""
+
+    grad: torch.Tensor | None
+    update: torch.Tensor | None
+
+
+class NormTracker:
+    """Tracks per-parameter gradient norms and the size of the last optimizer update.
+
+    The update at step t is the difference between the parameters seen at this ``observe``
+    and the previous one, so it needs one copy of the trainable parameters. That copy is the
+    whole memory cost of the basic metrics; pass ``track_updates=False`` to skip it.
+    """
+
+    def __init__(self, named_params: list[tuple[str, torch.nn.Parameter]], track_updates: bool):
+        self.names = [name for name, _ in named_params]
+        self._params = [p for _, p in named_params]
+        self._previous: list[torch.Tensor] | None = None
+        self._track_updates = track_updates
+
+    @torch.no_grad()
+    def snapshot(self) -> NormSnapshot:
+        return NormSnapshot(grad=self._grad_norms(), update=self._update_norms())
+
+    def _grad_norms(self) -> torch.Tensor | None:
+        if not self._params:
+            return None
+        grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device)
+                 for p in self._params]
+        dense = [g.to_dense() if g.is_sparse else g for g in grads]
+        return torch.stack(_norms(dense))
+
+    def _update_norms(self) -> torch.Tensor | None:
+        if not self._track_updates or not self._params:
+            return None
+        current = [p.detach() for p in self._params]
+        if self._previous is None:
+            self._previous = [c.clone() for c in current]
+            return None
+        diffs = torch._foreach_sub(current, self._previous)
+        torch._foreach_copy_(self._previous, current)
+        return torch.stack(_norms(diffs))
+
+
+def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """L2 norms in float32 (so fp16 gradients don't overflow), one 0-d tensor each."""
+    if len({t.device for t in tensors}) == 1 and all(t.is_floating_point() for t in tensors):
+        return [n.float() for n in torch._foreach_norm(tensors)]
+    return [torch.linalg.vector_norm(t.float()) for t in tensors]
+
+
+def global_norm(per_layer: list[float]) -> float:
+    """‖(n_1, …, n_L)‖₂: the norm of the concatenated vector from its parts' norms."""
+    return sum(n * n for n in per_layer) ** 0.5
+
+
+def learning_rates(optimizer: torch.optim.Optimizer | None) -> list[float]:
+    """One learning rate per param group (a tensor LR is read as a float)."""
+    if optimizer is None:
+        return []
+    return [float(group.get("lr", float("nan"))) for group in optimizer.param_groups]

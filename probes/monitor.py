@@ -1,0 +1,252 @@
+"""The Monitor: the one object a user adds to a training loop.
+
+    mon = Monitor(run="my-run")
+    ...; loss.backward(); mon.observe(step, model=model, optimizer=opt, loss=loss); opt.step()
+    mon.close()
+
+``observe`` must be cheap and must never raise into the training loop: it takes a few fused
+norm reductions on the device, wraps the results in a thunk and enqueues it. The I/O thread
+turns the thunk into a record (host copy, floats), so the training thread never waits on the
+network or, on CUDA, on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from probes.endpoints import DEFAULT_ENDPOINT
+from probes.metrics import NormSnapshot, NormTracker, global_norm, learning_rates
+from probes.transport import Transport, ZmqTransport
+from probes.wire import Record, metrics_data
+
+log = logging.getLogger("edgewatch")
+
+
+def _default_run_name() -> str:
+    return time.strftime("run-%Y%m%d-%H%M%S")
+
+
+class Monitor:
+    """Streams a training run's metrics to any attached viewer.
+
+    Args:
+        run: the run's name (shown in the UI; the topic of every message).
+        bind: where viewers attach. The control socket uses the next port. When left at the
+            default and the port is busy, a free port is taken and logged; an explicit
+            ``bind`` that is busy raises :class:`probes.endpoints.EndpointError`.
+        transport: inject a transport (e.g. ``InProcessTransport()`` in tests); overrides bind.
+        config: hyperparameters to show with the run (any msgpack-able mapping).
+        every: publish basic metrics every N observed steps.
+        track_updates: keep one copy of the parameters to measure update norms.
+    """
+
+    def __init__(
+        self,
+        run: str | None = None,
+        *,
+        bind: str | None = None,
+        transport: Transport | None = None,
+        config: Mapping[str, Any] | None = None,
+        every: int = 1,
+        track_updates: bool = True,
+        history: int = 100_000,
+    ) -> None:
+        if every < 1:
+            raise ValueError(f"every must be ≥ 1, got {every}")
+        self.run = run or _default_run_name()
+        self.every = every
+        self.transport: Transport = transport or ZmqTransport(
+            bind or DEFAULT_ENDPOINT, run=self.run, history=history, auto_port=bind is None
+        )
+        self.endpoint = self.transport.endpoint
+        self.config = dict(config or {})
+        self.errors = 0
+        self._track_updates = track_updates
+        self._tracker: NormTracker | None = None
+        self._model_id: int | None = None
+        self._last_observe: float | None = None
+        self._step = 0
+        self._closed = False
+        self._publish("meta", 0, self._base_meta())
+        self._publish("event", 0, {"event": "start"})
+
+    # -- public API ------------------------------------------------------------------------
+    def observe(
+        self,
+        step: int,
+        *,
+        model: torch.nn.Module | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        loss: torch.Tensor | float | None = None,
+        logits: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+        batch_size: int | None = None,
+        **extra: float | torch.Tensor,
+    ) -> None:
+        """Record one training step. Call after ``backward()`` and before ``optimizer.step()``.
+
+        Extra keyword arguments are published as additional scalars (e.g. ``test_acc=0.93``).
+        Never raises: failures are counted in ``errors`` and logged once.
+        """
+        try:
+            self._observe(step, model, optimizer, loss, logits, targets, batch_size, extra)
+        except Exception:
+            self.errors += 1
+            if self.errors == 1:
+                log.warning("edgewatch: observe() failed; training continues", exc_info=True)
+
+    def event(self, name: str, **data: Any) -> None:
+        """Publish an event record (shown in the UI's event log and kept in replays)."""
+        self._publish("event", self._step, {"event": name, **data})
+
+    def summary(self, **headline: Any) -> None:
+        """Publish the run's headline numbers (shown at the end, kept with the run)."""
+        self.event("summary", **headline)
+
+    def close(self, status: str = "finished") -> None:
+        """Flush and stop publishing. ``status`` is ``finished`` or ``crashed``."""
+        if self._closed:
+            return
+        self._closed = True
+        self._publish("event", self._step, {"event": status})
+        self.transport.set_status(state=status, final_state=status, step=self._step)
+        self.transport.close()
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self.close("finished" if exc_type is None or exc_type is KeyboardInterrupt else "crashed")
+
+    # -- internals -------------------------------------------------------------------------
+    def _observe(
+        self,
+        step: int,
+        model: torch.nn.Module | None,
+        optimizer: torch.optim.Optimizer | None,
+        loss: torch.Tensor | float | None,
+        logits: torch.Tensor | None,
+        targets: torch.Tensor | None,
+        batch_size: int | None,
+        extra: Mapping[str, float | torch.Tensor],
+    ) -> None:
+        now = time.perf_counter()
+        step_time = now - self._last_observe if self._last_observe is not None else math.nan
+        self._last_observe = now
+        self._step = step
+        if model is not None and id(model) != self._model_id:
+            self._attach(model)
+        norms = self._tracker.snapshot() if self._tracker else NormSnapshot(None, None)
+        if step % self.every:
+            return
+        batch = batch_size or _batch_size(logits, targets)
+        host = {
+            "lr": learning_rates(optimizer),
+            "step_time": step_time,
+            "samples_per_s": batch / step_time if batch and step_time > 0 else math.nan,
+            "steps_per_s": 1.0 / step_time if step_time > 0 else math.nan,
+        }
+        device = {name: _detached(v) for name, v in {"loss": loss, **extra}.items()}
+        layers = self._tracker.names if self._tracker else []
+        self.transport.send(_MetricsThunk(self.run, step, layers, host, device, norms))
+        self.transport.set_status(step=step, state="running")
+
+    def _attach(self, model: torch.nn.Module) -> None:
+        """First sight of a model: remember its parameters and describe it in a meta record."""
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self._tracker = NormTracker(named, self._track_updates)
+        self._model_id = id(model)
+        first = next(iter(model.parameters()), None)
+        self._publish(
+            "meta",
+            self._step,
+            {
+                "params": sum(p.numel() for p in model.parameters()),
+                "layers": [n for n, _ in named],
+                "device": str(first.device) if first is not None else "cpu",
+                "model": type(model).__name__,
+            },
+        )
+
+    def _base_meta(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "config": _plain(self.config),
+            "started": time.time(),
+            "endpoint": self.endpoint,
+        }
+
+    def _publish(self, kind: str, step: int, data: dict[str, Any]) -> None:
+        self.transport.send(Record(kind=kind, run=self.run, step=step, data=data))
+
+
+class _MetricsThunk:
+    """Finishes a metrics record on the I/O thread: device → host copies happen there."""
+
+    __slots__ = ("device", "host", "layers", "norms", "run", "step", "t")
+
+    def __init__(self, run, step, layers, host, device, norms: NormSnapshot) -> None:
+        self.run, self.step, self.layers = run, step, layers
+        self.host, self.device, self.norms = host, device, norms
+        self.t = time.time()
+
+    def __call__(self) -> Record:
+        scalars: dict[str, float] = {}
+        for name, value in self.device.items():
+            if value is not None:
+                scalars[name] = _to_float(value)
+        lrs = self.host.pop("lr")
+        if lrs:
+            scalars["lr"] = lrs[0]
+            scalars.update({f"lr/{i}": lr for i, lr in enumerate(lrs[1:], start=1)})
+        scalars.update(self.host)
+        per_layer: dict[str, list[float]] = {}
+        for name, tensor in (("grad_norm", self.norms.grad), ("update_norm", self.norms.update)):
+            if tensor is not None:
+                values = tensor.detach().to("cpu").tolist()
+                per_layer[name] = values
+                scalars[name] = global_norm(values)
+        data = metrics_data(scalars, self.layers if per_layer else [], per_layer)
+        return Record(kind="metrics", run=self.run, step=self.step, data=data, t=self.t)
+
+
+def _detached(value: Any) -> Any:
+    """Drop the autograd graph now, so a queued record does not keep it alive."""
+    return value.detach() if isinstance(value, torch.Tensor) else value
+
+
+def _to_float(value: float | torch.Tensor) -> float:
+    if isinstance(value, torch.Tensor):
+        return float(value.detach().float().mean().item())
+    return float(value)
+
+
+def _batch_size(logits: torch.Tensor | None, targets: torch.Tensor | None) -> int | None:
+    for tensor in (targets, logits):
+        if isinstance(tensor, torch.Tensor) and tensor.dim() > 0:
+            return int(tensor.shape[0])
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """Make a config msgpack-safe: unknown objects become their repr."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)

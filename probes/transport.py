@@ -1,0 +1,325 @@
+"""The publishing side of the wire: the training thread enqueues, one I/O thread owns sockets.
+
+Two implementations share the :class:`Transport` interface (httpx-style): ``ZmqTransport`` for
+real runs, ``InProcessTransport`` for tests that want every record exactly and instantly.
+
+Why a thread and a queue: ZeroMQ sockets are not thread-safe and a send can stall on a slow
+peer. The training thread only does ``queue.put_nowait`` (it never waits; when the queue is full
+the record is dropped and counted); the I/O thread turns pending items into records, assigns the
+gap-free per-rank ``seq``, publishes on PUB, keeps a bounded history for late joiners (Clone
+pattern), answers snapshot requests on ROUTER and sends a heartbeat when idle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgpack
+import zmq
+
+from probes.endpoints import Endpoint, EndpointError, free_port_pair, parse_endpoint
+from probes.wire import MAX_MESSAGE_BYTES, Record, encode
+
+log = logging.getLogger("edgewatch.transport")
+
+Pending = Record | Callable[[], Record]
+"""What the training thread hands over: a record, or a thunk the I/O thread finalises
+(so tensor → float conversion and CUDA synchronisation happen off the training thread)."""
+
+SNAPSHOT_CHUNK = 1000
+HEARTBEAT_S = 1.0
+
+
+@dataclass
+class TransportStats:
+    """Counters shown in heartbeats and the TUI; every drop has a named reason."""
+
+    enqueued: int = 0
+    published: int = 0
+    dropped_queue_full: int = 0
+    finalize_errors: int = 0
+    snapshots_served: int = 0
+    bad_requests: int = 0
+    send_errors: int = 0
+
+    def as_map(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class Transport(Protocol):
+    """What the Monitor needs from a transport."""
+
+    stats: TransportStats
+    endpoint: str
+
+    def send(self, item: Pending) -> None: ...
+    def set_status(self, **status: Any) -> None: ...
+    def close(self, timeout: float = 2.0) -> None: ...
+
+
+@dataclass
+class _History:
+    """Bounded record history with O(1) lookup by seq (seq is contiguous)."""
+
+    limit: int
+    items: deque[tuple[int, bytes]] = field(default_factory=deque)
+    meta: list[tuple[int, bytes]] = field(default_factory=list)
+
+    def add(self, seq: int, payload: bytes, is_meta: bool) -> None:
+        self.items.append((seq, payload))
+        if is_meta:
+            self.meta.append((seq, payload))
+            del self.meta[:-8]
+        while len(self.items) > self.limit:
+            self.items.popleft()
+
+    def since(self, seq: int) -> list[bytes]:
+        """Payloads with seq > ``seq``; meta is always included when it has been evicted."""
+        if not self.items:
+            return []
+        first = self.items[0][0]
+        start = max(0, seq + 1 - first)
+        evicted_meta = [payload for s, payload in self.meta if seq < s < first]
+        return evicted_meta + [payload for _, payload in list(self.items)[start:]]
+
+
+class _Sequencer:
+    """Assigns per-rank gap-free seq and remembers the last one."""
+
+    def __init__(self) -> None:
+        self.next_seq = 0
+
+    def stamp(self, record: Record) -> Record:
+        record.seq = self.next_seq
+        self.next_seq += 1
+        return record
+
+    @property
+    def last(self) -> int:
+        return self.next_seq - 1
+
+
+def _finalize(item: Pending) -> Record:
+    return item() if callable(item) else item
+
+
+class InProcessTransport:
+    """Keeps every record in memory, synchronously: for tests and notebooks."""
+
+    def __init__(self) -> None:
+        self.stats = TransportStats()
+        self.endpoint = "inproc://memory"
+        self.records: list[Record] = []
+        self.status: dict[str, Any] = {}
+        self._seq = _Sequencer()
+        self.closed = False
+
+    def send(self, item: Pending) -> None:
+        self.stats.enqueued += 1
+        record = self._seq.stamp(_finalize(item))
+        self.records.append(record)
+        self.stats.published += 1
+
+    def set_status(self, **status: Any) -> None:
+        self.status.update(status)
+
+    def close(self, timeout: float = 2.0) -> None:
+        self.closed = True
+
+
+class ZmqTransport:
+    """PUB + ROUTER owned by one background I/O thread."""
+
+    def __init__(
+        self,
+        bind: str,
+        *,
+        run: str,
+        rank: int = 0,
+        history: int = 100_000,
+        queue_size: int = 10_000,
+        heartbeat_s: float = HEARTBEAT_S,
+        auto_port: bool = False,
+    ) -> None:
+        self.stats = TransportStats()
+        self._run = run
+        self._rank = rank
+        self._queue: queue.Queue[Pending] = queue.Queue(maxsize=queue_size)
+        self._history = _History(limit=history)
+        self._seq = _Sequencer()
+        self._heartbeat_s = heartbeat_s
+        self._status: dict[str, Any] = {"state": "running"}
+        self._stop = threading.Event()
+        self._ctx = zmq.Context.instance()
+        self._pub, self._router, parsed = self._bind(parse_endpoint(bind), auto_port)
+        self.endpoint = parsed.telemetry
+        self.control_endpoint = parsed.control
+        self._thread = threading.Thread(target=self._loop, name="edgewatch-io", daemon=True)
+        self._thread.start()
+
+    # -- training-thread side -------------------------------------------------------------
+    def send(self, item: Pending) -> None:
+        """Never blocks: a full queue drops the item and counts it."""
+        try:
+            self._queue.put_nowait(item)
+            self.stats.enqueued += 1
+        except queue.Full:
+            self.stats.dropped_queue_full += 1
+
+    def set_status(self, **status: Any) -> None:
+        """Status fields that ride on heartbeats (state, step, overhead...)."""
+        self._status = {**self._status, **status}
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Flush what is queued, then stop the I/O thread and close the sockets."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(timeout)
+
+    # -- sockets ---------------------------------------------------------------------------
+    def _bind(self, endpoint: Endpoint, auto_port: bool) -> tuple[zmq.Socket, zmq.Socket, Endpoint]:
+        if endpoint.scheme == "tcp" and endpoint.port == 0:
+            endpoint = endpoint.with_port(free_port_pair(endpoint.host.strip("[]")))
+        pub = self._ctx.socket(zmq.PUB)
+        router = self._ctx.socket(zmq.ROUTER)
+        for sock in (pub, router):
+            sock.setsockopt(zmq.LINGER, 500)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        pub.setsockopt(zmq.SNDHWM, 20_000)
+        router.setsockopt(zmq.SNDHWM, 2_000)
+        try:
+            pub.bind(endpoint.telemetry)
+            router.bind(endpoint.control)
+        except zmq.ZMQError as exc:
+            pub.close(0)
+            router.close(0)
+            if auto_port and endpoint.scheme == "tcp" and exc.errno == zmq.EADDRINUSE:
+                fallback = endpoint.with_port(free_port_pair(endpoint.host.strip("[]")))
+                log.warning("%s is busy; publishing on %s instead", endpoint, fallback)
+                return self._bind(fallback, auto_port=False)
+            raise EndpointError(_bind_hint(endpoint, exc)) from None
+        return pub, router, endpoint
+
+    # -- I/O thread ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        last_sent = time.monotonic()
+        try:
+            while True:
+                stopping = self._stop.is_set()
+                if self._drain():
+                    last_sent = time.monotonic()
+                if stopping:
+                    self._publish_heartbeat(final=True)
+                    break
+                if time.monotonic() - last_sent >= self._heartbeat_s:
+                    self._publish_heartbeat()
+                    last_sent = time.monotonic()
+                if dict(poller.poll(10)).get(self._router):
+                    self._serve_requests()
+        except Exception:  # the I/O thread must never take the training process down
+            log.exception("edgewatch I/O thread stopped")
+        finally:
+            self._pub.close()
+            self._router.close()
+
+    def _drain(self, limit: int = 5000) -> bool:
+        sent = False
+        for _ in range(limit):
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                record = self._seq.stamp(_finalize(item))
+            except Exception:
+                self.stats.finalize_errors += 1
+                log.debug("record could not be finalised", exc_info=True)
+                continue
+            payload = encode(record)
+            self._history.add(record.seq, payload, record.kind == "meta")
+            self._publish(payload)
+            sent = True
+        return sent
+
+    def _publish(self, payload: bytes) -> None:
+        try:
+            self._pub.send_multipart([self._run.encode(), payload], zmq.NOBLOCK)
+            self.stats.published += 1
+        except zmq.ZMQError:
+            self.stats.send_errors += 1
+
+    def _publish_heartbeat(self, final: bool = False) -> None:
+        """Heartbeats carry the last data seq (they take none of their own) and live status."""
+        status = {
+            **self._status,
+            "stats": self.stats.as_map(),
+            "queued": self._queue.qsize(),
+            "last_seq": self._seq.last,
+        }
+        if final:
+            status["state"] = status.get("final_state", "finished")
+        beat = Record(
+            kind="heartbeat",
+            run=self._run,
+            step=int(status.get("step", 0)),
+            data=status,
+            rank=self._rank,
+            seq=max(self._seq.last, 0),
+        )
+        try:
+            self._pub.send_multipart([self._run.encode(), encode(beat)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.stats.send_errors += 1
+
+    def _serve_requests(self) -> None:
+        for _ in range(100):
+            try:
+                frames = self._router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._answer(frames)
+
+    def _answer(self, frames: list[bytes]) -> None:
+        identity, body = frames[0], frames[-1]
+        try:
+            request = msgpack.unpackb(body, raw=False)
+            since = int(request.get("since", -1)) if request.get("req") == "snapshot" else None
+        except Exception:
+            since = None
+        if since is None:
+            self.stats.bad_requests += 1
+            self._reply(identity, b"error", {"error": "expected {'req': 'snapshot', 'since': N}"})
+            return
+        self._send_snapshot(identity, since)
+
+    def _send_snapshot(self, identity: bytes, since: int) -> None:
+        payloads = self._history.since(since)
+        for start in range(0, len(payloads), SNAPSHOT_CHUNK):
+            self._reply(identity, b"snap", payloads[start : start + SNAPSHOT_CHUNK])
+        self._reply(identity, b"end", {"run": self._run, "rank": self._rank, "seq": self._seq.last})
+        self.stats.snapshots_served += 1
+
+    def _reply(self, identity: bytes, tag: bytes, body: Any) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self._router.send_multipart([identity, tag, msgpack.packb(body, use_bin_type=True)])
+
+
+def _bind_hint(endpoint: Endpoint, exc: zmq.ZMQError) -> str:
+    if exc.errno == zmq.EADDRINUSE:
+        return (
+            f"{endpoint.telemetry} (or its control port {endpoint.control}) is already in use — "
+            "another run is probably bound there. Pass another bind=, or tcp://127.0.0.1:0 "
+            "to pick a free port."
+        )
+    return f"cannot bind {endpoint.telemetry}: {exc.strerror}"

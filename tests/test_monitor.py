@@ -1,0 +1,142 @@
+"""Monitor: exact basic metrics, no side effects on training, never raises into the loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from probes import InProcessTransport, Monitor
+from probes.client import Subscriber
+
+
+def _cnn_with_batchnorm() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
+    )
+
+
+def _train(monitor: Monitor | None, steps: int = 8) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    model = _cnn_with_batchnorm()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))
+    for step in range(steps):
+        opt.zero_grad()
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        loss.backward()
+        if monitor is not None:
+            monitor.observe(step, model=model, optimizer=opt, loss=loss, logits=logits, targets=y)
+        opt.step()
+    return [t.detach().clone() for t in model.state_dict().values()] + [torch.rand(1)]
+
+
+def test_monitor_leaves_a_batchnorm_run_bit_identical():
+    plain = _train(None)
+    mon = Monitor(run="bit", transport=InProcessTransport())
+    watched = _train(mon)
+    mon.close()
+    assert mon.errors == 0
+    assert len(plain) == len(watched)
+    for a, b in zip(plain, watched, strict=True):  # weights, BN running stats, and the RNG
+        assert torch.equal(a, b)
+
+
+def test_basic_metrics_match_an_exact_computation():
+    tr = InProcessTransport()
+    mon = Monitor(run="exact", transport=tr)
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2))
+    opt = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.1},
+                           {"params": model[2].parameters(), "lr": 0.01}])
+    x, y = torch.randn(7, 3), torch.randint(0, 2, (7,))
+    before = None
+    for step in range(2):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        grads = [p.grad.norm().item() for p in model.parameters()]
+        params = [p.detach().clone() for p in model.parameters()]
+        mon.observe(step, model=model, optimizer=opt, loss=loss, targets=y, accuracy=0.5)
+        opt.step()
+        if before is not None:
+            updates = [(a - b).norm().item() for a, b in zip(params, before, strict=True)]
+        before = params
+    mon.close()
+    last = [r for r in tr.records if r.kind == "metrics"][-1]
+    per_layer = last.data["per_layer"]
+    assert last.data["layers"] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert per_layer["grad_norm"] == pytest.approx(grads, rel=1e-6)
+    assert per_layer["update_norm"] == pytest.approx(updates, rel=1e-5)
+    scalars = last.data["scalars"]
+    assert scalars["grad_norm"] == pytest.approx(math.sqrt(sum(g * g for g in grads)), rel=1e-6)
+    assert scalars["loss"] == pytest.approx(loss.item())
+    assert (scalars["lr"], scalars["lr/1"], scalars["accuracy"]) == (0.1, 0.01, 0.5)
+    assert scalars["samples_per_s"] == pytest.approx(7 * scalars["steps_per_s"])
+
+
+def test_records_follow_the_envelope_and_seq_is_gap_free():
+    tr = InProcessTransport()
+    with Monitor(run="seq", transport=tr) as mon:
+        model = nn.Linear(2, 2)
+        for step in range(5):
+            model(torch.randn(4, 2)).sum().backward()
+            mon.observe(step, model=model, loss=torch.tensor(1.0))
+    kinds = [r.kind for r in tr.records]
+    assert kinds[:2] == ["meta", "event"] and kinds[-1] == "event"
+    assert tr.records[-1].data["event"] == "finished"
+    assert [r.seq for r in tr.records] == list(range(len(tr.records)))
+    model_meta = [r for r in tr.records if r.kind == "meta"][-1].data
+    assert model_meta["params"] == 6 and model_meta["layers"] == ["weight", "bias"]
+
+
+def test_observe_never_raises_and_counts_errors():
+    tr = InProcessTransport()
+    mon = Monitor(run="bad", transport=tr)
+    mon.observe(0, model="not a model", loss=object())  # type: ignore[arg-type]
+    mon.observe(1, loss=float("nan"), weird=float("inf"))
+    mon.close()
+    assert mon.errors == 1
+    last = [r for r in tr.records if r.kind == "metrics"][-1].data["scalars"]
+    assert math.isnan(last["loss"]) and last["weird"] == math.inf
+
+
+def test_exception_in_the_loop_marks_the_run_crashed():
+    tr = InProcessTransport()
+    with pytest.raises(RuntimeError), Monitor(run="boom", transport=tr):
+        raise RuntimeError("training blew up")
+    assert tr.records[-1].data["event"] == "crashed"
+
+
+def test_every_n_publishes_a_subset_but_update_norms_stay_per_step():
+    tr = InProcessTransport()
+    mon = Monitor(run="every", transport=tr, every=3)
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(7):
+        opt.zero_grad()
+        model(torch.ones(1, 2)).sum().backward()
+        mon.observe(step, model=model, optimizer=opt, loss=torch.tensor(0.0))
+        opt.step()
+    mon.close()
+    steps = [r.step for r in tr.records if r.kind == "metrics"]
+    assert steps == [0, 3, 6]
+    update = [r for r in tr.records if r.kind == "metrics"][-1].data["per_layer"]["update_norm"]
+    assert update[1] == pytest.approx(0.1)  # one SGD step of the bias, not three
+
+
+def test_monitor_streams_over_zeromq_to_a_subscriber():
+    mon = Monitor(run="live", bind="tcp://127.0.0.1:0")
+    model = nn.Linear(2, 1)
+    for step in range(10):
+        model(torch.ones(1, 2)).sum().backward()
+        mon.observe(step, model=model, loss=torch.tensor(float(step)))
+    sub = Subscriber(mon.endpoint)
+    records = sub.collect(lambda rs: sum(r.kind == "metrics" for r in rs) >= 10, 5)
+    mon.close()
+    sub.close()
+    losses = [r.data["scalars"]["loss"] for r in records if r.kind == "metrics"]
+    assert losses == [float(s) for s in range(10)]

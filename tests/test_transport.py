@@ -1,0 +1,171 @@
+"""Transport over real loopback sockets: never blocks, late joiners get history, bad input."""
+
+from __future__ import annotations
+
+import time
+
+import msgpack
+import pytest
+import zmq
+
+from probes.client import CloneSession, Subscriber, decode_reply, open_sockets
+from probes.endpoints import EndpointError, free_port_pair, parse_endpoint
+from probes.transport import ZmqTransport
+from probes.wire import Record, encode, metrics_data
+
+
+def _metrics(step: int) -> Record:
+    return Record("metrics", "t", step, metrics_data({"loss": float(step)}))
+
+
+@pytest.fixture
+def transport():
+    tr = ZmqTransport("tcp://127.0.0.1:0", run="t")
+    yield tr
+    tr.close()
+
+
+def test_publisher_without_subscriber_never_blocks_and_counts_drops():
+    tr = ZmqTransport("tcp://127.0.0.1:0", run="t", queue_size=100)
+    sends = 0
+    for step in range(20_000):
+        tr.send(_metrics(step))
+        sends += 1
+    tr.close()
+    assert sends == 20_000
+    assert tr.stats.enqueued + tr.stats.dropped_queue_full == 20_000
+    assert tr.stats.dropped_queue_full > 0  # a 100-slot queue cannot absorb 20k instant sends
+
+
+def test_stalled_subscriber_does_not_block_the_publisher(transport):
+    ctx = zmq.Context.instance()
+    stalled = ctx.socket(zmq.SUB)
+    stalled.setsockopt(zmq.RCVHWM, 10)
+    stalled.setsockopt(zmq.SUBSCRIBE, b"")
+    stalled.connect(transport.endpoint)
+    time.sleep(0.2)
+    start = time.monotonic()
+    for step in range(50_000):
+        transport.send(_metrics(step))
+    elapsed = time.monotonic() - start
+    deadline = time.monotonic() + 10
+    while transport.stats.published + transport.stats.dropped_queue_full < 50_000:
+        assert time.monotonic() < deadline, transport.stats
+        time.sleep(0.05)
+    stalled.close(0)
+    assert elapsed < 5.0  # bounded: the loop returned on every call (no wait on the peer)
+
+
+def test_late_subscriber_receives_full_history_without_gaps(transport):
+    for step in range(3000):
+        transport.send(_metrics(step))
+    time.sleep(0.3)
+    sub = Subscriber(transport.endpoint)
+    records = sub.collect(lambda rs: sum(r.kind == "metrics" for r in rs) >= 3500, timeout=2)
+    for step in range(3000, 3500):  # live updates after the snapshot
+        transport.send(_metrics(step))
+    records += sub.collect(lambda rs: any(r.step == 3499 for r in rs), timeout=10)
+    sub.close()
+    seqs = [r.seq for r in records if r.kind != "heartbeat"]
+    assert seqs == list(range(3500))
+    assert sub.session.lost == 0
+
+
+def test_viewer_restart_mid_run_gets_everything_again(transport):
+    for step in range(100):
+        transport.send(_metrics(step))
+    first = Subscriber(transport.endpoint)
+    assert first.collect(lambda rs: len([r for r in rs if r.kind == "metrics"]) >= 100, 5)
+    first.close()
+    for step in range(100, 200):
+        transport.send(_metrics(step))
+    second = Subscriber(transport.endpoint)
+    steps = [r.step for r in second.collect(lambda rs: any(r.step == 199 for r in rs), 5)
+             if r.kind == "metrics"]
+    second.close()
+    assert steps == list(range(200))
+
+
+def test_idle_publisher_sends_heartbeats_with_status():
+    tr = ZmqTransport("tcp://127.0.0.1:0", run="t", heartbeat_s=0.2)
+    tr.set_status(state="paused", step=7)
+    sub = Subscriber(tr.endpoint)
+    beats = [r for r in sub.collect(lambda rs: any(r.kind == "heartbeat" for r in rs), 5)
+             if r.kind == "heartbeat"]
+    sub.close()
+    tr.close()
+    assert beats and beats[0].data["state"] == "paused" and beats[0].step == 7
+
+
+def test_gap_in_live_updates_is_repaired_from_history():
+    session = CloneSession()
+    delivered = []
+    for seq in (0, 1, 2):
+        delivered += session.accept_payload(encode(Record("metrics", "t", seq, {}, seq=seq)))
+    assert not session.accept_payload(encode(Record("metrics", "t", 5, {}, seq=5)))
+    assert session.repair_pending
+    delivered += session.accept_snapshot(
+        [encode(Record("metrics", "t", s, {}, seq=s)) for s in (2, 3, 4, 5)])
+    session.finish_snapshot({"seq": 5})
+    assert [r.seq for r in delivered] == [0, 1, 2, 3, 4, 5]
+    assert session.lost == 0 and not session.repair_pending
+
+
+def test_history_evicted_before_a_repair_counts_as_lost():
+    session = CloneSession()
+    session.accept_payload(encode(Record("metrics", "t", 0, {}, seq=0)))
+    session.accept_snapshot([encode(Record("metrics", "t", 9, {}, seq=9))])
+    session.finish_snapshot({"seq": 10})
+    assert session.lost == 1 and session.last_seq == 10
+
+
+def test_foreign_and_malformed_messages_are_counted_not_fatal(transport):
+    ctx = zmq.Context.instance()
+    port = free_port_pair()
+    rogue = ctx.socket(zmq.PUB)
+    rogue.bind(f"tcp://127.0.0.1:{port}")
+    sub = Subscriber(f"tcp://127.0.0.1:{port}")
+    time.sleep(0.3)
+    rogue.send_multipart([b"x", b"\xc1\xc1 not msgpack"])
+    rogue.send_multipart([b"x", msgpack.packb({"hello": "world"})])
+    deadline = time.monotonic() + 5
+    while sum(sub.session.rejected.values()) < 2 and time.monotonic() < deadline:
+        sub.poll(0.05)
+    sub.close()
+    rogue.close(0)
+    assert sum(sub.session.rejected.values()) == 2
+
+
+def test_bad_control_request_gets_an_error_reply_and_the_run_goes_on(transport):
+    ctx = zmq.Context.instance()
+    _, dealer = open_sockets(ctx, transport.endpoint)
+    dealer.send(b"\xc1 nonsense")
+    assert dealer.poll(3000)
+    tag, body = decode_reply(dealer.recv_multipart())
+    assert tag == "error" and "snapshot" in body["error"]
+    dealer.close(0)
+    transport.send(_metrics(0))
+    sub = Subscriber(transport.endpoint)
+    assert sub.collect(lambda rs: any(r.kind == "metrics" for r in rs), 5)
+    sub.close()
+    assert transport.stats.bad_requests == 1
+
+
+def test_explicit_busy_port_is_a_clear_error_and_default_falls_back(transport):
+    with pytest.raises(EndpointError, match="already in use"):
+        ZmqTransport(transport.endpoint, run="other")
+    fallback = ZmqTransport(transport.endpoint, run="other", auto_port=True)
+    assert fallback.endpoint != transport.endpoint
+    fallback.close()
+
+
+@pytest.mark.parametrize("text", ["tcp://127.0.0.1", "http://x:1", "tcp://h:99999", "ipc://"])
+def test_malformed_endpoints_are_rejected(text):
+    with pytest.raises(EndpointError):
+        parse_endpoint(text)
+
+
+def test_control_endpoint_is_the_next_port():
+    ep = parse_endpoint("tcp://127.0.0.1:5555")
+    assert (ep.telemetry, ep.control) == ("tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556")
+    assert parse_endpoint("ipc:///tmp/a").control == "ipc:///tmp/a.ctl"
