@@ -46,6 +46,9 @@ class StepOutput:
     logits: torch.Tensor | None = None
     targets: torch.Tensor | None = None
     scalars: dict[str, float] = field(default_factory=dict)
+    inputs: Any = None
+    """The batch the model saw; with ``loss_fn`` it enables ρ_a and the curvature probes."""
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None
 
 
 @dataclass
@@ -132,7 +135,8 @@ def run(
             last.update(scalars, loss=float(out.loss.detach()))  # host sync only at eval steps
         if monitor is not None:
             monitor.observe(step, model=trainer.model, optimizer=trainer.optimizer,
-                            loss=out.loss, logits=out.logits, targets=out.targets, **scalars)
+                            loss=out.loss, logits=out.logits, targets=out.targets,
+                            inputs=out.inputs, loss_fn=out.loss_fn, **scalars)
         trainer.optimizer.step()
         if progress is not None:
             progress(step, last)

@@ -371,9 +371,25 @@ def _logit_jvp(
         return _as_logits(logits_fn(out) if logits_fn is not None else out)
 
     primals = tuple(p.detach() for _, p in named)
-    with _unsupported_as_probe_error("forward-mode AD (JVP) unavailable"):
+    with _unsupported_as_probe_error("forward-mode AD (JVP) unavailable"), _no_fused_attention():
         z, a = torch.func.jvp(logits_of, primals, tuple(tangents))
     return z.detach(), a.detach()
+
+
+@contextmanager
+def _no_fused_attention() -> Iterator[None]:
+    """Fused attention kernels (nn.Transformer's eval fast path, flash/efficient SDPA) have no
+    forward-mode derivative; the composite "math" path computes the same function and does."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    mha = torch.backends.mha
+    previous = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        mha.set_fastpath_enabled(previous)
 
 
 def _spread(z: Tensor, a: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -608,6 +624,13 @@ class _HVP:
             loss = loss_fn(model(*_as_args(inputs)), targets)
             grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
         self.pairs = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        if not self.pairs and any(g is not None for g in grads):
+            # The gradient exists but is constant in θ: in practice a cut graph (a custom
+            # autograd.Function without double backward), and a zero Hessian would be a lie.
+            raise ProbeUnsupported(
+                "double backward unavailable: the gradient is not differentiable "
+                "(a custom autograd.Function without a double backward?)"
+            )
         self.grads = [grads[i] for i in self.pairs]
         self.numel = sum(p.numel() for p in self.params)
 
@@ -623,6 +646,11 @@ class _HVP:
                 retain_graph=True,
                 allow_unused=True,
                 is_grads_batched=batched,
+            )
+        if all(h is None for h in hv):
+            raise ProbeUnsupported(
+                "double backward unavailable: no second-order path from the loss to the "
+                "parameters (a custom autograd.Function without a double backward?)"
             )
         return [
             torch.zeros_like(v) if h is None else h.detach() for v, h in zip(vecs, hv, strict=True)

@@ -18,6 +18,7 @@ class NormSnapshot:
 
     grad: torch.Tensor | None
     update: torch.Tensor | None
+    update_tensors: list[torch.Tensor] | None = None
 
 
 class NormTracker:
@@ -36,7 +37,9 @@ class NormTracker:
 
     @torch.no_grad()
     def snapshot(self) -> NormSnapshot:
-        return NormSnapshot(grad=self._grad_norms(), update=self._update_norms())
+        diffs = self._updates()
+        update = torch.stack(_norms(diffs)) if diffs else None
+        return NormSnapshot(grad=self._grad_norms(), update=update, update_tensors=diffs)
 
     def _grad_norms(self) -> torch.Tensor | None:
         if not self._params:
@@ -46,7 +49,8 @@ class NormTracker:
         dense = [g.to_dense() if g.is_sparse else g for g in grads]
         return torch.stack(_norms(dense))
 
-    def _update_norms(self) -> torch.Tensor | None:
+    def _updates(self) -> list[torch.Tensor] | None:
+        """θ_t − θ_{t−1} per parameter (fresh tensors: the safe-step probe reads them too)."""
         if not self._track_updates or not self._params:
             return None
         current = [p.detach() for p in self._params]
@@ -55,7 +59,7 @@ class NormTracker:
             return None
         diffs = torch._foreach_sub(current, self._previous)
         torch._foreach_copy_(self._previous, current)
-        return torch.stack(_norms(diffs))
+        return list(diffs)
 
 
 def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -23,10 +23,17 @@ from typing import Any
 
 import torch
 
+from probes.alerts import AlertTracker
+from probes.builtin import DEFAULT_PROBES
+from probes.diagnostics import ProbeUnsupported
 from probes.endpoints import DEFAULT_ENDPOINT
 from probes.metrics import NormSnapshot, NormTracker, global_norm, learning_rates
+from probes.probe import PROBES, Probe, ProbeOutput, ProbeScheduler, StepContext
 from probes.transport import Transport, ZmqTransport
 from probes.wire import Record, metrics_data
+
+ProbeSpec = str | Probe
+MAX_PROBE_FAILURES = 3
 
 log = logging.getLogger("edgewatch")
 
@@ -46,7 +53,14 @@ class Monitor:
         transport: inject a transport (e.g. ``InProcessTransport()`` in tests); overrides bind.
         config: hyperparameters to show with the run (any msgpack-able mapping).
         every: publish basic metrics every N observed steps.
-        track_updates: keep one copy of the parameters to measure update norms.
+        track_updates: keep one copy of the parameters to measure update norms (and the
+            direction the safe-step probe needs).
+        probes: ``"default"`` (all built-in diagnostics), a list of probe names or instances,
+            or ``None`` for basic metrics only. A probe runs only when ``observe`` was given
+            what it needs (``inputs=`` and ``loss_fn=`` enable ρ_a and the curvature probes).
+        budget: the fraction of step time all probes together may take (default 5 %); cadences
+            stretch to stay within it. A probe's own ``budget=`` overrides its share. ``None``
+            runs every probe at its declared cadence whatever it costs.
     """
 
     def __init__(
@@ -59,6 +73,8 @@ class Monitor:
         every: int = 1,
         track_updates: bool = True,
         history: int = 100_000,
+        probes: str | list[ProbeSpec] | None = "default",
+        budget: float | None = 0.05,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be ≥ 1, got {every}")
@@ -76,6 +92,10 @@ class Monitor:
         self._last_observe: float | None = None
         self._step = 0
         self._closed = False
+        self.scheduler = ProbeScheduler(_make_probes(probes), budget)
+        self._failures: dict[str, int] = {}
+        self._alerts = AlertTracker()  # touched only by the I/O thread (inside thunks)
+        self._monitor_seconds = 0.0
         self._publish("meta", 0, self._base_meta())
         self._publish("event", 0, {"event": "start"})
 
@@ -89,20 +109,27 @@ class Monitor:
         loss: torch.Tensor | float | None = None,
         logits: torch.Tensor | None = None,
         targets: torch.Tensor | None = None,
+        inputs: Any = None,
+        loss_fn: Any = None,
         batch_size: int | None = None,
         **extra: float | torch.Tensor,
     ) -> None:
         """Record one training step. Call after ``backward()`` and before ``optimizer.step()``.
 
-        Extra keyword arguments are published as additional scalars (e.g. ``test_acc=0.93``).
+        ``inputs`` (the batch the model was called on) and ``loss_fn(outputs, targets)`` are
+        optional; they enable the safe-step radius and the curvature probes. Extra keyword
+        arguments are published as additional scalars (e.g. ``test_acc=0.93``).
         Never raises: failures are counted in ``errors`` and logged once.
         """
+        started = time.perf_counter()
+        ctx = StepContext(step, model, optimizer, logits, targets, inputs, loss_fn)
         try:
-            self._observe(step, model, optimizer, loss, logits, targets, batch_size, extra)
+            self._observe(ctx, loss, batch_size, extra)
         except Exception:
             self.errors += 1
             if self.errors == 1:
                 log.warning("edgewatch: observe() failed; training continues", exc_info=True)
+        self._monitor_seconds = time.perf_counter() - started
 
     def event(self, name: str, **data: Any) -> None:
         """Publish an event record (shown in the UI's event log and kept in replays)."""
@@ -130,35 +157,70 @@ class Monitor:
     # -- internals -------------------------------------------------------------------------
     def _observe(
         self,
-        step: int,
-        model: torch.nn.Module | None,
-        optimizer: torch.optim.Optimizer | None,
+        ctx: StepContext,
         loss: torch.Tensor | float | None,
-        logits: torch.Tensor | None,
-        targets: torch.Tensor | None,
         batch_size: int | None,
         extra: Mapping[str, float | torch.Tensor],
     ) -> None:
         now = time.perf_counter()
         step_time = now - self._last_observe if self._last_observe is not None else math.nan
         self._last_observe = now
-        self._step = step
-        if model is not None and id(model) != self._model_id:
-            self._attach(model)
+        if math.isfinite(step_time):
+            training = step_time - self._monitor_seconds
+            self.scheduler.step_finished(training, self._monitor_seconds)
+        self._step = ctx.step
+        if ctx.model is not None and id(ctx.model) != self._model_id:
+            self._attach(ctx.model)
         norms = self._tracker.snapshot() if self._tracker else NormSnapshot(None, None)
-        if step % self.every:
+        if ctx.step % self.every:
             return
-        batch = batch_size or _batch_size(logits, targets)
+        lrs = learning_rates(ctx.optimizer)
+        ctx.lr = lrs[0] if lrs else math.nan
+        ctx.layers = self._tracker.names if self._tracker else []
+        ctx.last_update = norms.update_tensors
+        probed = self._run_probes(ctx)
+        batch = batch_size or _batch_size(ctx.logits, ctx.targets)
         host = {
-            "lr": learning_rates(optimizer),
+            "lr": lrs,
             "step_time": step_time,
             "samples_per_s": batch / step_time if batch and step_time > 0 else math.nan,
             "steps_per_s": 1.0 / step_time if step_time > 0 else math.nan,
+            "overhead_pct": 100 * self.scheduler.overhead,
         }
         device = {name: _detached(v) for name, v in {"loss": loss, **extra}.items()}
-        layers = self._tracker.names if self._tracker else []
-        self.transport.send(_MetricsThunk(self.run, step, layers, host, device, norms))
-        self.transport.set_status(step=step, state="running")
+        self.transport.send(
+            _MetricsThunk(self.run, ctx.step, ctx.layers, host, device, norms, probed, self._alerts)
+        )
+        self.transport.set_status(step=ctx.step, state="running",
+                                  cadences=self.scheduler.cadences())
+
+    def _run_probes(self, ctx: StepContext) -> ProbeOutput:
+        """Run the probes due now; a probe that cannot handle this model is retired, loudly."""
+        merged = ProbeOutput()
+        for probe in self.scheduler.due(ctx.step):
+            if probe.missing(ctx):
+                continue
+            start = time.perf_counter()
+            try:
+                out = probe.compute(ctx)
+            except ProbeUnsupported as exc:
+                self._retire(probe, exc.reason)
+                continue
+            except Exception as exc:
+                self._failures[probe.name] = self._failures.get(probe.name, 0) + 1
+                if self._failures[probe.name] >= MAX_PROBE_FAILURES:
+                    self._retire(probe, f"{type(exc).__name__}: {exc}")
+                continue
+            finally:
+                self.scheduler.ran(probe, ctx.step, time.perf_counter() - start)
+            merged.scalars.update(out.scalars)
+            merged.per_layer.update(out.per_layer)
+        return merged
+
+    def _retire(self, probe: Probe, reason: str) -> None:
+        self.scheduler.probes.remove(probe)
+        self.event("probe_skipped", probe=probe.name, reason=reason)
+        log.warning("edgewatch: probe %s disabled: %s", probe.name, reason)
 
     def _attach(self, model: torch.nn.Module) -> None:
         """First sight of a model: remember its parameters and describe it in a meta record."""
@@ -196,14 +258,16 @@ class Monitor:
 class _MetricsThunk:
     """Finishes a metrics record on the I/O thread: device → host copies happen there."""
 
-    __slots__ = ("device", "host", "layers", "norms", "run", "step", "t")
+    __slots__ = ("alerts", "device", "host", "layers", "norms", "probed", "run", "step", "t")
 
-    def __init__(self, run, step, layers, host, device, norms: NormSnapshot) -> None:
+    def __init__(self, run, step, layers, host, device, norms: NormSnapshot,
+                 probed: ProbeOutput, alerts: AlertTracker) -> None:
         self.run, self.step, self.layers = run, step, layers
         self.host, self.device, self.norms = host, device, norms
+        self.probed, self.alerts = probed, alerts
         self.t = time.time()
 
-    def __call__(self) -> Record:
+    def __call__(self) -> list[Record]:
         scalars: dict[str, float] = {}
         for name, value in self.device.items():
             if value is not None:
@@ -219,8 +283,32 @@ class _MetricsThunk:
                 values = tensor.detach().to("cpu").tolist()
                 per_layer[name] = values
                 scalars[name] = global_norm(values)
+        scalars.update(self.probed.scalars)
+        for name, by_layer in self.probed.per_layer.items():
+            per_layer[name] = [float(by_layer.get(layer, math.nan)) for layer in self.layers]
         data = metrics_data(scalars, self.layers if per_layer else [], per_layer)
-        return Record(kind="metrics", run=self.run, step=self.step, data=data, t=self.t)
+        records = [Record(kind="metrics", run=self.run, step=self.step, data=data, t=self.t)]
+        records += [Record(kind="alert", run=self.run, step=self.step, data=alert, t=self.t)
+                    for alert in self.alerts.check(scalars)]
+        return records
+
+
+def _make_probes(spec: str | list[ProbeSpec] | None) -> list[Probe]:
+    """``"default"`` → every built-in probe; names → fresh instances; instances as given."""
+    if spec is None:
+        return []
+    names_or_probes = list(DEFAULT_PROBES) if spec == "default" else spec
+    if isinstance(names_or_probes, str):
+        raise ValueError(f"probes={spec!r}: use 'default', None, or a list of names/probes")
+    out = []
+    for item in names_or_probes:
+        if isinstance(item, Probe):
+            out.append(item)
+        elif item in PROBES:
+            out.append(PROBES[item]())
+        else:
+            raise ValueError(f"unknown probe {item!r}; known: {', '.join(sorted(PROBES))}")
+    return out
 
 
 def _detached(value: Any) -> Any:

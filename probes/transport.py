@@ -30,9 +30,10 @@ from probes.wire import MAX_MESSAGE_BYTES, Record, encode
 
 log = logging.getLogger("edgewatch.transport")
 
-Pending = Record | Callable[[], Record]
-"""What the training thread hands over: a record, or a thunk the I/O thread finalises
-(so tensor → float conversion and CUDA synchronisation happen off the training thread)."""
+Pending = Record | Callable[[], "Record | list[Record]"]
+"""What the training thread hands over: a record, or a thunk the I/O thread finalises into one
+or more records (so tensor → float conversion and CUDA synchronisation happen off the training
+thread)."""
 
 SNAPSHOT_CHUNK = 1000
 HEARTBEAT_S = 1.0
@@ -107,8 +108,9 @@ class _Sequencer:
         return self.next_seq - 1
 
 
-def _finalize(item: Pending) -> Record:
-    return item() if callable(item) else item
+def _finalize(item: Pending) -> list[Record]:
+    out = item() if callable(item) else item
+    return out if isinstance(out, list) else [out]
 
 
 class InProcessTransport:
@@ -124,9 +126,9 @@ class InProcessTransport:
 
     def send(self, item: Pending) -> None:
         self.stats.enqueued += 1
-        record = self._seq.stamp(_finalize(item))
-        self.records.append(record)
-        self.stats.published += 1
+        for record in _finalize(item):
+            self.records.append(self._seq.stamp(record))
+            self.stats.published += 1
 
     def set_status(self, **status: Any) -> None:
         self.status.update(status)
@@ -241,15 +243,16 @@ class ZmqTransport:
             except queue.Empty:
                 break
             try:
-                record = self._seq.stamp(_finalize(item))
+                records = _finalize(item)
             except Exception:
                 self.stats.finalize_errors += 1
                 log.debug("record could not be finalised", exc_info=True)
                 continue
-            payload = encode(record)
-            self._history.add(record.seq, payload, record.kind == "meta")
-            self._publish(payload)
-            sent = True
+            for record in records:
+                payload = encode(self._seq.stamp(record))
+                self._history.add(record.seq, payload, record.kind == "meta")
+                self._publish(payload)
+                sent = True
         return sent
 
     def _publish(self, payload: bytes) -> None:

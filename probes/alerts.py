@@ -1,0 +1,72 @@
+"""Theory thresholds for the gauges, and alerts when a run crosses one.
+
+The thresholds come from the papers behind each diagnostic (DESIGN.md "The diagnostics"); the
+TUI reads the same table to colour its badges and draw threshold lines, so there is one truth.
+An alert fires when a gauge enters the red zone and re-arms only after it has left it, so a
+gauge hovering at its limit (the edge of stability does exactly that) does not flood the stream.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Threshold:
+    metric: str
+    limit: float
+    amber: float
+    meaning: str
+    strict: bool = False  # True: alert when value > limit; False: when value >= limit
+
+    def level(self, value: float) -> str:
+        """"ok" | "warn" | "alert" | "unknown" for one value."""
+        if not math.isfinite(value):
+            return "unknown"
+        over = value > self.limit if self.strict else value >= self.limit
+        if over:
+            return "alert"
+        return "warn" if value >= self.amber else "ok"
+
+
+THRESHOLDS: dict[str, Threshold] = {
+    t.metric: t
+    for t in (
+        Threshold("r", 1.0, 0.5, "step longer than the safe radius ρ_a (Ghosts of Softmax)"),
+        Threshold("trace_gauge", 1.0, 0.8, "tr(H)·η/2 ≥ 1: not linearly stable for SGD (Wu & Su)"),
+        Threshold("eos_gauge", 1.0, 0.9, "λ_max·η/2 ≥ 1: at/over the edge of stability for GD"),
+        Threshold("sc_fraction", 0.0, 0.0, "softmax collapse: samples with zero gradient signal",
+                  strict=True),
+        Threshold("sc_fp16", 0.0, 0.0, "logits would collapse in fp16", strict=True),
+    )
+}
+
+
+class AlertTracker:
+    """Turns a stream of scalars into alert payloads, once per entry into the red zone."""
+
+    def __init__(self, thresholds: dict[str, Threshold] | None = None) -> None:
+        self.thresholds = THRESHOLDS if thresholds is None else thresholds
+        self._active: set[str] = set()
+        self._loss_alerted = False
+
+    def check(self, scalars: dict[str, float]) -> list[dict]:
+        alerts = []
+        for name, threshold in self.thresholds.items():
+            value = scalars.get(name)
+            if value is None or not math.isfinite(value):
+                continue
+            if threshold.level(value) == "alert":
+                if name not in self._active:
+                    self._active.add(name)
+                    alerts.append({"metric": name, "value": value, "limit": threshold.limit,
+                                   "message": threshold.meaning})
+            else:
+                self._active.discard(name)
+        loss = scalars.get("loss")
+        if loss is not None and not math.isfinite(loss) and not self._loss_alerted:
+            self._loss_alerted = True
+            alerts.append({"metric": "loss", "value": loss, "limit": None,
+                           "message": "loss is not finite"})
+        return alerts

@@ -1,0 +1,158 @@
+"""The built-in probes: the five stability diagnostics adapted to the stream.
+
+Each is a thin adapter over a pure function in ``probes.diagnostics`` (tested there against
+exact computations). Scalar names here are the ones the TUI charts and the alerts watch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from probes import diagnostics as dx
+from probes.probe import Probe, ProbeOutput, StepContext, register_probe
+
+
+@register_probe
+class SoftmaxCollapseProbe(Probe):
+    """SC fraction in the logits' dtype plus the fp16/bf16/fp32 headroom view."""
+
+    name = "softmax_collapse"
+    cost = "cheap"
+    requires = ("logits",)
+    default_every = 10
+
+    def compute(self, ctx: StepContext) -> ProbeOutput:
+        res = dx.softmax_collapse(ctx.logits, ctx.targets)
+        scalars = {
+            "sc_fraction": res.fraction,
+            "sc_fp16": res.fraction_by_dtype["float16"],
+            "sc_bf16": res.fraction_by_dtype["bfloat16"],
+            "sc_fp32": res.fraction_by_dtype["float32"],
+            "max_logit_gap": res.max_logit_gap,
+        }
+        if res.zero_loss_fraction is not None:
+            scalars["zero_loss_fraction"] = res.zero_loss_fraction
+        return ProbeOutput(scalars)
+
+
+@register_probe
+class NLMProbe(Probe):
+    """cos(−∇W, W) per layer and globally, from the gradients already on the parameters."""
+
+    name = "nlm"
+    cost = "cheap"
+    requires = ("model",)
+    default_every = 5
+
+    def compute(self, ctx: StepContext) -> ProbeOutput:
+        res = dx.nlm_alignment(ctx.model)
+        return ProbeOutput(
+            {"nlm_cos": res.global_cosine},
+            {"nlm_cos": dict(zip(res.layers, res.cosines, strict=True))},
+        )
+
+
+@register_probe
+class SafeStepProbe(Probe):
+    """ρ_a along the last optimizer step and r = ‖p‖/ρ_a (r ≥ 1: beyond the safe radius).
+
+    The direction is the update the optimizer actually applied last step (θ_t − θ_{t−1}),
+    evaluated at the current parameters on the current batch: the Monitor sees a step only
+    after it happened, and consecutive steps point alike, so this is the live estimate.
+    """
+
+    name = "safe_step"
+    cost = "jvp"
+    requires = ("model", "inputs", "last_update")
+    default_every = 10
+
+    def compute(self, ctx: StepContext) -> ProbeOutput:
+        res = dx.safe_step_radius(ctx.model, ctx.inputs, ctx.last_update)
+        scalars = {"rho_a": res.rho, "r": res.r}
+        if res.rho_binary is not None:
+            scalars["rho_binary"] = res.rho_binary
+        return ProbeOutput(scalars)
+
+
+@register_probe
+class SpectralProbe(Probe):
+    """σ_max of each 2-D weight and of its last update, stable rank, μP ratio (warm power it.)."""
+
+    name = "spectral"
+    cost = "cheap"
+    requires = ("model",)
+    default_every = 10
+
+    def __init__(self, every: int | None = None, budget: float | None = None) -> None:
+        super().__init__(every, budget)
+        self._state: dx.SpectralState | None = None
+
+    def compute(self, ctx: StepContext) -> ProbeOutput:
+        res = dx.spectral_norms(ctx.model, self._state)
+        self._state = res.state
+        per_layer = {
+            key: dict(zip(res.layers, values, strict=True))
+            for key, values in (
+                ("sigma_max", res.sigma_max),
+                ("sigma_max_update", res.sigma_max_update),
+                ("stable_rank", res.stable_rank),
+                ("mup_ratio", res.mup_ratio),
+            )
+        }
+        top = max(res.sigma_max, default=float("nan"))
+        return ProbeOutput({"sigma_max": top}, per_layer)
+
+
+@register_probe
+class HessianTraceProbe(Probe):
+    """Hutchinson tr(H) (K Rademacher probes), its standard error, the SGD gauge tr(H)·η/2."""
+
+    name = "hessian_trace"
+    cost = "hvp"
+    requires = ("model", "inputs", "targets", "loss_fn")
+    default_every = 50
+
+    def __init__(self, every: int | None = None, budget: float | None = None, probes: int = 1):
+        super().__init__(every, budget)
+        self.k = probes
+        self._generator = torch.Generator().manual_seed(1234)
+        self._samples: list[float] = []
+
+    def compute(self, ctx: StepContext) -> ProbeOutput:
+        res = dx.hessian_trace(ctx.model, ctx.loss_fn, ctx.inputs, ctx.targets,
+                               probes=self.k, generator=self._generator, per_layer=True)
+        total = res.trace
+        shares = {n: (v / total if total else float("nan")) for n, v in res.per_layer.items()}
+        return ProbeOutput(
+            {"trace_h": total, "trace_stderr": res.stderr,
+             "trace_gauge": dx.sgd_stability_gauge(total, ctx.lr)},
+            {"trace_share": shares},
+        )
+
+
+@register_probe
+class TopEigenvalueProbe(Probe):
+    """λ_max of the Hessian by warm-started power iteration; the EoS gauge λ_max·η/2."""
+
+    name = "lambda_max"
+    cost = "hvp"
+    requires = ("model", "inputs", "targets", "loss_fn")
+    default_every = 100
+
+    def __init__(self, every: int | None = None, budget: float | None = None, iterations: int = 5):
+        super().__init__(every, budget)
+        self.iterations = iterations
+        self._generator = torch.Generator().manual_seed(4321)
+        self._vector: list[torch.Tensor] | None = None
+
+    def compute(self, ctx: StepContext) -> ProbeOutput:
+        res = dx.hessian_top_eigenvalue(ctx.model, ctx.loss_fn, ctx.inputs, ctx.targets,
+                                        iterations=self.iterations, generator=self._generator,
+                                        init=self._vector)
+        self._vector = res.vector
+        return ProbeOutput({"lambda_max": res.eigenvalue,
+                            "eos_gauge": dx.eos_gauge(res.eigenvalue, ctx.lr)})
+
+
+DEFAULT_PROBES = ("softmax_collapse", "nlm", "safe_step", "spectral", "hessian_trace",
+                  "lambda_max")

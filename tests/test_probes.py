@@ -1,0 +1,198 @@
+"""Probes inside the Monitor: side-effect free on real models, budgeted, skip with a reason."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from probes import InProcessTransport, Monitor
+from probes.alerts import THRESHOLDS, AlertTracker
+from probes.builtin import DEFAULT_PROBES
+from probes.probe import PROBES, Probe, ProbeOutput, ProbeScheduler
+
+
+class TinyTransformer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(11, 16)
+        self.block = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.1, batch_first=True)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 11)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.block(self.embed(tokens)))[:, -1])
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4)), torch.randn(24, 6)
+
+
+def _cnn():
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(3 * 4 * 4, 4))
+    return model, torch.randn(24, 1, 6, 6)
+
+
+def _transformer():
+    return TinyTransformer(), torch.randint(0, 11, (24, 5))
+
+
+def _train(build, monitor: Monitor | None, steps: int = 4):
+    torch.manual_seed(0)
+    model, x = build()
+    model.train()
+    y = torch.randint(0, 4, (24,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    loss_fn = nn.functional.cross_entropy
+    for step in range(steps):
+        opt.zero_grad()
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        loss.backward()
+        if monitor is not None:
+            monitor.observe(step, model=model, optimizer=opt, loss=loss, logits=logits,
+                            targets=y, inputs=x, loss_fn=loss_fn)
+        opt.step()
+    state = [t.detach().clone() for t in model.state_dict().values()]
+    return state, torch.get_rng_state()
+
+
+def _every_step_monitor(tr: InProcessTransport) -> Monitor:
+    probes = [PROBES[name](every=1) for name in DEFAULT_PROBES]
+    return Monitor(run="fx", transport=tr, probes=probes, budget=None)
+
+
+@pytest.mark.parametrize("build", [_mlp, _cnn, _transformer], ids=["mlp", "cnn-bn", "transformer"])
+def test_every_probe_at_every_step_leaves_training_bit_identical(build):
+    plain_state, plain_rng = _train(build, None)
+    tr = InProcessTransport()
+    mon = _every_step_monitor(tr)
+    state, rng = _train(build, mon)
+    mon.close()
+    assert mon.errors == 0
+    assert not [r for r in tr.records if r.data.get("event") == "probe_skipped"]
+    for a, b in zip(plain_state, state, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(plain_rng, rng)
+    scalars = [r for r in tr.records if r.kind == "metrics"][-1].data["scalars"]
+    for name in ("sc_fraction", "nlm_cos", "rho_a", "r", "sigma_max", "trace_h", "lambda_max",
+                 "trace_gauge", "eos_gauge", "overhead_pct"):
+        assert name in scalars, name
+
+
+def test_per_layer_probe_values_align_with_the_layer_list():
+    tr = InProcessTransport()
+    mon = _every_step_monitor(tr)
+    _train(_mlp, mon, steps=2)
+    mon.close()
+    rec = [r for r in tr.records if r.kind == "metrics"][-1].data
+    assert rec["layers"] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    sigma = rec["per_layer"]["sigma_max"]
+    assert math.isnan(sigma[1]) and math.isnan(sigma[3])  # biases have no spectral norm
+    assert sigma[0] > 0 and sigma[2] > 0
+    assert sum(rec["per_layer"]["trace_share"]) == pytest.approx(1.0)
+
+
+class _Unsupported(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        return grad * 2
+
+
+class _Opaque(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return _Unsupported.apply(self.lin(x))
+
+
+def test_a_model_no_probe_can_differentiate_gets_a_skip_reason_not_an_exception():
+    tr = InProcessTransport()
+    mon = Monitor(run="skip", transport=tr,
+                  probes=[PROBES["safe_step"](every=1), PROBES["hessian_trace"](every=1)],
+                  budget=1.0)
+    model, x, y = _Opaque(), torch.randn(5, 3), torch.randint(0, 2, (5,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(3):
+        opt.zero_grad()
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        loss.backward()
+        mon.observe(step, model=model, optimizer=opt, loss=loss, logits=logits, targets=y,
+                    inputs=x, loss_fn=nn.functional.cross_entropy)
+        opt.step()
+    mon.close()
+    skipped = {r.data["probe"]: r.data["reason"] for r in tr.records
+               if r.data.get("event") == "probe_skipped"}
+    assert set(skipped) == {"safe_step", "hessian_trace"}
+    assert all(reason for reason in skipped.values())
+    assert mon.errors == 0 and len([r for r in tr.records if r.kind == "metrics"]) == 3
+
+
+class _FakeProbe(Probe):
+    name = "fake"
+    cost = "cheap"
+
+    def compute(self, ctx):
+        return ProbeOutput()
+
+
+def test_scheduler_stretches_cadence_to_fit_the_budget():
+    probe = _FakeProbe(every=2)
+    sched = ProbeScheduler([probe], budget=0.05)
+    assert sched.cadence(probe) == 2  # nothing measured yet: the declared cadence
+    sched.ran(probe, 0, seconds=0.010)
+    sched.step_finished(training_seconds=0.100, monitor_seconds=0.0)
+    assert sched.cadence(probe) == 2  # 10 ms / (5 % of 100 ms) = 2 steps
+    sched.ran(probe, 2, seconds=0.010)  # EMA: 10 ms
+    sched.step_finished(training_seconds=0.020, monitor_seconds=0.001)
+    # step time EMA = 0.8·0.1 + 0.2·0.02 = 0.084 → 10 ms / (0.05 · 84 ms) = 2.38 → 3
+    assert sched.cadence(probe) == 3
+    assert [p.name for p in sched.due(4)] == []
+    assert [p.name for p in sched.due(5)] == ["fake"]
+
+
+def test_per_probe_budget_overrides_the_equal_split():
+    cheap, dear = _FakeProbe(every=1), _FakeProbe(every=1, budget=0.5)
+    sched = ProbeScheduler([cheap, dear], budget=0.1)
+    assert sched.share(cheap) == pytest.approx(0.05) and sched.share(dear) == 0.5
+
+
+def test_overhead_is_published_and_within_budget_for_cheap_probes():
+    tr = InProcessTransport()
+    mon = Monitor(run="oh", transport=tr, probes=["nlm"], budget=0.05)
+    _train(_mlp, mon, steps=30)
+    mon.close()
+    overheads = [r.data["scalars"]["overhead_pct"] for r in tr.records if r.kind == "metrics"]
+    assert all(math.isfinite(v) and v >= 0 for v in overheads[2:])
+
+
+def test_alert_fires_once_when_softmax_collapses_and_rearms_after_recovery():
+    tracker = AlertTracker()
+    assert [a["metric"] for a in tracker.check({"sc_fraction": 0.5})] == ["sc_fraction"]
+    assert tracker.check({"sc_fraction": 0.6}) == []
+    assert tracker.check({"sc_fraction": 0.0}) == []
+    assert len(tracker.check({"sc_fraction": 0.1})) == 1
+    assert [a["metric"] for a in tracker.check({"loss": math.nan})] == ["loss"]
+
+
+def test_monitor_streams_an_alert_record_for_collapsed_logits():
+    tr = InProcessTransport()
+    mon = Monitor(run="sc", transport=tr, probes=[PROBES["softmax_collapse"](every=1)])
+    logits = torch.full((8, 113), -40.0)
+    logits[:, 0] = 0.0  # every wrong class 40 below the right one: collapses in fp32
+    mon.observe(0, loss=torch.tensor(0.0), logits=logits, targets=torch.zeros(8, dtype=torch.long))
+    mon.close()
+    alerts = [r for r in tr.records if r.kind == "alert"]
+    assert alerts and alerts[0].data["metric"] == "sc_fraction"
+    assert THRESHOLDS["r"].level(1.0) == "alert" and THRESHOLDS["r"].level(0.2) == "ok"
