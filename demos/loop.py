@@ -125,7 +125,7 @@ def run(
     last: dict[str, float] = {}
     step = -1
     for step in range(cfg.steps):
-        if should_stop():
+        if should_stop() or (monitor is not None and monitor.stop_requested):
             break
         trainer.optimizer.zero_grad(set_to_none=True)
         out = trainer.forward_backward(step)

@@ -126,6 +126,38 @@ class CloneSession:
         return record.kind == "meta" and record.seq == 0 and self.last_seq >= 0
 
 
+def send_command(
+    endpoint: str,
+    cmd: str,
+    args: dict | None = None,
+    *,
+    command_id: str | int | None = None,
+    timeout: float = 10.0,
+    ctx: zmq.Context | None = None,
+) -> dict:
+    """Send one command to a run and wait for its ack (raises TimeoutError if none comes).
+
+    The ack is ``{"id", "cmd", "args", "applied_at_step", ...}`` or ``{"id", "cmd", "error"}``;
+    it arrives when the run reaches its next step boundary (or at once for a rejected command).
+    """
+    cid = command_id if command_id is not None else f"{cmd}-{time.monotonic_ns()}"
+    sock = (ctx or zmq.Context.instance()).socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(parse_endpoint(endpoint).control)
+    try:
+        sock.send(msgpack.packb({"id": cid, "cmd": cmd, "args": args or {}}))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not sock.poll(int(left * 1000)):
+                break
+            tag, body = decode_reply(sock.recv_multipart())
+            if tag == "ack" and isinstance(body, dict) and body.get("id") in (cid, None):
+                return body
+        raise TimeoutError(f"no ack for {cmd!r} from {endpoint} within {timeout:g} s")
+    finally:
+        sock.close(0)
+
+
 def snapshot_request(since: int) -> bytes:
     return msgpack.packb({"req": "snapshot", "since": since})
 

@@ -25,6 +25,16 @@ import torch
 
 from probes.alerts import AlertTracker
 from probes.builtin import DEFAULT_PROBES
+from probes.control import (
+    ArgSpec,
+    Command,
+    CommandError,
+    Controller,
+    FunctionController,
+    builtin_controllers,
+    check_args,
+    scale_step_to_radius_,
+)
 from probes.diagnostics import ProbeUnsupported
 from probes.endpoints import DEFAULT_ENDPOINT
 from probes.metrics import NormSnapshot, NormTracker, global_norm, learning_rates
@@ -75,6 +85,7 @@ class Monitor:
         history: int = 100_000,
         probes: str | list[ProbeSpec] | None = "default",
         budget: float | None = 0.05,
+        run_dir: str | None = None,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be ≥ 1, got {every}")
@@ -96,6 +107,17 @@ class Monitor:
         self._failures: dict[str, int] = {}
         self._alerts = AlertTracker()  # touched only by the I/O thread (inside thunks)
         self._monitor_seconds = 0.0
+        self.controllers: dict[str, Controller] = builtin_controllers()
+        self.run_dir = run_dir or os.path.join("runs", self.run)
+        self.model: torch.nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.step = 0
+        self.paused = False
+        self.stop_requested = False
+        self._inputs: Any = None
+        self._before_step: list[torch.Tensor] | None = None
+        self._hooked: set[int] = set()
+        self._control_scalars: dict[str, float] = {}
         self._publish("meta", 0, self._base_meta())
         self._publish("event", 0, {"event": "start"})
 
@@ -124,12 +146,126 @@ class Monitor:
         started = time.perf_counter()
         ctx = StepContext(step, model, optimizer, logits, targets, inputs, loss_fn)
         try:
+            self._remember(ctx)
+            self._apply_commands()
             self._observe(ctx, loss, batch_size, extra)
+            self._steer_gradients()
         except Exception:
             self.errors += 1
             if self.errors == 1:
                 log.warning("edgewatch: observe() failed; training continues", exc_info=True)
         self._monitor_seconds = time.perf_counter() - started
+        self._wait_while_paused()
+
+    # -- steering ----------------------------------------------------------------------------
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy as the live controllers say: softmax (default), StableMax (float64,
+        ``stablemax`` on) or softmax in float64 (``fp64_loss`` on)."""
+        from diag.methods import softmax_cross_entropy_fp64, stablemax_cross_entropy
+
+        if self.controllers["stablemax"].on:  # type: ignore[attr-defined]
+            return stablemax_cross_entropy(logits, targets)
+        if self.controllers["fp64_loss"].on:  # type: ignore[attr-defined]
+            return softmax_cross_entropy_fp64(logits, targets)
+        return torch.nn.functional.cross_entropy(logits, targets)
+
+    def add_controller(self, controller: Controller) -> Controller:
+        """Make a custom controller reachable as a command named ``controller.name``."""
+        self.controllers[controller.name] = controller
+        return controller
+
+    def controller(self, name: str, **args: type):
+        """Decorator form: ``@mon.controller("warmup", steps=int) def f(mon, steps): ...``."""
+
+        def register(fn):
+            self.add_controller(FunctionController(name, fn, dict(args)))
+            return fn
+
+        return register
+
+    def _remember(self, ctx: StepContext) -> None:
+        self.step = self._step = ctx.step
+        if ctx.model is not None:
+            self.model = ctx.model
+        if ctx.inputs is not None:
+            self._inputs = ctx.inputs
+        if ctx.optimizer is not None:
+            self.optimizer = ctx.optimizer
+            if id(ctx.optimizer) not in self._hooked:
+                ctx.optimizer.register_step_pre_hook(self._before_optimizer_step)
+                ctx.optimizer.register_step_post_hook(self._after_optimizer_step)
+                self._hooked.add(id(ctx.optimizer))
+
+    def _apply_commands(self) -> None:
+        for command in self.transport.poll_commands():
+            self._apply(command)
+
+    def _apply(self, command: Command) -> None:
+        ack: dict[str, Any] = {"id": command.id, "cmd": command.cmd, "args": command.args}
+        try:
+            controller = self.controllers.get(command.cmd)
+            if controller is None:
+                known = ", ".join(sorted(self.controllers))
+                raise CommandError(f"this run has no controller {command.cmd!r}; it has: {known}")
+            args = check_args(command.cmd, _spec(controller), command.args)
+            ack.update(controller.apply(self, args), applied_at_step=self.step)
+        except CommandError as err:
+            ack["error"] = str(err)
+        except Exception as err:  # a custom controller's bug must not stop training
+            ack["error"] = f"{command.cmd} failed: {type(err).__name__}: {err}"
+        self.transport.reply(command.peer, ack)
+        self._publish("ack", self.step, ack)
+
+    def _wait_while_paused(self) -> None:
+        if not self.paused:
+            return
+        self.transport.set_status(state="paused", step=self.step)
+        while self.paused and not self._closed:
+            time.sleep(0.05)
+            try:
+                self._apply_commands()
+            except Exception:
+                self.errors += 1
+        self.transport.set_status(state="running")
+
+    def _steer_gradients(self) -> None:
+        if self.controllers["perpgrad"].on and self.model is not None:  # type: ignore[attr-defined]
+            from diag.methods import project_gradients_
+
+            project_gradients_(p for p in self.model.parameters() if p.requires_grad)
+
+    def _step_controllers_on(self) -> bool:
+        return bool(self.controllers["rho_control"].on  # type: ignore[attr-defined]
+                    or self.controllers["spectral_clip"].on)  # type: ignore[attr-defined]
+
+    @torch.no_grad()
+    def _before_optimizer_step(self, *_: Any) -> None:
+        if self.model is not None and self._step_controllers_on():
+            self._before_step = [p.detach().clone() for p in self.model.parameters()
+                                 if p.requires_grad]
+
+    @torch.no_grad()
+    def _after_optimizer_step(self, *_: Any) -> None:
+        previous, self._before_step = self._before_step, None
+        if previous is None or self.model is None:
+            return
+        try:
+            self._clip_and_scale_step(previous)
+        except Exception:
+            self.errors += 1
+            log.warning("edgewatch: step controller failed; step left as taken", exc_info=True)
+
+    def _clip_and_scale_step(self, previous: list[torch.Tensor]) -> None:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        clip = self.controllers["spectral_clip"]
+        if clip.on:  # type: ignore[attr-defined]
+            from diag.methods import clip_update_
+
+            for p, old in zip(params, previous, strict=True):
+                clip_update_(p, old, clip.c)  # type: ignore[attr-defined]
+        if self.controllers["rho_control"].on and self._inputs is not None:  # type: ignore
+            r, scale = scale_step_to_radius_(self.model, previous, self._inputs)
+            self._control_scalars = {"r_proposed": r, "step_scale": scale}
 
     def event(self, name: str, **data: Any) -> None:
         """Publish an event record (shown in the UI's event log and kept in replays)."""
@@ -188,6 +324,7 @@ class Monitor:
             "overhead_pct": 100 * self.scheduler.overhead,
         }
         device = {name: _detached(v) for name, v in {"loss": loss, **extra}.items()}
+        device.update(self._control_scalars)
         self.transport.send(
             _MetricsThunk(self.run, ctx.step, ctx.layers, host, device, norms, probed, self._alerts)
         )
@@ -291,6 +428,10 @@ class _MetricsThunk:
         records += [Record(kind="alert", run=self.run, step=self.step, data=alert, t=self.t)
                     for alert in self.alerts.check(scalars)]
         return records
+
+
+def _spec(controller: Controller) -> ArgSpec:
+    return dict(controller.args)
 
 
 def _make_probes(spec: str | list[ProbeSpec] | None) -> list[Probe]:

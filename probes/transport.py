@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import msgpack
 import zmq
 
+from probes.control import Command, CommandError, parse_command
 from probes.endpoints import Endpoint, EndpointError, free_port_pair, parse_endpoint
 from probes.wire import MAX_MESSAGE_BYTES, Record, encode
 
@@ -49,6 +50,8 @@ class TransportStats:
     finalize_errors: int = 0
     snapshots_served: int = 0
     bad_requests: int = 0
+    commands_received: int = 0
+    commands_rejected: int = 0
     send_errors: int = 0
 
     def as_map(self) -> dict[str, int]:
@@ -63,7 +66,26 @@ class Transport(Protocol):
 
     def send(self, item: Pending) -> None: ...
     def set_status(self, **status: Any) -> None: ...
+    def poll_commands(self) -> list[Command]: ...
+    def reply(self, peer: bytes, body: dict[str, Any]) -> None: ...
     def close(self, timeout: float = 2.0) -> None: ...
+
+
+@dataclass
+class _Reply:
+    """An ack for one peer, handed to the I/O thread (only it may touch the ROUTER socket)."""
+
+    peer: bytes
+    body: dict[str, Any]
+
+
+def _drain_queue(q: queue.Queue) -> list:
+    out = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except queue.Empty:
+            return out
 
 
 @dataclass
@@ -123,6 +145,21 @@ class InProcessTransport:
         self.status: dict[str, Any] = {}
         self._seq = _Sequencer()
         self.closed = False
+        self.commands: queue.Queue[Command] = queue.Queue()
+        self.replies: list[tuple[bytes, dict[str, Any]]] = []
+
+    def submit(self, request: Any, peer: bytes = b"test") -> None:
+        """Deliver a command as if it came from a peer (errors are replied, as on a socket)."""
+        try:
+            self.commands.put(parse_command(request, peer))
+        except CommandError as err:
+            self.reply(peer, {"id": None, "error": str(err)})
+
+    def poll_commands(self) -> list[Command]:
+        return _drain_queue(self.commands)
+
+    def reply(self, peer: bytes, body: dict[str, Any]) -> None:
+        self.replies.append((peer, body))
 
     def send(self, item: Pending) -> None:
         self.stats.enqueued += 1
@@ -155,6 +192,8 @@ class ZmqTransport:
         self._run = run
         self._rank = rank
         self._queue: queue.Queue[Pending] = queue.Queue(maxsize=queue_size)
+        self._replies: deque[_Reply] = deque()  # acks: rare, never dropped, never blocking
+        self._commands: queue.Queue[Command] = queue.Queue(maxsize=1000)
         self._history = _History(limit=history)
         self._seq = _Sequencer()
         self._heartbeat_s = heartbeat_s
@@ -179,6 +218,14 @@ class ZmqTransport:
     def set_status(self, **status: Any) -> None:
         """Status fields that ride on heartbeats (state, step, overhead...)."""
         self._status = {**self._status, **status}
+
+    def poll_commands(self) -> list[Command]:
+        """Commands received since the last call, oldest first (training thread)."""
+        return _drain_queue(self._commands)
+
+    def reply(self, peer: bytes, body: dict[str, Any]) -> None:
+        """Queue an ack for ``peer`` (sent by the I/O thread; never dropped, never blocks)."""
+        self._replies.append(_Reply(peer, body))
 
     def close(self, timeout: float = 2.0) -> None:
         """Flush what is queued, then stop the I/O thread and close the sockets."""
@@ -237,6 +284,9 @@ class ZmqTransport:
 
     def _drain(self, limit: int = 5000) -> bool:
         sent = False
+        while self._replies:
+            reply = self._replies.popleft()
+            self._reply(reply.peer, b"ack", reply.body)
         for _ in range(limit):
             try:
                 item = self._queue.get_nowait()
@@ -297,14 +347,30 @@ class ZmqTransport:
         identity, body = frames[0], frames[-1]
         try:
             request = msgpack.unpackb(body, raw=False)
-            since = int(request.get("since", -1)) if request.get("req") == "snapshot" else None
         except Exception:
-            since = None
+            request = None
+        if isinstance(request, dict) and "cmd" in request:
+            self._accept_command(identity, request)
+            return
+        since = _snapshot_since(request)
         if since is None:
             self.stats.bad_requests += 1
-            self._reply(identity, b"error", {"error": "expected {'req': 'snapshot', 'since': N}"})
+            self._reply(identity, b"error", {
+                "error": "expected {'req': 'snapshot', 'since': N} or {'id', 'cmd', 'args'}"})
             return
         self._send_snapshot(identity, since)
+
+    def _accept_command(self, identity: bytes, request: dict[str, Any]) -> None:
+        self.stats.commands_received += 1
+        try:
+            command = parse_command(request, identity)
+            self._commands.put_nowait(command)
+        except (CommandError, queue.Full) as err:
+            self.stats.commands_rejected += 1
+            reason = str(err) if isinstance(err, CommandError) else "command queue full"
+            cid = request.get("id") if isinstance(request.get("id"), (str, int)) else None
+            self._reply(identity, b"ack", {"id": cid, "cmd": request.get("cmd"),
+                                           "error": reason})
 
     def _send_snapshot(self, identity: bytes, since: int) -> None:
         payloads = self._history.since(since)
@@ -316,6 +382,13 @@ class ZmqTransport:
     def _reply(self, identity: bytes, tag: bytes, body: Any) -> None:
         with contextlib.suppress(zmq.ZMQError):
             self._router.send_multipart([identity, tag, msgpack.packb(body, use_bin_type=True)])
+
+
+def _snapshot_since(request: Any) -> int | None:
+    if not isinstance(request, dict) or request.get("req") != "snapshot":
+        return None
+    since = request.get("since", -1)
+    return since if isinstance(since, int) and not isinstance(since, bool) else None
 
 
 def _bind_hint(endpoint: Endpoint, exc: zmq.ZMQError) -> str:
