@@ -37,7 +37,7 @@ class LiveRun:
 
     def _record_grads(self, *_):
         self.grad_cos[self.step] = [
-            float(torch.dot(p.flatten(), p.grad.flatten()) / (p.norm() * p.grad.norm()))
+            float(nn.functional.cosine_similarity(p.detach().flatten(), p.grad.flatten(), dim=0))
             for p in self.model.parameters()
         ]
         self._before = [p.detach().clone() for p in self.model.parameters()]
