@@ -53,7 +53,8 @@ def main() -> None:
             if monitor is not None:
                 monitor.close()
     base = statistics.median(results["plain"])
-    print(f"grokking MLP step, {args.rounds}×{args.steps} steps, torch threads={torch.get_num_threads()}")
+    threads = torch.get_num_threads()
+    print(f"grokking MLP step, {args.rounds}×{args.steps} steps, torch threads={threads}")
     print(f"{'variant':<22}{'median ms':>10}{'p90 ms':>10}{'ratio':>8}{'overhead':>10}")
     for name, times in results.items():
         med = statistics.median(times)

@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from demos.loop import Trainer
 
-BUILTIN_MODULES = ("demos.grokking",)
+BUILTIN_MODULES = (
+    "demos.grokking",
+    "demos.ghosts",
+    "demos.sgd_stability",
+    "demos.edge_of_stability",
+)
 """Modules that define the built-in trainers; importing one registers its trainers."""
 
 _REGISTRY: dict[str, type[Trainer]] = {}
@@ -30,7 +35,10 @@ class UnknownTrainerError(KeyError):
 def register(trainer_cls: T) -> T:
     """Class decorator: make a trainer runnable as ``diag run <trainer_cls.name>``."""
     name = trainer_cls.name
-    if name in _REGISTRY and _REGISTRY[name] is not trainer_cls:
+    known = _REGISTRY.get(name)
+    if known is not None and known is not trainer_cls:
+        if "__main__" in (known.__module__, trainer_cls.__module__):
+            return trainer_cls  # `python -m demos.X` imports its module twice: same trainer
         raise ValueError(f"two trainers are named {name!r}")
     _REGISTRY[name] = trainer_cls
     return trainer_cls

@@ -7,6 +7,7 @@
 """
 
 from .perpgrad import PerpGrad, orthogonalize_gradient, project_gradients_
+from .rho_control import RhoControl as RhoControl
 from .spectral_clip import (
     SpectralClip,
     clip_update_,
