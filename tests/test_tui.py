@@ -1,0 +1,397 @@
+"""The TUI: series and decimation, RunState, and the app driven by Textual's Pilot.
+
+The app tests feed records either through a MemorySource (exact, instant) or through a real
+ZmqTransport on loopback (the path ``diag watch`` takes), and read back what the app holds and
+shows. Timing-sensitive waits poll a condition with a deadline instead of sleeping blindly.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+
+import numpy as np
+import pytest
+from textual import events
+
+import probes.client
+from probes.endpoints import EndpointError, free_port_pair
+from probes.transport import ZmqTransport
+from probes.wire import Record, metrics_data
+from tui.app import EdgewatchApp, run_tui
+from tui.format import fmt_value, humanize_count
+from tui.help import HelpScreen
+from tui.ingest import MemorySource, ZmqSource
+from tui.series import Series, decimate_minmax
+from tui.state import RunState
+from tui.widgets.chart import Chart
+from tui.widgets.connection import ConnectionBadge
+from tui.widgets.events import EventLog
+from tui.widgets.metric_grid import MetricGrid
+from tui.widgets.run_header import RunHeader
+
+NAN, INF = math.nan, math.inf
+SCALARS = ("loss", "grad_norm", "update_norm", "lr", "step_time", "samples_per_s", "steps_per_s")
+
+
+def meta(run: str = "run-1", seq: int = 0, **data: object) -> Record:
+    return Record(kind="meta", run=run, step=0, seq=seq, data={"run": run, **data})
+
+
+def metrics(step: int, run: str = "run-1", seq: int | None = None, **scalars: float) -> Record:
+    values = {name: float(step) for name in SCALARS} | scalars
+    per_layer = {"grad_norm": [1.0, 2.0], "update_norm": [0.1, NAN]}
+    data = metrics_data(values, ["fc1", "fc2"], per_layer)
+    seq = step + 1 if seq is None else seq
+    return Record(kind="metrics", run=run, step=step, seq=seq, data=data)
+
+
+def heartbeat(state: str, step: int, run: str = "run-1") -> Record:
+    data = {"state": state, "step": step, "stats": {}, "queued": 0, "last_seq": step}
+    return Record(kind="heartbeat", run=run, step=step, seq=step, data=data)
+
+
+async def until(pilot, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Let the app run until ``condition()`` holds; fail with a clear message on timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached within {timeout:.1f}s")
+        await pilot.pause(0.05)
+
+
+# -- series ----------------------------------------------------------------------------------
+
+
+def test_series_memory_is_bounded_and_covers_the_whole_run() -> None:
+    series = Series(capacity=64)
+    for step in range(10_000):
+        series.append(step, math.sin(step / 50))
+    x = series.x
+    assert len(series) <= 64 + 2 and len(x) == len(series.y) == len(series)
+    assert series.appended == 10_000 and series.merges > 0
+    assert x[0] < 300 and x[-1] == 9_999, "history is kept from the start, not just the tail"
+    assert np.all(np.diff(x) >= 0)
+    first_half = np.count_nonzero(x < 5_000)
+    assert 0.6 < first_half / (len(x) - first_half) < 1.6, "density stays uniform over the run"
+
+
+def test_series_keeps_spikes_and_counts_nonfinite() -> None:
+    series = Series(capacity=32)
+    for step in range(1_000):
+        value = {123: 50.0, 777: -40.0, 500: NAN, 501: INF}.get(step, 0.0)
+        series.append(step, value)
+    y = series.y
+    assert y.max() == 50.0 and y.min() == -40.0, "merging keeps every bucket's min and max"
+    assert series.nonfinite == 2
+    series.append(1_000, NAN)
+    assert math.isnan(series.last) and series.nonfinite == 3
+
+
+def test_decimate_minmax_two_points_per_column_and_global_extremes() -> None:
+    rng = np.random.default_rng(0)
+    x = np.arange(10_000, dtype=float)
+    y = rng.normal(size=x.size)
+    y[4_321], y[17] = 25.0, -30.0
+    y[100], y[200], y[300] = NAN, INF, -INF
+    width = 37
+    dx, dy = decimate_minmax(x, y, width)
+    assert len(dx) <= 2 * width
+    assert np.all(np.isfinite(dy))
+    assert dy.max() == 25.0 and dy.min() == -30.0
+    assert np.all(np.diff(dx) > 0), "order preserved, no duplicates"
+    columns = np.minimum((dx / (x[-1] / width)).astype(int), width - 1)
+    assert Counter(columns.tolist()).most_common(1)[0][1] <= 2
+    assert np.array_equal(dy, y[dx.astype(int)]), "only original points are returned"
+
+
+def test_decimate_minmax_passes_short_input_through_without_nonfinite() -> None:
+    dx, dy = decimate_minmax(np.arange(5.0), np.array([1.0, NAN, 3.0, INF, 5.0]), width=10)
+    assert dx.tolist() == [0.0, 2.0, 4.0] and dy.tolist() == [1.0, 3.0, 5.0]
+
+
+def test_formatting_shows_nonfinite_values_as_words() -> None:
+    assert [fmt_value(v) for v in (NAN, INF, -INF)] == ["nan", "inf", "-inf"]
+    assert fmt_value(0.5) == "0.5" and fmt_value(1e-6) == "1.000e-06"
+    assert humanize_count(1_234_567) == "1.23M" and humanize_count(950) == "950"
+
+
+# -- RunState --------------------------------------------------------------------------------
+
+
+def test_runstate_merges_meta_and_tracks_metrics() -> None:
+    state = RunState()
+    state.apply([meta(host="a", device="cpu", params=10), meta(seq=1, device="cuda:0")])
+    assert state.meta == {"run": "run-1", "host": "a", "device": "cuda:0", "params": 10}
+    state.apply([metrics(s, seq=s + 2) for s in range(5)])
+    assert state.step == 4 and state.scalars["loss"] == 4.0
+    assert state.series["loss"].x.tolist() == [0, 1, 2, 3, 4]
+    assert state.layers == ["fc1", "fc2"]
+    assert state.per_layer["grad_norm"] == [1.0, 2.0]
+    assert len(state.layer_series["update_norm/fc2"]) == 5
+    assert state.steps_per_s == 4.0, "the run's own steps_per_s scalar wins"
+
+
+def test_runstate_heartbeats_events_and_nonfinite_values() -> None:
+    state = RunState(max_events=3)
+    state.apply([meta(), metrics(1, loss=NAN, grad_norm=INF, steps_per_s=NAN)])
+    assert math.isnan(state.scalars["loss"]) and state.scalars["grad_norm"] == INF
+    assert state.series["loss"].nonfinite == 1
+    assert math.isnan(state.steps_per_s), "one record cannot give a rate"
+    state.apply([heartbeat("running", 7), heartbeat("paused", 8)])
+    assert state.state == "paused" and state.step == 8
+    assert state.events[-1].text == "state → paused"
+    events = [
+        Record(kind="event", run="run-1", step=9, seq=9, data={"event": "crashed", "err": "x"}),
+        Record(kind="alert", run="run-1", step=9, seq=10, data={"message": "r ≥ 1", "r": INF}),
+        Record(kind="ack", run="run-1", step=9, seq=11, data={"id": 3, "error": "bad"}),
+    ]
+    state.apply(events)
+    assert [e.kind for e in state.events] == ["event", "alert", "ack"], "bounded to max_events"
+    assert state.state == "crashed"
+    assert state.events[1].text == "r ≥ 1 r=inf" and state.events[2].level == "error"
+
+
+def test_runstate_restart_clears_history_and_session_counters_sync() -> None:
+    state = RunState()
+    state.apply([meta(), *[metrics(s) for s in range(10)]])
+    state.apply([meta(seq=0), metrics(0, seq=1)])
+    assert state.series["loss"].x.tolist() == [0] and state.step == 0
+    session = probes.client.CloneSession(lost=3, repairs=2)
+    session.rejected["bad"] += 4
+    state.sync_session(session)
+    assert (state.lost, state.repairs, state.lost_or_rejected) == (3, 2, 7)
+
+
+# -- the app with an in-memory source -------------------------------------------------------
+
+
+def header_text(app: EdgewatchApp) -> str:
+    return app.query_one(RunHeader).render().plain
+
+
+async def test_app_shows_run_charts_and_reacts_to_keys() -> None:
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        source.push(meta(host="gpu1", device="cuda:0", params=1_234_567, trainer="grokking"))
+        source.push(*[metrics(s, train_acc=0.5) for s in range(50)])
+        await until(pilot, lambda: "step 49" in header_text(app))
+        text = header_text(app)
+        assert "run-1" in text and "1.23M params" in text and "grokking" in text
+        await until(pilot, lambda: len(app.query(Chart)) == len(SCALARS) + 1)
+        assert set(app.charts) == {*SCALARS, "train_acc"}
+        loss = app.charts["loss"]
+        await until(pilot, lambda: loss.points_drawn > 0)
+        assert loss.border_title == "loss  49"
+
+        await pilot.press("y")
+        assert all(chart.log_y for chart in app.query(Chart))
+        assert loss.border_subtitle == "log y"
+
+        await pilot.press("p")
+        source.push(metrics(50, loss=123.0))
+        await until(pilot, lambda: "step 50" in header_text(app))
+        assert "⏸ paused" in header_text(app)
+        await pilot.pause(0.3)
+        assert loss.latest == 49.0, "paused: charts frozen while ingest continues"
+        await pilot.press("p")
+        await until(pilot, lambda: loss.latest == 123.0)
+
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        shown = "\n".join(f"{key} {text}" for key, text in app.screen.rows)
+        for description in ("Quit", "Pause view", "Log y", "Help"):
+            assert description in shown
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+        await pilot.press("q")
+        assert app.return_code == 0
+
+
+async def test_app_survives_nonfinite_values_and_lists_events() -> None:
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        source.push(meta(), metrics(0, loss=NAN, grad_norm=INF), metrics(1, loss=-INF))
+        source.push(Record(kind="alert", run="run-1", step=1, seq=9, data={"message": "spike"}))
+        await until(pilot, lambda: "loss" in app.charts and app.charts["loss"].latest == -INF)
+        assert app.charts["loss"].border_title == "loss  -inf"
+        assert app.charts["grad_norm"].border_title == "grad_norm  1"
+        await until(pilot, lambda: app.query_one(EventLog).written == 1)
+        await pilot.press("y")  # log scale with no positive loss values must not crash
+        await pilot.pause(0.2)
+        assert app.is_running
+
+
+async def test_run_restart_redraws_charts_from_scratch() -> None:
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        source.push(meta(), *[metrics(s, train_acc=0.5) for s in range(30)])
+        await until(pilot, lambda: app.charts.get("train_acc") and app.charts["loss"].latest == 29)
+        restarted = Record(
+            kind="metrics", run="run-1", step=0, seq=1, data={"scalars": {"loss": 7.0}}
+        )
+        source.push(meta(seq=0), restarted)
+        loss, acc = app.charts["loss"], app.charts["train_acc"]
+        await until(pilot, lambda: loss.latest == 7.0 and acc.points_drawn == 0)
+        assert loss.points_drawn == 1 and "run restarted" in app.state.events[-1].text
+
+
+@pytest.mark.parametrize(
+    ("size", "columns", "rows"), [((80, 24), 2, 8), ((150, 40), 3, 10), ((200, 60), 4, 13)]
+)
+async def test_layout_follows_terminal_size(size: tuple[int, int], columns: int, rows: int) -> None:
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=size) as pilot:
+        source.push(meta(), *[metrics(s) for s in range(20)])
+        await until(pilot, lambda: len(app.charts) == len(SCALARS))
+        await pilot.pause(0.2)
+        grid = app.query_one(MetricGrid)
+        assert grid.styles.grid_size_columns == columns
+        assert grid.styles.grid_rows[0].value == rows
+        assert app.query_one(RunHeader).region.height <= 2
+        if size == (80, 24):
+            assert grid.max_scroll_y > 0, "more charts than fit: the grid scrolls"
+            # the wheel over a chart scrolls the grid instead of zooming that chart
+            # (Pilot has no public wheel helper in Textual 8)
+            plot = app.charts["loss"]._plot
+            await pilot._post_mouse_events([events.MouseScrollDown], widget=plot, offset=(20, 2))
+            await until(pilot, lambda: grid.scroll_y > 0)
+            assert plot._auto_x_min and plot._auto_y_max, "the chart still autoscales"
+
+
+async def test_chart_redraws_round_robin_within_the_budget() -> None:
+    source = MemorySource()
+    app = EdgewatchApp(source, refresh_hz=0.1)  # drive the grid by hand
+    async with app.run_test(size=(100, 30)) as pilot:
+        state = RunState()
+        state.apply([metrics(0)])
+        grid = app.query_one(MetricGrid)
+        assert grid.show(state.series, budget_s=10.0)
+        await until(pilot, lambda: all(c.points_drawn for c in grid.charts.values()))
+        for chart in grid.charts.values():
+            chart._plot.draw_cost = 1.0  # pretend every redraw is slow
+        state.apply([metrics(1, loss=9.0)])
+        rounds = 0
+        while not grid.show(state.series, budget_s=0.5):
+            rounds += 1
+            assert rounds < 20
+        assert rounds == len(SCALARS) - 1, "one chart per call when each costs the budget"
+        assert all(
+            chart.latest == (9.0 if name == "loss" else 1.0) for name, chart in grid.charts.items()
+        )
+
+
+async def test_broken_source_is_reported_not_fatal() -> None:
+    class Broken(MemorySource):
+        async def stream(self) -> AsyncIterator[list[Record]]:
+            raise RuntimeError("boom")
+            yield []
+
+    app = EdgewatchApp(Broken())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: any("boom" in n.message for n in app._notifications))
+        await pilot.press("y")
+        assert app.log_y and app.is_running
+
+
+async def test_command_palette_exposes_the_binding_actions() -> None:
+    app = EdgewatchApp(MemorySource())
+    async with app.run_test(size=(80, 24)):
+        titles = {command.title for command in app.get_system_commands(app.screen)}
+    assert {"Pause view", "Log y", "Help"} <= titles
+
+
+# -- the app over real ZeroMQ sockets -------------------------------------------------------
+
+
+@pytest.fixture
+def transport():
+    pub = ZmqTransport("tcp://127.0.0.1:0", run="t", heartbeat_s=0.1)
+    yield pub
+    pub.close()
+
+
+def publish(pub: ZmqTransport, steps: range) -> None:
+    for step in steps:
+        data = metrics_data({"loss": 1.0 / (step + 1), "steps_per_s": 100.0})
+        pub.send(Record(kind="metrics", run="t", step=step, data=data))
+
+
+def wait_published(pub: ZmqTransport, count: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while pub.stats.published < count:
+        assert time.monotonic() < deadline, "publisher did not drain its queue"
+        time.sleep(0.01)
+
+
+async def test_late_joiner_gets_history_then_live_without_loss() -> None:
+    n = 400
+    # no heartbeats for a minute: the history can only arrive through the join snapshot
+    transport = ZmqTransport("tcp://127.0.0.1:0", run="t", heartbeat_s=60)
+    transport.send(Record(kind="meta", run="t", step=0, data={"run": "t", "params": 99}))
+    publish(transport, range(n))
+    wait_published(transport, n + 1)
+    source = ZmqSource(transport.endpoint)
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.state.step == n - 1)
+        # now publish while a UI is attached: live updates, gaps repaired from history
+        writer = threading.Thread(target=publish, args=(transport, range(n, 2 * n)))
+        writer.start()
+        await until(pilot, lambda: app.state.step == 2 * n - 1, timeout=15)
+        writer.join()
+        transport.close()
+        await pilot.pause(0.3)
+        assert app.state.series["loss"].x.tolist() == list(range(2 * n))
+        assert app.state.by_kind["metrics"] == 2 * n, "no duplicates"
+        assert source.session.lost == 0 and app.state.lost == 0
+        assert app.state.meta["params"] == 99
+        assert "● live" in app.query_one(ConnectionBadge).render().plain
+        await pilot.press("q")
+
+
+async def test_dead_publisher_goes_stale_then_disconnected_and_keys_work(
+    transport: ZmqTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(probes.client, "STALE_AFTER_S", 0.4)
+    monkeypatch.setattr(probes.client, "DISCONNECTED_AFTER_S", 1.2)
+    publish(transport, range(5))
+    app = EdgewatchApp(ZmqSource(transport.endpoint))
+    async with app.run_test(size=(80, 24)) as pilot:
+        badge = app.query_one(ConnectionBadge)
+        await until(pilot, lambda: badge.has_class("-live") and app.state.step == 4)
+        transport.close()
+        await until(pilot, lambda: badge.has_class("-stale"))
+        assert "stale" in badge.render().plain
+        await until(pilot, lambda: badge.has_class("-disconnected"))
+        assert app.state.state == "finished", "the final heartbeat says how the run ended"
+        await pilot.press("y")
+        assert app.log_y
+        await pilot.press("q")
+        assert app.return_code == 0
+
+
+async def test_no_publisher_shows_waiting_and_quits_cleanly() -> None:
+    port = free_port_pair()
+    app = EdgewatchApp(ZmqSource(f"tcp://127.0.0.1:{port}"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.ticks >= 3)
+        badge = app.query_one(ConnectionBadge)
+        assert badge.has_class("-waiting") and "waiting" in badge.render().plain
+        await pilot.press("p")
+        assert app.paused
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+def test_run_tui_rejects_a_malformed_endpoint_before_starting() -> None:
+    with pytest.raises(EndpointError, match="not an endpoint"):
+        run_tui("localhost:5555")

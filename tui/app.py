@@ -1,0 +1,170 @@
+"""The edgewatch dashboard: one run's header, link state, charts and events.
+
+Two loops that never wait on each other: an ingest worker folds record batches from a
+:class:`~tui.ingest.RecordSource` into a :class:`~tui.state.RunState`, and a ~10 Hz timer pushes
+that state into the widgets. A flood of records therefore costs at most one repaint per tick,
+and a silent peer leaves the timer (and the keys) running, showing the link going stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from functools import partial
+from typing import ClassVar
+
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from tui.help import HelpScreen, binding_rows
+from tui.ingest import RecordSource, ZmqSource
+from tui.state import RunState
+from tui.widgets.chart import Chart
+from tui.widgets.connection import ConnectionBadge, LinkInfo
+from tui.widgets.events import EventLog
+from tui.widgets.metric_grid import MetricGrid
+from tui.widgets.run_header import HeaderInfo, RunHeader
+
+REFRESH_HZ = 10.0
+
+
+class EdgewatchApp(App[None]):
+    """Watch one run from any :class:`RecordSource` (ZeroMQ endpoint, memory queue, replay)."""
+
+    CSS_PATH = "edgewatch.tcss"
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [
+        (0, "-narrow"),
+        (70, "-normal"),
+        (130, "-wide"),
+        (190, "-very-wide"),
+    ]
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [
+        (0, "-short"),
+        (32, "-tall"),
+        (50, "-very-tall"),
+    ]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("p", "toggle_pause", "Pause view"),
+        Binding("y", "toggle_log", "Log y"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+    ]
+
+    paused: reactive[bool] = reactive(False, init=False)
+    """Freeze charts and events (ingest continues, so nothing is missed)."""
+    log_y: reactive[bool] = reactive(False, init=False)
+
+    def __init__(
+        self, source: RecordSource, title: str | None = None, *, refresh_hz: float = REFRESH_HZ
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.state = RunState()
+        self.title = title or "edgewatch"
+        self._refresh_s = 1.0 / refresh_hz
+        self._rendered_version = -1
+        self.ticks = 0
+        # Held, not queried: the timer must reach them while the help screen is on top.
+        self.header = RunHeader(id="header")
+        self.badge = ConnectionBadge(id="connection")
+        self.badge.tooltip = source.label
+        self.grid = MetricGrid(id="charts")
+        self.event_log = EventLog(id="events")
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="top"):
+            yield self.header
+            yield self.badge
+        yield self.grid
+        yield self.event_log
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.run_worker(self._ingest, name="ingest", group="ingest", exclusive=True)
+        self.set_interval(self._refresh_s, self.flush, name="render")
+
+    # -- the two loops -------------------------------------------------------------------------
+    async def _ingest(self) -> None:
+        """Fold batches into the state; yield to the loop after each so rendering keeps up."""
+        try:
+            async for batch in self.source.stream():
+                self.state.apply(batch)
+                await asyncio.sleep(0)
+        except Exception as exc:  # a broken source must not take the dashboard down
+            self.notify(f"ingest stopped: {exc}", title="edgewatch", severity="error")
+
+    def flush(self) -> None:
+        """Push the state into widgets; each widget repaints only when its input changed."""
+        if not self.is_running:  # a last tick during shutdown finds the widgets gone
+            return
+        self.ticks += 1
+        state = self.state
+        state.sync_session(self.source.session)
+        self.header.info = HeaderInfo.from_state(state, title=self.title, paused=self.paused)
+        self.badge.link = LinkInfo.from_state(self.source.connection_state(), state)
+        if self.paused or state.version == self._rendered_version:
+            return
+        if self.grid.show(state.series):
+            self._rendered_version = state.version  # else: charts left to draw next tick
+        self.event_log.show(state.events)
+
+    # -- actions -------------------------------------------------------------------------------
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+
+    def action_toggle_log(self) -> None:
+        self.log_y = not self.log_y
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.binding_rows()))
+
+    async def action_quit(self) -> None:
+        await self.source.aclose()
+        self.exit()
+
+    def watch_paused(self) -> None:
+        self.flush()
+
+    def watch_log_y(self, log_y: bool) -> None:
+        self.grid.log_y = log_y
+
+    # -- help and palette share the binding table --------------------------------------------
+    def binding_rows(self) -> list[tuple[str, str]]:
+        """(key, description) for every app binding, as the help screen lists them."""
+        bindings = [b for b in self.BINDINGS if isinstance(b, Binding)]
+        return binding_rows(bindings, self.get_key_display)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for binding in self.BINDINGS:
+            if isinstance(binding, Binding) and binding.action != "quit":
+                yield SystemCommand(
+                    binding.description,
+                    f"key: {self.get_key_display(binding)}",
+                    partial(self.run_action, binding.action),
+                )
+
+    @property
+    def charts(self) -> dict[str, Chart]:
+        """Charts by metric name (for tests and future screens)."""
+        return self.grid.charts
+
+
+def run_tui(endpoint: str, title: str | None = None) -> None:
+    """Watch the run published at ``endpoint`` until the user quits (``diag watch``/``run``).
+
+    Raises :class:`probes.endpoints.EndpointError` before the UI starts if ``endpoint`` is
+    malformed.
+    """
+    source = ZmqSource(endpoint)
+    try:
+        EdgewatchApp(source, title=title).run()
+    finally:
+        with contextlib.suppress(Exception):
+            source.close()

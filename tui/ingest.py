@@ -1,0 +1,230 @@
+"""Where records come from: the run's endpoint over ZeroMQ, or an in-memory queue for tests.
+
+The app consumes any :class:`RecordSource` the same way: ``async for batch in source.stream()``
+in a worker, and ``source.connection_state()`` from its render timer. The two are independent on
+purpose: a silent or dead peer only means ``stream()`` yields nothing, while the timer keeps
+reading the connection state (waiting / live / stale / disconnected) from the
+:class:`~probes.client.CloneSession`, so the UI never freezes waiting on the network.
+
+:class:`ZmqSource` is the asyncio twin of the blocking :class:`probes.client.Subscriber`: the
+same :class:`~probes.client.CloneSession` decides what is new; this module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from typing import Protocol, runtime_checkable
+
+import zmq
+import zmq.asyncio
+
+from probes.client import CloneSession, decode_reply, open_sockets, snapshot_request
+from probes.endpoints import parse_endpoint
+from probes.wire import Record, WireError
+
+SLICE = 250
+"""Payloads decoded per yielded batch. Decoding and applying a record costs tens of µs, so a
+slice holds the event loop for ~20 ms at most: catching up on a long history never starves the
+render timer or the keys."""
+
+MAX_LIVE = 2000
+"""Live messages taken off the SUB socket per loop turn."""
+
+CONTROL_BATCH = 4
+"""Control replies (snapshot chunks of ≤ 1000 records) taken per loop turn."""
+
+SNAPSHOT_RETRY_S = 5.0
+"""Ask again when a snapshot request got no reply (the peer restarted or was not up yet)."""
+
+MAX_BUFFERED = 100_000
+"""Live payloads held while a snapshot is open; beyond this the oldest go and are repaired."""
+
+
+@runtime_checkable
+class RecordSource(Protocol):
+    """Anything the app can watch: a stream of record batches plus the link's health."""
+
+    session: CloneSession
+    label: str
+
+    def stream(self) -> AsyncIterator[list[Record]]:
+        """Yield non-empty batches, oldest first, until the source is closed."""
+        ...
+
+    def connection_state(self, now: float | None = None) -> tuple[str, float]:
+        """``("waiting" | "live" | "stale" | "disconnected", seconds since last heard)``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release sockets/queues; ``stream()`` ends soon after."""
+        ...
+
+
+class MemorySource:
+    """Records pushed by the test (or a replay) through an asyncio queue; no dedupe, no wire."""
+
+    def __init__(self, label: str = "memory") -> None:
+        self.label = label
+        self.session = CloneSession()
+        self._queue: asyncio.Queue[list[Record] | None] = asyncio.Queue()
+
+    def push(self, *records: Record) -> None:
+        """Hand records to the app as one batch (non-blocking, from the loop's thread)."""
+        if records:
+            self._queue.put_nowait(list(records))
+
+    def close(self) -> None:
+        """End ``stream()`` after what is already queued."""
+        self._queue.put_nowait(None)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def stream(self) -> AsyncIterator[list[Record]]:
+        while (batch := await self._queue.get()) is not None:
+            self.session.last_heard = time.monotonic()
+            for start in range(0, len(batch), SLICE):
+                yield batch[start : start + SLICE]
+
+    def connection_state(self, now: float | None = None) -> tuple[str, float]:
+        return self.session.connection_state(now)
+
+
+class ZmqSource:
+    """SUB + DEALER on ``zmq.asyncio``: snapshot first, then live updates, gaps repaired."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        ctx: zmq.asyncio.Context | None = None,
+        poll_ms: int = 250,
+    ) -> None:
+        parse_endpoint(endpoint)  # fail before the UI starts, with the endpoint's own hint
+        self.endpoint = endpoint
+        self.label = endpoint
+        self.session = CloneSession()
+        self._own_ctx = ctx is None
+        self._ctx = ctx or zmq.asyncio.Context()
+        self._poll_ms = poll_ms
+        self._sockets: tuple[zmq.asyncio.Socket, zmq.asyncio.Socket] | None = None
+        self._snapshot_open = False
+        self._snapshot_sent = 0.0
+        self._buffered: deque[bytes] = deque(maxlen=MAX_BUFFERED)
+        self._closed = False
+        self._streaming = False
+
+    def connection_state(self, now: float | None = None) -> tuple[str, float]:
+        return self.session.connection_state(now)
+
+    async def stream(self) -> AsyncIterator[list[Record]]:
+        sub, dealer = self._open()
+        poller = zmq.asyncio.Poller()
+        poller.register(sub, zmq.POLLIN)
+        poller.register(dealer, zmq.POLLIN)
+        self._streaming = True
+        try:
+            await self._request_snapshot()
+            while not self._closed:
+                # a zero-timeout poll first: while catching up it skips the timer machinery
+                ready = dict(await poller.poll(0)) or dict(await poller.poll(self._poll_ms))
+                if ready.get(dealer):
+                    for frames in await _drain(dealer, CONTROL_BATCH):
+                        for batch in self._on_reply(frames):
+                            yield batch
+                if ready.get(sub):
+                    payloads = [frames[-1] for frames in await _drain(sub, MAX_LIVE)]
+                    if self._snapshot_open:
+                        self._buffered.extend(payloads)  # applied after the snapshot's end
+                    else:
+                        for batch in self._accept_live(payloads):
+                            yield batch
+                await self._maybe_request()
+        finally:
+            self._streaming = False
+            self.close()
+
+    async def aclose(self) -> None:
+        """Stop after the current poll (at most ``poll_ms``); sockets close in ``stream()``."""
+        self._closed = True
+        if not self._streaming:
+            self.close()
+
+    # -- internals -----------------------------------------------------------------------------
+    def _open(self) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
+        """Subscribe first (``open_sockets`` does), so nothing after the snapshot is missed."""
+        if self._sockets is None:
+            sub, dealer = open_sockets(self._ctx, self.endpoint)
+            self._sockets = (sub, dealer)  # type: ignore[assignment]
+        return self._sockets
+
+    def _on_reply(self, frames: list[bytes]) -> Iterator[list[Record]]:
+        """One control reply → record batches (a snapshot chunk is decoded slice by slice)."""
+        try:
+            tag, body = decode_reply(frames)
+        except WireError as err:
+            self.session.rejected[str(err)] += 1
+            return
+        if tag == "snap" and isinstance(body, list):
+            self._snapshot_sent = time.monotonic()  # progress: not overdue
+            for start in range(0, len(body), SLICE):
+                if records := self.session.accept_snapshot(body[start : start + SLICE]):
+                    yield records
+        elif tag == "end" and isinstance(body, dict):
+            self.session.finish_snapshot(body)
+            self._snapshot_open = False
+            yield from self._accept_live(self._take_buffered())
+        elif tag == "error":
+            self.session.rejected[f"control error: {body!r}"[:120]] += 1
+            self._snapshot_open = False
+
+    def _accept_live(self, payloads: list[bytes]) -> Iterator[list[Record]]:
+        """Live payloads → record batches of at most ``SLICE`` payloads each."""
+        for start in range(0, len(payloads), SLICE):
+            records: list[Record] = []
+            for payload in payloads[start : start + SLICE]:
+                records.extend(self.session.accept_payload(payload))
+            if records:
+                yield records
+
+    def _take_buffered(self) -> list[bytes]:
+        payloads = list(self._buffered)
+        self._buffered.clear()
+        return payloads
+
+    async def _maybe_request(self) -> None:
+        """Repair a gap once no snapshot is in flight; re-ask if a request went unanswered."""
+        overdue = time.monotonic() - self._snapshot_sent > SNAPSHOT_RETRY_S
+        if overdue if self._snapshot_open else self.session.repair_pending:
+            await self._request_snapshot()
+
+    async def _request_snapshot(self) -> None:
+        _, dealer = self._open()
+        with contextlib.suppress(zmq.Again):
+            await dealer.send(snapshot_request(self.session.last_seq), zmq.NOBLOCK)
+        self._snapshot_open = True
+        self._snapshot_sent = time.monotonic()
+
+    def close(self) -> None:
+        """Close the sockets (and the context this source created); safe to call twice."""
+        if self._sockets is not None:
+            for sock in self._sockets:
+                sock.close(0)
+            self._sockets = None
+        if self._own_ctx and not self._ctx.closed:
+            self._ctx.destroy(linger=0)
+
+
+async def _drain(sock: zmq.asyncio.Socket, limit: int) -> list[list[bytes]]:
+    """Every message already queued on ``sock`` (up to ``limit``), without ever waiting."""
+    out: list[list[bytes]] = []
+    for _ in range(limit):
+        try:
+            out.append(await sock.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            break
+    return out

@@ -1,0 +1,224 @@
+"""Bounded time series for the charts, and the min/max decimation that draws them.
+
+Memory policy (why not a plain ring buffer): a ring buffer keeps only the last N steps, so on a
+1M-step run the start of the run — where warm-up instabilities, loss spikes and the slow phase of
+grokking live — would scroll out of the chart. A :class:`Series` instead keeps the *whole* run at
+a uniform resolution, in min/max pairs:
+
+* stored points come in pairs; each pair is the (min, max) of ``bucket`` consecutive appended
+  values, in their original order, so spikes and the global extremes are never lost;
+* when the store reaches ``capacity``, adjacent pairs merge (every 4 points → their min and max)
+  and ``bucket`` doubles, so the store halves and every pair still covers the same number of
+  appends: density stays uniform over the run, not geometric toward the start;
+* merging is one vectorised pass over fixed-size groups (~1 ms for 100k points) and happens once
+  per ``capacity / 2`` stored points, so appends are amortised O(1) and no UI tick stalls.
+
+A series that sees few points costs little: its arrays start small and double up to capacity.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+DEFAULT_CAPACITY = 100_000
+"""Points kept per scalar series (≈ 1.6 MB once full)."""
+
+LAYER_CAPACITY = 10_000
+"""Points kept per (metric, layer) series: models have many layers, so keep these smaller."""
+
+_INITIAL = 256
+_STAGE_LIMIT = 4096
+"""Appends held in Python lists before a bulk move into numpy (bounds that memory too)."""
+
+
+class Series:
+    """One metric's (step, value) history with bounded memory; values may be NaN/±Inf.
+
+    ``append`` only stages the point in two Python lists (the ingest path handles thousands of
+    points per second); the numpy work — grouping into (min, max) pairs, merging — runs in bulk
+    when a view is read (once per chart per render tick) or when the staging lists grow long.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 8 or capacity % 4:
+            raise ValueError("capacity must be a multiple of 4, at least 8")
+        self.capacity = capacity
+        self._x = np.empty(min(_INITIAL, capacity), dtype=np.float64)
+        self._y = np.empty_like(self._x)
+        self._n = 0
+        self.bucket = 2
+        """Appends summarised by each stored (min, max) pair; until the first merge a pair is
+        just two raw points, so they are stored as they come."""
+        self._staged_x: list[float] = []
+        self._staged_y: list[float] = []
+        self._rest_x = np.empty(0)
+        self._rest_y = np.empty(0)
+        """Appends not yet filling a bucket (always fewer than ``bucket``)."""
+        self._nonfinite = 0
+        self.appended = 0
+        """Points ever appended (merging does not lower it)."""
+        self.merges = 0
+        self.last = math.nan
+        self.last_x = math.nan
+
+    def __len__(self) -> int:
+        """Points a view would get now (stored plus the open bucket's)."""
+        self._flush()
+        return self._n + len(self._tail())
+
+    def append(self, x: float, y: float) -> None:
+        """Add one point: O(1), memory never above ``capacity`` points plus a bounded stage."""
+        staged = self._staged_x
+        staged.append(x)
+        self._staged_y.append(y)
+        self.last, self.last_x = y, x
+        self.appended += 1
+        if len(staged) >= _STAGE_LIMIT:
+            self._flush()
+
+    @property
+    def version(self) -> int:
+        """Changes on every append, so views redraw only when something is new."""
+        return self.appended
+
+    @property
+    def nonfinite(self) -> int:
+        """Appended values that were NaN or ±Inf (charts skip them; the UI can count them)."""
+        self._flush()
+        return self._nonfinite
+
+    @property
+    def x(self) -> np.ndarray:
+        """A copy of the steps to draw (safe to keep while the series keeps changing)."""
+        return self._view(0)
+
+    @property
+    def y(self) -> np.ndarray:
+        """A copy of the values to draw, parallel to :attr:`x`."""
+        return self._view(1)
+
+    def _view(self, axis: int) -> np.ndarray:
+        self._flush()
+        stored = (self._x if axis == 0 else self._y)[: self._n]
+        tail = [point[axis] for point in self._tail()]
+        return np.concatenate([stored, tail]) if tail else stored.copy()
+
+    def _tail(self) -> list[tuple[float, float]]:
+        """The open bucket's (min, max), then the newest point, so a chart ends at "now"."""
+        if not len(self._rest_x):
+            return []
+        picks = _group_extremes(self._rest_y.reshape(1, -1))
+        points = [(float(self._rest_x[i]), float(self._rest_y[i])) for i in dict.fromkeys(picks)]
+        newest = (float(self._rest_x[-1]), float(self._rest_y[-1]))
+        return points if points[-1] == newest else [*points, newest]
+
+    def _flush(self) -> None:
+        """Move staged appends into the store: raw while ``bucket`` is 2, else as pairs."""
+        if not self._staged_x:
+            return
+        x = np.concatenate([self._rest_x, np.asarray(self._staged_x, dtype=np.float64)])
+        y = np.concatenate([self._rest_y, np.asarray(self._staged_y, dtype=np.float64)])
+        self._nonfinite += int(np.count_nonzero(~np.isfinite(y[len(self._rest_y) :])))
+        self._staged_x, self._staged_y = [], []
+        while len(x) >= self.bucket:
+            if self._n == self.capacity:
+                self._merge()
+                continue
+            if self.bucket == 2:
+                take = min(len(x), self.capacity - self._n)
+                self._put(x[:take], y[:take])
+            else:
+                take = min(len(x) // self.bucket, (self.capacity - self._n) // 2) * self.bucket
+                keep = _group_extremes(y[:take].reshape(-1, self.bucket))
+                self._put(x[keep], y[keep])
+            x, y = x[take:], y[take:]
+        self._rest_x, self._rest_y = x, y
+
+    def _put(self, x: np.ndarray, y: np.ndarray) -> None:
+        end = self._n + len(x)
+        while end > len(self._x):
+            self._grow()
+        self._x[self._n : end], self._y[self._n : end] = x, y
+        self._n = end
+
+    def _grow(self) -> None:
+        size = min(self.capacity, 2 * len(self._x))
+        self._x = np.resize(self._x, size)
+        self._y = np.resize(self._y, size)
+
+    def _merge(self) -> None:
+        """Every 4 stored points (2 pairs) → their min and max in order; ``bucket`` doubles."""
+        keep = _group_extremes(self._y[: self._n].reshape(-1, 4))
+        n = len(keep)
+        self._x[:n], self._y[:n] = self._x[keep], self._y[keep]
+        self._n = n
+        self.bucket *= 2
+        self.merges += 1
+
+
+class SeriesStore:
+    """Series by name, created on first use (in arrival order) with one capacity for all."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.capacity = capacity
+        self._series: dict[str, Series] = {}
+
+    def __getitem__(self, name: str) -> Series:
+        return self._series[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._series
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._series)
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def append(self, name: str, x: float, y: float) -> None:
+        series = self._series.get(name)
+        if series is None:
+            series = self._series[name] = Series(self.capacity)
+        series.append(x, y)
+
+    def names(self) -> list[str]:
+        return list(self._series)
+
+
+def _group_extremes(groups: np.ndarray) -> np.ndarray:
+    """Flat indices of each row's min and max (in order), ignoring non-finite values."""
+    finite = np.isfinite(groups)
+    lo = np.where(finite, groups, np.inf).argmin(axis=1)
+    hi = np.where(finite, groups, -np.inf).argmax(axis=1)
+    base = np.arange(len(groups)) * groups.shape[1]
+    return (np.sort(np.stack([lo, hi], axis=1), axis=1) + base[:, None]).ravel()
+
+
+def decimate_minmax(x: np.ndarray, y: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reduce (x, y) to at most 2 points per column for a chart ``width`` columns wide.
+
+    Columns split the x range evenly; each keeps the point holding its minimum and the one
+    holding its maximum, in their original order, so a line through the result touches every
+    column's extremes and the global min and max always survive. Non-finite points are dropped
+    (a chart cannot place them). ``x`` must be non-decreasing, as steps are.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    finite = np.isfinite(x) & np.isfinite(y)
+    if not finite.all():
+        x, y = x[finite], y[finite]
+    width = max(1, int(width))
+    if len(x) <= 2 * width:
+        return x, y
+    edges = np.linspace(x[0], x[-1], width + 1)[:-1]
+    starts = np.unique(np.searchsorted(x, edges, side="left")).tolist()
+    ends = [*starts[1:], len(x)]
+    keep: list[int] = []
+    for start, end in zip(starts, ends, strict=True):
+        column = y[start:end]
+        lo, hi = start + int(column.argmin()), start + int(column.argmax())
+        keep.extend((lo,) if lo == hi else sorted((lo, hi)))
+    return x[keep], y[keep]

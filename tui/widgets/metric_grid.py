@@ -1,0 +1,95 @@
+"""A scrollable, responsive grid with one chart per scalar metric, grown as metrics appear."""
+
+from __future__ import annotations
+
+import numpy as np
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from tui.series import Series, SeriesStore
+from tui.widgets.chart import Chart
+
+REDRAW_BUDGET_S = 0.02
+"""Chart drawing time allowed per render tick (at 10 Hz: a fifth of one core at most)."""
+
+PALETTE = ("bright_cyan", "bright_green", "bright_magenta", "yellow", "bright_blue", "orange1")
+
+
+class MetricGrid(VerticalScroll):
+    """Charts in arrival order, two columns by default.
+
+    The app's stylesheet (``edgewatch.tcss``) maps its screen breakpoint classes to the column
+    count and chart height, so the grid itself knows nothing about terminal sizes.
+    """
+
+    DEFAULT_CSS = """
+    MetricGrid {
+        layout: grid;
+        grid-size: 2;
+        grid-rows: 10;
+        grid-gutter: 0 1;
+        height: 1fr;
+        padding: 0 1;
+        & > #placeholder { column-span: 4; color: $text-muted; padding: 1 2; }
+    }
+    """
+
+    log_y: reactive[bool] = reactive(False)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.charts: dict[str, Chart] = {}
+        self._shown: dict[str, tuple[Series, int]] = {}
+        """What each chart last drew; the Series object too, as a run restart replaces it."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("waiting for metrics…", id="placeholder")
+
+    def show(self, series: SeriesStore, budget_s: float = REDRAW_BUDGET_S) -> bool:
+        """Bring the charts up to date within a time budget; True when none is left behind.
+
+        Titles (latest values) always update. Redrawing a line costs milliseconds per chart
+        (more on big terminals), so only as many charts as fit ``budget_s`` — measured from
+        their recent draws — are redrawn per call, least recently drawn first; the rest follow
+        on the next ticks. A fast machine redraws all of them every tick, a slow one round-robins
+        instead of falling behind and starving the keys.
+        """
+        stale: list[tuple[Chart, Series]] = []
+        for name in series.names():
+            data = series[name]
+            if self._shown.get(name) == (data, data.version):
+                continue
+            chart = self.charts.get(name) or self._add_chart(name)
+            chart.set_latest(data.last)
+            stale.append((chart, data))
+        stale.sort(key=lambda item: item[0].drawn_at)
+        spent = 0.0
+        for done, (chart, data) in enumerate(stale):
+            if done and spent + chart.draw_cost > budget_s:
+                return False
+            chart.set_data(data.x, data.y, latest=data.last)
+            self._shown[chart.metric] = (data, data.version)
+            spent += chart.draw_cost
+        self._clear_vanished(series)
+        return True
+
+    def _clear_vanished(self, series: SeriesStore) -> None:
+        """After a run restart, charts of metrics the new run has not sent yet go blank."""
+        for name in self.charts.keys() - set(series.names()):
+            if self._shown.pop(name, None) is not None:
+                self.charts[name].set_data(np.empty(0), np.empty(0))
+
+    def watch_log_y(self, log_y: bool) -> None:
+        for chart in self.charts.values():
+            chart.log_y = log_y
+
+    def _add_chart(self, name: str) -> Chart:
+        if not self.charts:
+            self.query("#placeholder").remove()
+        chart = Chart(name, color=PALETTE[len(self.charts) % len(PALETTE)])
+        chart.set_reactive(Chart.log_y, self.log_y)
+        self.charts[name] = chart
+        self.mount(chart)
+        return chart

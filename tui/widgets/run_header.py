@@ -1,0 +1,101 @@
+"""One line that says which run this is and how far it has got."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.content import Content
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from tui.format import fmt_rate, humanize_count
+from tui.state import RunState
+
+_SEP = (" · ", "$text-muted")
+_STATE_STYLE = {
+    "running": "bold $success",
+    "paused": "bold $warning",
+    "finished": "bold $accent",
+    "crashed": "bold $error",
+    "waiting": "$text-muted",
+}
+
+
+@dataclass(frozen=True)
+class HeaderInfo:
+    """What the header shows, already reduced to display values so equal means no repaint."""
+
+    title: str = "edgewatch"
+    run: str = "—"
+    host: str = ""
+    device: str = ""
+    params: str = ""
+    trainer: str = ""
+    step: int = -1
+    rate: str = "—"
+    state: str = "waiting"
+    paused: bool = False
+
+    @classmethod
+    def from_state(
+        cls, state: RunState, *, title: str = "edgewatch", paused: bool = False
+    ) -> HeaderInfo:
+        meta = state.meta
+        params = meta.get("params")
+        return cls(
+            title=title,
+            run=str(meta.get("run") or state.run or "—"),
+            host=str(meta.get("host", "")),
+            device=str(meta.get("device", "")),
+            params=f"{humanize_count(params)} params" if params is not None else "",
+            trainer=str(meta.get("trainer", "")),
+            step=state.step,
+            rate=fmt_rate(state.steps_per_s),
+            state=state.state,
+            paused=paused,
+        )
+
+
+class RunHeader(Widget):
+    """Title, run id, step, steps/s and state first (they change and matter most), then trainer,
+    host, device and model size, which are the first to wrap onto a second line when narrow."""
+
+    DEFAULT_CSS = """
+    RunHeader {
+        height: auto;
+        width: 1fr;
+        padding: 0 1;
+    }
+    """
+
+    info: reactive[HeaderInfo] = reactive(HeaderInfo)
+    """Repaints on change; the layout is refreshed only when the wrapped height changes, since a
+    layout pass repaints every chart too and the step changes on every tick."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._height = 1
+
+    def watch_info(self) -> None:
+        height = self.render().get_height(self.styles, max(1, self.content_size.width))
+        if height != self._height:
+            self._height = height
+            self.refresh(layout=True)
+
+    def on_resize(self) -> None:
+        self.watch_info()
+
+    def render(self) -> Content:
+        info = self.info
+        parts: list[tuple[str, str] | str] = [(info.title, "bold")]
+        if info.run != info.title:
+            parts += [" ", (info.run, "bold $accent" if info.run != "—" else "$text-muted")]
+        step = f"{info.step:,}" if info.step >= 0 else "—"
+        parts += [_SEP, "step ", (step, "bold"), _SEP, f"{info.rate} steps/s"]
+        parts += [_SEP, (info.state, _STATE_STYLE.get(info.state, ""))]
+        if info.paused:
+            parts += [" ", (" ⏸ paused ", "reverse $warning")]
+        for part in (info.trainer, info.host, info.device, info.params):
+            if part:
+                parts += [_SEP, part]
+        return Content.assemble(*parts)
