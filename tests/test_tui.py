@@ -395,3 +395,75 @@ async def test_no_publisher_shows_waiting_and_quits_cleanly() -> None:
 def test_run_tui_rejects_a_malformed_endpoint_before_starting() -> None:
     with pytest.raises(EndpointError, match="not an endpoint"):
         run_tui("localhost:5555")
+
+
+# -- controller keys (issue 4) ----------------------------------------------------------------
+async def test_controller_keys_send_commands_and_acks_update_the_toggle_bar():
+    from tui.app import EdgewatchApp
+    from tui.ingest import MemorySource
+
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("g")
+        await pilot.pause()
+        sent = source.sent[-1]
+        assert (sent["cmd"], sent["args"]) == ("perpgrad", {"on": True})
+        assert app.controls.toggles["perpgrad"].describe() == "sent"
+        source.push(Record("ack", "t", 42, {"id": sent["id"], "cmd": "perpgrad",
+                                             "args": sent["args"], "on": True,
+                                             "applied_at_step": 42}))
+        await pilot.pause(0.3)
+        assert app.controls.toggles["perpgrad"].describe() == "on since 42"
+        await pilot.press("plus")
+        await pilot.pause()
+        assert source.sent[-1]["args"] == {"factor": 2.0}
+        await pilot.press("x")
+        await pilot.pause()
+        assert source.sent[-1]["cmd"] == "lr_scale"  # one press only arms the stop
+        await pilot.press("x")
+        await pilot.pause()
+        assert source.sent[-1]["cmd"] == "stop"
+        await pilot.press("space", "space")
+        await pilot.pause()
+        assert [c["cmd"] for c in source.sent[-2:]] == ["pause", "resume"]
+
+
+async def test_controller_commands_reach_a_real_monitor_and_come_back_as_acks():
+    import threading
+
+    import torch
+    from torch import nn
+
+    from probes import Monitor
+    from tui.app import EdgewatchApp
+    from tui.ingest import ZmqSource
+
+    mon = Monitor(run="steer", bind="tcp://127.0.0.1:0", probes=None)
+    model = nn.Linear(3, 2)
+    stop = threading.Event()
+
+    def loop():
+        step = 0
+        while not stop.is_set() and not mon.stop_requested:
+            model(torch.randn(4, 3)).sum().backward()
+            mon.observe(step, model=model, loss=torch.tensor(1.0))
+            step += 1
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    app = EdgewatchApp(ZmqSource(mon.endpoint))
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.press("s")
+            for _ in range(100):
+                await pilot.pause(0.05)
+                if app.controls.toggles["stablemax"].on:
+                    break
+            assert app.controls.toggles["stablemax"].on
+            assert mon.controllers["stablemax"].on
+    finally:
+        stop.set()
+        thread.join(5)
+        mon.close()

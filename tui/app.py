@@ -21,11 +21,13 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from tui.controls import ControlBoard
 from tui.help import HelpScreen, binding_rows
 from tui.ingest import RecordSource, ZmqSource
 from tui.state import RunState
 from tui.widgets.chart import Chart
 from tui.widgets.connection import ConnectionBadge, LinkInfo
+from tui.widgets.controls import ControlsBar
 from tui.widgets.events import EventLog
 from tui.widgets.metric_grid import MetricGrid
 from tui.widgets.run_header import HeaderInfo, RunHeader
@@ -53,6 +55,16 @@ class EdgewatchApp(App[None]):
         Binding("p", "toggle_pause", "Pause view"),
         Binding("y", "toggle_log", "Log y"),
         Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("s", "toggle('stablemax')", "StableMax"),
+        Binding("g", "toggle('perpgrad')", "⊥Grad"),
+        Binding("r", "toggle('rho_control')", "ρ-control"),
+        Binding("c", "toggle('spectral_clip')", "Spectral clip"),
+        Binding("f", "toggle('fp64_loss')", "fp64 loss"),
+        Binding("plus", "command('lr_scale', 2.0)", "LR ×2", key_display="+"),
+        Binding("minus", "command('lr_scale', 0.5)", "LR ×½", key_display="-"),
+        Binding("space", "pause_run", "Pause/resume run", key_display="space"),
+        Binding("k", "command('checkpoint')", "Checkpoint"),
+        Binding("x", "stop_run", "Stop run (press twice)"),
     ]
 
     paused: reactive[bool] = reactive(False, init=False)
@@ -75,12 +87,17 @@ class EdgewatchApp(App[None]):
         self.badge.tooltip = source.label
         self.grid = MetricGrid(id="charts")
         self.event_log = EventLog(id="events")
+        self.controls = ControlBoard()
+        self.controls_bar = ControlsBar(id="controls")
+        self._stop_armed = False
+        self._run_paused = False
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="top"):
             yield self.header
             yield self.badge
         yield self.grid
+        yield self.controls_bar
         yield self.event_log
         yield Footer()
 
@@ -94,6 +111,9 @@ class EdgewatchApp(App[None]):
         try:
             async for batch in self.source.stream():
                 self.state.apply(batch)
+                for record in batch:
+                    if record.kind == "ack":
+                        self.controls.on_ack(record.data)
                 await asyncio.sleep(0)
         except Exception as exc:  # a broken source must not take the dashboard down
             self.notify(f"ingest stopped: {exc}", title="edgewatch", severity="error")
@@ -107,6 +127,7 @@ class EdgewatchApp(App[None]):
         state.sync_session(self.source.session)
         self.header.info = HeaderInfo.from_state(state, title=self.title, paused=self.paused)
         self.badge.link = LinkInfo.from_state(self.source.connection_state(), state)
+        self.controls_bar.show(self.controls)
         if self.paused or state.version == self._rendered_version:
             return
         if self.grid.show(state.series):
@@ -119,6 +140,39 @@ class EdgewatchApp(App[None]):
 
     def action_toggle_log(self) -> None:
         self.log_y = not self.log_y
+
+    async def action_toggle(self, cmd: str) -> None:
+        await self._send(cmd, {"on": self.controls.next_state(cmd)})
+
+    async def action_command(self, cmd: str, factor: float | None = None) -> None:
+        await self._send(cmd, {} if factor is None else {"factor": factor})
+
+    async def action_pause_run(self) -> None:
+        self._run_paused = not self._run_paused
+        await self._send("pause" if self._run_paused else "resume", {})
+
+    async def action_stop_run(self) -> None:
+        """Destructive, so it asks: the first press arms, a second within 3 s sends."""
+        if not self._stop_armed:
+            self._stop_armed = True
+            self.set_timer(3.0, self._disarm_stop)
+            self.notify("Press x again within 3 s to stop the run.", title="stop?")
+            return
+        self._stop_armed = False
+        await self._send("stop", {})
+
+    def _disarm_stop(self) -> None:
+        self._stop_armed = False
+
+    async def _send(self, cmd: str, args: dict) -> None:
+        cid = self.controls.sent(cmd)
+        try:
+            await self.source.send_command(cid, cmd, args)
+        except Exception as exc:
+            self.notify(f"{cmd} not sent: {exc}", severity="error")
+            return
+        self.notify(f"sent {cmd} {args or ''}", timeout=2)
+        self.flush()
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

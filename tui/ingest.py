@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from typing import Protocol, runtime_checkable
 
+import msgpack
 import zmq
 import zmq.asyncio
 
@@ -63,6 +64,10 @@ class RecordSource(Protocol):
         """Release sockets/queues; ``stream()`` ends soon after."""
         ...
 
+    async def send_command(self, cid: str, cmd: str, args: dict) -> None:
+        """Send a controller command to the run (its ack arrives as an ``ack`` record)."""
+        ...
+
 
 class MemorySource:
     """Records pushed by the test (or a replay) through an asyncio queue; no dedupe, no wire."""
@@ -71,6 +76,11 @@ class MemorySource:
         self.label = label
         self.session = CloneSession()
         self._queue: asyncio.Queue[list[Record] | None] = asyncio.Queue()
+        self.sent: list[dict] = []
+
+    async def send_command(self, cid: str, cmd: str, args: dict) -> None:
+        """Tests read what the app sent from ``sent``."""
+        self.sent.append({"id": cid, "cmd": cmd, "args": args})
 
     def push(self, *records: Record) -> None:
         """Hand records to the app as one batch (non-blocking, from the loop's thread)."""
@@ -147,6 +157,11 @@ class ZmqSource:
         finally:
             self._streaming = False
             self.close()
+
+    async def send_command(self, cid: str, cmd: str, args: dict) -> None:
+        """Send ``{id, cmd, args}`` on the control socket; the ack comes back on the stream."""
+        _, dealer = self._open()
+        await dealer.send(msgpack.packb({"id": cid, "cmd": cmd, "args": args}))
 
     async def aclose(self) -> None:
         """Stop after the current poll (at most ``poll_ms``); sockets close in ``stream()``."""

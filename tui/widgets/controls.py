@@ -1,0 +1,32 @@
+"""One line of controller states: which fixes are live in the run, and since when."""
+
+from __future__ import annotations
+
+from textual.content import Content
+from textual.widgets import Static
+
+from tui.controls import LABELS, ControlBoard
+
+
+class ControlsBar(Static):
+    """Shows each toggle as off / sent / on since step N (errors in red)."""
+
+    DEFAULT_CSS = """
+    ControlsBar { height: 1; padding: 0 1; background: $panel; }
+    """
+
+    def show(self, board: ControlBoard) -> None:
+        parts = []
+        for name, view in board.toggles.items():
+            style = _style(view.error, view.on, view.pending)
+            parts.append((f"{LABELS[name]} {view.describe()}", style))
+        if board.lr:
+            parts.append((f"lr {board.lr[0]:.3g}", "cyan"))
+        content = Content.assemble(*[item for part in parts for item in (part, "  ")][:-1])
+        self.update(content)
+
+
+def _style(error: str | None, on: bool, pending: bool) -> str:
+    if error:
+        return "red"
+    return "green" if on else "yellow" if pending else "dim"
