@@ -116,7 +116,6 @@ class HessianTraceProbe(Probe):
         super().__init__(every, budget)
         self.k = probes
         self._generator = torch.Generator().manual_seed(1234)
-        self._samples: list[float] = []
 
     def compute(self, ctx: StepContext) -> ProbeOutput:
         res = dx.hessian_trace(ctx.model, ctx.loss_fn, ctx.inputs, ctx.targets,

@@ -26,7 +26,6 @@ import torch
 from probes.alerts import AlertTracker
 from probes.builtin import DEFAULT_PROBES
 from probes.control import (
-    ArgSpec,
     Command,
     CommandError,
     Controller,
@@ -101,7 +100,6 @@ class Monitor:
         self._tracker: NormTracker | None = None
         self._model_id: int | None = None
         self._last_observe: float | None = None
-        self._step = 0
         self._closed = False
         self.scheduler = ProbeScheduler(_make_probes(probes), budget)
         self._failures: dict[str, int] = {}
@@ -184,7 +182,7 @@ class Monitor:
         return register
 
     def _remember(self, ctx: StepContext) -> None:
-        self.step = self._step = ctx.step
+        self.step = ctx.step
         if ctx.model is not None:
             self.model = ctx.model
         if ctx.inputs is not None:
@@ -207,7 +205,7 @@ class Monitor:
             if controller is None:
                 known = ", ".join(sorted(self.controllers))
                 raise CommandError(f"this run has no controller {command.cmd!r}; it has: {known}")
-            args = check_args(command.cmd, _spec(controller), command.args)
+            args = check_args(command.cmd, dict(controller.args), command.args)
             ack.update(controller.apply(self, args), applied_at_step=self.step)
         except CommandError as err:
             ack["error"] = str(err)
@@ -269,7 +267,7 @@ class Monitor:
 
     def event(self, name: str, **data: Any) -> None:
         """Publish an event record (shown in the UI's event log and kept in replays)."""
-        self._publish("event", self._step, {"event": name, **data})
+        self._publish("event", self.step, {"event": name, **data})
 
     def summary(self, **headline: Any) -> None:
         """Publish the run's headline numbers (shown at the end, kept with the run)."""
@@ -280,8 +278,8 @@ class Monitor:
         if self._closed:
             return
         self._closed = True
-        self._publish("event", self._step, {"event": status})
-        self.transport.set_status(state=status, final_state=status, step=self._step)
+        self._publish("event", self.step, {"event": status})
+        self.transport.set_status(state=status, final_state=status, step=self.step)
         self.transport.close()
 
     def __enter__(self) -> Monitor:
@@ -304,7 +302,6 @@ class Monitor:
         if math.isfinite(step_time):
             training = step_time - self._monitor_seconds
             self.scheduler.step_finished(training, self._monitor_seconds)
-        self._step = ctx.step
         if ctx.model is not None and id(ctx.model) != self._model_id:
             self._attach(ctx.model)
         norms = self._tracker.snapshot() if self._tracker else NormSnapshot(None, None)
@@ -367,7 +364,7 @@ class Monitor:
         first = next(iter(model.parameters()), None)
         self._publish(
             "meta",
-            self._step,
+            self.step,
             {
                 "params": sum(p.numel() for p in model.parameters()),
                 "layers": [n for n, _ in named],
@@ -428,10 +425,6 @@ class _MetricsThunk:
         records += [Record(kind="alert", run=self.run, step=self.step, data=alert, t=self.t)
                     for alert in self.alerts.check(scalars)]
         return records
-
-
-def _spec(controller: Controller) -> ArgSpec:
-    return dict(controller.args)
 
 
 def _make_probes(spec: str | list[ProbeSpec] | None) -> list[Probe]:

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Protocol
 
 import msgpack
@@ -111,7 +112,7 @@ class _History:
         first = self.items[0][0]
         start = max(0, seq + 1 - first)
         evicted_meta = [payload for s, payload in self.meta if seq < s < first]
-        return evicted_meta + [payload for _, payload in list(self.items)[start:]]
+        return evicted_meta + [payload for _, payload in islice(self.items, start, None)]
 
 
 class _Sequencer:
