@@ -129,7 +129,8 @@ class Grokking(Trainer):
         logits = self.model(self.x_train)
         loss = self.loss_fn(logits, self.y_train)
         loss.backward()
-        return StepOutput(loss=loss, logits=logits.detach(), targets=self.y_train)
+        return StepOutput(loss=loss, logits=logits.detach(), targets=self.y_train,
+                          inputs=self.x_train, loss_fn=self.loss_fn)
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:

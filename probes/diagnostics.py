@@ -379,7 +379,8 @@ def _logit_jvp(
 @contextmanager
 def _no_fused_attention() -> Iterator[None]:
     """Fused attention kernels (nn.Transformer's eval fast path, flash/efficient SDPA) have no
-    forward-mode derivative; the composite "math" path computes the same function and does."""
+    forward-mode derivative and no double backward; the composite "math" path computes the same
+    function and has both."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     mha = torch.backends.mha
@@ -598,6 +599,10 @@ def _default_generator(generator: torch.Generator | None) -> torch.Generator:
 
 # Probes per batched HVP are capped so that (probes × parameters) stays below this many elements.
 _PROBE_BATCH_ELEMENTS = 1 << 24
+_VMAP_MAX_PARAMS = 20_000
+"""Vmapped (batched) HVPs win for tiny models (per-call overhead dominates) and lose for larger
+ones on CPU: on the 108k-parameter grokking MLP 20 probes took 3.5 s batched vs 1.5 s one by
+one (bench/probe_costs.py). Above this size the probes run one by one."""
 
 
 def _rademacher(
@@ -620,7 +625,7 @@ class _HVP:
         named = _trainable(model)
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
-        with _unsupported_as_probe_error("double backward unavailable"):
+        with _unsupported_as_probe_error("double backward unavailable"), _no_fused_attention():
             loss = loss_fn(model(*_as_args(inputs)), targets)
             grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
         self.pairs = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
@@ -659,12 +664,13 @@ class _HVP:
     def quadratic_forms(self, vecs: list[Tensor]) -> Tensor:
         """Per-probe, per-tensor ``v_lᵀ (H v)_l`` (probes × tensors, float64, CPU).
 
-        Tries one vmapped product for the whole block; ops without a batching rule fall back to
-        one product per probe.
+        Small models: one vmapped product for the whole block (ops without a batching rule fall
+        back); larger models: one product per probe, which is faster on CPU.
         """
         count = vecs[0].shape[0] if vecs else 0
         try:
-            hvs = self(vecs, batched=True) if count > 1 else None
+            batched = count > 1 and self.numel <= _VMAP_MAX_PARAMS
+            hvs = self(vecs, batched=True) if batched else None
         except (RuntimeError, NotImplementedError, ProbeUnsupported):
             hvs = None
         if hvs is None:

@@ -126,8 +126,13 @@ class ProbeScheduler:
         return out
 
     def ran(self, probe: Probe, step: int, seconds: float) -> None:
+        """Record a call. The first call of each probe is a warm-up (lazy init, first JVP or
+        double backward) and is not costed: counted, it would push the cadence far out and keep
+        it there, since the estimate only improves when the probe runs again."""
+        first = probe.name not in self._last_run
         self._last_run[probe.name] = step
-        self._cost[probe.name] = self._ema(self._cost.get(probe.name), seconds)
+        if not first:
+            self._cost[probe.name] = self._ema(self._cost.get(probe.name), seconds)
 
     def step_finished(self, training_seconds: float, monitor_seconds: float) -> None:
         """One observe-to-observe interval, split into the loop's own time and ours."""

@@ -151,15 +151,18 @@ def test_scheduler_stretches_cadence_to_fit_the_budget():
     probe = _FakeProbe(every=2)
     sched = ProbeScheduler([probe], budget=0.05)
     assert sched.cadence(probe) == 2  # nothing measured yet: the declared cadence
-    sched.ran(probe, 0, seconds=0.010)
+    sched.ran(probe, 0, seconds=5.0)  # warm-up call: not costed
+    sched.step_finished(training_seconds=0.100, monitor_seconds=0.0)
+    assert sched.cadence(probe) == 2
+    sched.ran(probe, 2, seconds=0.010)
     sched.step_finished(training_seconds=0.100, monitor_seconds=0.0)
     assert sched.cadence(probe) == 2  # 10 ms / (5 % of 100 ms) = 2 steps
-    sched.ran(probe, 2, seconds=0.010)  # EMA: 10 ms
+    sched.ran(probe, 4, seconds=0.010)  # EMA: 10 ms
     sched.step_finished(training_seconds=0.020, monitor_seconds=0.001)
     # step time EMA = 0.8·0.1 + 0.2·0.02 = 0.084 → 10 ms / (0.05 · 84 ms) = 2.38 → 3
     assert sched.cadence(probe) == 3
-    assert [p.name for p in sched.due(4)] == []
-    assert [p.name for p in sched.due(5)] == ["fake"]
+    assert [p.name for p in sched.due(6)] == []
+    assert [p.name for p in sched.due(7)] == ["fake"]
 
 
 def test_per_probe_budget_overrides_the_equal_split():

@@ -1,0 +1,168 @@
+"""Probe costs as multiples of one forward+backward, total overhead, and PyHessian side by side.
+
+Run by hand: ``python bench/probe_costs.py [--repeats 5]``. Two models, CPU, one thread:
+the grokking MLP (full batch, 5107 samples) and a one-layer transformer on the same task
+(batch 512). For each: the median time of one forward+backward, of each probe's ``compute``
+(after a warm-up call), the total Monitor overhead at the default cadence and 5 % budget, and
+Hutchinson K=1 and K=20 next to PyHessian's ``trace`` with the same K (if PyHessian is
+installed: ``pip install pyhessian``; Cockpit does not import on current setuptools, so it is
+not compared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from demos.grokking import bias_free_mlp, modular_addition
+from probes import InProcessTransport, Monitor
+from probes import diagnostics as dx
+from probes.builtin import DEFAULT_PROBES
+from probes.probe import PROBES, StepContext
+
+
+class TinyTransformer(nn.Module):
+    """The paper's transformer shape: one encoder layer, d=128, 4 heads, tokens (a, b)."""
+
+    def __init__(self, vocab: int = 113, width: int = 128) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.block = nn.TransformerEncoderLayer(width, 4, 4 * width, dropout=0.0,
+                                                batch_first=True)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(self.embed(tokens))[:, -1])
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def workloads():
+    gen = torch.Generator().manual_seed(0)
+    x, y, _, _ = modular_addition(113, 0.4, gen)
+    torch.manual_seed(0)
+    yield "grokking MLP (n=5107)", bias_free_mlp(226, 200, 113), x, y
+    tokens = torch.stack([x[:, :113].argmax(1), x[:, 113:].argmax(1)], dim=1)[:512]
+    yield "transformer (n=512)", TinyTransformer(), tokens, y[:512]
+
+
+def context(model, x, y) -> StepContext:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt.zero_grad()
+    logits = model(x)
+    F.cross_entropy(logits, y).backward()
+    update = [1e-3 * torch.randn_like(p) for p in model.parameters()]
+    return StepContext(0, model, opt, logits.detach(), y, x, F.cross_entropy, 1e-3,
+                       [n for n, _ in model.named_parameters()], update)
+
+
+def fwd_bwd(model, x, y) -> None:
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+
+
+def overhead(model, x, y, steps: int) -> tuple[float, float]:
+    """Median step time without and with a default Monitor (inputs and loss_fn given)."""
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+
+    def loop(monitor: Monitor | None) -> float:
+        times = []
+        for step in range(steps):
+            start = time.perf_counter()
+            opt.zero_grad()
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            loss.backward()
+            if monitor is not None:
+                monitor.observe(step, model=model, optimizer=opt, loss=loss, logits=logits,
+                                targets=y, inputs=x, loss_fn=F.cross_entropy)
+            opt.step()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    plain = loop(None)
+    mon = Monitor(run="bench", transport=InProcessTransport())
+    watched = loop(mon)
+    mon.close()
+    return plain, watched
+
+
+def pyhessian_samples(model, x, y, k: int) -> list[float]:
+    """PyHessian's Hutchinson samples; attention forced onto the math kernel, as ours does
+    (PyHessian alone fails on CPU flash attention, which has no double backward)."""
+    from pyhessian import hessian
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        # tol=-inf: PyHessian's stopping test divides by the running mean, so with tol=0 it
+        # stops early whenever that mean is negative; -inf forces exactly k probes.
+        return hessian(model, F.cross_entropy, data=(x, y), cuda=False).trace(
+            maxIter=k, tol=float("-inf"))
+
+
+def pyhessian_trace(model, x, y, k: int) -> float | None:
+    try:
+        import pyhessian  # noqa: F401
+    except ImportError:
+        return None
+    return median_time(lambda: pyhessian_samples(model, x, y, k), 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=200)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for title, model, x, y in workloads():
+        base = median_time(lambda m=model, a=x, b=y: fwd_bwd(m, a, b), args.repeats)
+        ctx = context(model, x, y)
+        print(f"\n{title}: forward+backward {base * 1e3:.1f} ms "
+              f"({sum(p.numel() for p in model.parameters()):,} params)")
+        print(f"{'probe':<18}{'ms/call':>10}{'× fwd+bwd':>11}")
+        for name in DEFAULT_PROBES:
+            probe = PROBES[name]()
+            cost = median_time(lambda p=probe, c=ctx: p.compute(c), args.repeats)
+            print(f"{name:<18}{cost * 1e3:>10.1f}{cost / base:>11.2f}")
+        for k in (1, 20):
+            ours = median_time(lambda k=k, m=model, a=x, b=y: dx.hessian_trace(
+                m, F.cross_entropy, a, b, probes=k), 3)
+            theirs = pyhessian_trace(model, x, y, k)
+            side = "n/a" if theirs is None else f"{theirs * 1e3:.1f} ms ({theirs / base:.2f}×)"
+            print(f"Hutchinson K={k:<3} ours {ours * 1e3:.1f} ms ({ours / base:.2f}×) · "
+                  f"PyHessian {side}")
+        agreement(model, x, y)
+        plain, watched = overhead(model, x, y, args.steps)
+        print(f"default Monitor, {args.steps} steps: {plain * 1e3:.1f} → {watched * 1e3:.1f} ms "
+              f"median step ({(watched / plain - 1) * 100:+.1f} %)")
+
+
+def agreement(model, x, y, k: int = 100) -> None:
+    """Our Hutchinson mean ± 2 SE next to PyHessian's mean over the same number of probes."""
+    ours = dx.hessian_trace(model, F.cross_entropy, x, y, probes=k,
+                            generator=torch.Generator().manual_seed(7))
+    try:
+        theirs = pyhessian_samples(model, x, y, k)
+    except ImportError:
+        return
+    mean = statistics.fmean(theirs)
+    print(f"trace, K={k}: ours {ours.trace:.4g} ± {2 * ours.stderr:.2g} (2 SE) · "
+          f"PyHessian {mean:.4g} · difference {abs(mean - ours.trace) / ours.stderr:.1f} SE")
+
+
+if __name__ == "__main__":
+    main()
