@@ -16,7 +16,7 @@ from dataclasses import dataclass
 class Threshold:
     metric: str
     limit: float
-    amber: float
+    amber: float  # start of the amber band; amber == limit means no amber band
     meaning: str
     strict: bool = False  # True: alert when value > limit; False: when value >= limit
 
@@ -27,7 +27,7 @@ class Threshold:
         over = value > self.limit if self.strict else value >= self.limit
         if over:
             return "alert"
-        return "warn" if value >= self.amber else "ok"
+        return "warn" if self.amber < self.limit and value >= self.amber else "ok"
 
 
 THRESHOLDS: dict[str, Threshold] = {

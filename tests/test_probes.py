@@ -199,3 +199,5 @@ def test_monitor_streams_an_alert_record_for_collapsed_logits():
     alerts = [r for r in tr.records if r.kind == "alert"]
     assert alerts and alerts[0].data["metric"] == "sc_fraction"
     assert THRESHOLDS["r"].level(1.0) == "alert" and THRESHOLDS["r"].level(0.2) == "ok"
+    assert THRESHOLDS["r"].level(0.7) == "warn"
+    assert THRESHOLDS["sc_fraction"].level(0.0) == "ok"  # healthy: no amber band at 0

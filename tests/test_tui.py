@@ -467,3 +467,180 @@ async def test_controller_commands_reach_a_real_monitor_and_come_back_as_acks():
         stop.set()
         thread.join(5)
         mon.close()
+
+
+# -- gauges, health badges, layers screen, alert toasts (issue 5) -----------------------------
+
+LAYERS = ["embed", "block.0.attn", "block.0.mlp", "head"]
+
+
+def gauge_metrics(step: int, seq: int | None = None, **scalars: float) -> Record:
+    """A metrics record with per-layer values: layer i has grad_norm (i + 1) * (step + 1)."""
+    per_layer = {
+        "grad_norm": [(i + 1.0) * (step + 1) for i in range(len(LAYERS))],
+        "update_norm": [0.4, 0.1, 0.3, 0.2],
+        "sigma_max": [2.0, NAN, 8.0, 4.0],
+        "nlm_cos": [0.9, 0.1, -0.5, NAN],
+    }
+    data = metrics_data({"loss": 1.0, **scalars}, LAYERS, per_layer)
+    return Record(kind="metrics", run="run-1", step=step, seq=step + 1 if seq is None else seq,
+                  data=data)
+
+
+@pytest.mark.parametrize(
+    ("r", "level", "colour"), [(2.0, "alert", "error"), (0.2, "ok", "success")]
+)
+async def test_gauge_chart_draws_its_threshold_and_colours_its_title(
+    r: float, level: str, colour: str
+) -> None:
+    from textual.color import Color
+
+    from probes.alerts import THRESHOLDS
+    from tui.widgets.chart import THRESHOLD_STYLE
+
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(120, 36)) as pilot:
+        # loss arrives first, yet the gauges are placed first, in THRESHOLDS order
+        source.push(meta(), metrics(0, seq=1), *[gauge_metrics(s, seq=s + 2, sc_fraction=0.0,
+                                                               r=r) for s in range(1, 6)])
+        await until(pilot, lambda: "r" in app.charts and app.charts["r"].points_drawn == 5)
+        chart = app.charts["r"]
+        (style, tx, ty), (data_style, _, dy) = chart.lines()
+        assert style == THRESHOLD_STYLE != data_style
+        assert ty.tolist() == [THRESHOLDS["r"].limit] * 2 == [1.0, 1.0]
+        assert tx.tolist() == [1.0, 5.0], "the limit spans the data's x range"
+        assert dy.tolist() == [r] * 5
+        assert chart.level == level and chart.has_class(f"-{level}")
+        await pilot.pause(0.1)
+        assert chart.styles.border_title_color == Color.parse(app.theme_variables[colour])
+        assert chart.border_title == f"r  {r:g}"
+        loss = app.charts["loss"]
+        assert len(loss.lines()) == 1 and loss.level is None, "no threshold, no limit line"
+        order = [c.metric for c in app.grid.query(Chart)]
+        assert order[:2] == ["r", "sc_fraction"] and order[2] == "loss"
+
+        await pilot.press("y")  # log y: the limit moves to log10(1) = 0; sc_fraction's 0 has none
+        await until(pilot, lambda: chart.lines()[0][2].tolist() == [0.0, 0.0])
+        assert all(s != THRESHOLD_STYLE for s, _, _ in app.charts["sc_fraction"].lines())
+
+
+async def test_health_badges_show_only_published_gauges_with_their_level() -> None:
+    from probes.alerts import THRESHOLDS
+    from tui.widgets.health import HealthBar
+
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(120, 36)) as pilot:
+        bar = app.query_one(HealthBar)
+        source.push(meta(), metrics(0))
+        await until(pilot, lambda: app.state.step == 0)
+        await pilot.pause(0.15)
+        assert bar.shown == {} and not bar.has_class("-active") and bar.region.height == 0
+        source.push(gauge_metrics(1, r=0.7, trace_gauge=0.1, eos_gauge=1.5))
+        await until(pilot, lambda: len(bar.shown) == 3)
+        assert {name: b.level for name, b in bar.shown.items()} == {
+            "r": "warn", "trace_gauge": "ok", "eos_gauge": "alert"
+        }
+        assert bar.region.height == 1 and bar.region.y < app.grid.region.y, "under the header"
+        badge = bar.shown["eos_gauge"]
+        assert THRESHOLDS["eos_gauge"].meaning in str(badge.tooltip)
+        assert "eos_gauge" in str(badge.render()) and "1.5" in str(badge.render())
+        assert badge.has_class("-alert") and not badge.has_class("-ok")
+        source.push(gauge_metrics(2, r=1.0, trace_gauge=0.1, eos_gauge=0.1))
+        await until(pilot, lambda: bar.shown["r"].level == "alert")
+        assert bar.shown["eos_gauge"].level == "ok"
+
+
+def cell_texts(table, layer: str) -> list[str]:
+    return [str(cell) for cell in table.get_row(layer)]
+
+
+async def test_layers_screen_lists_sorts_filters_and_charts_layers() -> None:
+    from tui.layers import LayersScreen
+    from tui.widgets.layers import COLUMNS, LayerTable, sparkline
+
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(120, 36)) as pilot:
+        source.push(meta(), *[gauge_metrics(s) for s in range(20)])
+        await until(pilot, lambda: app.state.step == 19)
+        await pilot.press("l")
+        assert isinstance(app.screen, LayersScreen)
+        table = app.screen.query_one(LayerTable)
+        await until(pilot, lambda: table.row_count == len(LAYERS) and table.has_focus)
+        assert table.visible == LAYERS, "model order until sorted"
+        row = cell_texts(table, "block.0.mlp")
+        values = dict(zip(("layer", "history", *COLUMNS), row, strict=True))
+        assert values["grad_norm"] == "60" and values["update_norm"] == "0.3"
+        assert values["sigma_max"] == "8" and values["nlm_cos"] == "-0.5"
+        assert values["stable_rank"] == values["trace_share"] == "—", "not published: a dash"
+        assert cell_texts(table, "block.0.attn")[COLUMNS.index("sigma_max") + 2] == "—"
+        assert values["history"] == sparkline(app.state.layer_series["grad_norm/block.0.mlp"].y)
+        assert values["history"][0] == "▁" and values["history"][-1] == "█", "grad_norm grew"
+
+        await pilot.press("2")  # update_norm, largest first
+        assert table.visible == ["embed", "block.0.mlp", "head", "block.0.attn"]
+        await pilot.press("2")  # again: reversed
+        assert table.visible == ["block.0.attn", "head", "block.0.mlp", "embed"]
+        await pilot.press("3")  # sigma_max: the NaN row goes last
+        assert table.visible == ["block.0.mlp", "head", "embed", "block.0.attn"]
+        await pilot.press("o")  # cycles on to sigma_max_update (all NaN: model order kept)
+        assert table.sort_column == "sigma_max_update" and table.visible == LAYERS
+        # a click on the nlm_cos header sorts by it
+        x = sum(c.get_render_width(table) for c in table.ordered_columns[: 2 + 6]) + 2
+        await pilot.click(LayerTable, offset=(x, 0))
+        await until(pilot, lambda: table.sort_column == "nlm_cos")
+        assert table.visible == ["embed", "block.0.attn", "block.0.mlp", "head"]
+
+        # the highlighted row's histories are charted
+        await pilot.press("down")
+        screen = app.screen
+        await until(pilot, lambda: screen.selected == "block.0.attn")
+        assert screen.charts["grad_norm"].points_drawn == 20
+        assert screen.charts["grad_norm"].latest == 40.0
+
+        await pilot.press("slash")
+        await pilot.press(*"BLOCK.0")
+        await until(pilot, lambda: table.visible == ["block.0.attn", "block.0.mlp"])
+        assert table.row_count == 2
+        await pilot.press("escape")  # leaves the filter box, keeps the filter
+        assert table.has_focus and table.row_count == 2
+
+        source.push(gauge_metrics(20))  # live: the cells follow the run
+        await until(pilot, lambda: cell_texts(table, "block.0.mlp")[2] == "63")
+
+        await pilot.press("escape")
+        assert not isinstance(app.screen, LayersScreen)
+        await pilot.press("l")
+        assert isinstance(app.screen, LayersScreen) and table.row_count == 2, "state kept"
+        await pilot.press("l")
+        assert not isinstance(app.screen, LayersScreen)
+
+
+async def test_each_alert_record_raises_one_warning_toast() -> None:
+    source = MemorySource()
+    app = EdgewatchApp(source)
+
+    def alert(seq: int, value: float) -> Record:
+        data = {"metric": "r", "value": value, "limit": 1.0, "message": "step too long"}
+        return Record(kind="alert", run="run-1", step=seq, seq=seq, data=data)
+
+    def toasts() -> list:
+        return [n for n in app._notifications if n.title.startswith("alert")]
+
+    async with app.run_test(size=(100, 30)) as pilot:
+        source.push(meta(), metrics(1), alert(2, 1.5))
+        await until(pilot, lambda: len(toasts()) == 1)
+        (toast,) = toasts()
+        assert toast.severity == "warning" and "step too long" in toast.message
+        assert "value=1.5" in toast.message and toast.title == "alert · step 2"
+        source.push(metrics(3), Record(kind="event", run="run-1", step=3, seq=4,
+                                       data={"event": "note"}))
+        await until(pilot, lambda: app.state.step == 3)
+        await pilot.pause(0.3)
+        assert len(toasts()) == 1, "once per alert record"
+        source.push(*[alert(seq, 2.0) for seq in range(5, 10)])  # a burst: 3 toasts + a summary
+        await until(pilot, lambda: len(toasts()) == 4)
+        await pilot.pause(0.2)
+        assert any("2 more alerts" in n.message for n in app._notifications)

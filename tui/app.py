@@ -1,9 +1,10 @@
-"""The edgewatch dashboard: one run's header, link state, charts and events.
+"""The edgewatch dashboard: one run's header, link state, gauges, charts and events.
 
 Two loops that never wait on each other: an ingest worker folds record batches from a
 :class:`~tui.ingest.RecordSource` into a :class:`~tui.state.RunState`, and a ~10 Hz timer pushes
 that state into the widgets. A flood of records therefore costs at most one repaint per tick,
-and a silent peer leaves the timer (and the keys) running, showing the link going stale.
+and a silent peer leaves the timer (and the keys) running, showing the link going stale. ``l``
+opens the per-layer screen, which the same timer feeds while it is on top.
 """
 
 from __future__ import annotations
@@ -24,15 +25,19 @@ from textual.widgets import Footer
 from tui.controls import ControlBoard
 from tui.help import HelpScreen, binding_rows
 from tui.ingest import RecordSource, ZmqSource
-from tui.state import RunState
+from tui.layers import LayersScreen
+from tui.state import EventItem, RunState
 from tui.widgets.chart import Chart
 from tui.widgets.connection import ConnectionBadge, LinkInfo
 from tui.widgets.controls import ControlsBar
 from tui.widgets.events import EventLog
+from tui.widgets.health import HealthBar
 from tui.widgets.metric_grid import MetricGrid
 from tui.widgets.run_header import HeaderInfo, RunHeader
 
 REFRESH_HZ = 10.0
+ALERT_TOASTS_PER_TICK = 3
+"""New alerts beyond this many in one tick (a join replaying history) share one summary toast."""
 
 
 class EdgewatchApp(App[None]):
@@ -55,6 +60,7 @@ class EdgewatchApp(App[None]):
         Binding("p", "toggle_pause", "Pause view"),
         Binding("y", "toggle_log", "Log y"),
         Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("l", "layers", "Layers"),
         Binding("s", "toggle('stablemax')", "StableMax"),
         Binding("g", "toggle('perpgrad')", "⊥Grad"),
         Binding("r", "toggle('rho_control')", "ρ-control"),
@@ -85,10 +91,13 @@ class EdgewatchApp(App[None]):
         self.header = RunHeader(id="header")
         self.badge = ConnectionBadge(id="connection")
         self.badge.tooltip = source.label
+        self.health = HealthBar(id="health")
         self.grid = MetricGrid(id="charts")
         self.event_log = EventLog(id="events")
         self.controls = ControlBoard()
         self.controls_bar = ControlsBar(id="controls")
+        self.layers_screen = LayersScreen()
+        self._alerted_id = 0
         self._stop_armed = False
         self._run_paused = False
 
@@ -96,12 +105,14 @@ class EdgewatchApp(App[None]):
         with Horizontal(id="top"):
             yield self.header
             yield self.badge
+        yield self.health
         yield self.grid
         yield self.controls_bar
         yield self.event_log
         yield Footer()
 
     def on_mount(self) -> None:
+        self.install_screen(self.layers_screen, "layers")
         self.run_worker(self._ingest, name="ingest", group="ingest", exclusive=True)
         self.set_interval(self._refresh_s, self.flush, name="render")
 
@@ -128,11 +139,30 @@ class EdgewatchApp(App[None]):
         self.header.info = HeaderInfo.from_state(state, title=self.title, paused=self.paused)
         self.badge.link = LinkInfo.from_state(self.source.connection_state(), state)
         self.controls_bar.show(self.controls)
-        if self.paused or state.version == self._rendered_version:
+        self.health.show(state.scalars)  # live like the header: gauges are not frozen by p
+        self._toast_alerts(state.events)
+        if self.paused:
+            return
+        if self.layers_screen.is_current:
+            self.layers_screen.show(state)
+        if state.version == self._rendered_version:
             return
         if self.grid.show(state.series):
             self._rendered_version = state.version  # else: charts left to draw next tick
         self.event_log.show(state.events)
+
+    def _toast_alerts(self, events: Iterable[EventItem]) -> None:
+        """One warning toast per alert record not toasted yet (the event log lists them too)."""
+        fresh = [e for e in events if e.kind == "alert" and e.id > self._alerted_id]
+        if not fresh:
+            return
+        self._alerted_id = fresh[-1].id
+        for item in fresh[:ALERT_TOASTS_PER_TICK]:
+            title = f"alert · step {item.step:,}"
+            self.notify(item.text, title=title, severity="warning", markup=False)
+        if len(fresh) > ALERT_TOASTS_PER_TICK:
+            more = len(fresh) - ALERT_TOASTS_PER_TICK
+            self.notify(f"{more} more alerts: see the event log", severity="warning")
 
     # -- actions -------------------------------------------------------------------------------
     def action_toggle_pause(self) -> None:
@@ -174,6 +204,13 @@ class EdgewatchApp(App[None]):
         self.notify(f"sent {cmd} {args or ''}", timeout=2)
         self.flush()
 
+    async def action_layers(self) -> None:
+        """Open the per-layer screen (on it, ``l``/``escape`` are its own "back" keys)."""
+        if self.layers_screen in self.screen_stack:
+            return  # under the help screen
+        await self.push_screen("layers")
+        self.layers_screen.show(self.state)
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.binding_rows()))
@@ -187,12 +224,17 @@ class EdgewatchApp(App[None]):
 
     def watch_log_y(self, log_y: bool) -> None:
         self.grid.log_y = log_y
+        self.layers_screen.log_y = log_y
 
     # -- help and palette share the binding table --------------------------------------------
     def binding_rows(self) -> list[tuple[str, str]]:
-        """(key, description) for every app binding, as the help screen lists them."""
+        """(key, description) for every app binding, as the help screen lists them, then the
+        layers screen's own keys when it is the one on top."""
         bindings = [b for b in self.BINDINGS if isinstance(b, Binding)]
-        return binding_rows(bindings, self.get_key_display)
+        rows = binding_rows(bindings, self.get_key_display)
+        if self.screen is self.layers_screen:
+            rows += self.layers_screen.binding_rows(self.get_key_display)
+        return rows
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

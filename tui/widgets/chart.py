@@ -1,9 +1,11 @@
 """One metric's chart: the only module that knows which plotting library draws it.
 
 :class:`Chart` takes plain (x, y) arrays, decimates them to ~2 points per column of its own
-width, drops non-finite points and shows the metric name and latest value in its border. The
-drawing is delegated to ``textual_plot.PlotWidget``; swapping the library means rewriting
-``_Plot`` and ``Chart._draw`` only.
+width, drops non-finite points and shows the metric name and latest value in its border. A chart
+given a :class:`~probes.alerts.Threshold` also draws the limit as a horizontal line and colours
+its title by the latest value's level (classes ``-ok`` / ``-warn`` / ``-alert``). The drawing is
+delegated to ``textual_plot.PlotWidget``; swapping the library means rewriting ``_Plot``,
+``Chart._draw`` and ``Chart.lines`` only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual_plot import HiResMode, PlotWidget
 
+from probes.alerts import Threshold
 from tui.format import fmt_value
 from tui.series import decimate_minmax
 from tui.widgets.axes import LABEL_WIDTH, Axis, LogAxis, StepAxis
@@ -27,6 +30,9 @@ _MARGIN_LEFT = LABEL_WIDTH + 1
 _FALLBACK_COLUMNS = 60
 _X_LABEL_SPACING = 9
 """Columns per x tick: room for a label like ``1.25M`` and a gap."""
+THRESHOLD_STYLE = "red"
+"""The limit line: no metric colour (``metric_grid.PALETTE``) uses plain red."""
+LEVELS = ("ok", "warn", "alert", "unknown")
 
 
 def _flat_limits(y: np.ndarray) -> tuple[float | None, float | None]:
@@ -82,15 +88,26 @@ class Chart(Widget):
         border-subtitle-color: $text-muted;
         padding: 0;
         & > _Plot { height: 1fr; }
+        &.-ok { border-title-color: $success; }
+        &.-warn { border-title-color: $warning; }
+        &.-alert { border-title-color: $error; border: round $error; }
     }
     """
 
     log_y: reactive[bool] = reactive(False)
 
-    def __init__(self, metric: str, *, color: str = "cyan", id: str | None = None) -> None:
+    def __init__(
+        self,
+        metric: str,
+        *,
+        color: str = "cyan",
+        threshold: Threshold | None = None,
+        id: str | None = None,
+    ) -> None:
         super().__init__(id=id)
         self.metric = metric
         self.color = color
+        self.threshold = threshold
         self.latest: float = math.nan
         self.points_drawn = 0
         self.drawn_at = 0.0
@@ -121,10 +138,24 @@ class Chart(Widget):
         """Typical seconds one redraw of this chart takes."""
         return self._plot.draw_cost
 
+    @property
+    def level(self) -> str | None:
+        """The latest value's level against the threshold; None for a chart without one."""
+        return None if self.threshold is None else self.threshold.level(self.latest)
+
     def set_latest(self, value: float) -> None:
         """Update the value in the title only (cheap: no redraw of the line)."""
         self.latest = value
         self._update_titles()
+        level = self.level
+        if level is not None:
+            for name in LEVELS:
+                self.set_class(name == level, f"-{name}")
+
+    def lines(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """``(style, x, y)`` of each line the plot holds now (y in plotted units: log10 under
+        log y), the threshold line first."""
+        return [(d.line_style, d.x, d.y) for d in self._plot._datasets if hasattr(d, "line_style")]
 
     def set_data(self, x: np.ndarray, y: np.ndarray, latest: float | None = None) -> None:
         """Replace the line; ``latest`` (default: the last y, maybe NaN) goes in the title."""
@@ -170,13 +201,34 @@ class Chart(Widget):
         if not (self._ready and self._plot.is_attached):
             return
         x, y = self._prepared()
+        limit = self._limit_y()
         self._plot.clear()
-        self._plot.set_ylimits(*_flat_limits(y))
+        if len(x) and limit is not None:
+            # textual_plot has vertical lines only: a 2-point series across the x range, drawn
+            # first so the data line stays on top; it also keeps the limit inside the y range.
+            self._plot.set_ylimits(*_flat_limits(np.append(y, limit)))
+            self._plot.plot(
+                x[[0, -1]],
+                np.full(2, limit),
+                line_style=THRESHOLD_STYLE,
+                hires_mode=HiResMode.BRAILLE,
+            )
+        else:
+            self._plot.set_ylimits(*_flat_limits(y))
         if len(x):
             self._plot.plot(x, y, line_style=self.color, hires_mode=HiResMode.BRAILLE)
         self.points_drawn = len(x)
         self.drawn_at = time.monotonic()
         self._drawn_width = self._columns()
+
+    def _limit_y(self) -> float | None:
+        """The threshold in plotted units; None without one, or for a limit ≤ 0 under log y."""
+        if self.threshold is None:
+            return None
+        limit = self.threshold.limit
+        if not self.log_y:
+            return limit
+        return math.log10(limit) if limit > 0 else None
 
     def _update_titles(self) -> None:
         """Set only what changed: each assignment repaints the border."""

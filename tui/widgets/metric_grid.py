@@ -1,4 +1,9 @@
-"""A scrollable, responsive grid with one chart per scalar metric, grown as metrics appear."""
+"""A scrollable, responsive grid with one chart per scalar metric, grown as metrics appear.
+
+Gauges (metrics with a threshold in :data:`probes.alerts.THRESHOLDS`) come first, in that
+table's order, so the charts that say "stop" are the ones on screen; other metrics follow in
+arrival order.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from probes.alerts import THRESHOLDS
 from tui.series import Series, SeriesStore
 from tui.widgets.chart import Chart
 
@@ -15,10 +21,11 @@ REDRAW_BUDGET_S = 0.02
 """Chart drawing time allowed per render tick (at 10 Hz: a fifth of one core at most)."""
 
 PALETTE = ("bright_cyan", "bright_green", "bright_magenta", "yellow", "bright_blue", "orange1")
+_GAUGE_RANK = {name: rank for rank, name in enumerate(THRESHOLDS)}
 
 
 class MetricGrid(VerticalScroll):
-    """Charts in arrival order, two columns by default.
+    """Gauge charts first, then the rest in arrival order; two columns by default.
 
     The app's stylesheet (``edgewatch.tcss``) maps its screen breakpoint classes to the column
     count and chart height, so the grid itself knows nothing about terminal sizes.
@@ -88,8 +95,18 @@ class MetricGrid(VerticalScroll):
     def _add_chart(self, name: str) -> Chart:
         if not self.charts:
             self.query("#placeholder").remove()
-        chart = Chart(name, color=PALETTE[len(self.charts) % len(PALETTE)])
+        color = PALETTE[len(self.charts) % len(PALETTE)]
+        chart = Chart(name, color=color, threshold=THRESHOLDS.get(name))
         chart.set_reactive(Chart.log_y, self.log_y)
+        # The grid stays sorted by (rank, arrival): insert before the first chart ranked after.
+        rank = _rank(name)
+        later = [(_rank(c.metric), i, c) for i, c in enumerate(self.charts.values())]
+        before = min((item for item in later if item[0] > rank), default=None)
         self.charts[name] = chart
-        self.mount(chart)
+        self.mount(chart, before=before[2] if before else None)
         return chart
+
+
+def _rank(metric: str) -> int:
+    """Grid position class: a gauge's index in THRESHOLDS, or after every gauge."""
+    return _GAUGE_RANK.get(metric, len(_GAUGE_RANK))
