@@ -394,13 +394,20 @@ def _no_fused_attention() -> Iterator[None]:
 
 
 def _spread(z: Tensor, a: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Per-sample Δ_a, plus per-sample exact binary radii for one/two-logit outputs."""
+    """Per-sample Δ_a (CPU, float64), plus exact binary radii for one/two-logit outputs.
+
+    Many classes: max and min are picked on the device (selection is exact in any dtype) and
+    only those two values per sample are copied and subtracted in float64 — the same numbers
+    as converting the whole N × C velocity matrix first, without the copy.
+    """
+    if a.shape[1] > 2:
+        high, low = (t.to("cpu", torch.float64) for t in (a.amax(dim=1), a.amin(dim=1)))
+        return high - low, None
+    z, a = z.to("cpu", torch.float64), a.to("cpu", torch.float64)
     if a.shape[1] == 1:  # single logit vs an implicit constant 0 logit
         delta, gap, vel = a[:, 0].abs(), z[:, 0], a[:, 0].abs()
     else:
         delta = a.amax(dim=1) - a.amin(dim=1)
-        if a.shape[1] != 2:
-            return delta, None
         gap, vel = z[:, 0] - z[:, 1], (a[:, 0] - a[:, 1]).abs()
     return delta, torch.sqrt(gap**2 + math.pi**2) / vel
 
@@ -435,7 +442,6 @@ def safe_step_radius(
     tangents = [s / norm for s in steps] if norm > 0 else steps
     with preserved_state(model, eval_mode=True):
         z, a = _logit_jvp(model, named, tangents, inputs, logits_fn)
-    z, a = z.to("cpu", torch.float64), a.to("cpu", torch.float64)
     delta, binary = _spread(z, a)
     max_delta = delta.max().item() if delta.numel() else _NAN
     tau = norm if step_norm is None else float(step_norm)

@@ -83,12 +83,19 @@ def register_probe(cls: type[Probe]) -> type[Probe]:
 
 
 class ProbeScheduler:
-    """Stretches probe cadences so measured probe time stays within ``budget`` of step time.
+    """Keeps the Monitor's whole cost within ``budget`` of the training step time.
 
-    Each probe gets a share of the budget (its own ``budget`` if set, else an equal split). A
-    probe that costs ``c`` seconds per call against training steps of ``T`` seconds runs at
-    most every ``ceil(c / (share · T))`` steps, and never more often than its ``every``. Costs
-    and step time are exponential moving averages, so a slow first call settles quickly.
+    Time credit, per probe: after every step each probe earns ``share × step time`` and every
+    call spends the seconds it actually took; a probe runs when its ``every`` has elapsed and
+    its credit is not negative. So a probe's long-run share of step time never exceeds its
+    share, an expensive call (the first JVP or double backward included) is paid back by
+    waiting, and no cost has to be predicted. Credit never grows above zero: a probe that was
+    idle cannot later burst.
+
+    Shares: the basic metrics (which run every step) are paid first; what they leave of the
+    budget is split equally among the probes (a probe's own ``budget`` overrides its share). If
+    the basic metrics alone exceed the budget, the probes still get a tenth of it rather than
+    never running. ``budget=None``: every probe runs at its ``every``, whatever it costs.
     """
 
     def __init__(
@@ -99,46 +106,57 @@ class ProbeScheduler:
         self.probes = probes
         self.budget = budget
         self._alpha = smoothing
+        self._credit: dict[str, float] = {}
         self._cost: dict[str, float] = {}
         self._last_run: dict[str, int] = {}
         self.step_time = math.nan
         self.monitor_time = 0.0
+        self.base_time: float | None = None  # Monitor time outside probes (basic metrics)
+        self._probe_seconds = 0.0
+
+    def probe_budget(self) -> float:
+        """The fraction of step time left for probes once the basic metrics are paid for."""
+        if self.budget is None:
+            return math.inf
+        if self.base_time is None or not math.isfinite(self.step_time) or self.step_time <= 0:
+            return self.budget
+        return max(self.budget - self.base_time / self.step_time, 0.1 * self.budget)
 
     def share(self, probe: Probe) -> float:
         if probe.budget is not None:
             return probe.budget
-        return math.inf if self.budget is None else self.budget / max(1, len(self.probes))
+        return self.probe_budget() / max(1, len(self.probes))
 
-    def cadence(self, probe: Probe) -> int:
-        cost = self._cost.get(probe.name)
-        if cost is None or not math.isfinite(self.step_time) or self.step_time <= 0:
-            return probe.every
-        if math.isinf(self.share(probe)):
-            return probe.every
-        return max(probe.every, math.ceil(cost / (self.share(probe) * self.step_time)))
+    def credit(self, probe: Probe) -> float:
+        """Seconds of probe time this probe may still spend (≤ 0; negative = in debt)."""
+        return self._credit.get(probe.name, 0.0)
 
     def due(self, step: int) -> list[Probe]:
         out = []
         for probe in self.probes:
             last = self._last_run.get(probe.name)
-            if last is None or step - last >= self.cadence(probe) or step < last:
+            waited = last is None or step - last >= probe.every or step < last
+            if waited and (self.budget is None or self.credit(probe) >= 0):
                 out.append(probe)
         return out
 
     def ran(self, probe: Probe, step: int, seconds: float) -> None:
-        """Record a call. The first call of each probe is a warm-up (lazy init, first JVP or
-        double backward) and is not costed: counted, it would push the cadence far out and keep
-        it there, since the estimate only improves when the probe runs again."""
-        first = probe.name not in self._last_run
         self._last_run[probe.name] = step
-        if not first:
-            self._cost[probe.name] = self._ema(self._cost.get(probe.name), seconds)
+        self._probe_seconds += seconds
+        self._credit[probe.name] = self.credit(probe) - seconds
+        self._cost[probe.name] = self._ema(self._cost.get(probe.name), seconds)
 
     def step_finished(self, training_seconds: float, monitor_seconds: float) -> None:
         """One observe-to-observe interval, split into the loop's own time and ours."""
         if training_seconds > 0:
             self.step_time = self._ema(_none_if_nan(self.step_time), training_seconds)
         self.monitor_time = self._ema(self.monitor_time, monitor_seconds)
+        self.base_time = self._ema(self.base_time, max(0.0, monitor_seconds - self._probe_seconds))
+        self._probe_seconds = 0.0
+        if training_seconds > 0 and self.budget is not None:
+            for probe in self.probes:
+                earned = self.share(probe) * training_seconds
+                self._credit[probe.name] = min(0.0, self.credit(probe) + earned)
 
     @property
     def overhead(self) -> float:
@@ -146,6 +164,14 @@ class ProbeScheduler:
         if not math.isfinite(self.step_time) or self.step_time <= 0:
             return math.nan
         return self.monitor_time / self.step_time
+
+    def cadence(self, probe: Probe) -> int:
+        """Typical steps between calls at the measured cost (for display; ``due`` decides)."""
+        cost = self._cost.get(probe.name)
+        share = self.share(probe)
+        if cost is None or math.isinf(share) or not self.step_time > 0:
+            return probe.every
+        return max(probe.every, math.ceil(cost / (share * self.step_time)))
 
     def cadences(self) -> dict[str, int]:
         return {p.name: self.cadence(p) for p in self.probes}

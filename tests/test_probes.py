@@ -147,22 +147,44 @@ class _FakeProbe(Probe):
         return ProbeOutput()
 
 
-def test_scheduler_stretches_cadence_to_fit_the_budget():
-    probe = _FakeProbe(every=2)
+def _steps_run(sched: ProbeScheduler, probe: Probe, steps: int, cost: float,
+               training: float) -> list[int]:
+    """Drive the scheduler like the Monitor does; returns the steps at which ``probe`` ran."""
+    ran = []
+    for step in range(steps):
+        if probe in sched.due(step):
+            sched.ran(probe, step, cost)
+            ran.append(step)
+        sched.step_finished(training_seconds=training, monitor_seconds=cost if ran and
+                            ran[-1] == step else 0.0)
+    return ran
+
+
+def test_scheduler_holds_the_long_run_share_to_the_budget():
+    probe = _FakeProbe(every=1)
     sched = ProbeScheduler([probe], budget=0.05)
-    assert sched.cadence(probe) == 2  # nothing measured yet: the declared cadence
-    sched.ran(probe, 0, seconds=5.0)  # warm-up call: not costed
-    sched.step_finished(training_seconds=0.100, monitor_seconds=0.0)
-    assert sched.cadence(probe) == 2
-    sched.ran(probe, 2, seconds=0.010)
-    sched.step_finished(training_seconds=0.100, monitor_seconds=0.0)
-    assert sched.cadence(probe) == 2  # 10 ms / (5 % of 100 ms) = 2 steps
-    sched.ran(probe, 4, seconds=0.010)  # EMA: 10 ms
-    sched.step_finished(training_seconds=0.020, monitor_seconds=0.001)
-    # step time EMA = 0.8·0.1 + 0.2·0.02 = 0.084 → 10 ms / (0.05 · 84 ms) = 2.38 → 3
-    assert sched.cadence(probe) == 3
-    assert [p.name for p in sched.due(6)] == []
-    assert [p.name for p in sched.due(7)] == ["fake"]
+    ran = _steps_run(sched, probe, 400, cost=0.010, training=0.100)
+    # 10 ms a call against 5 % of 100 ms = 5 ms earned a step: every other step
+    assert ran[:4] == [0, 2, 4, 6]
+    assert len(ran) * 0.010 <= 0.05 * 400 * 0.100 + 0.010  # share ≤ budget (+ one call)
+
+
+def test_an_expensive_first_call_is_paid_back_by_waiting():
+    probe = _FakeProbe(every=1)
+    sched = ProbeScheduler([probe], budget=0.05)
+    sched.ran(probe, 0, 1.0)  # a 1 s warm-up call
+    waits = 0
+    while probe not in sched.due(waits + 1):
+        sched.step_finished(training_seconds=0.100, monitor_seconds=0.0)
+        waits += 1
+    assert waits == 200  # 1 s / (5 % of 100 ms)
+
+
+def test_declared_cadence_is_a_floor_and_budget_none_ignores_cost():
+    cheap = _FakeProbe(every=7)
+    assert _steps_run(ProbeScheduler([cheap], 0.05), cheap, 30, 1e-6, 0.1) == [0, 7, 14, 21, 28]
+    dear = _FakeProbe(every=2)
+    assert _steps_run(ProbeScheduler([dear], None), dear, 7, 10.0, 0.1) == [0, 2, 4, 6]
 
 
 def test_per_probe_budget_overrides_the_equal_split():
@@ -201,3 +223,15 @@ def test_monitor_streams_an_alert_record_for_collapsed_logits():
     assert THRESHOLDS["r"].level(1.0) == "alert" and THRESHOLDS["r"].level(0.2) == "ok"
     assert THRESHOLDS["r"].level(0.7) == "warn"
     assert THRESHOLDS["sc_fraction"].level(0.0) == "ok"  # healthy: no amber band at 0
+
+
+def test_basic_metrics_time_comes_out_of_the_probes_budget():
+    probe = _FakeProbe(every=1)
+    sched = ProbeScheduler([probe], budget=0.05)
+    sched.ran(probe, 0, seconds=0.002)  # probe: 2 ms of this observe's 5 ms
+    sched.step_finished(training_seconds=0.100, monitor_seconds=0.005)
+    # 3 ms of basic metrics use 3 % of the 5 % budget: 2 % is left for probes
+    assert sched.probe_budget() == pytest.approx(0.02)
+    assert sched.credit(probe) == pytest.approx(0.0)  # −2 ms + 2 % · 100 ms
+    sched.step_finished(training_seconds=0.100, monitor_seconds=0.050)  # basic metrics > budget
+    assert sched.probe_budget() == pytest.approx(0.005)  # a tenth of the budget remains
