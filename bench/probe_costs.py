@@ -75,31 +75,36 @@ def fwd_bwd(model, x, y) -> None:
     F.cross_entropy(model(x), y).backward()
 
 
-def overhead(model, x, y, steps: int, settle: int = 100) -> tuple[float, float, float]:
-    """Mean step time without and with a default Monitor (inputs and loss_fn given), after
-    ``settle`` steps (each probe's first, warm-up call lands early and is paid back by waiting).
-    Plain and watched steps alternate one by one, so load changes hit both alike. Also returns
-    the Monitor's own estimate of its share (the ``overhead_pct`` it publishes), which counts
-    only time inside ``observe``, not the I/O thread."""
+def overhead(model, x, y, steps: int, settle: int = 100, rounds: int = 2):
+    """Mean step time of plain runs and of runs with a fresh default Monitor (inputs and
+    loss_fn given), alternating whole runs ``rounds`` times, each measured after ``settle``
+    steps (each probe's first, warm-up call lands early and is paid back by waiting). Whole
+    runs, not alternating steps: the Monitor budgets against the time between its own
+    ``observe`` calls, which alternating steps would double. Also returns the Monitor's own
+    estimate of its share (the ``overhead_pct`` it publishes; time inside ``observe`` only)."""
     opt = torch.optim.SGD(model.parameters(), lr=1e-4)
-    mon = Monitor(run="bench", bind="tcp://127.0.0.1:0")  # the real I/O thread
     times: dict[bool, list[float]] = {False: [], True: []}
-    for step in range(steps):
+    estimates = []
+    for _ in range(rounds):
         for watched in (False, True):
-            start = time.perf_counter()
-            opt.zero_grad()
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            loss.backward()
-            if watched:
-                mon.observe(step, model=model, optimizer=opt, loss=loss, logits=logits,
-                            targets=y, inputs=x, loss_fn=F.cross_entropy)
-            opt.step()
-            times[watched].append(time.perf_counter() - start)
-    estimate = mon.scheduler.overhead
-    mon.close()
-    return (statistics.fmean(times[False][settle:]), statistics.fmean(times[True][settle:]),
-            estimate)
+            mon = Monitor(run="bench", bind="tcp://127.0.0.1:0") if watched else None
+            for step in range(steps):
+                start = time.perf_counter()
+                opt.zero_grad()
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                loss.backward()
+                if mon is not None:
+                    mon.observe(step, model=model, optimizer=opt, loss=loss, logits=logits,
+                                targets=y, inputs=x, loss_fn=F.cross_entropy)
+                opt.step()
+                if step >= settle:
+                    times[watched].append(time.perf_counter() - start)
+            if mon is not None:
+                estimates.append(mon.scheduler.overhead)
+                mon.close()
+    return (statistics.fmean(times[False]), statistics.fmean(times[True]),
+            statistics.fmean(estimates))
 
 
 def pyhessian_samples(model, x, y, k: int) -> list[float]:
@@ -126,7 +131,7 @@ def pyhessian_trace(model, x, y, k: int) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=400)
     args = parser.parse_args()
     torch.set_num_threads(1)
     for title, model, x, y in workloads():

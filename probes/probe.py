@@ -110,9 +110,10 @@ class ProbeScheduler:
         self._cost: dict[str, float] = {}
         self._last_run: dict[str, int] = {}
         self.step_time = math.nan
-        self.monitor_time = 0.0
         self.base_time: float | None = None  # Monitor time outside probes (basic metrics)
         self._probe_seconds = 0.0
+        self._total_monitor = 0.0
+        self._total_training = 0.0
 
     def probe_budget(self) -> float:
         """The fraction of step time left for probes once the basic metrics are paid for."""
@@ -150,7 +151,8 @@ class ProbeScheduler:
         """One observe-to-observe interval, split into the loop's own time and ours."""
         if training_seconds > 0:
             self.step_time = self._ema(_none_if_nan(self.step_time), training_seconds)
-        self.monitor_time = self._ema(self.monitor_time, monitor_seconds)
+        self._total_monitor += monitor_seconds
+        self._total_training += max(0.0, training_seconds)
         self.base_time = self._ema(self.base_time, max(0.0, monitor_seconds - self._probe_seconds))
         self._probe_seconds = 0.0
         if training_seconds > 0 and self.budget is not None:
@@ -160,10 +162,11 @@ class ProbeScheduler:
 
     @property
     def overhead(self) -> float:
-        """Monitor time as a fraction of the training step time (EMA)."""
-        if not math.isfinite(self.step_time) or self.step_time <= 0:
+        """Monitor time as a fraction of training time, over the whole run so far (a short
+        average would swing between steps with and without a probe call)."""
+        if self._total_training <= 0:
             return math.nan
-        return self.monitor_time / self.step_time
+        return self._total_monitor / self._total_training
 
     def cadence(self, probe: Probe) -> int:
         """Typical steps between calls at the measured cost (for display; ``due`` decides)."""
