@@ -336,6 +336,57 @@ def _watch_once(endpoint: str, timeout: float) -> None:
     console.print(table)
 
 
+# -- diag runs / diag export ---------------------------------------------------------------
+@app.command()
+def runs(
+    folder: Annotated[
+        str | None, typer.Argument(help="Folder of run stores (default $EDGEWATCH_RUNS or runs).")
+    ] = None,
+) -> None:
+    """List recorded runs: name, start, steps, status (finished / crashed / running)."""
+    from probes.monitor import runs_folder
+    from probes.store import list_runs
+
+    where = folder or runs_folder()
+    found = list_runs(where)
+    if not found:
+        console.print(f"no run stores in {where}/ (a Monitor writes one per run there)")
+        return
+    table = Table(title=f"runs in {where}/", title_justify="left")
+    for column in ("run", "started", "steps", "status", "file"):
+        table.add_column(column)
+    for info in found:
+        started = (time.strftime("%Y-%m-%d %H:%M", time.localtime(info.started))
+                   if isinstance(info.started, (int, float)) else "?")
+        first, last = info.steps
+        steps = "—" if last is None else f"{first}–{last}"
+        style = {"finished": "green", "crashed": "red", "running": "yellow"}.get(info.status)
+        status = f"[{style}]{info.status}[/]" if style else info.status
+        table.add_row(str(info.run), started, steps, status, str(info.path))
+    console.print(table)
+
+
+@app.command("export")
+def export_store(
+    store: Annotated[str, typer.Argument(help="A run store (.db) written by a Monitor.")],
+    format_: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet.")] = "csv",
+    out: Annotated[
+        str | None, typer.Option(help="Output file (default: next to the store).")
+    ] = None,
+) -> None:
+    """Export a recorded run: csv (one row per metrics record), jsonl (every record), parquet."""
+    from probes.store import StoreError, export
+
+    if format_ not in ("csv", "jsonl", "parquet"):
+        raise fail(f"--format {format_!r}: expected csv, jsonl or parquet")
+    target = Path(out) if out else Path(store).with_suffix(f".{format_}")
+    try:
+        rows = export(store, target, format_)
+    except StoreError as err:
+        raise fail(str(err)) from None
+    console.print(f"wrote {rows} rows to {target}")
+
+
 def run_module_main(name: str) -> None:
     """``python -m demos.NAME [options]`` == ``diag run NAME --no-tui [options]``."""
     sys.argv = ["diag", "run", name, "--no-tui", *sys.argv[1:]]

@@ -19,6 +19,7 @@ import platform
 import socket
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ from probes.diagnostics import ProbeUnsupported
 from probes.endpoints import DEFAULT_ENDPOINT
 from probes.metrics import NormSnapshot, NormTracker, global_norm, learning_rates
 from probes.probe import PROBES, Probe, ProbeOutput, ProbeScheduler, StepContext
+from probes.store import RunStore, default_store_path
 from probes.transport import Transport, ZmqTransport
 from probes.wire import Record, metrics_data
 
@@ -85,13 +87,15 @@ class Monitor:
         probes: str | list[ProbeSpec] | None = "default",
         budget: float | None = 0.05,
         run_dir: str | None = None,
+        store: str | os.PathLike[str] | None = "auto",
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be ≥ 1, got {every}")
         self.run = run or _default_run_name()
         self.every = every
         self.transport: Transport = transport or ZmqTransport(
-            bind or DEFAULT_ENDPOINT, run=self.run, history=history, auto_port=bind is None
+            bind or DEFAULT_ENDPOINT, run=self.run, history=history, auto_port=bind is None,
+            store=_open_store(store, self.run),
         )
         self.endpoint = self.transport.endpoint
         self.config = dict(config or {})
@@ -106,7 +110,7 @@ class Monitor:
         self._alerts = AlertTracker()  # touched only by the I/O thread (inside thunks)
         self._monitor_seconds = 0.0
         self.controllers: dict[str, Controller] = builtin_controllers()
-        self.run_dir = run_dir or os.path.join("runs", self.run)
+        self.run_dir = run_dir or os.path.join(runs_folder(), self.run)
         self.model: torch.nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.step = 0
@@ -425,6 +429,18 @@ class _MetricsThunk:
         records += [Record(kind="alert", run=self.run, step=self.step, data=alert, t=self.t)
                     for alert in self.alerts.check(scalars)]
         return records
+
+
+def runs_folder() -> str:
+    """Where stores and checkpoints go: ``$EDGEWATCH_RUNS``, else ``runs`` (relative)."""
+    return os.environ.get("EDGEWATCH_RUNS", "runs")
+
+
+def _open_store(spec: str | os.PathLike[str] | None, run: str) -> RunStore | None:
+    if spec is None:
+        return None
+    path = default_store_path(run, runs_folder()) if spec == "auto" else Path(spec)
+    return RunStore(path)
 
 
 def _make_probes(spec: str | list[ProbeSpec] | None) -> list[Probe]:

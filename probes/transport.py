@@ -28,6 +28,7 @@ import zmq
 
 from probes.control import Command, CommandError, parse_command
 from probes.endpoints import Endpoint, EndpointError, free_port_pair, parse_endpoint
+from probes.store import RunStore
 from probes.wire import MAX_MESSAGE_BYTES, Record, encode
 
 log = logging.getLogger("edgewatch.transport")
@@ -139,8 +140,9 @@ def _finalize(item: Pending) -> list[Record]:
 class InProcessTransport:
     """Keeps every record in memory, synchronously: for tests and notebooks."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: RunStore | None = None) -> None:
         self.stats = TransportStats()
+        self.store = store
         self.endpoint = "inproc://memory"
         self.records: list[Record] = []
         self.status: dict[str, Any] = {}
@@ -167,12 +169,16 @@ class InProcessTransport:
         for record in _finalize(item):
             self.records.append(self._seq.stamp(record))
             self.stats.published += 1
+            if self.store is not None:
+                self.store.append(record)
 
     def set_status(self, **status: Any) -> None:
         self.status.update(status)
 
     def close(self, timeout: float = 2.0) -> None:
         self.closed = True
+        if self.store is not None:
+            self.store.close(self.status.get("final_state", "finished"))
 
 
 class ZmqTransport:
@@ -188,8 +194,10 @@ class ZmqTransport:
         queue_size: int = 10_000,
         heartbeat_s: float = HEARTBEAT_S,
         auto_port: bool = False,
+        store: RunStore | None = None,
     ) -> None:
         self.stats = TransportStats()
+        self.store = store
         self._run = run
         self._rank = rank
         self._queue: queue.Queue[Pending] = queue.Queue(maxsize=queue_size)
@@ -269,6 +277,8 @@ class ZmqTransport:
                 stopping = self._stop.is_set()
                 if self._drain():
                     last_sent = time.monotonic()
+                if self.store is not None:
+                    self.store.maybe_flush()
                 if stopping:
                     self._publish_heartbeat(final=True)
                     break
@@ -280,6 +290,8 @@ class ZmqTransport:
         except Exception:  # the I/O thread must never take the training process down
             log.exception("edgewatch I/O thread stopped")
         finally:
+            if self.store is not None:
+                self.store.close(self._status.get("final_state", "finished"))
             self._pub.close()
             self._router.close()
 
@@ -303,6 +315,8 @@ class ZmqTransport:
                 payload = encode(self._seq.stamp(record))
                 self._history.add(record.seq, payload, record.kind == "meta")
                 self._publish(payload)
+                if self.store is not None:
+                    self.store.append(record, payload)
                 sent = True
         return sent
 
@@ -317,6 +331,7 @@ class ZmqTransport:
         """Heartbeats carry the last data seq (they take none of their own) and live status."""
         status = {
             **self._status,
+            **self._store_status(),
             "stats": self.stats.as_map(),
             "queued": self._queue.qsize(),
             "last_seq": self._seq.last,
@@ -335,6 +350,12 @@ class ZmqTransport:
             self._pub.send_multipart([self._run.encode(), encode(beat)], zmq.NOBLOCK)
         except zmq.ZMQError:
             self.stats.send_errors += 1
+
+    def _store_status(self) -> dict[str, Any]:
+        if self.store is None:
+            return {}
+        return {"store": str(self.store.path), "store_error": self.store.error,
+                "store_dropped": self.store.dropped}
 
     def _serve_requests(self) -> None:
         for _ in range(100):

@@ -38,12 +38,13 @@ def session_alive() -> bool:
 
 def test_diag_run_shows_a_live_dashboard_takes_a_toggle_and_quits_cleanly(tmp_path):
     marker = tmp_path / "exited"
-    command = f"diag run grokking --steps 100000; echo $? > {marker}"
+    runs = os.environ.get("EDGEWATCH_RUNS", str(tmp_path))  # tmux does not pass our env on
+    command = f"EDGEWATCH_RUNS={runs} diag run grokking --steps 100000; echo $? > {marker}"
     tmux("new-session", "-d", "-s", "diag", "-x", "120", "-y", "36", "-c", str(tmp_path),
          command)
     try:
-        screen = wait_for("● live", timeout=90)
-        assert "grokking" in screen and "108K params" in screen
+        screen = wait_for("108K params", timeout=90)  # the model's meta record arrived
+        assert "grokking" in screen and "● live" in screen
         wait_for("trace_gauge", timeout=60)  # a curvature gauge: probes are streaming
         tmux("send-keys", "-t", "diag", "g")
         wait_for("⊥Grad on since", timeout=30)
