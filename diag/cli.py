@@ -336,7 +336,22 @@ def _watch_once(endpoint: str, timeout: float) -> None:
     console.print(table)
 
 
-# -- diag runs / diag export ---------------------------------------------------------------
+# -- diag replay / runs / export ----------------------------------------------------------
+@app.command()
+def replay(
+    store: Annotated[str, typer.Argument(help="A run store (.db) written by a Monitor.")],
+) -> None:
+    """Open a recorded run in the TUI with a timeline (space play/pause, ←/→, [/], g, home/end)."""
+    from probes.store import StoreError
+    from tui.replay import run_replay
+
+    try:
+        run_replay(store)
+    except StoreError as err:
+        raise fail(str(err)) from None
+
+
+
 @app.command()
 def runs(
     folder: Annotated[

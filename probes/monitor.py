@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import socket
+import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -387,6 +388,7 @@ class Monitor:
             "config": _plain(self.config),
             "started": time.time(),
             "endpoint": self.endpoint,
+            "git_commit": _git_commit(),
         }
 
     def _publish(self, kind: str, step: int, data: dict[str, Any]) -> None:
@@ -429,6 +431,16 @@ class _MetricsThunk:
         records += [Record(kind="alert", run=self.run, step=self.step, data=alert, t=self.t)
                     for alert in self.alerts.check(scalars)]
         return records
+
+
+def _git_commit() -> str | None:
+    """The commit of the working directory's repository, if there is one (for the run's meta)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=2, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def runs_folder() -> str:

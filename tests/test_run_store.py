@@ -92,3 +92,7 @@ def test_diag_runs_and_export(tmp_path):
     bad = runner.invoke(app, ["export", str(folder / "junk.db")], env={"COLUMNS": "200"})
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     assert runner.invoke(app, ["export", str(out), "--format", "xml"]).exit_code == 2
+    corrupt = runner.invoke(app, ["replay", str(folder / "junk.db")], env={"COLUMNS": "200"})
+    assert corrupt.exit_code == 2 and "Traceback" not in corrupt.output
+    missing = runner.invoke(app, ["replay", str(folder / "none.db")], env={"COLUMNS": "200"})
+    assert missing.exit_code == 2

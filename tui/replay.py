@@ -1,0 +1,482 @@
+"""Replay a recorded run (a run store, see :mod:`probes.store`) through the live dashboard.
+
+:class:`ReplaySource` is a :class:`~tui.ingest.RecordSource` over a
+:class:`~probes.store.StoreReader`: it hands the app the stored records in (rank, seq) order,
+paced by a playhead that moves ``speed`` steps per second while playing. Records are read through
+the reader's keyset-paged iterator, so at most one page of a store is in memory however long the
+run was. Seeking forward fast-forwards in big batches; seeking backward asks the app to clear
+its :class:`~tui.state.RunState` (the ``on_reset`` hook, called from inside ``stream()`` so no
+batch of the old position can land after it) and rebuilds it from the first record.
+
+:class:`ReplayApp` is :class:`~tui.app.EdgewatchApp` with playback keys instead of the controller
+keys: a replay cannot be steered, so those only say so. :func:`run_replay` is what
+``diag replay RUN.db`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import ClassVar
+
+from textual import on
+from textual.actions import SkipAction
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.content import Content
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Input, Static
+
+from probes.client import CloneSession
+from probes.store import StoreReader, open_store
+from probes.wire import Record
+from tui.app import EdgewatchApp
+from tui.controls import ControlBoard
+from tui.ingest import SLICE
+from tui.state import EventItem
+from tui.widgets.connection import ConnectionBadge
+from tui.widgets.timeline import Timeline, TimelineInfo
+
+PLAY_SPEED = 200.0
+"""Default playback speed, in steps per second."""
+MIN_SPEED, MAX_SPEED = 0.125, 1_048_576.0
+SEEK_BATCH = 1000
+"""Records per batch while fast-forwarding (playback yields at most :data:`SLICE`)."""
+TICK_S = 0.05
+"""How often the playhead moves while playing."""
+MAX_TICK_S = 0.5
+"""A longer stall of the event loop does not make the playhead leap."""
+SKIP_GAP_S = 2.0
+"""Playing into a stretch with no records longer than this much playback jumps over it."""
+REPLAY_STATE = "replay"
+READ_ONLY = "replay: controls are read-only"
+
+
+class ReplayReadOnly(RuntimeError):
+    """Raised by :meth:`ReplaySource.send_command`: a recorded run cannot be steered."""
+
+
+class ReplaySource:
+    """Stored records, paced by a playhead; play/pause, speed and seeking by step.
+
+    ``position`` counts the records handed to the app since the start, ``step`` is the highest
+    step among them. Controls only set targets and wake ``stream()``; all reading happens there.
+    """
+
+    def __init__(
+        self,
+        reader: StoreReader,
+        *,
+        speed: float = PLAY_SPEED,
+        playing: bool = False,
+        label: str | None = None,
+    ) -> None:
+        self.reader = reader
+        self.label = label or str(reader.path)
+        self.session = CloneSession()
+        self.first, self.last = reader.steps()
+        self.total = reader.count()
+        self.speed = _clamp(float(speed), MIN_SPEED, MAX_SPEED)
+        self.playing = playing
+        self.on_reset: Callable[[], None] | None = None
+        """Called (inside ``stream()``) before a rewind's first batch: clear the app's state."""
+        self.position = 0
+        self.step = -1
+        self.resets = 0
+        self._records: Iterator[Record] | None = None
+        self._peek: Record | None = None
+        self._exhausted = False
+        self._playhead = float(self.first if self.first is not None else 0)
+        self._goal: float | None = self._playhead if self.first is not None else math.inf
+        """Step to fast-forward to (inclusive); the first step at the start: a first screen."""
+        self._rewind = False
+        self._seeked = True
+        self._bad_seen = 0
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], **kwargs) -> ReplaySource:
+        """Open the store at ``path``; raises :class:`probes.store.StoreError` with the reason."""
+        return cls(open_store(path), label=str(path), **kwargs)
+
+    # -- state read by the app ---------------------------------------------------------------
+    @property
+    def at_end(self) -> bool:
+        return self._exhausted and self._peek is None
+
+    @property
+    def seeking(self) -> bool:
+        return self._goal is not None or self._rewind
+
+    def take_seeked(self) -> bool:
+        """True if a seek ran (or runs) since the last call: its records are history, not news."""
+        seeked = self._seeked or self.seeking
+        self._seeked = False
+        return seeked
+
+    def timeline(self) -> TimelineInfo:
+        return TimelineInfo(
+            playing=self.playing,
+            step=self.step,
+            first=self.first,
+            last=self.last,
+            speed=self.speed,
+            at_end=self.at_end,
+        )
+
+    # -- controls ------------------------------------------------------------------------------
+    def play(self) -> None:
+        """Play from the current step (from the start again once the end was reached)."""
+        if self.at_end and not self.seeking:
+            self.to_start()
+        self.playing = True
+        self._wake.set()
+
+    def pause(self) -> None:
+        self.playing = False
+        self._wake.set()
+
+    def toggle(self) -> None:
+        if self.playing:
+            self.pause()
+        else:
+            self.play()
+
+    def set_speed(self, speed: float) -> float:
+        self.speed = _clamp(speed, MIN_SPEED, MAX_SPEED)
+        self._wake.set()
+        return self.speed
+
+    def faster(self) -> float:
+        return self.set_speed(self.speed * 2)
+
+    def slower(self) -> float:
+        return self.set_speed(self.speed / 2)
+
+    def step_forward(self, n: int) -> None:
+        """Move ``n`` steps from the current one (back when ``n`` is negative)."""
+        self.jump_to_step(max(self.step, math.floor(self._playhead)) + n)
+
+    def jump_to_step(self, step: int) -> None:
+        """Show the run as it was at ``step`` (clamped to the recorded steps).
+
+        Forward, the records up to ``step`` are fast-forwarded; backward, the app's state is
+        cleared and rebuilt from the first record.
+        """
+        if self.first is not None and self.last is not None:
+            step = int(_clamp(step, self.first, self.last))
+        if step < self.step:
+            self._rewind = True
+        self._goal = float(step)
+        self._playhead = float(step)
+        self._seeked = True
+        self._wake.set()
+
+    def to_start(self) -> None:
+        self.jump_to_step(self.first if self.first is not None else 0)
+        self._rewind = self.position > 0
+
+    def to_end(self) -> None:
+        """Everything, including records stored after the last metrics step."""
+        self._goal = math.inf
+        self._seeked = True
+        self._wake.set()
+
+    # -- RecordSource --------------------------------------------------------------------------
+    def connection_state(self, now: float | None = None) -> tuple[str, float]:
+        return REPLAY_STATE, 0.0
+
+    async def send_command(self, cid: str, cmd: str, args: dict) -> None:
+        raise ReplayReadOnly("a replay cannot be steered")
+
+    async def aclose(self) -> None:
+        """End ``stream()`` at its next turn (it closes the reader); safe to call twice."""
+        self._closed = True
+        self._wake.set()
+        if self._records is None:
+            self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._records = None
+        with contextlib.suppress(Exception):
+            self.reader.close()
+
+    async def stream(self) -> AsyncIterator[list[Record]]:
+        """Batches up to the goal (seeking) or the playhead (playing); sleeps when caught up."""
+        last = time.monotonic()
+        try:
+            while not self._closed:
+                if self._rewind:
+                    self._restart()
+                now = time.monotonic()
+                if self.playing and self._goal is None:
+                    self._playhead += self.speed * min(now - last, MAX_TICK_S)
+                last = now
+                seeking = self._goal is not None
+                limit = self._goal if self._goal is not None else self._playhead
+                batch = self._take(limit, SEEK_BATCH if seeking else SLICE)
+                if batch:
+                    yield batch  # the app applies it before the loop (and a key) runs again
+                    continue
+                if self._goal is not None:
+                    self._playhead = self._goal if math.isfinite(self._goal) else self.step
+                    self._goal = None
+                    self._seeked = True  # the app's next look must still see it as a seek
+                if self.at_end:
+                    self.playing = False
+                elif self.playing and self._peek is not None:
+                    gap = self._peek.step - self._playhead
+                    if gap > self.speed * SKIP_GAP_S:
+                        self._playhead = float(self._peek.step)
+                        continue
+                await self._sleep(TICK_S if self.playing else None)
+        finally:
+            self.close()
+
+    # -- internals -----------------------------------------------------------------------------
+    def _restart(self) -> None:
+        self._rewind = False
+        self._records = None
+        self._peek = None
+        self._exhausted = False
+        self.position = 0
+        self.step = -1
+        self.resets += 1
+        if self.on_reset is not None:
+            self.on_reset()
+
+    def _next(self) -> Record | None:
+        if self._peek is None and not self._exhausted:
+            if self._records is None:
+                self._records = self.reader.records()
+            self._peek = next(self._records, None)
+            self._exhausted = self._peek is None
+        return self._peek
+
+    def _take(self, limit: float, n: int) -> list[Record]:
+        """Up to ``n`` records with ``step <= limit``, in stored order."""
+        out: list[Record] = []
+        while len(out) < n and (record := self._next()) is not None and record.step <= limit:
+            out.append(record)
+            self._peek = None
+            self.step = max(self.step, record.step)
+        self.position += len(out)
+        bad = self.reader.bad_records
+        if bad != self._bad_seen:
+            self.session.rejected["undecodable stored record"] += bad - self._bad_seen
+            self._bad_seen = bad
+        return out
+
+    async def _sleep(self, timeout: float | None) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+
+def _clamp(value: float, lo: float, hi: float) -> float:
+    return min(max(value, lo), hi)
+
+
+# ----------------------------------------------------------------------------------------------
+# the app
+# ----------------------------------------------------------------------------------------------
+class ReplayBadge(ConnectionBadge):
+    """The link badge, saying "replay" (and what was rejected on reading) instead of a link."""
+
+    DEFAULT_CSS = """
+    ReplayBadge { color: $accent; }
+    """
+
+    def render(self) -> Content:
+        link = self.link
+        if link.state != REPLAY_STATE:
+            return super().render()
+        parts: list[tuple[str, str] | str] = ["⏵ replay"]
+        if link.rejected:
+            parts += ["  ", (f"rejected {link.rejected}", "$error")]
+        return Content.assemble(*parts)
+
+
+class GotoScreen(ModalScreen[int | None]):
+    """Ask for a step number; ``enter`` jumps, ``escape`` cancels."""
+
+    DEFAULT_CSS = """
+    GotoScreen {
+        align: center middle;
+        & > Vertical {
+            width: 44;
+            height: auto;
+            border: round $accent;
+            border-title-color: $accent;
+            padding: 0 1;
+            background: $surface;
+        }
+        #hint { color: $text-muted; }
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss", "Cancel", show=False)]
+
+    def __init__(self, first: int | None, last: int | None) -> None:
+        super().__init__()
+        self.first, self.last = first, last
+
+    def compose(self) -> ComposeResult:
+        span = f"{self.first:,}–{self.last:,}" if self.first is not None else "no steps recorded"
+        with Vertical() as box:
+            box.border_title = "go to step"
+            yield Input(placeholder=span, type="integer", id="step")
+            yield Static("enter jumps · escape cancels", id="hint")
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        try:
+            self.dismiss(int(event.value))
+        except ValueError:
+            self.dismiss(None)
+
+
+class _ReadOnlyControls(EdgewatchApp, inherit_bindings=False):
+    """The live app's controller keys, still caught (so they cannot reach anything) but hidden:
+    the footer, help and palette list only :class:`ReplayApp`'s own keys. ``g`` and ``space``
+    are taken by playback."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(key, "read_only", show=False)
+        for key in ("s", "r", "c", "f", "plus", "minus", "k", "x")
+    ]
+
+
+class ReplayApp(_ReadOnlyControls):
+    """The dashboard over a :class:`ReplaySource`, with a timeline and playback keys."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("space", "play_pause", "Play/pause", key_display="space"),
+        Binding("left", "seek(-1)", "Back", key_display="←", priority=True),
+        Binding("right", "seek(1)", "Forward", key_display="→", priority=True),
+        Binding("left_square_bracket", "speed(0.5)", "Slower", key_display="["),
+        Binding("right_square_bracket", "speed(2.0)", "Faster", key_display="]"),
+        Binding("g", "goto", "Go to step"),
+        Binding("home", "start", "Start", priority=True),
+        Binding("end", "end", "End", priority=True),
+        Binding("p", "toggle_pause", "Freeze view"),
+        Binding("y", "toggle_log", "Log y"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("l", "layers", "Layers"),
+    ]
+
+    source: ReplaySource
+
+    def __init__(self, source: ReplaySource, title: str | None = None, **kwargs) -> None:
+        super().__init__(source, title=title or f"replay · {Path(source.label).name}", **kwargs)
+        self.badge = ReplayBadge(id="connection")
+        self.badge.tooltip = source.label
+        self.timeline = Timeline(id="timeline")
+        source.on_reset = self._reset_state
+
+    def compose(self) -> ComposeResult:
+        for widget in super().compose():
+            if isinstance(widget, Footer):
+                yield self.timeline
+            yield widget
+
+    def flush(self) -> None:
+        super().flush()
+        if self.is_running:
+            self.timeline.info = self.source.timeline()
+
+    def _reset_state(self) -> None:
+        """A rewind: forget everything shown, the records are coming again from the first."""
+        self.state.reset()
+        self.controls = ControlBoard()  # refilled from the acks replayed
+        self._rendered_version = -1
+
+    def _toast_alerts(self, events: Iterable[EventItem]) -> None:
+        """Alerts met while seeking are history: listed in the log, not toasted."""
+        if self.source.take_seeked():
+            self._alerted_id = max((e.id for e in events), default=self._alerted_id)
+            return
+        super()._toast_alerts(events)
+
+    # -- playback --------------------------------------------------------------------------
+    def _on_dashboard(self) -> None:
+        """Playback keys act on the dashboard only; elsewhere (jump box, layers) they pass on."""
+        if self.screen is not self.screen_stack[0]:
+            raise SkipAction()
+
+    def action_play_pause(self) -> None:
+        self._on_dashboard()
+        self.source.toggle()
+        self.flush()
+
+    def action_seek(self, direction: int) -> None:
+        """± one second of playback (``speed`` steps, at least one)."""
+        self._on_dashboard()
+        self.source.step_forward(direction * max(1, round(self.source.speed)))
+        self.flush()
+
+    def action_speed(self, factor: float) -> None:
+        self._on_dashboard()
+        speed = self.source.set_speed(self.source.speed * factor)
+        self.notify(f"{speed:g} steps/s", timeout=1)
+        self.flush()
+
+    def action_start(self) -> None:
+        self._on_dashboard()
+        self.source.to_start()
+        self.flush()
+
+    def action_end(self) -> None:
+        self._on_dashboard()
+        self.source.to_end()
+        self.flush()
+
+    def action_goto(self) -> None:
+        self._on_dashboard()
+
+        def jump(step: int | None) -> None:
+            if step is not None:
+                self.source.jump_to_step(step)
+                self.flush()
+
+        self.push_screen(GotoScreen(self.source.first, self.source.last), jump)
+
+    # -- the live app's controller actions: nothing is sent -------------------------------------
+    def action_read_only(self) -> None:
+        self.notify(READ_ONLY, severity="warning", timeout=2)
+
+    async def action_toggle(self, cmd: str) -> None:
+        self.action_read_only()
+
+    async def action_command(self, cmd: str, factor: float | None = None) -> None:
+        self.action_read_only()
+
+    async def action_pause_run(self) -> None:
+        self.action_read_only()
+
+    async def action_stop_run(self) -> None:
+        self.action_read_only()
+
+    async def _send(self, cmd: str, args: dict) -> None:
+        self.action_read_only()
+
+
+def run_replay(path: str | os.PathLike[str], title: str | None = None) -> None:
+    """Replay the run store at ``path`` in the dashboard until the user quits (``diag replay``).
+
+    Raises :class:`probes.store.StoreError` before the UI starts if ``path`` is missing, empty,
+    corrupt or not an edgewatch store.
+    """
+    source = ReplaySource.open(path, playing=True)
+    try:
+        ReplayApp(source, title=title).run()
+    finally:
+        source.close()
