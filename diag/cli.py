@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -190,13 +191,32 @@ def _run_headless(trainer_cls, config, endpoint: str | None, quiet: bool) -> Non
         console.print(summary_table(result))
 
 
+PARENT_ENV = "EDGEWATCH_PARENT_PID"
+"""Set for a trainer started by `diag run` (TUI mode): the pid whose death ends the trainer."""
+
+
 class _StopFlag:
-    """SIGINT/SIGTERM end the run after the current step instead of killing it mid-step."""
+    """SIGINT/SIGTERM end the run after the current step instead of killing it mid-step.
+
+    A trainer started under the TUI also stops when that TUI process goes away for any reason
+    (killed, terminal closed): it runs in its own session, so nothing else would end it.
+    """
 
     def __init__(self) -> None:
         self.requested = False
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._handle)
+        parent = os.environ.get(PARENT_ENV)
+        if parent and parent.isdigit():
+            threading.Thread(target=self._watch_parent, args=(int(parent),), daemon=True,
+                             name="edgewatch-parent-watch").start()
+
+    def _watch_parent(self, pid: int) -> None:
+        while not self.requested:
+            if os.getppid() != pid:  # re-parented: the TUI that started us is gone
+                self.requested = True
+                return
+            time.sleep(0.5)
 
     def _handle(self, *_: object) -> None:
         if self.requested:  # a second Ctrl+C means now
@@ -253,7 +273,8 @@ def _run_with_tui(name: str, argv: list[str], endpoint: str | None) -> None:
            "--endpoint", target, *passthrough]
     with open(log_path, "wb") as log:
         child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
+                                 stdin=subprocess.DEVNULL, start_new_session=True,
+                                 env={**os.environ, PARENT_ENV: str(os.getpid())})
     try:
         run_tui(target, title=f"diag run {name}")
     finally:

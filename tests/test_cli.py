@@ -95,3 +95,39 @@ def test_child_trainer_streams_and_stops_cleanly_on_request():
     assert code == 0, child.stderr.read().decode()
     assert time.monotonic() - start < 10
     assert any(r.kind == "event" and r.data.get("event") == "stopped" for r in records)
+
+
+def test_a_trainer_started_for_the_tui_stops_when_the_tui_process_dies():
+    """`diag run` (TUI mode) starts the trainer in its own session; killing the TUI process
+    with SIGKILL (no cleanup runs) must still end the trainer, cleanly, at a step boundary."""
+    endpoint = f"tcp://127.0.0.1:{free_port_pair()}"
+    parent_code = (
+        "import os, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-m', 'diag', 'run', 'grokking', '--no-tui',"
+        f" '--quiet', '--steps', '100000', '--endpoint', '{endpoint}'],"
+        " start_new_session=True, env={**os.environ, 'EDGEWATCH_PARENT_PID': str(os.getpid())})\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE,
+                              text=True)
+    child_pid = int(parent.stdout.readline())
+    sub = Subscriber(endpoint)
+    try:
+        assert sub.collect(lambda rs: any(r.kind == "metrics" for r in rs), timeout=60)
+        parent.kill()
+        parent.wait()
+        records = sub.collect(lambda rs: any(r.data.get("event") == "stopped" for r in rs), 20)
+    finally:
+        sub.close()
+    assert any(r.kind == "event" and r.data.get("event") == "stopped" for r in records)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(child_pid, 9)
+        raise AssertionError("the orphaned trainer kept running")
