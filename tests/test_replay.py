@@ -39,7 +39,7 @@ def store_path(tmp_path: Path) -> Path:
     return write_store(tmp_path / "run.db")
 
 
-async def until(pilot, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+async def until(pilot, condition: Callable[[], bool], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -133,7 +133,8 @@ async def test_play_at_the_end_stops_then_restarts(tmp_path: Path) -> None:
     app = ReplayApp(ReplaySource.open(path, speed=400, playing=True))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.source.at_end and not app.source.playing)
-        assert app.state.step == 39 and app.timeline.info.at_end
+        await until(pilot, lambda: app.timeline.info.at_end)  # shown on the next render tick
+        assert app.state.step == 39
         app.source.set_speed(20)
         await pilot.press("space")  # at the end, play starts over
         await until(pilot, lambda: app.source.resets == 1 and 0 < app.state.step < 39)
