@@ -33,7 +33,7 @@ Run it: ``diag run grokking --set variant=perpgrad`` (TUI) or
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +58,7 @@ VARIANTS: dict[str, dict[str, float]] = {
 class GrokkingConfig(TrainerConfig):
     steps: int = 1000
     threads: int = 1  # a 226-200-200-113 MLP: 1 thread is ~3× faster than 2 on a busy 2-core box
-    variant: str = "baseline"  # baseline | weight_decay | stablemax | perpgrad
+    variant: str = field(default="baseline", metadata={"choices": tuple(VARIANTS)})
     modulus: int = 113
     train_fraction: float = 0.4
     hidden: int = 200

@@ -27,7 +27,7 @@ Run it: ``diag run sgd_stability --set mode=gd`` vs ``--set mode=sgd``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -42,7 +42,7 @@ BUDGET = {"gd": 5000, "sgd": 30000}
 class SGDStabilityConfig(TrainerConfig):
     steps: int = 0  # 0: the mode's budget (gd 5000, sgd 30000)
     threads: int = 1  # 200 parameters: threading only adds overhead
-    mode: str = "sgd"  # sgd (batch 1) | gd (full batch)
+    mode: str = field(default="sgd", metadata={"choices": tuple(BUDGET)})  # sgd: batch 1
     lr: float = 0.05  # η; the write-up saw SGD diverge at 0.06 without warm-up
     dim: int = 100
     samples: int = 30

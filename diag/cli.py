@@ -9,9 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from diag import __version__
+from diag.launch import PARENT_ENV, stop_child  # noqa: F401  (tests import stop_child here)
 
 app = typer.Typer(
     name="diag",
@@ -191,10 +190,6 @@ def _run_headless(trainer_cls, config, endpoint: str | None, quiet: bool) -> Non
         console.print(summary_table(result))
 
 
-PARENT_ENV = "EDGEWATCH_PARENT_PID"
-"""Set for a trainer started by `diag run` (TUI mode): the pid whose death ends the trainer."""
-
-
 class _StopFlag:
     """SIGINT/SIGTERM end the run after the current step instead of killing it mid-step.
 
@@ -259,42 +254,22 @@ def summary_table(result) -> Table:
 
 def _run_with_tui(name: str, argv: list[str], endpoint: str | None) -> None:
     """The trainer runs as a child process; the TUI attaches; quitting stops the child."""
-    from probes.endpoints import EndpointError, free_port_pair, parse_endpoint
+    from diag.launch import LaunchError, launch_child
     from tui.app import run_tui
 
-    try:
-        target = endpoint or f"tcp://127.0.0.1:{free_port_pair()}"
-        parse_endpoint(target)
-    except EndpointError as err:
-        raise UsageProblem(str(err)) from None
     passthrough = [a for a in _strip_option(argv, "--endpoint") if a != name]
-    log_path = Path(tempfile.gettempdir()) / f"edgewatch-{name}-{os.getpid()}.log"
-    cmd = [sys.executable, "-m", "diag", "run", name, "--no-tui", "--quiet",
-           "--endpoint", target, *passthrough]
-    with open(log_path, "wb") as log:
-        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                 env={**os.environ, PARENT_ENV: str(os.getpid())})
     try:
-        run_tui(target, title=f"diag run {name}")
+        launched = launch_child(name, passthrough, endpoint)
+    except LaunchError as err:
+        raise UsageProblem(str(err)) from None
+    try:
+        run_tui(launched.endpoint, title=f"diag run {name}")
     finally:
-        code = stop_child(child)
-    if code not in (0, None, -signal.SIGTERM):
-        tail = log_path.read_text(errors="replace").splitlines()[-15:]
-        err_console.print("\n".join(tail), highlight=False, markup=False)
-        raise fail(f"the trainer exited with status {code}; full log: {log_path}", code=1)
-
-
-def stop_child(child: subprocess.Popen, grace: float = 10.0) -> int | None:
-    """Ask the child to stop at its next step boundary; kill it if it does not."""
-    if child.poll() is None:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(grace)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-    return child.returncode
+        launched.stop()
+    if launched.failed():
+        err_console.print(launched.log_tail(), highlight=False, markup=False)
+        code = launched.child.returncode
+        raise fail(f"the trainer exited with status {code}; full log: {launched.log_path}", code=1)
 
 
 def _strip_option(argv: list[str], option: str) -> list[str]:
@@ -309,29 +284,47 @@ def _strip_option(argv: list[str], option: str) -> list[str]:
     return out
 
 
-# -- diag watch -----------------------------------------------------------------------------
+# -- diag watch / launch ----------------------------------------------------------------------
 @app.command()
 def watch(
-    endpoint: Annotated[str, typer.Argument(help="The run's endpoint, e.g. tcp://127.0.0.1:5555.")],
-    once: Annotated[bool, typer.Option("--once", help="Print one summary and exit.")] = False,
+    endpoints: Annotated[
+        list[str],
+        typer.Argument(help="The runs' endpoints, e.g. tcp://127.0.0.1:5555 (one or more)."),
+    ],
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one summary per endpoint and exit.")
+    ] = False,
     timeout: Annotated[float, typer.Option(help="With --once: seconds to wait for data.")] = 5.0,
 ) -> None:
-    """Attach to a running (or finished, still-open) run: live TUI, or --once for scripts."""
+    """Attach to running (or finished, still-open) runs: live TUI (w switches), or --once."""
     from probes.endpoints import EndpointError, parse_endpoint
 
-    try:
-        parse_endpoint(endpoint)
-    except EndpointError as err:
-        raise fail(str(err)) from None
+    for endpoint in endpoints:
+        try:
+            parse_endpoint(endpoint)
+        except EndpointError as err:
+            raise fail(str(err)) from None
     if once:
-        _watch_once(endpoint, timeout)
+        missing = [e for e in endpoints if not _watch_once(e, timeout)]
+        if missing:
+            raise fail(f"no metrics from {', '.join(missing)} within {timeout:g} s — "
+                       "is a run publishing there?", code=1)  # fmt: skip
         return
     from tui.app import run_tui
 
-    run_tui(endpoint)
+    run_tui(endpoints)
 
 
-def _watch_once(endpoint: str, timeout: float) -> None:
+@app.command()
+def launch() -> None:
+    """Open the TUI on the launcher: pick a trainer, set its config, run it (o: another)."""
+    from tui.app import run_tui
+
+    run_tui([], launcher=True)
+
+
+def _watch_once(endpoint: str, timeout: float) -> bool:
+    """Print one endpoint's latest metrics as a table; False when it sent none in time."""
     from probes.client import Subscriber
 
     sub = Subscriber(endpoint)
@@ -342,8 +335,7 @@ def _watch_once(endpoint: str, timeout: float) -> None:
         sub.close()
     metrics = [r for r in records if r.kind == "metrics"]
     if not metrics:
-        raise fail(f"no metrics from {endpoint} within {timeout:g} s — is a run publishing there?",
-                   code=1)
+        return False
     meta: dict[str, Any] = {}
     for r in records:
         if r.kind == "meta":
@@ -355,6 +347,7 @@ def _watch_once(endpoint: str, timeout: float) -> None:
     for key, value in last.data["scalars"].items():
         table.add_row(key, f"{value:.6g}")
     console.print(table)
+    return True
 
 
 # -- diag replay / runs / export ----------------------------------------------------------

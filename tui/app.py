@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import ClassVar
 
@@ -23,9 +23,12 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from tui.controls import ControlBoard
+from tui.events import EventsScreen
 from tui.help import HelpScreen, binding_rows
 from tui.ingest import RecordSource, ZmqSource
+from tui.launcher import LauncherScreen
 from tui.layers import LayersScreen
+from tui.runs import RunSet, RunSlot
 from tui.state import EventItem, RunState
 from tui.widgets.chart import Chart
 from tui.widgets.connection import ConnectionBadge, LinkInfo
@@ -71,6 +74,12 @@ class EdgewatchApp(App[None]):
         Binding("space", "pause_run", "Pause/resume run", key_display="space"),
         Binding("k", "command('checkpoint')", "Checkpoint"),
         Binding("x", "stop_run", "Stop run (press twice)"),
+        Binding("e", "events", "Events"),
+        Binding("o", "launcher", "Launch a run"),
+        Binding("w", "next_run", "Next run"),
+        Binding("1", "maximise(1)", "Maximise chart N (1–9)", key_display="1–9"),
+        *[Binding(str(n), f"maximise({n})", "", show=False) for n in range(2, 10)],
+        Binding("escape", "restore", "", show=False),
     ]
 
     paused: reactive[bool] = reactive(False, init=False)
@@ -78,28 +87,69 @@ class EdgewatchApp(App[None]):
     log_y: reactive[bool] = reactive(False, init=False)
 
     def __init__(
-        self, source: RecordSource, title: str | None = None, *, refresh_hz: float = REFRESH_HZ
+        self,
+        source: RecordSource | Sequence[RecordSource],
+        title: str | None = None,
+        *,
+        refresh_hz: float = REFRESH_HZ,
+        launcher: bool = False,
     ) -> None:
+        """``source``: one run, or several (``w`` switches), or none (``launcher`` opens first).
+
+        ``launcher`` opens the launcher screen on start.
+        """
         super().__init__()
-        self.source = source
-        self.state = RunState()
+        sources = list(source) if isinstance(source, (list, tuple)) else [source]
+        self.runs = RunSet(sources, title)
         self.title = title or "edgewatch"
+        self._open_launcher = launcher or not sources
         self._refresh_s = 1.0 / refresh_hz
         self._rendered_version = -1
         self.ticks = 0
         # Held, not queried: the timer must reach them while the help screen is on top.
         self.header = RunHeader(id="header")
         self.badge = ConnectionBadge(id="connection")
-        self.badge.tooltip = source.label
+        self.badge.tooltip = self.source.label
         self.health = HealthBar(id="health")
         self.grid = MetricGrid(id="charts")
         self.event_log = EventLog(id="events")
-        self.controls = ControlBoard()
         self.controls_bar = ControlsBar(id="controls")
         self.layers_screen = LayersScreen()
-        self._alerted_id = 0
+        self.events_screen = EventsScreen()
         self._stop_armed = False
-        self._run_paused = False
+
+    # -- the selected run (the dashboard's code reads these as if there were one) ---------------
+    @property
+    def source(self) -> RecordSource:
+        return self.runs.current.source
+
+    @property
+    def state(self) -> RunState:
+        return self.runs.current.state
+
+    @property
+    def controls(self) -> ControlBoard:
+        return self.runs.current.controls
+
+    @controls.setter
+    def controls(self, board: ControlBoard) -> None:
+        self.runs.current.controls = board
+
+    @property
+    def _alerted_id(self) -> int:
+        return self.runs.current.alerted_id
+
+    @_alerted_id.setter
+    def _alerted_id(self, value: int) -> None:
+        self.runs.current.alerted_id = value
+
+    @property
+    def _run_paused(self) -> bool:
+        return self.runs.current.run_paused
+
+    @_run_paused.setter
+    def _run_paused(self, value: bool) -> None:
+        self.runs.current.run_paused = value
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="top"):
@@ -113,21 +163,29 @@ class EdgewatchApp(App[None]):
 
     def on_mount(self) -> None:
         self.install_screen(self.layers_screen, "layers")
-        self.run_worker(self._ingest, name="ingest", group="ingest", exclusive=True)
+        self.install_screen(self.events_screen, "events")
+        for slot in self.runs:
+            self._start_ingest(slot)
         self.set_interval(self._refresh_s, self.flush, name="render")
+        if self._open_launcher:
+            self.call_after_refresh(self.action_launcher)
 
     # -- the two loops -------------------------------------------------------------------------
-    async def _ingest(self) -> None:
-        """Fold batches into the state; yield to the loop after each so rendering keeps up."""
+    def _start_ingest(self, slot: RunSlot) -> None:
+        self.run_worker(partial(self._ingest, slot), name="ingest", group="ingest")
+
+    async def _ingest(self, slot: RunSlot) -> None:
+        """Fold batches into the run's state; yield to the loop after each so rendering keeps
+        up."""
         try:
-            async for batch in self.source.stream():
-                self.state.apply(batch)
+            async for batch in slot.source.stream():
+                slot.state.apply(batch)
                 for record in batch:
                     if record.kind == "ack":
-                        self.controls.on_ack(record.data)
+                        slot.controls.on_ack(record.data)
                 await asyncio.sleep(0)
         except Exception as exc:  # a broken source must not take the dashboard down
-            self.notify(f"ingest stopped: {exc}", title="edgewatch", severity="error")
+            self.notify(f"ingest stopped: {exc}", title=slot.name, severity="error")
 
     def flush(self) -> None:
         """Push the state into widgets; each widget repaints only when its input changed."""
@@ -136,15 +194,20 @@ class EdgewatchApp(App[None]):
         self.ticks += 1
         state = self.state
         state.sync_session(self.source.session)
-        self.header.info = HeaderInfo.from_state(state, title=self.title, paused=self.paused)
+        title = " · ".join(filter(None, [self.runs.current.title or self.title,
+                                         self.runs.position()]))  # fmt: skip
+        self.header.info = HeaderInfo.from_state(state, title=title, paused=self.paused)
         self.badge.link = LinkInfo.from_state(self.source.connection_state(), state)
         self.controls_bar.show(self.controls)
         self.health.show(state.scalars)  # live like the header: gauges are not frozen by p
         self._toast_alerts(state.events)
+        self._announce_background_alerts()
         if self.paused:
             return
         if self.layers_screen.is_current:
             self.layers_screen.show(state)
+        if self.events_screen.is_current:
+            self.events_screen.show(state)
         if state.version == self._rendered_version:
             return
         if self.grid.show(state.series):
@@ -163,6 +226,77 @@ class EdgewatchApp(App[None]):
         if len(fresh) > ALERT_TOASTS_PER_TICK:
             more = len(fresh) - ALERT_TOASTS_PER_TICK
             self.notify(f"{more} more alerts: see the event log", severity="warning")
+
+    def _announce_background_alerts(self) -> None:
+        """Runs not on screen still raise alerts: one toast per run naming it and the count."""
+        for slot in self.runs:
+            if slot is self.runs.current:
+                slot.alerts_seen = slot.state.by_kind["alert"]
+                continue
+            count = slot.state.by_kind["alert"]
+            if count > slot.alerts_seen:
+                new = count - slot.alerts_seen
+                slot.alerts_seen = count
+                self.notify(f"{new} new alert(s) in {slot.name} (w switches runs)",
+                            severity="warning")  # fmt: skip
+
+    # -- several runs ----------------------------------------------------------------------------
+    def add_run(self, source: RecordSource, title: str | None = None, launched=None) -> RunSlot:
+        """Watch another run and show it (the launcher calls this with the child it started)."""
+        slot = RunSlot(source, title, launched)
+        replaced = self.runs.add(slot)
+        if replaced is not None:
+            self.run_worker(replaced.source.aclose())
+        self._start_ingest(slot)
+        self._show_selected()
+        return slot
+
+    def action_next_run(self) -> None:
+        """Show the next run (``w``); every run keeps ingesting in the background."""
+        if len(self.runs) < 2:
+            self.notify("only one run: o launches another", timeout=2)
+            return
+        self.runs.cycle()
+        self._show_selected()
+        self.notify(f"{self.runs.position()}: {self.runs.current.name}", timeout=2)
+
+    def _show_selected(self) -> None:
+        """Redraw everything from the newly selected run's state."""
+        slot = self.runs.current
+        slot.alerted_id = max((e.id for e in slot.state.events), default=slot.alerted_id)
+        self.badge.tooltip = slot.source.label
+        self.event_log.clear()
+        self.event_log.last_id = 0
+        self._rendered_version = -1
+        self._stop_armed = False
+        self.flush()
+
+    # -- views -----------------------------------------------------------------------------------
+    async def action_events(self) -> None:
+        """Open the events screen (on it, ``e``/``escape`` go back)."""
+        if self.events_screen in self.screen_stack:
+            return
+        await self.push_screen("events")
+        self.events_screen.show(self.state)
+
+    def action_launcher(self) -> None:
+        """Open the launcher; a launched run is added and shown when it returns."""
+        if not isinstance(self.screen, LauncherScreen):
+            self.push_screen(LauncherScreen(), self._launched)
+
+    def _launched(self, launched) -> None:
+        if launched is None:
+            return
+        self.add_run(ZmqSource(launched.endpoint), f"{launched.name}", launched)
+        self.notify(f"launched {launched.name} on {launched.endpoint}", timeout=3)
+
+    def action_maximise(self, n: int) -> None:
+        """Show only the n-th chart, full size; the same number again (or escape) restores."""
+        if not self.grid.maximise(n):
+            self.notify(f"there is no chart {n}", timeout=2)
+
+    def action_restore(self) -> None:
+        self.grid.maximise(None)
 
     # -- actions -------------------------------------------------------------------------------
     def action_toggle_pause(self) -> None:
@@ -195,7 +329,7 @@ class EdgewatchApp(App[None]):
         self._stop_armed = False
 
     async def _send(self, cmd: str, args: dict) -> None:
-        cid = self.controls.sent(cmd)
+        cid = self.runs.current.record_sent(cmd, args)
         try:
             await self.source.send_command(cid, cmd, args)
         except Exception as exc:
@@ -216,7 +350,8 @@ class EdgewatchApp(App[None]):
             self.push_screen(HelpScreen(self.binding_rows()))
 
     async def action_quit(self) -> None:
-        await self.source.aclose()
+        for slot in self.runs:
+            await slot.source.aclose()
         self.exit()
 
     def watch_paused(self) -> None:
@@ -232,18 +367,26 @@ class EdgewatchApp(App[None]):
         layers screen's own keys when it is the one on top."""
         bindings = [b for b in self.BINDINGS if isinstance(b, Binding)]
         rows = binding_rows(bindings, self.get_key_display)
-        if self.screen is self.layers_screen:
-            rows += self.layers_screen.binding_rows(self.get_key_display)
+        screen_rows = getattr(self.screen, "binding_rows", None)
+        if callable(screen_rows):  # the layers, events or launcher screen's own keys
+            rows += screen_rows(self.get_key_display)
         return rows
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for binding in self.BINDINGS:
-            if isinstance(binding, Binding) and binding.action != "quit":
+            if isinstance(binding, Binding) and binding.action != "quit" and binding.description:
                 yield SystemCommand(
                     binding.description,
                     f"key: {self.get_key_display(binding)}",
                     partial(self.run_action, binding.action),
+                )
+        for binding in getattr(screen, "BINDINGS", ()):
+            if isinstance(binding, Binding) and binding.description and binding.show:
+                yield SystemCommand(
+                    binding.description,
+                    f"key: {self.get_key_display(binding)} (this screen)",
+                    partial(self.run_action, binding.action, screen),
                 )
 
     @property
@@ -252,15 +395,24 @@ class EdgewatchApp(App[None]):
         return self.grid.charts
 
 
-def run_tui(endpoint: str, title: str | None = None) -> None:
-    """Watch the run published at ``endpoint`` until the user quits (``diag watch``/``run``).
+def run_tui(
+    endpoint: str | Sequence[str], title: str | None = None, *, launcher: bool = False
+) -> None:
+    """Watch the run(s) published at ``endpoint`` until the user quits (``diag watch``/``run``).
 
-    Raises :class:`probes.endpoints.EndpointError` before the UI starts if ``endpoint`` is
+    Several endpoints open one app with ``w`` switching between them; none (with ``launcher``)
+    opens on the launcher (``diag launch``). Runs started from the launcher are stopped on quit.
+    Raises :class:`probes.endpoints.EndpointError` before the UI starts if an endpoint is
     malformed.
     """
-    source = ZmqSource(endpoint)
+    endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+    sources = [ZmqSource(e) for e in endpoints]
+    app = EdgewatchApp(sources, title=title, launcher=launcher)
     try:
-        EdgewatchApp(source, title=title).run()
+        app.run()
     finally:
-        with contextlib.suppress(Exception):
-            source.close()
+        for slot in app.runs:
+            if slot.launched is not None:
+                slot.launched.stop()
+            with contextlib.suppress(Exception):
+                slot.source.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from probes.wire import Record
@@ -41,6 +41,51 @@ class EventItem:
     kind: str
     level: str
     text: str
+
+
+@dataclass
+class CommandItem:
+    """A controller command's life: sent by this viewer → acked at a step → seen in effect.
+
+    ``sent_t`` is None for a command another viewer sent (only its ack was seen). The run
+    applies a command at a step boundary and acks with ``applied_at_step``; the command is
+    *applied* (in effect) once a metrics record of a later step arrives.
+    """
+
+    id: str
+    cmd: str
+    args: dict[str, Any] = field(default_factory=dict)
+    sent_t: float | None = None
+    ack_t: float | None = None
+    acked_at: int | None = None
+    """The step the run acked (and applied) the command at."""
+    effect_step: int | None = None
+    """The first metrics step after ``acked_at``: the command was in effect there."""
+    error: str | None = None
+
+    @property
+    def t(self) -> float:
+        return self.sent_t if self.sent_t is not None else self.ack_t or 0.0
+
+    @property
+    def stage(self) -> str:
+        """``sent`` | ``acked`` | ``applied`` | ``rejected``."""
+        if self.error:
+            return "rejected"
+        if self.acked_at is None:
+            return "sent"
+        return "applied" if self.effect_step is not None else "acked"
+
+    def describe(self) -> str:
+        """``sent → acked at step 42 → applied (in effect at step 43)``."""
+        parts = ["sent" if self.sent_t is not None else "sent by another viewer"]
+        if self.error:
+            return f"{parts[0]} → rejected: {self.error}"
+        if self.acked_at is not None:
+            parts.append(f"acked at step {self.acked_at}")
+            if self.effect_step is not None:
+                parts.append(f"applied (in effect at step {self.effect_step})")
+        return " → ".join(parts)
 
 
 class RunState:
@@ -79,6 +124,9 @@ class RunState:
         self.records = 0
         self.by_kind: Counter[str] = Counter()
         self.events: deque[EventItem] = deque(maxlen=self._max_events)
+        self.commands: dict[str, CommandItem] = {}
+        """By command id, oldest first; bounded like the events."""
+        self._awaiting_effect: set[str] = set()
         self.version += 1
         self._last_seq: dict[int, int] = {}
         self._rate: deque[tuple[float, int]] = deque(maxlen=_RATE_WINDOW)
@@ -109,6 +157,16 @@ class RunState:
         if changed:
             self.version += 1
         return changed
+
+    def record_sent(self, cid: str, cmd: str, args: dict[str, Any], t: float) -> CommandItem:
+        """Remember a command this viewer sent, so its ack can be joined to it by id."""
+        item = self.commands[cid] = CommandItem(cid, cmd, dict(args), sent_t=t)
+        while len(self.commands) > self._max_events:
+            oldest = next(iter(self.commands))
+            del self.commands[oldest]
+            self._awaiting_effect.discard(oldest)
+        self.version += 1
+        return item
 
     def sync_session(self, session: SessionCounters) -> None:
         """Copy the transport-level counters (lost, repairs, rejected by reason)."""
@@ -146,6 +204,8 @@ class RunState:
         step = record.step
         self.step = max(self.step, step)
         self._rate.append((record.t, step))
+        if self._awaiting_effect:
+            self._mark_in_effect(step)
         for name, value in _items(data.get("scalars")):
             value = _as_float(value)
             self.scalars[name] = value
@@ -188,7 +248,35 @@ class RunState:
         else:
             level = "error" if data.get("error") else "ok"
             text = _summarise("ack", data, skip=())
+            self._join_ack(record)
         self._add_event(record, record.kind, level, text)
+
+    def _join_ack(self, record: Record) -> None:
+        """Fold an ack into its command (one another viewer sent gets a row of its own)."""
+        data = record.data
+        cid = str(data.get("id", ""))
+        item = self.commands.get(cid)
+        if item is None:
+            args = data.get("args")
+            item = CommandItem(cid, str(data.get("cmd", "?")), dict(_items(args)))
+            self.commands[cid] = item
+        item.ack_t = record.t
+        error = data.get("error")
+        if error:
+            item.error = str(error)
+            return
+        applied = data.get("applied_at_step", record.step)
+        item.acked_at = applied if isinstance(applied, int) else record.step
+        self._awaiting_effect.add(cid)
+
+    def _mark_in_effect(self, step: int) -> None:
+        for cid in list(self._awaiting_effect):
+            item = self.commands.get(cid)
+            if item is None or item.acked_at is None:
+                self._awaiting_effect.discard(cid)
+            elif step > item.acked_at:
+                item.effect_step = step
+                self._awaiting_effect.discard(cid)
 
     def _add_event(self, record: Record, kind: str, level: str, text: str) -> None:
         self._event_id += 1

@@ -40,6 +40,11 @@ class MetricGrid(VerticalScroll):
         height: 1fr;
         padding: 0 1;
         & > #placeholder { column-span: 4; color: $text-muted; padding: 1 2; }
+        &.-maximised {
+            layout: vertical;
+            & > Chart { display: none; }
+            & > Chart.-maximised { display: block; height: 1fr; }
+        }
     }
     """
 
@@ -80,6 +85,29 @@ class MetricGrid(VerticalScroll):
             self._shown[chart.metric] = (data, data.version)
             spent += chart.draw_cost
         self._clear_vanished(series)
+        return True
+
+    @property
+    def ordered(self) -> list[Chart]:
+        """The charts in screen order (gauges first), as the number keys count them."""
+        return [child for child in self.children if isinstance(child, Chart)]
+
+    @property
+    def maximised(self) -> Chart | None:
+        return next((c for c in self.ordered if c.has_class("-maximised")), None)
+
+    def maximise(self, n: int | None) -> bool:
+        """Show only the n-th chart (1-based) at full size; ``None`` or the same n restores.
+
+        False when there is no n-th chart (nothing changes then).
+        """
+        charts = self.ordered
+        if n is not None and not 1 <= n <= len(charts):
+            return False
+        target = None if n is None or charts[n - 1] is self.maximised else charts[n - 1]
+        for chart in charts:
+            chart.set_class(chart is target, "-maximised")
+        self.set_class(target is not None, "-maximised")
         return True
 
     def _clear_vanished(self, series: SeriesStore) -> None:
