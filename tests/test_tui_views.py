@@ -28,7 +28,6 @@ from tui.launcher import LauncherScreen
 from tui.runs import RunSet
 from tui.state import RunState
 from tui.widgets.chart import Chart
-from tui.widgets.config_form import ConfigForm
 from tui.widgets.run_header import RunHeader
 
 
@@ -339,3 +338,24 @@ def test_watch_once_prints_a_summary_per_endpoint() -> None:
     finally:
         for pub in transports:
             pub.close()
+
+
+async def test_a_launched_run_that_fails_is_reported_with_its_log() -> None:
+    from diag.launch import launch_child
+    from tui.ingest import ZmqSource
+
+    launched = launch_child("no_such_trainer", [])
+    app = EdgewatchApp(MemorySource())
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            app.add_run(ZmqSource(launched.endpoint), "no_such_trainer", launched)
+            assert "run 2/2" in header_text(app)
+            await until(
+                pilot,
+                lambda: any("exited with status 2" in n.message for n in app._notifications),
+                timeout=60,
+            )
+            note = next(n for n in app._notifications if "exited with status 2" in n.message)
+            assert "no trainer named 'no_such_trainer'" in note.message
+    finally:
+        launched.stop()

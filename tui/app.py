@@ -202,6 +202,7 @@ class EdgewatchApp(App[None]):
         self.health.show(state.scalars)  # live like the header: gauges are not frozen by p
         self._toast_alerts(state.events)
         self._announce_background_alerts()
+        self._report_failed_launches()
         if self.paused:
             return
         if self.layers_screen.is_current:
@@ -239,6 +240,17 @@ class EdgewatchApp(App[None]):
                 slot.alerts_seen = count
                 self.notify(f"{new} new alert(s) in {slot.name} (w switches runs)",
                             severity="warning")  # fmt: skip
+
+    def _report_failed_launches(self) -> None:
+        """A launched trainer that died (bad config, crash) says so once, with its log's tail."""
+        for slot in self.runs:
+            run = slot.launched
+            if run is not None and not slot.failure_reported and run.failed():
+                slot.failure_reported = True
+                tail = run.log_tail(3)
+                message = f"{run.name} exited with status {run.child.returncode}\n{tail}"
+                self.notify(message, title="launch failed", severity="error", markup=False,
+                            timeout=15)  # fmt: skip
 
     # -- several runs ----------------------------------------------------------------------------
     def add_run(self, source: RecordSource, title: str | None = None, launched=None) -> RunSlot:
@@ -350,8 +362,11 @@ class EdgewatchApp(App[None]):
             self.push_screen(HelpScreen(self.binding_rows()))
 
     async def action_quit(self) -> None:
+        """Close every source and stop the runs the launcher started (their log stays)."""
         for slot in self.runs:
             await slot.source.aclose()
+            if slot.launched is not None:
+                await asyncio.to_thread(slot.launched.stop)
         self.exit()
 
     def watch_paused(self) -> None:

@@ -65,6 +65,7 @@ class RunSlot:
     alerts_seen: int = 0
     """Alert count already announced while this run was in the background."""
     run_paused: bool = False
+    failure_reported: bool = False
 
     @property
     def idle(self) -> bool:
