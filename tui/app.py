@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import ClassVar
 
+from textual.actions import SkipAction
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -77,7 +78,7 @@ class EdgewatchApp(App[None]):
         Binding("e", "events", "Events"),
         Binding("o", "launcher", "Launch a run"),
         Binding("w", "next_run", "Next run"),
-        Binding("1", "maximise(1)", "Maximise chart N (1–9)", key_display="1–9"),
+        Binding("1", "maximise(1)", "Maximise chart N (1–9)", key_display="1–9", show=False),
         *[Binding(str(n), f"maximise({n})", "", show=False) for n in range(2, 10)],
         Binding("escape", "restore", "", show=False),
     ]
@@ -304,10 +305,14 @@ class EdgewatchApp(App[None]):
 
     def action_maximise(self, n: int) -> None:
         """Show only the n-th chart, full size; the same number again (or escape) restores."""
+        if self.screen is not self.screen_stack[0]:
+            raise SkipAction()  # number keys belong to the screen on top (e.g. a form)
         if not self.grid.maximise(n):
             self.notify(f"there is no chart {n}", timeout=2)
 
     def action_restore(self) -> None:
+        if self.screen is not self.screen_stack[0]:
+            raise SkipAction()
         self.grid.maximise(None)
 
     # -- actions -------------------------------------------------------------------------------

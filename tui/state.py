@@ -161,12 +161,15 @@ class RunState:
     def record_sent(self, cid: str, cmd: str, args: dict[str, Any], t: float) -> CommandItem:
         """Remember a command this viewer sent, so its ack can be joined to it by id."""
         item = self.commands[cid] = CommandItem(cid, cmd, dict(args), sent_t=t)
+        self._bound_commands()
+        self.version += 1
+        return item
+
+    def _bound_commands(self) -> None:
         while len(self.commands) > self._max_events:
             oldest = next(iter(self.commands))
             del self.commands[oldest]
             self._awaiting_effect.discard(oldest)
-        self.version += 1
-        return item
 
     def sync_session(self, session: SessionCounters) -> None:
         """Copy the transport-level counters (lost, repairs, rejected by reason)."""
@@ -260,6 +263,7 @@ class RunState:
             args = data.get("args")
             item = CommandItem(cid, str(data.get("cmd", "?")), dict(_items(args)))
             self.commands[cid] = item
+            self._bound_commands()
         item.ack_t = record.t
         error = data.get("error")
         if error:

@@ -24,8 +24,9 @@ class ConfigForm(VerticalScroll):
     DEFAULT_CSS = """
     ConfigForm {
         height: 1fr;
+        & .field { height: auto; }
         & .field-row { height: auto; }
-        & .field-row > Label { width: 18; padding: 1 1 0 0; text-align: right; }
+        & .field-row > Label { width: 18; padding: 0 1 0 0; text-align: right; }
         & .field-row > Input, & .field-row > Select { width: 1fr; }
         & .field-error { color: $error; padding-left: 18; height: auto; display: none; }
         & .field.-invalid .field-error { display: block; }
