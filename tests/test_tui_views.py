@@ -25,6 +25,7 @@ from tui.events import EventsScreen, event_rows
 from tui.help import HelpScreen
 from tui.ingest import MemorySource
 from tui.launcher import LauncherScreen
+from tui.run_list import RunListScreen
 from tui.runs import RunSet
 from tui.state import RunState
 from tui.widgets.chart import Chart
@@ -211,6 +212,14 @@ async def test_run_switching_shows_the_other_runs_data() -> None:
         await pilot.press("w")
         await until(pilot, lambda: "alpha" in header_text(app))
 
+        await pilot.press("W")
+        assert isinstance(app.screen, RunListScreen)
+        lines = [str(app.screen.options.get_option_at_index(i).prompt) for i in range(2)]
+        assert lines[0].startswith("▶ 1  alpha  step 4") and "beta  step 8" in lines[1]
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: "beta" in header_text(app))
+        assert app.runs.index == 1 and not isinstance(app.screen, RunListScreen)
+
 
 # -- palette and help ---------------------------------------------------------------------------
 
@@ -284,6 +293,16 @@ async def test_launcher_greys_out_cuda_when_unavailable(monkeypatch, available: 
         if not available:
             device.cuda.value = True  # a click on a disabled button does nothing; forced: cpu
             assert device.device == "cpu"
+
+
+async def test_an_app_without_runs_opens_the_launcher_and_refuses_commands() -> None:
+    app = EdgewatchApp([])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, LauncherScreen))
+        await pilot.press("escape")
+        assert app.runs.current.idle and "no run yet" in app.badge.tooltip
+        await pilot.press("s")
+        await until(pilot, lambda: any("no run attached" in n.message for n in app._notifications))
 
 
 async def test_launch_starts_a_real_trainer_and_the_app_attaches() -> None:

@@ -29,6 +29,7 @@ from tui.help import HelpScreen, binding_rows
 from tui.ingest import RecordSource, ZmqSource
 from tui.launcher import LauncherScreen
 from tui.layers import LayersScreen
+from tui.run_list import RunListScreen
 from tui.runs import RunSet, RunSlot
 from tui.state import EventItem, RunState
 from tui.widgets.chart import Chart
@@ -78,6 +79,7 @@ class EdgewatchApp(App[None]):
         Binding("e", "events", "Events"),
         Binding("o", "launcher", "Launch a run"),
         Binding("w", "next_run", "Next run"),
+        Binding("W", "run_list", "List runs", show=False),
         Binding("1", "maximise(1)", "Maximise chart N (1–9)", key_display="1–9", show=False),
         *[Binding(str(n), f"maximise({n})", "", show=False) for n in range(2, 10)],
         Binding("escape", "restore", "", show=False),
@@ -272,6 +274,18 @@ class EdgewatchApp(App[None]):
         self.runs.cycle()
         self._show_selected()
         self.notify(f"{self.runs.position()}: {self.runs.current.name}", timeout=2)
+
+    def action_run_list(self) -> None:
+        """A list of every run (``W``); picking one shows it."""
+        if isinstance(self.screen, RunListScreen):
+            return
+
+        def pick(index: int | None) -> None:
+            if index is not None and index != self.runs.index:
+                self.runs.index = index
+                self._show_selected()
+
+        self.push_screen(RunListScreen(self.runs), pick)
 
     def _show_selected(self) -> None:
         """Redraw everything from the newly selected run's state."""
