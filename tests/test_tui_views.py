@@ -71,13 +71,13 @@ def test_runstate_joins_sent_commands_with_acks_and_sees_them_applied() -> None:
     state = RunState()
     state.apply([meta("run-1"), *[metrics(s) for s in range(5)]])
     item = state.record_sent("tui-1", "perpgrad", {"on": True}, t=100.0)
-    assert (item.stage, item.describe()) == ("sent", "sent")
+    assert (item.stage, item.describe()) == ("sent", "sent at step 4")
     state.apply([ack("tui-1", "perpgrad", 4, seq=10, on=True)])
     assert (item.stage, item.acked_at) == ("acked", 4)
-    assert item.describe() == "sent → acked at step 4"
+    assert item.describe() == "sent at step 4 → acked at step 4"
     state.apply([metrics(5)])
     assert item.stage == "applied" and item.effect_step == 5
-    assert item.describe() == "sent → acked at step 4 → applied (in effect at step 5)"
+    assert item.describe() == "sent at step 4 → acked at step 4 → applied (in effect at step 5)"
 
     state.apply([ack("other-7", "lr_scale", 5, seq=11, lr=[0.2])])  # another viewer's command
     assert state.commands["other-7"].describe() == "sent by another viewer → acked at step 5"
@@ -101,7 +101,9 @@ def test_event_rows_classify_and_filter_by_kind() -> None:
     kinds = {row.kind for row in event_rows(state)}
     assert kinds == {"run", "command", "probe", "alert", "other"}, "acks fold into command rows"
     (command,) = event_rows(state, "command")
-    assert command.step == 3 and command.text.startswith("stablemax on=True: sent → acked")
+    assert command.step == 3 and command.text.startswith(
+        "stablemax on=True: sent at step 0 → acked"
+    )
     (probe,) = event_rows(state, "probe")
     assert "hessian_trace" in probe.text
 
@@ -124,9 +126,9 @@ async def test_events_view_shows_sent_acked_applied_rows_with_steps() -> None:
         def command_text() -> str:
             return next((r.text for r in table.rows_shown if r.kind == "command"), "")
 
-        await until(pilot, lambda: command_text() == "perpgrad on=True: sent")
+        await until(pilot, lambda: command_text() == "perpgrad on=True: sent at step 41")
         source.push(ack(sent["id"], "perpgrad", 42, seq=60, on=True))
-        await until(pilot, lambda: command_text().endswith("sent → acked at step 42"))
+        await until(pilot, lambda: command_text().endswith("sent at step 41 → acked at step 42"))
         source.push(metrics(43))
         await until(pilot, lambda: "applied (in effect at step 43)" in command_text())
         row = next(r for r in table.rows_shown if r.kind == "command")

@@ -94,6 +94,12 @@ class LauncherScreen(Screen[LaunchedRun | None]):
         if event.option.id is not None:
             await self.select(event.option.id)
 
+    @on(OptionList.OptionSelected, "#catalog")
+    def _picked(self) -> None:
+        """Enter on a trainer moves on to its form's first field."""
+        if self.form is not None and self.form.inputs:
+            next(iter(self.form.inputs.values())).focus()
+
     @on(Button.Pressed, "#launch")
     @on(Input.Submitted)
     def _launch_requested(self) -> None:

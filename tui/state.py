@@ -56,6 +56,8 @@ class CommandItem:
     cmd: str
     args: dict[str, Any] = field(default_factory=dict)
     sent_t: float | None = None
+    sent_step: int | None = None
+    """The last step this viewer had seen when it sent the command (None: no step yet)."""
     ack_t: float | None = None
     acked_at: int | None = None
     """The step the run acked (and applied) the command at."""
@@ -77,8 +79,11 @@ class CommandItem:
         return "applied" if self.effect_step is not None else "acked"
 
     def describe(self) -> str:
-        """``sent → acked at step 42 → applied (in effect at step 43)``."""
-        parts = ["sent" if self.sent_t is not None else "sent by another viewer"]
+        """``sent at step 40 → acked at step 42 → applied (in effect at step 43)``."""
+        if self.sent_t is None:
+            parts = ["sent by another viewer"]
+        else:
+            parts = ["sent" if self.sent_step is None else f"sent at step {self.sent_step}"]
         if self.error:
             return f"{parts[0]} → rejected: {self.error}"
         if self.acked_at is not None:
@@ -160,7 +165,8 @@ class RunState:
 
     def record_sent(self, cid: str, cmd: str, args: dict[str, Any], t: float) -> CommandItem:
         """Remember a command this viewer sent, so its ack can be joined to it by id."""
-        item = self.commands[cid] = CommandItem(cid, cmd, dict(args), sent_t=t)
+        seen = self.step if self.step >= 0 else None
+        item = self.commands[cid] = CommandItem(cid, cmd, dict(args), sent_t=t, sent_step=seen)
         self._bound_commands()
         self.version += 1
         return item
