@@ -4,7 +4,11 @@ Two loops that never wait on each other: an ingest worker folds record batches f
 :class:`~tui.ingest.RecordSource` into a :class:`~tui.state.RunState`, and a ~10 Hz timer pushes
 that state into the widgets. A flood of records therefore costs at most one repaint per tick,
 and a silent peer leaves the timer (and the keys) running, showing the link going stale. ``l``
-opens the per-layer screen, which the same timer feeds while it is on top.
+opens the per-layer screen and ``e`` the events screen, which the same timer feeds while on top.
+
+The app can hold several runs (:mod:`tui.runs`: ``diag watch E1 E2``, or runs started from the
+launcher, ``o``); each has its own ingest worker and state, and the dashboard shows the selected
+one (``w`` cycles, ``W`` lists).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
 from functools import partial
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual.actions import SkipAction
 from textual.app import App, ComposeResult, SystemCommand
@@ -39,6 +43,9 @@ from tui.widgets.events import EventLog
 from tui.widgets.health import HealthBar
 from tui.widgets.metric_grid import MetricGrid
 from tui.widgets.run_header import HeaderInfo, RunHeader
+
+if TYPE_CHECKING:
+    from diag.launch import LaunchedRun
 
 REFRESH_HZ = 10.0
 ALERT_TOASTS_PER_TICK = 3
@@ -256,7 +263,9 @@ class EdgewatchApp(App[None]):
                             timeout=15)  # fmt: skip
 
     # -- several runs ----------------------------------------------------------------------------
-    def add_run(self, source: RecordSource, title: str | None = None, launched=None) -> RunSlot:
+    def add_run(
+        self, source: RecordSource, title: str | None = None, launched: LaunchedRun | None = None
+    ) -> RunSlot:
         """Watch another run and show it (the launcher calls this with the child it started)."""
         slot = RunSlot(source, title, launched)
         replaced = self.runs.add(slot)
@@ -311,10 +320,10 @@ class EdgewatchApp(App[None]):
         if not isinstance(self.screen, LauncherScreen):
             self.push_screen(LauncherScreen(), self._launched)
 
-    def _launched(self, launched) -> None:
+    def _launched(self, launched: LaunchedRun | None) -> None:
         if launched is None:
             return
-        self.add_run(ZmqSource(launched.endpoint), f"{launched.name}", launched)
+        self.add_run(ZmqSource(launched.endpoint), launched.name, launched)
         self.notify(f"launched {launched.name} on {launched.endpoint}", timeout=3)
 
     def action_maximise(self, n: int) -> None:
@@ -398,7 +407,7 @@ class EdgewatchApp(App[None]):
     # -- help and palette share the binding table --------------------------------------------
     def binding_rows(self) -> list[tuple[str, str]]:
         """(key, description) for every app binding, as the help screen lists them, then the
-        layers screen's own keys when it is the one on top."""
+        keys of the screen on top (layers, events, launcher) when it has its own."""
         bindings = [b for b in self.BINDINGS if isinstance(b, Binding)]
         rows = binding_rows(bindings, self.get_key_display)
         screen_rows = getattr(self.screen, "binding_rows", None)
