@@ -26,6 +26,7 @@ from tui.controls import ControlBoard
 from tui.help import HelpScreen, binding_rows
 from tui.ingest import RecordSource, ZmqSource
 from tui.layers import LayersScreen
+from tui.ranks import RanksScreen
 from tui.state import EventItem, RunState
 from tui.widgets.chart import Chart
 from tui.widgets.connection import ConnectionBadge, LinkInfo
@@ -61,6 +62,8 @@ class EdgewatchApp(App[None]):
         Binding("y", "toggle_log", "Log y"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("l", "layers", "Layers"),
+        Binding("n", "ranks", "Ranks"),
+        Binding("N", "cycle_rank", "Next rank/mean", key_display="N"),
         Binding("s", "toggle('stablemax')", "StableMax"),
         Binding("g", "toggle('perpgrad')", "⊥Grad"),
         Binding("r", "toggle('rho_control')", "ρ-control"),
@@ -97,6 +100,7 @@ class EdgewatchApp(App[None]):
         self.controls = ControlBoard()
         self.controls_bar = ControlsBar(id="controls")
         self.layers_screen = LayersScreen()
+        self.ranks_screen = RanksScreen()
         self._alerted_id = 0
         self._stop_armed = False
         self._run_paused = False
@@ -113,6 +117,7 @@ class EdgewatchApp(App[None]):
 
     def on_mount(self) -> None:
         self.install_screen(self.layers_screen, "layers")
+        self.install_screen(self.ranks_screen, "ranks")
         self.run_worker(self._ingest, name="ingest", group="ingest", exclusive=True)
         self.set_interval(self._refresh_s, self.flush, name="render")
 
@@ -145,6 +150,8 @@ class EdgewatchApp(App[None]):
             return
         if self.layers_screen.is_current:
             self.layers_screen.show(state)
+        if self.ranks_screen.is_current:
+            self.ranks_screen.show(state)
         if state.version == self._rendered_version:
             return
         if self.grid.show(state.series):
@@ -210,6 +217,17 @@ class EdgewatchApp(App[None]):
             return  # under the help screen
         await self.push_screen("layers")
         self.layers_screen.show(self.state)
+
+    async def action_ranks(self) -> None:
+        """Open the per-rank screen (``n``/``escape`` go back)."""
+        if self.ranks_screen not in self.screen_stack:
+            await self.push_screen("ranks")
+            self.ranks_screen.show(self.state)
+
+    def action_cycle_rank(self) -> None:
+        """The dashboard follows the next rank, then the mean over ranks."""
+        self.notify(f"dashboard shows {self.state.cycle_rank()}", timeout=2)
+        self.flush()
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
