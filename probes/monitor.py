@@ -40,7 +40,7 @@ from probes.diagnostics import ProbeUnsupported
 from probes.endpoints import DEFAULT_ENDPOINT
 from probes.metrics import NormSnapshot, NormTracker, global_norm, learning_rates
 from probes.probe import PROBES, Probe, ProbeOutput, ProbeScheduler, StepContext
-from probes.ranks import detect_rank, rank_transport
+from probes.ranks import detect_rank, rank_transport, unwrap_ddp
 from probes.store import RunStore, default_store_path
 from probes.transport import Transport, ZmqTransport
 from probes.wire import Record, metrics_data
@@ -155,6 +155,7 @@ class Monitor:
         Never raises: failures are counted in ``errors`` and logged once.
         """
         started = time.perf_counter()
+        model = unwrap_ddp(model)  # probes' extra forwards must not touch DDP's reducer
         ctx = StepContext(step, model, optimizer, logits, targets, inputs, loss_fn)
         try:
             self._remember(ctx)

@@ -105,6 +105,20 @@ def detect_rank(env: dict[str, str] | None = None) -> RankInfo:
     return RankInfo(rank, world, _env_int(env, "LOCAL_RANK", rank))
 
 
+def unwrap_ddp(model: Any) -> Any:
+    """The module inside ``DistributedDataParallel`` (or FSDP-style ``.module`` wrappers).
+
+    The probes run extra forwards and ``autograd.grad`` calls at their own cadence, which differs
+    between ranks; through DDP they would arm its gradient reducer (and could issue collectives
+    on one rank only). On the inner module they are plain local computations.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    while isinstance(model, DistributedDataParallel):
+        model = model.module
+    return model
+
+
 def _env_int(env: Any, name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
