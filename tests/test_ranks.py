@@ -218,6 +218,49 @@ def test_rank_zero_dying_does_not_block_the_other_ranks(tmp_path):
     assert "rank 1 steps=200" in out1
 
 
+def _diag(*args: str, tmp_path: Path, timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEWATCH_RUNS": str(tmp_path / "runs")}
+    env.pop("WORLD_SIZE", None)
+    return subprocess.run(
+        [sys.executable, "-m", "diag", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_diag_run_rejects_a_bad_nproc(tmp_path):
+    out = _diag("run", "grokking", "--no-tui", "--nproc", "0", tmp_path=tmp_path, timeout=60)
+    assert out.returncode == 2 and "--nproc must be ≥ 1, got 0" in out.stderr
+
+
+@pytest.mark.slow  # torchrun + two trainer start-ups (~60 s under load)
+def test_diag_run_nproc_streams_both_ranks_into_one_store(tmp_path):
+    from probes.store import open_store
+
+    out = _diag(
+        "run",
+        "grokking",
+        "--no-tui",
+        "--quiet",
+        "--nproc",
+        "2",
+        "--steps",
+        "12",
+        tmp_path=tmp_path,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    (path,) = (tmp_path / "runs").glob("grokking-*")
+    with open_store(path) as store:
+        records = list(store.records())
+    for rank in (0, 1):
+        steps = sorted(r.step for r in records if r.rank == rank and r.kind == "metrics")
+        assert steps == list(range(12)), rank
+
+
 # -- rank detection (no processes) ----------------------------------------------------------
 def test_rank_detection_from_torchrun_env():
     from probes.ranks import RankInfo, detect_rank
