@@ -317,6 +317,76 @@ def test_clone_session_tracks_seq_per_rank():
     assert session.lost == 2 and session.seen(1) == 3 and session.seen(0) == 1
 
 
+# -- the rank transports in one process (no torch.distributed) --------------------------------
+def _addresses() -> tuple[str, str]:
+    from probes.endpoints import free_port_pair
+
+    port = free_port_pair()
+    return f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}"
+
+
+def _wait(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def test_forwarder_never_blocks_without_rank_zero_and_counts_drops():
+    from probes.ranks import RankForwarder
+    from probes.wire import Record
+
+    fwd = RankForwarder(run="r", rank=1, addresses=_addresses(), send_hwm=10)
+    start = time.monotonic()
+    for step in range(500):
+        fwd.send(Record(kind="metrics", run="r", step=step))
+    _wait(lambda: fwd.stats.dropped_rank0_unreachable + fwd.stats.published >= 500)
+    fwd.close()
+    assert fwd.stats.dropped_rank0_unreachable >= 500 - 2 * 10  # at most ~HWM queued per pipe
+    assert time.monotonic() - start < 30  # generous: the point is that it returns
+
+
+def test_rank_zero_sets_apply_at_and_a_late_rank_reports_it():
+    from probes.client import Subscriber
+    from probes.control import Command
+    from probes.ranks import RankForwarder, RankZeroTransport
+    from probes.wire import Record
+
+    addresses = _addresses()
+    zero = RankZeroTransport("tcp://127.0.0.1:0", run="job", world_size=2, addresses=addresses)
+    fwd = RankForwarder(run="other-name", rank=1, addresses=addresses)
+    sub = Subscriber(zero.endpoint)
+    try:
+        fwd.send(Record(kind="meta", run="other-name", step=0, data={"host": "h1"}))
+        for step in range(5):
+            zero.set_status(step=step)
+            assert zero.poll_commands() == []
+            time.sleep(0.01)
+        zero._commands.put(Command("c1", "lr_scale", {"factor": 0.5}, b"peer"))
+        zero.set_status(step=5)
+        assert zero.poll_commands() == []  # held for the margin
+        (command, apply_at) = zero._lockstep.pending[0]
+        assert command.id == "c1" and apply_at > 5
+        _wait(lambda: not fwd._received.empty())
+        fwd.set_status(step=apply_at + 3)  # rank 1 is past apply_at: late
+        late = fwd.poll_commands()
+        assert [c.id for c in late] == ["c1"] and fwd.stats.commands_late == 1
+        zero.set_status(step=apply_at)
+        assert [c.id for c in zero.poll_commands()] == ["c1"]
+        records = sub.collect(
+            lambda rs: any(r.data.get("event") == "command_late" for r in rs), timeout=10
+        )
+    finally:
+        sub.close()
+        fwd.close()
+        zero.close()
+    late_event = next(r for r in records if r.data.get("event") == "command_late")
+    assert late_event.rank == 1 and late_event.run == "job"  # republished under rank 0's name
+    assert late_event.data["apply_at"] == apply_at
+    assert late_event.data["applied_at_step"] == apply_at + 3
+    assert [r.seq for r in records if r.rank == 1 and r.kind != "heartbeat"] == [0, 1]
+
+
 # -- the TUI: Ranks screen, rank selection ------------------------------------------------------
 def _rank_records():
     from probes.wire import Record, metrics_data
