@@ -116,8 +116,13 @@ class CloneSession:
         ends = {0: end_seq}
         ranks = end.get("ranks")
         if isinstance(ranks, dict):
-            ends.update({int(r): s for r, s in ranks.items() if str(r).isdigit()
-                         and isinstance(s, int) and int(r) > 0})
+            ends.update(
+                {
+                    int(r): s
+                    for r, s in ranks.items()
+                    if str(r).isdigit() and isinstance(s, int) and int(r) > 0
+                }
+            )
         for rank, seq in ends.items():
             if seq > self.seen(rank):
                 self.lost += seq - self.seen(rank)

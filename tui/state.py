@@ -277,8 +277,7 @@ class RankBook:
         if rank != MEAN:
             return self.latest.get(rank, {})
         names = {name for values in self.latest.values() for name in values}
-        return {name: _mean([v[name] for v in self.latest.values() if name in v])
-                for name in names}
+        return {name: _mean([v[name] for v in self.latest.values() if name in v]) for name in names}
 
     def meta(self, rank: int, data: Mapping[str, Any]) -> None:
         if "host" in data:
@@ -328,8 +327,9 @@ class RankBook:
             del self._pending[step]
             names = {name for values in reported.values() for name in values}
             for name in names:
-                self.mean.append(name, step, _mean([v[name] for v in reported.values()
-                                                    if name in v]))
+                self.mean.append(
+                    name, step, _mean([v[name] for v in reported.values() if name in v])
+                )
 
 
 def _mean(values: list[float]) -> float:
@@ -349,6 +349,7 @@ def divergence(values: Iterable[float]) -> float:
     if high == 0:
         return 1.0
     return high / low if low > 0 else math.inf
+
 
 _HANDLERS = {
     "meta": RunState._on_meta,
