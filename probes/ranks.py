@@ -26,7 +26,8 @@ carrying its ``rank``.
 
 Liveness: rank 0 remembers when it last heard from each rank (records, or heartbeats sent every
 second when idle). A rank silent for ``EDGEWATCH_RANK_TIMEOUT`` seconds (default 5) is announced
-with an event ``rank_lost`` ("rank N lost"); if it speaks again, ``rank_back``. A lost rank never
+with an event ``rank_lost`` ("rank N lost"); if it speaks again, ``rank_back``. A rank never
+heard from within ``NEVER_HEARD_S`` is announced the same way. A lost rank never
 blocks rank 0's I/O thread. If rank 0 dies, the other ranks' records are dropped and counted.
 """
 
@@ -67,6 +68,8 @@ MAX_MARGIN_STEPS = 10_000
 LOST_AFTER_S = 5.0
 CLOSE_WAIT_S = 5.0
 """How long rank 0's close waits for the other ranks' final records before giving up."""
+NEVER_HEARD_S = 60.0
+"""A rank that has sent nothing this long after rank 0 started is announced as lost."""
 FINAL_STATES = ("finished", "crashed", "stopped")
 
 
@@ -244,6 +247,7 @@ class RankZeroTransport(ZmqTransport):
         self._lost: set[int] = set()
         self._done: set[int] = set()
         self._rank_history_limit = history
+        self._started = time.monotonic()
         self._since_ranks: dict[int, int] = {}
         self._broadcasts: deque[bytes] = deque()
         self._lockstep = _Lockstep()
@@ -270,13 +274,6 @@ class RankZeroTransport(ZmqTransport):
         while time.monotonic() < deadline and not self._all_ranks_settled():
             time.sleep(0.02)
         super().close(timeout)
-
-    def ranks_state(self) -> dict[int, str]:
-        """``live``, ``lost`` or ``done`` per rank heard from (I/O-thread data; a snapshot read)."""
-        out = {0: "live"}
-        for rank in sorted(self._heard):
-            out[rank] = "lost" if rank in self._lost else "done" if rank in self._done else "live"
-        return out
 
     def _all_ranks_settled(self) -> bool:
         others = set(range(1, self.world_size))
@@ -353,6 +350,12 @@ class RankZeroTransport(ZmqTransport):
 
     def _check_lost(self) -> None:
         now = time.monotonic()
+        if now - self._started > NEVER_HEARD_S:
+            for rank in range(1, self.world_size):
+                if rank not in self._heard:  # announced once, as lost, so close() never waits
+                    self._heard[rank] = self._started
+                    self._lost.add(rank)
+                    self._announce("rank_lost", rank, f"rank {rank} lost: never reported")
         for rank, heard in self._heard.items():
             if rank in self._lost or rank in self._done or now - heard < self._lost_after:
                 continue
