@@ -47,6 +47,9 @@ class CloneSession:
     snapshot_sent_at: float | None = None
     rank_seqs: dict[int, int] = field(default_factory=dict)
     """Last seq seen per rank ≥ 1 (torchrun jobs; ``last_seq`` is rank 0's): seq is per rank."""
+    first_meta_t: dict[int, float] = field(default_factory=dict)
+    """The ``t`` of each rank's seq-0 meta delivered: the same meta again (a slow joiner gets it
+    both in the snapshot and live) is a duplicate, not a restart."""
 
     def next_request(self, now: float) -> bytes | None:
         """The snapshot request to send now, if one is due (first contact or a repair)."""
@@ -90,6 +93,7 @@ class CloneSession:
         if not self._check_gap(record.seq, inclusive=False, rank=record.rank):
             return []
         self._saw(record.rank, record.seq)
+        self._note_first_meta(record)
         self.run = record.run
         return [record]
 
@@ -106,6 +110,7 @@ class CloneSession:
             if record.seq > last or (record.kind == "meta" and last < 0):
                 out.append(record)
                 self._saw(record.rank, max(last, record.seq))
+                self._note_first_meta(record)
                 self.run = record.run
         self.last_heard = time.monotonic()
         return out
@@ -151,8 +156,13 @@ class CloneSession:
         return False
 
     def _is_restart(self, record: Record) -> bool:
-        """A run that restarted on the same endpoint begins again at seq 0 with a meta."""
-        return record.kind == "meta" and record.seq == 0 and self.seen(record.rank) >= 0
+        """A run that restarted on the same endpoint begins again at seq 0 with a new meta."""
+        fresh = record.kind == "meta" and record.seq == 0 and self.seen(record.rank) >= 0
+        return fresh and self.first_meta_t.get(record.rank) != record.t
+
+    def _note_first_meta(self, record: Record) -> None:
+        if record.kind == "meta" and record.seq == 0:
+            self.first_meta_t[record.rank] = record.t
 
 
 def send_command(

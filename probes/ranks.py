@@ -48,6 +48,7 @@ import msgpack
 import zmq
 
 from probes.control import Command, CommandError, parse_command
+from probes.endpoints import EndpointError
 from probes.store import RunStore
 from probes.transport import (
     HEARTBEAT_S,
@@ -65,6 +66,8 @@ RANKS_PORT_OFFSET = 11
 MIN_MARGIN_STEPS = 2
 MARGIN_SECONDS = 0.25
 MAX_MARGIN_STEPS = 10_000
+UNKNOWN_RATE_MARGIN_STEPS = 20
+"""Margin before the step rate is known (a command in the first steps of a run)."""
 LOST_AFTER_S = 5.0
 CLOSE_WAIT_S = 5.0
 """How long rank 0's close waits for the other ranks' final records before giving up."""
@@ -191,7 +194,7 @@ class _StepRate:
 
     def margin(self) -> int:
         if not math.isfinite(self.seconds_per_step) or self.seconds_per_step <= 0:
-            return MAX_MARGIN_STEPS if self.last is None else 20
+            return UNKNOWN_RATE_MARGIN_STEPS
         steps = math.ceil(MARGIN_SECONDS / self.seconds_per_step)
         return max(MIN_MARGIN_STEPS, min(MAX_MARGIN_STEPS, steps))
 
@@ -235,7 +238,7 @@ class RankZeroTransport(ZmqTransport):
         except zmq.ZMQError as exc:
             self._pull.close(0)
             self._cmd_pub.close(0)
-            raise ValueError(
+            raise EndpointError(
                 f"rank 0 cannot bind {records_addr} / {commands_addr}: "
                 f"{exc.strerror}; set EDGEWATCH_RANKS_ENDPOINT"
             ) from None
@@ -252,9 +255,8 @@ class RankZeroTransport(ZmqTransport):
         self._broadcasts: deque[bytes] = deque()
         self._lockstep = _Lockstep()
         self._rate = _StepRate()
-        self.forwarded = 0
-        self.forward_rejected = 0
         super().__init__(bind, run=run, rank=0, history=history, **kwargs)
+        self.stats: RankZeroStats = RankZeroStats(**self.stats.as_map())
 
     # -- training-thread side -------------------------------------------------------------
     def poll_commands(self) -> list[Command]:
@@ -309,10 +311,10 @@ class RankZeroTransport(ZmqTransport):
             try:
                 record = decode(payload)
             except WireError:
-                self.forward_rejected += 1
+                self.stats.forward_rejected += 1
                 continue
             if record.rank == 0 or record.rank >= max(self.world_size, 1):
-                self.forward_rejected += 1
+                self.stats.forward_rejected += 1
                 continue
             self._accept_forwarded(record, payload)
             got = True
@@ -335,7 +337,7 @@ class RankZeroTransport(ZmqTransport):
             if self.store is not None:
                 self.store.append(record, payload)
         self._publish(payload)
-        self.forwarded += 1
+        self.stats.forwarded += 1
 
     def _remember(self, rank: int, record: Record, payload: bytes) -> None:
         items = self._rank_history.setdefault(rank, deque())
@@ -410,7 +412,17 @@ def _ranks_since(request: Any) -> dict[int, int]:
 
 
 @dataclass
+class RankZeroStats(TransportStats):
+    """Rank 0's counters also count what the other ranks sent (shown in its heartbeats)."""
+
+    forwarded: int = 0
+    forward_rejected: int = 0
+
+
+@dataclass
 class ForwarderStats(TransportStats):
+    """A forwarding rank's counters: records it could not hand to rank 0, late commands."""
+
     dropped_rank0_unreachable: int = 0
     commands_late: int = 0
 

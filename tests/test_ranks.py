@@ -317,6 +317,22 @@ def test_clone_session_tracks_seq_per_rank():
     assert session.lost == 2 and session.seen(1) == 3 and session.seen(0) == 1
 
 
+def test_the_same_first_meta_live_after_a_snapshot_is_not_a_restart():
+    """A slow joiner gets seq 0 both in its snapshot and live; re-delivering the run was a
+    flake of test_monitor's zmq test under load."""
+    from probes.client import CloneSession
+    from probes.wire import Record, encode
+
+    meta = encode(Record(kind="meta", run="r", step=0, seq=0, t=100.0))
+    one = encode(Record(kind="metrics", run="r", step=0, seq=1))
+    session = CloneSession()
+    assert len(session.accept_snapshot([meta, one])) == 2
+    session.finish_snapshot({"seq": 1})
+    assert session.accept_payload(meta) == [] and session.accept_payload(one) == []
+    restarted = encode(Record(kind="meta", run="r", step=0, seq=0, t=200.0))
+    assert [r.t for r in session.accept_payload(restarted)] == [200.0]  # a real restart
+
+
 # -- the rank transports in one process (no torch.distributed) --------------------------------
 def _addresses() -> tuple[str, str]:
     from probes.endpoints import free_port_pair
