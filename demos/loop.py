@@ -12,6 +12,7 @@ to hook in.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import math
 import os
@@ -104,13 +105,55 @@ def seed_everything(seed: int) -> None:
 
 
 def prepare(trainer_cls: type[Trainer], config: TrainerConfig) -> Trainer:
-    """Threads, seed and device first, then the trainer's own build."""
+    """Threads, seed and device first, then the trainer's own build.
+
+    Under torchrun (``diag run NAME --nproc N``) the process group is joined first (gloo on CPU,
+    nccl on CUDA, one GPU per local rank) and the model is wrapped in DDP after the build.
+    """
     if config.steps < 1:
         raise ValueError(f"--steps must be ≥ 1, got {config.steps}")
     if config.threads > 0:
         torch.set_num_threads(min(config.threads, os.cpu_count() or 1))
     seed_everything(config.seed)
-    return trainer_cls(config, resolve_device(config.device))
+    device = join_process_group(resolve_device(config.device))
+    trainer = trainer_cls(config, device)
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        trainer.model = _DDP(trainer.model, device_ids=ids)
+    return trainer
+
+
+def join_process_group(device: torch.device) -> torch.device:
+    """Init the process group when launched by torchrun (WORLD_SIZE > 1); returns the device
+    this rank trains on. Outside torchrun: nothing, same device."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2 or dist.is_initialized():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    atexit.register(_leave_process_group)
+    return device
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class _DDP(torch.nn.parallel.DistributedDataParallel):
+    """DDP that still answers the trainer's own attributes (``model.jacobian``, ``model.a``),
+    so trainers written for one process run unchanged under torchrun."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
 
 
 def run(

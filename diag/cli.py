@@ -95,10 +95,17 @@ def run(
         typer.Option("--set", help="Override a config field, e.g. --set lr=0.001 (repeatable)."),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar (used for child runs).")] = False,
+    nproc: Annotated[
+        int, typer.Option(help="Processes under torchrun (gloo on CPU, nccl on GPU).")
+    ] = 1,
 ) -> None:
     """Run a reference trainer: live in the TUI by default, or headless with --no-tui."""
     try:
         trainer_cls, config = _resolve_run(name, steps, seed, device, set_ or [])
+        if nproc < 1:
+            raise UsageProblem(f"--nproc must be ≥ 1, got {nproc}")
+        if no_tui and nproc > 1 and "WORLD_SIZE" not in os.environ:
+            _exec_torchrun(nproc, sys.argv[2:])
         if no_tui:
             _run_headless(trainer_cls, config, endpoint, quiet)
         else:
@@ -270,6 +277,16 @@ def _run_with_tui(name: str, argv: list[str], endpoint: str | None) -> None:
         err_console.print(launched.log_tail(), highlight=False, markup=False)
         code = launched.child.returncode
         raise fail(f"the trainer exited with status {code}; full log: {launched.log_path}", code=1)
+
+
+def _exec_torchrun(nproc: int, argv: list[str]) -> None:
+    """Become ``torchrun --nproc_per_node N`` running this same command once per rank; the
+    ranks' parent is then this pid, so the parent watch of a TUI-started trainer keeps working."""
+    os.environ[PARENT_ENV] = str(os.getpid())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "diag", "run", *_strip_option(argv, "--nproc")]
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)
 
 
 def _strip_option(argv: list[str], option: str) -> list[str]:

@@ -45,6 +45,11 @@ class CloneSession:
     status: dict = field(default_factory=dict)
     snapshot_open: bool = False
     snapshot_sent_at: float | None = None
+    rank_seqs: dict[int, int] = field(default_factory=dict)
+    """Last seq seen per rank ≥ 1 (torchrun jobs; ``last_seq`` is rank 0's): seq is per rank."""
+    first_meta_t: dict[int, float] = field(default_factory=dict)
+    """The ``t`` of each rank's seq-0 meta delivered: the same meta again (a slow joiner gets it
+    both in the snapshot and live) is a duplicate, not a restart."""
 
     def next_request(self, now: float) -> bytes | None:
         """The snapshot request to send now, if one is due (first contact or a repair)."""
@@ -53,7 +58,17 @@ class CloneSession:
         if self.snapshot_open or not (self.repair_pending or self.snapshot_sent_at is None):
             return None
         self.snapshot_open, self.snapshot_sent_at = True, now
-        return snapshot_request(self.last_seq)
+        return snapshot_request(self.last_seq, self.rank_seqs)
+
+    def seen(self, rank: int) -> int:
+        """The last seq delivered for ``rank`` (-1: none yet)."""
+        return self.last_seq if rank == 0 else self.rank_seqs.get(rank, -1)
+
+    def _saw(self, rank: int, seq: int) -> None:
+        if rank == 0:
+            self.last_seq = seq
+        else:
+            self.rank_seqs[rank] = seq
 
     def accept_payload(self, payload: bytes) -> list[Record]:
         """A live PUB payload → records to deliver (in order); may set ``repair_pending``."""
@@ -65,15 +80,20 @@ class CloneSession:
         self.last_heard = time.monotonic()
         if record.kind == "heartbeat":
             self.status = record.data
-            self._check_gap(int(record.data.get("last_seq", record.seq)), inclusive=True)
+            last = int(record.data.get("last_seq", record.seq))
+            self._check_gap(last, inclusive=True, rank=record.rank)
             return [record]
         if self._is_restart(record):
-            self.last_seq, self.run = -1, record.run
-        if record.seq <= self.last_seq:
+            if record.rank == 0:
+                self.rank_seqs.clear()
+            self._saw(record.rank, -1)
+            self.run = record.run
+        if record.seq <= self.seen(record.rank):
             return []
-        if not self._check_gap(record.seq, inclusive=False):
+        if not self._check_gap(record.seq, inclusive=False, rank=record.rank):
             return []
-        self.last_seq = record.seq
+        self._saw(record.rank, record.seq)
+        self._note_first_meta(record)
         self.run = record.run
         return [record]
 
@@ -86,9 +106,11 @@ class CloneSession:
             except WireError as err:
                 self.rejected[str(err)] += 1
                 continue
-            if record.seq > self.last_seq or (record.kind == "meta" and self.last_seq < 0):
+            last = self.seen(record.rank)
+            if record.seq > last or (record.kind == "meta" and last < 0):
                 out.append(record)
-                self.last_seq = max(self.last_seq, record.seq)
+                self._saw(record.rank, max(last, record.seq))
+                self._note_first_meta(record)
                 self.run = record.run
         self.last_heard = time.monotonic()
         return out
@@ -96,9 +118,20 @@ class CloneSession:
     def finish_snapshot(self, end: dict) -> None:
         """End of a snapshot: what it could not deliver is lost for good."""
         end_seq = int(end.get("seq", -1))
-        if end_seq > self.last_seq:
-            self.lost += end_seq - self.last_seq
-            self.last_seq = end_seq
+        ends = {0: end_seq}
+        ranks = end.get("ranks")
+        if isinstance(ranks, dict):
+            ends.update(
+                {
+                    int(r): s
+                    for r, s in ranks.items()
+                    if str(r).isdigit() and isinstance(s, int) and int(r) > 0
+                }
+            )
+        for rank, seq in ends.items():
+            if seq > self.seen(rank):
+                self.lost += seq - self.seen(rank)
+                self._saw(rank, seq)
         self.repair_pending = False
         self.snapshot_open = False
 
@@ -111,10 +144,11 @@ class CloneSession:
             return "live", age
         return ("stale" if age < DISCONNECTED_AFTER_S else "disconnected"), age
 
-    def _check_gap(self, seq: int, inclusive: bool) -> bool:
+    def _check_gap(self, seq: int, inclusive: bool, rank: int = 0) -> bool:
         """True when ``seq`` follows on; otherwise request a repair and hold the record back."""
-        expected = self.last_seq if inclusive else self.last_seq + 1
-        if seq <= expected or (self.last_seq < 0 and not inclusive and seq == 0):
+        last = self.seen(rank)
+        expected = last if inclusive else last + 1
+        if seq <= expected or (last < 0 and not inclusive and seq == 0):
             return True
         if not self.repair_pending:
             self.repair_pending = True
@@ -122,8 +156,13 @@ class CloneSession:
         return False
 
     def _is_restart(self, record: Record) -> bool:
-        """A run that restarted on the same endpoint begins again at seq 0 with a meta."""
-        return record.kind == "meta" and record.seq == 0 and self.last_seq >= 0
+        """A run that restarted on the same endpoint begins again at seq 0 with a new meta."""
+        fresh = record.kind == "meta" and record.seq == 0 and self.seen(record.rank) >= 0
+        return fresh and self.first_meta_t.get(record.rank) != record.t
+
+    def _note_first_meta(self, record: Record) -> None:
+        if record.kind == "meta" and record.seq == 0:
+            self.first_meta_t[record.rank] = record.t
 
 
 def send_command(
@@ -158,8 +197,12 @@ def send_command(
         sock.close(0)
 
 
-def snapshot_request(since: int) -> bytes:
-    return msgpack.packb({"req": "snapshot", "since": since})
+def snapshot_request(since: int, ranks: dict[int, int] | None = None) -> bytes:
+    """``since`` is rank 0's last seq; ``ranks`` the other ranks' (a torchrun job's endpoint)."""
+    request: dict = {"req": "snapshot", "since": since}
+    if ranks:
+        request["ranks"] = {str(rank): seq for rank, seq in ranks.items()}
+    return msgpack.packb(request)
 
 
 def decode_reply(frames: list[bytes]) -> tuple[str, object]:

@@ -40,6 +40,7 @@ from probes.diagnostics import ProbeUnsupported
 from probes.endpoints import DEFAULT_ENDPOINT
 from probes.metrics import NormSnapshot, NormTracker, global_norm, learning_rates
 from probes.probe import PROBES, Probe, ProbeOutput, ProbeScheduler, StepContext
+from probes.ranks import detect_rank, rank_transport, unwrap_ddp
 from probes.store import RunStore, default_store_path
 from probes.transport import Transport, ZmqTransport
 from probes.wire import Record, metrics_data
@@ -94,6 +95,13 @@ class Monitor:
             raise ValueError(f"every must be ≥ 1, got {every}")
         self.run = run or _default_run_name()
         self.every = every
+        self.rank_info = detect_rank()
+        self.rank, self.world_size = self.rank_info.rank, self.rank_info.world_size
+        if transport is None and self.rank_info.distributed:  # torchrun: rank 0 hosts the job
+            transport = rank_transport(
+                self.rank_info, run=self.run, bind=bind or DEFAULT_ENDPOINT, history=history,
+                auto_port=bind is None, open_store=lambda: _open_store(store, self.run),
+            )
         self.transport: Transport = transport or ZmqTransport(
             bind or DEFAULT_ENDPOINT, run=self.run, history=history, auto_port=bind is None,
             store=_open_store(store, self.run),
@@ -147,6 +155,7 @@ class Monitor:
         Never raises: failures are counted in ``errors`` and logged once.
         """
         started = time.perf_counter()
+        model = unwrap_ddp(model)  # probes' extra forwards must not touch DDP's reducer
         ctx = StepContext(step, model, optimizer, logits, targets, inputs, loss_fn)
         try:
             self._remember(ctx)
@@ -200,6 +209,7 @@ class Monitor:
                 self._hooked.add(id(ctx.optimizer))
 
     def _apply_commands(self) -> None:
+        self.transport.set_status(step=self.step)  # rank transports time lockstep commands by it
         for command in self.transport.poll_commands():
             self._apply(command)
 
@@ -388,6 +398,8 @@ class Monitor:
             "config": _plain(self.config),
             "started": time.time(),
             "endpoint": self.endpoint,
+            "rank": self.rank,
+            "world_size": self.world_size,
             "git_commit": _git_commit(),
         }
 

@@ -33,6 +33,7 @@ from tui.help import HelpScreen, binding_rows
 from tui.ingest import RecordSource, ZmqSource
 from tui.launcher import LauncherScreen
 from tui.layers import LayersScreen
+from tui.ranks import RanksScreen
 from tui.run_list import RunListScreen
 from tui.runs import RunSet, RunSlot
 from tui.state import EventItem, RunState
@@ -73,6 +74,8 @@ class EdgewatchApp(App[None]):
         Binding("y", "toggle_log", "Log y"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("l", "layers", "Layers"),
+        Binding("n", "ranks", "Ranks"),
+        Binding("N", "cycle_rank", "Next rank/mean", key_display="N"),
         Binding("s", "toggle('stablemax')", "StableMax"),
         Binding("g", "toggle('perpgrad')", "⊥Grad"),
         Binding("r", "toggle('rho_control')", "ρ-control"),
@@ -126,6 +129,7 @@ class EdgewatchApp(App[None]):
         self.controls_bar = ControlsBar(id="controls")
         self.layers_screen = LayersScreen()
         self.events_screen = EventsScreen()
+        self.ranks_screen = RanksScreen()
         self._stop_armed = False
 
     # -- the selected run (the dashboard's code reads these as if there were one) ---------------
@@ -176,6 +180,7 @@ class EdgewatchApp(App[None]):
         self.install_screen(self.events_screen, "events")
         for slot in self.runs:
             self._start_ingest(slot)
+        self.install_screen(self.ranks_screen, "ranks")
         self.set_interval(self._refresh_s, self.flush, name="render")
         if self._open_launcher:
             self.call_after_refresh(self.action_launcher)
@@ -219,6 +224,8 @@ class EdgewatchApp(App[None]):
             self.layers_screen.show(state)
         if self.events_screen.is_current:
             self.events_screen.show(state)
+        if self.ranks_screen.is_current:
+            self.ranks_screen.show(state)
         if state.version == self._rendered_version:
             return
         if self.grid.show(state.series):
@@ -384,6 +391,17 @@ class EdgewatchApp(App[None]):
             return  # under the help screen
         await self.push_screen("layers")
         self.layers_screen.show(self.state)
+
+    async def action_ranks(self) -> None:
+        """Open the per-rank screen (``n``/``escape`` go back)."""
+        if self.ranks_screen not in self.screen_stack:
+            await self.push_screen("ranks")
+            self.ranks_screen.show(self.state)
+
+    def action_cycle_rank(self) -> None:
+        """The dashboard follows the next rank, then the mean over ranks."""
+        self.notify(f"dashboard shows {self.state.cycle_rank()}", timeout=2)
+        self.flush()
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

@@ -220,7 +220,8 @@ class ZmqSource:
     async def _request_snapshot(self) -> None:
         _, dealer = self._open()
         with contextlib.suppress(zmq.Again):
-            await dealer.send(snapshot_request(self.session.last_seq), zmq.NOBLOCK)
+            request = snapshot_request(self.session.last_seq, self.session.rank_seqs)
+            await dealer.send(request, zmq.NOBLOCK)
         self._snapshot_open = True
         self._snapshot_sent = time.monotonic()
 

@@ -19,6 +19,13 @@ from tui.format import fmt_value
 from tui.series import DEFAULT_CAPACITY, LAYER_CAPACITY, SeriesStore
 
 MAX_EVENTS = 200
+MEAN = -1
+"""``RunState.selected_rank`` value: the dashboard shows the mean over ranks."""
+MAX_RANK_SERIES = 16
+"""Ranks with their own chart history (beyond: latest values and the mean only)."""
+RANK_CAPACITY = 10_000
+"""Points per series of ranks other than 0 and of the mean (rank 0 keeps the full capacity)."""
+_MEAN_PENDING_STEPS = 64
 _RATE_WINDOW = 32
 _LISTED_KINDS = ("event", "alert", "ack")
 
@@ -109,6 +116,8 @@ class RunState:
         self.repairs = 0
         self.rejected: Counter[str] = Counter()
         self._event_id = 0
+        self.selected_rank = 0
+        """Which rank the dashboard's charts, gauges and layers show (``MEAN``: the mean)."""
         self.version = 0
         """Bumped on every change and never reset (views compare it to what they last drew)."""
         self.reset()
@@ -117,10 +126,9 @@ class RunState:
         """Forget the run (a restart on the same endpoint begins again); counters survive."""
         self.run: str | None = None
         self.meta: dict[str, Any] = {}
-        self.scalars: dict[str, float] = {}
         self.layers: list[str] = []
         self.per_layer: dict[str, list[float]] = {}
-        self.series = SeriesStore(self._capacity)
+        self.ranks = RankBook(self._capacity)
         self.layer_series = SeriesStore(self._layer_capacity)
         """Keyed ``"<metric>/<layer>"``."""
         self.status: dict[str, Any] = {}
@@ -137,6 +145,28 @@ class RunState:
         self._rate: deque[tuple[float, int]] = deque(maxlen=_RATE_WINDOW)
 
     # -- reading -------------------------------------------------------------------------------
+    @property
+    def series(self) -> SeriesStore:
+        """The chart histories of the selected rank (or of the mean over ranks)."""
+        return self.ranks.series_of(self.selected_rank)
+
+    @property
+    def scalars(self) -> dict[str, float]:
+        """Latest values of the selected rank (or their mean over ranks)."""
+        return self.ranks.latest_of(self.selected_rank)
+
+    @property
+    def rank_label(self) -> str:
+        return "mean of ranks" if self.selected_rank == MEAN else f"rank {self.selected_rank}"
+
+    def cycle_rank(self) -> str:
+        """Dashboard shows the next rank, then the mean, then rank 0 again; returns the label."""
+        order = [*self.ranks.with_series(), MEAN]
+        at = order.index(self.selected_rank) if self.selected_rank in order else -1
+        self.selected_rank = order[(at + 1) % len(order)]
+        self.version += 1
+        return self.rank_label
+
     @property
     def steps_per_s(self) -> float:
         """The run's own ``steps_per_s`` scalar when finite, else derived from record times."""
@@ -200,25 +230,28 @@ class RunState:
             handler(self, record)
 
     def _is_restart(self, record: Record) -> bool:
-        fresh_meta = record.kind == "meta" and record.seq == 0
+        fresh_meta = record.kind == "meta" and record.seq == 0 and record.rank == 0
         seen_more = self._last_seq.get(record.rank, -1) > 0
         other_run = self.run is not None and record.run != self.run
         return (fresh_meta and seen_more) or other_run
 
     def _on_meta(self, record: Record) -> None:
-        self.meta.update(record.data)
+        if record.rank == 0:  # other ranks' meta (their host, pid) stays with the rank
+            self.meta.update(record.data)
+        self.ranks.meta(record.rank, record.data)
 
     def _on_metrics(self, record: Record) -> None:
         data = record.data
         step = record.step
         self.step = max(self.step, step)
-        self._rate.append((record.t, step))
         if self._awaiting_effect:
             self._mark_in_effect(step)
-        for name, value in _items(data.get("scalars")):
-            value = _as_float(value)
-            self.scalars[name] = value
-            self.series.append(name, step, value)
+        shown = self.selected_rank if self.selected_rank != MEAN else 0
+        if record.rank == shown:
+            self._rate.append((record.t, step))
+        self.ranks.metrics(record.rank, step, _items(data.get("scalars")))
+        if record.rank != shown:
+            return
         layers = data.get("layers")
         if isinstance(layers, list) and layers and layers != self.layers:
             self.layers = [str(name) for name in layers]
@@ -232,6 +265,9 @@ class RunState:
 
     def _on_heartbeat(self, record: Record) -> None:
         data = record.data
+        self.ranks.heartbeat(record.rank, record.step, data)
+        if record.rank != 0:  # the job's status is rank 0's: it hosts the endpoint
+            return
         self.status = dict(data)
         state = str(data.get("state", self.state))
         if state != self.state and self.state != "waiting":
@@ -245,7 +281,8 @@ class RunState:
         data = record.data
         if record.kind == "event":
             name = str(data.get("event", "event"))
-            if name in ("start", "finished", "crashed"):
+            self.ranks.event(record.rank, name, data)
+            if name in ("start", "finished", "crashed") and record.rank == 0:
                 self.state = {"start": "running"}.get(name, name)
             level = _STATE_LEVEL.get(name, "info")
             text = _summarise(name, data, skip=("event",))
@@ -258,6 +295,8 @@ class RunState:
             level = "error" if data.get("error") else "ok"
             text = _summarise("ack", data, skip=())
             self._join_ack(record)
+        if record.rank:
+            text = f"[rank {record.rank}] {text}"
         self._add_event(record, record.kind, level, text)
 
     def _join_ack(self, record: Record) -> None:
@@ -293,7 +332,122 @@ class RunState:
         self.events.append(EventItem(self._event_id, record.t, record.step, kind, level, text))
 
 
-_STATE_LEVEL = {"finished": "ok", "crashed": "error", "paused": "warning", "running": "info"}
+_STATE_LEVEL = {
+    "finished": "ok",
+    "crashed": "error",
+    "paused": "warning",
+    "running": "info",
+    "rank_lost": "error",
+    "command_late": "warning",
+}
+
+
+class RankBook:
+    """Per-rank latest values, liveness and chart histories, and the mean over ranks.
+
+    Memory is bounded by the world size: latest values per rank, chart histories for at most
+    ``MAX_RANK_SERIES`` ranks (rank 0 at full capacity, others at ``RANK_CAPACITY``), and the
+    mean series, fed once every live rank has reported a step (or when the step is
+    ``_MEAN_PENDING_STEPS`` steps old, from the ranks that did).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self.latest: dict[int, dict[str, float]] = {}
+        self.steps: dict[int, int] = {}
+        self.health: dict[int, str] = {}
+        """``live``, ``lost`` (rank 0 announced it), or the rank's final state."""
+        self.hosts: dict[int, str] = {}
+        self._series: dict[int, SeriesStore] = {0: SeriesStore(capacity)}
+        self.mean = SeriesStore(min(capacity, RANK_CAPACITY))
+        self._pending: dict[int, dict[int, dict[str, float]]] = {}
+
+    def known(self) -> list[int]:
+        return sorted(set(self.latest) | set(self.health))
+
+    def with_series(self) -> list[int]:
+        return sorted(self._series)
+
+    def series_of(self, rank: int) -> SeriesStore:
+        return self.mean if rank == MEAN else self._series.get(rank, self._series[0])
+
+    def latest_of(self, rank: int) -> dict[str, float]:
+        if rank != MEAN:
+            return self.latest.get(rank, {})
+        names = {name for values in self.latest.values() for name in values}
+        return {name: _mean([v[name] for v in self.latest.values() if name in v]) for name in names}
+
+    def meta(self, rank: int, data: Mapping[str, Any]) -> None:
+        if "host" in data:
+            self.hosts[rank] = str(data["host"])
+        self.health.setdefault(rank, "live")
+
+    def metrics(self, rank: int, step: int, scalars: Iterable[tuple[str, Any]]) -> None:
+        values = {name: _as_float(value) for name, value in scalars}
+        self.latest.setdefault(rank, {}).update(values)
+        self.steps[rank] = max(step, self.steps.get(rank, -1))
+        if self.health.get(rank) in (None, "lost"):
+            self.health[rank] = "live"
+        store = self._series.get(rank)
+        if store is None and len(self._series) < MAX_RANK_SERIES:
+            store = self._series[rank] = SeriesStore(min(self._capacity, RANK_CAPACITY))
+        if store is not None:
+            for name, value in values.items():
+                store.append(name, step, value)
+        self._add_to_mean(rank, step, values)
+
+    def heartbeat(self, rank: int, step: int, data: Mapping[str, Any]) -> None:
+        state = data.get("state")
+        if isinstance(state, str) and self.health.get(rank) != "lost":
+            self.health[rank] = "live" if state in ("running", "paused") else state
+
+    def event(self, rank: int, name: str, data: Mapping[str, Any]) -> None:
+        lost = data.get("lost_rank")
+        if name in ("rank_lost", "rank_back") and isinstance(lost, int):
+            self.health[lost] = "lost" if name == "rank_lost" else "live"
+            self._flush_mean(everything=name == "rank_lost")
+        elif name in ("finished", "crashed"):
+            self.health[rank] = name
+
+    def _add_to_mean(self, rank: int, step: int, values: dict[str, float]) -> None:
+        self._pending.setdefault(step, {})[rank] = values
+        self._flush_mean()
+
+    def _flush_mean(self, everything: bool = False) -> None:
+        live = {r for r in self.known() if self.health.get(r, "live") == "live"}
+        while self._pending:
+            step = next(iter(self._pending))
+            reported = self._pending[step]
+            complete = live <= set(reported)
+            if not (complete or everything or len(self._pending) > _MEAN_PENDING_STEPS):
+                # later steps may be complete already; they wait behind this one, in order
+                return
+            del self._pending[step]
+            names = {name for values in reported.values() for name in values}
+            for name in names:
+                self.mean.append(
+                    name, step, _mean([v[name] for v in reported.values() if name in v])
+                )
+
+
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values) if values else math.nan
+
+
+def divergence(values: Iterable[float]) -> float:
+    """max/min of ``|value|`` across ranks (1.0: all ranks agree; NaN with no finite value).
+
+    Magnitudes, so a sign flip between ranks does not read as agreement; 0 against a non-zero
+    value is infinitely divergent, all zeros agree.
+    """
+    finite = [abs(v) for v in values if math.isfinite(v)]
+    if not finite:
+        return math.nan
+    low, high = min(finite), max(finite)
+    if high == 0:
+        return 1.0
+    return high / low if low > 0 else math.inf
+
 
 _HANDLERS = {
     "meta": RunState._on_meta,

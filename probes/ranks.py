@@ -1,0 +1,623 @@
+"""Multi-process runs (torchrun): every rank streams, one endpoint per job.
+
+Rank 0 hosts the job's only viewer endpoint (PUB + ROUTER) and its run store: a
+:class:`RankZeroTransport` is a :class:`~probes.transport.ZmqTransport` that also binds a PULL
+socket for the other ranks' records and a PUB socket that broadcasts commands to them. Every other
+rank uses a :class:`RankForwarder`: records are stamped with the rank's own gap-free ``seq`` and
+``rank`` and PUSHed to rank 0, which republishes them unchanged on its PUB and stores them (the
+store is keyed by ``(rank, seq)``). Nothing goes through torch.distributed collectives, so
+monitoring adds no sync point to training; the forwarder's sends never block (a full or dead
+link drops the record and counts it in ``stats.dropped_rank0_unreachable``).
+
+Addresses: the records PULL is ``tcp://$MASTER_ADDR:($MASTER_PORT + 11)`` and the command PUB the
+next port; ``EDGEWATCH_RANKS_ENDPOINT=tcp://host:port`` overrides both (the PUB then takes
+``port + 1``).
+
+Lockstep commands. A command arrives on rank 0's ROUTER. Rank 0 picks ``apply_at = its step +
+margin`` (margin = enough steps to cover ~0.25 s at the measured step rate, at least
+``MIN_MARGIN_STEPS``; 0 while paused, since a paused job does not advance) and broadcasts
+``(command, apply_at)`` to every rank; each rank, rank 0 included, applies it at the ``observe``
+of step ``apply_at``. Under DDP the gradient allreduce keeps ranks within one step of each other,
+so a margin of a few steps means every rank holds the command before reaching ``apply_at`` and
+all ranks switch at the same step. A rank that receives it late (already past ``apply_at``)
+applies it at once and publishes a ``command_late`` event saying at which step it did. Rank 0
+acks the sender as a single-process run does; every rank's application is an ``ack`` record
+carrying its ``rank``.
+
+Liveness: rank 0 remembers when it last heard from each rank (records, or heartbeats sent every
+second when idle). A rank silent for ``EDGEWATCH_RANK_TIMEOUT`` seconds (default 5) is announced
+with an event ``rank_lost`` ("rank N lost"); if it speaks again, ``rank_back``. A rank never
+heard from within ``NEVER_HEARD_S`` is announced the same way. A lost rank never
+blocks rank 0's I/O thread. If rank 0 dies, the other ranks' records are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import zmq
+
+from probes.control import Command, CommandError, parse_command
+from probes.endpoints import EndpointError
+from probes.store import RunStore
+from probes.transport import (
+    HEARTBEAT_S,
+    Pending,
+    TransportStats,
+    ZmqTransport,
+    _drain_queue,
+    _finalize,
+    _Sequencer,
+)
+from probes.wire import MAX_MESSAGE_BYTES, Record, WireError, decode, encode
+
+RANKS_PORT_OFFSET = 11
+"""The records port is ``MASTER_PORT + 11`` (torchrun's store uses MASTER_PORT itself)."""
+MIN_MARGIN_STEPS = 2
+MARGIN_SECONDS = 0.25
+MAX_MARGIN_STEPS = 10_000
+UNKNOWN_RATE_MARGIN_STEPS = 20
+"""Margin before the step rate is known (a command in the first steps of a run)."""
+LOST_AFTER_S = 5.0
+CLOSE_WAIT_S = 5.0
+"""How long rank 0's close waits for the other ranks' final records before giving up."""
+NEVER_HEARD_S = 60.0
+"""A rank that has sent nothing this long after rank 0 started is announced as lost."""
+FINAL_STATES = ("finished", "crashed", "stopped")
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    """Where this process sits in a distributed job (rank 0 of 1 outside one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def detect_rank(env: dict[str, str] | None = None) -> RankInfo:
+    """Rank and world size from an initialised process group, else torchrun's environment.
+
+    ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` are what torchrun (and most launchers) set; a malformed
+    value raises ``ValueError`` with the variable's name rather than guessing a rank.
+    """
+    env = os.environ if env is None else env
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            local = _env_int(env, "LOCAL_RANK", 0)
+            return RankInfo(dist.get_rank(), dist.get_world_size(), local)
+    except ImportError:  # pragma: no cover - torch without distributed support
+        pass
+    rank = _env_int(env, "RANK", 0)
+    world = _env_int(env, "WORLD_SIZE", 1)
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} is not within WORLD_SIZE={world}")
+    return RankInfo(rank, world, _env_int(env, "LOCAL_RANK", rank))
+
+
+def unwrap_ddp(model: Any) -> Any:
+    """The module inside ``DistributedDataParallel`` (or FSDP-style ``.module`` wrappers).
+
+    The probes run extra forwards and ``autograd.grad`` calls at their own cadence, which differs
+    between ranks; through DDP they would arm its gradient reducer (and could issue collectives
+    on one rank only). On the inner module they are plain local computations.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    while isinstance(model, DistributedDataParallel):
+        model = model.module
+    return model
+
+
+def _env_int(env: Any, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+
+
+def ranks_endpoints(env: dict[str, str] | None = None) -> tuple[str, str]:
+    """(records PULL address, command PUB address) for this job, from the rendezvous env."""
+    env = os.environ if env is None else env
+    override = env.get("EDGEWATCH_RANKS_ENDPOINT")
+    if override:
+        host, port = _split_tcp(override)
+    else:
+        host = env.get("MASTER_ADDR", "127.0.0.1")
+        port = _env_int(env, "MASTER_PORT", 29500) + RANKS_PORT_OFFSET
+    host = _resolve(host)
+    return f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}"
+
+
+def _split_tcp(address: str) -> tuple[str, int]:
+    rest = address.removeprefix("tcp://")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65535:
+        raise ValueError(f"EDGEWATCH_RANKS_ENDPOINT={address!r}: expected tcp://HOST:PORT")
+    return host, int(port)
+
+
+def _resolve(host: str) -> str:
+    """ZeroMQ binds interfaces, not names: turn ``localhost``/a host name into an address."""
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return host
+
+
+class _Lockstep:
+    """Commands held until their ``apply_at`` step (training-thread side, every rank)."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Command, int]] = []
+
+    def due(self, step: int) -> list[tuple[Command, int]]:
+        ready = [(c, at) for c, at in self.pending if at <= step]
+        self.pending = [(c, at) for c, at in self.pending if at > step]
+        return ready
+
+
+class _StepRate:
+    """Seconds per step from successive (time, step) observations, smoothed."""
+
+    def __init__(self) -> None:
+        self.last: tuple[float, int] | None = None
+        self.seconds_per_step = math.nan
+
+    def update(self, step: int) -> None:
+        now = time.monotonic()
+        if self.last is not None and step > self.last[1]:
+            dt = (now - self.last[0]) / (step - self.last[1])
+            old = self.seconds_per_step
+            self.seconds_per_step = dt if math.isnan(old) else 0.8 * old + 0.2 * dt
+        if self.last is None or step != self.last[1]:
+            self.last = (now, step)
+
+    def margin(self) -> int:
+        if not math.isfinite(self.seconds_per_step) or self.seconds_per_step <= 0:
+            return UNKNOWN_RATE_MARGIN_STEPS
+        steps = math.ceil(MARGIN_SECONDS / self.seconds_per_step)
+        return max(MIN_MARGIN_STEPS, min(MAX_MARGIN_STEPS, steps))
+
+
+def _command_message(command: Command, apply_at: int) -> bytes:
+    return msgpack.packb(
+        {"id": command.id, "cmd": command.cmd, "args": command.args, "apply_at": apply_at},
+        use_bin_type=True,
+    )
+
+
+class RankZeroTransport(ZmqTransport):
+    """Rank 0: the job's viewer endpoint and store, fed by every rank (see module docstring)."""
+
+    def __init__(
+        self,
+        bind: str,
+        *,
+        run: str,
+        world_size: int,
+        addresses: tuple[str, str] | None = None,
+        lost_after_s: float | None = None,
+        history: int = 100_000,
+        **kwargs: Any,
+    ) -> None:
+        self.world_size = world_size
+        self._lost_after = lost_after_s or float(
+            os.environ.get("EDGEWATCH_RANK_TIMEOUT", LOST_AFTER_S)
+        )
+        records_addr, commands_addr = addresses or ranks_endpoints()
+        ctx = zmq.Context.instance()
+        self._pull = ctx.socket(zmq.PULL)
+        self._cmd_pub = ctx.socket(zmq.PUB)
+        for sock in (self._pull, self._cmd_pub):
+            sock.setsockopt(zmq.LINGER, 500)
+        self._pull.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self._pull.setsockopt(zmq.RCVHWM, 100_000)
+        try:
+            self._pull.bind(records_addr)
+            self._cmd_pub.bind(commands_addr)
+        except zmq.ZMQError as exc:
+            self._pull.close(0)
+            self._cmd_pub.close(0)
+            raise EndpointError(
+                f"rank 0 cannot bind {records_addr} / {commands_addr}: "
+                f"{exc.strerror}; set EDGEWATCH_RANKS_ENDPOINT"
+            ) from None
+        self.records_endpoint, self.commands_endpoint = records_addr, commands_addr
+        self._rank_history: dict[int, deque[tuple[int, bytes]]] = {}
+        self._rank_meta: dict[int, list[tuple[int, bytes]]] = {}
+        self._rank_last: dict[int, int] = {}
+        self._heard: dict[int, float] = {}
+        self._lost: set[int] = set()
+        self._done: set[int] = set()
+        self._rank_history_limit = history
+        self._started = time.monotonic()
+        self._since_ranks: dict[int, int] = {}
+        self._broadcasts: deque[bytes] = deque()
+        self._lockstep = _Lockstep()
+        self._rate = _StepRate()
+        super().__init__(bind, run=run, rank=0, history=history, **kwargs)
+        self.stats: RankZeroStats = RankZeroStats(**self.stats.as_map())
+
+    # -- training-thread side -------------------------------------------------------------
+    def poll_commands(self) -> list[Command]:
+        """New commands get ``apply_at`` and are broadcast; those due at this step come back."""
+        step = int(self._status.get("step", 0))
+        self._rate.update(step)
+        for command in super().poll_commands():
+            margin = 0 if self._status.get("state") == "paused" else self._rate.margin()
+            apply_at = step + margin
+            self._lockstep.pending.append((command, apply_at))
+            self._broadcasts.append(_command_message(command, apply_at))
+        return [command for command, _ in self._lockstep.due(step)]
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Wait (bounded) for every other rank's last records, then close as usual."""
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        while time.monotonic() < deadline and not self._all_ranks_settled():
+            time.sleep(0.02)
+        super().close(timeout)
+
+    def _all_ranks_settled(self) -> bool:
+        others = set(range(1, self.world_size))
+        return others <= (self._done | self._lost) or not self._thread.is_alive()
+
+    # -- I/O thread --------------------------------------------------------------------------
+    def _loop(self) -> None:
+        try:
+            super()._loop()
+        finally:
+            self._pull.close()
+            self._cmd_pub.close()
+
+    def _drain(self, limit: int = 5000) -> bool:
+        sent = super()._drain(limit)
+        while self._broadcasts:
+            try:
+                self._cmd_pub.send_multipart([b"cmd", self._broadcasts[0]], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self.stats.send_errors += 1
+            self._broadcasts.popleft()
+        sent = self._drain_forwarded(limit) or sent
+        self._check_lost()
+        return sent
+
+    def _drain_forwarded(self, limit: int) -> bool:
+        got = False
+        for _ in range(limit):
+            try:
+                payload = self._pull.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                record = decode(payload)
+            except WireError:
+                self.stats.forward_rejected += 1
+                continue
+            if record.rank == 0 or record.rank >= max(self.world_size, 1):
+                self.stats.forward_rejected += 1
+                continue
+            self._accept_forwarded(record, payload)
+            got = True
+        return got
+
+    def _accept_forwarded(self, record: Record, payload: bytes) -> None:
+        rank = record.rank
+        self._heard[rank] = time.monotonic()
+        if rank in self._lost:
+            self._lost.discard(rank)
+            self._announce("rank_back", rank, f"rank {rank} is back")
+        if record.run != self._run:  # a rank that picked another default name: same job
+            record.run = self._run
+            payload = encode(record)
+        if record.kind == "heartbeat":
+            if record.data.get("state") in FINAL_STATES:
+                self._done.add(rank)
+        else:
+            self._remember(rank, record, payload)
+            if self.store is not None:
+                self.store.append(record, payload)
+        self._publish(payload)
+        self.stats.forwarded += 1
+
+    def _remember(self, rank: int, record: Record, payload: bytes) -> None:
+        items = self._rank_history.setdefault(rank, deque())
+        items.append((record.seq, payload))
+        if len(items) > self._rank_history_limit:
+            items.popleft()
+        if record.kind == "meta":
+            metas = self._rank_meta.setdefault(rank, [])
+            metas.append((record.seq, payload))
+            del metas[:-8]
+        self._rank_last[rank] = max(record.seq, self._rank_last.get(rank, -1))
+
+    def _check_lost(self) -> None:
+        now = time.monotonic()
+        if now - self._started > NEVER_HEARD_S:
+            for rank in range(1, self.world_size):
+                if rank not in self._heard:  # announced once, as lost, so close() never waits
+                    self._heard[rank] = self._started
+                    self._lost.add(rank)
+                    self._announce("rank_lost", rank, f"rank {rank} lost: never reported")
+        for rank, heard in self._heard.items():
+            if rank in self._lost or rank in self._done or now - heard < self._lost_after:
+                continue
+            self._lost.add(rank)
+            self._announce("rank_lost", rank, f"rank {rank} lost: silent for {now - heard:.1f} s")
+
+    def _announce(self, event: str, rank: int, message: str) -> None:
+        step = int(self._status.get("step", 0))
+        self.send(
+            Record(
+                kind="event",
+                run=self._run,
+                step=step,
+                data={"event": event, "lost_rank": rank, "message": message},
+            )
+        )
+
+    # -- snapshots cover every rank ----------------------------------------------------------
+    def _answer(self, frames: list[bytes]) -> None:
+        try:
+            request = msgpack.unpackb(frames[-1], raw=False)
+        except Exception:
+            request = None
+        self._since_ranks = _ranks_since(request)
+        super()._answer(frames)
+
+    def _send_snapshot(self, identity: bytes, since: int) -> None:
+        payloads = self._history.since(since)
+        for rank, items in sorted(self._rank_history.items()):
+            after = self._since_ranks.get(rank, -1)
+            first = items[0][0] if items else 0
+            payloads += [p for s, p in self._rank_meta.get(rank, []) if after < s < first]
+            payloads += [p for s, p in items if s > after]
+        for start in range(0, len(payloads), 1000):
+            self._reply(identity, b"snap", payloads[start : start + 1000])
+        ranks = {str(r): last for r, last in self._rank_last.items()}
+        self._reply(
+            identity, b"end", {"run": self._run, "rank": 0, "seq": self._seq.last, "ranks": ranks}
+        )
+        self.stats.snapshots_served += 1
+
+
+def _ranks_since(request: Any) -> dict[int, int]:
+    """The optional ``ranks: {"1": seq}`` map of a snapshot request (bad entries ignored)."""
+    if not isinstance(request, dict) or not isinstance(request.get("ranks"), dict):
+        return {}
+    out = {}
+    for key, value in request["ranks"].items():
+        if str(key).isdigit() and isinstance(value, int) and not isinstance(value, bool):
+            out[int(key)] = value
+    return out
+
+
+@dataclass
+class RankZeroStats(TransportStats):
+    """Rank 0's counters also count what the other ranks sent (shown in its heartbeats)."""
+
+    forwarded: int = 0
+    forward_rejected: int = 0
+
+
+@dataclass
+class ForwarderStats(TransportStats):
+    """A forwarding rank's counters: records it could not hand to rank 0, late commands."""
+
+    dropped_rank0_unreachable: int = 0
+    commands_late: int = 0
+
+
+class RankForwarder:
+    """Ranks > 0: records PUSHed to rank 0, commands received from rank 0's broadcast."""
+
+    def __init__(
+        self,
+        *,
+        run: str,
+        rank: int,
+        addresses: tuple[str, str] | None = None,
+        queue_size: int = 10_000,
+        send_hwm: int = 10_000,
+        heartbeat_s: float = HEARTBEAT_S,
+    ) -> None:
+        if rank < 1:
+            raise ValueError(f"a forwarder is for ranks ≥ 1, got rank {rank}")
+        records_addr, commands_addr = addresses or ranks_endpoints()
+        self.stats = ForwarderStats()
+        self.endpoint = records_addr
+        self.rank = rank
+        self._run = run
+        self._queue: queue.Queue[Pending] = queue.Queue(maxsize=queue_size)
+        self._received: queue.Queue[tuple[Command, int]] = queue.Queue(maxsize=1000)
+        self._lockstep = _Lockstep()
+        self._seq = _Sequencer()
+        self._status: dict[str, Any] = {"state": "running"}
+        self._heartbeat_s = heartbeat_s
+        self._stop = threading.Event()
+        ctx = zmq.Context.instance()
+        self._push = ctx.socket(zmq.PUSH)
+        self._push.setsockopt(zmq.SNDHWM, send_hwm)
+        self._push.setsockopt(zmq.LINGER, 1000)  # exit never waits long on a dead rank 0
+        self._push.connect(records_addr)
+        self._sub = ctx.socket(zmq.SUB)
+        self._sub.setsockopt(zmq.LINGER, 0)
+        self._sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"cmd")
+        self._sub.connect(commands_addr)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"edgewatch-rank{rank}", daemon=True
+        )
+        self._thread.start()
+
+    # -- training-thread side (the Transport interface) ---------------------------------------
+    def send(self, item: Pending) -> None:
+        try:
+            self._queue.put_nowait(item)
+            self.stats.enqueued += 1
+        except queue.Full:
+            self.stats.dropped_queue_full += 1
+
+    def set_status(self, **status: Any) -> None:
+        self._status = {**self._status, **status}
+
+    def poll_commands(self) -> list[Command]:
+        """Commands whose ``apply_at`` has come; late ones are applied now and reported."""
+        step = int(self._status.get("step", 0))
+        self._lockstep.pending += _drain_queue(self._received)
+        out = []
+        for command, apply_at in self._lockstep.due(step):
+            if apply_at < step:
+                self.stats.commands_late += 1
+                self.send(
+                    Record(
+                        kind="event",
+                        run=self._run,
+                        step=step,
+                        data={
+                            "event": "command_late",
+                            "id": command.id,
+                            "cmd": command.cmd,
+                            "apply_at": apply_at,
+                            "applied_at_step": step,
+                            "message": f"rank {self.rank} applied {command.cmd} late, at {step}",
+                        },
+                    )
+                )
+            out.append(command)
+        return out
+
+    def reply(self, peer: bytes, body: dict[str, Any]) -> None:
+        """Only rank 0 answers the sender; this rank's ack travels as its ``ack`` record."""
+
+    def close(self, timeout: float = 2.0) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(timeout)
+
+    # -- I/O thread --------------------------------------------------------------------------
+    def _loop(self) -> None:
+        last_sent = time.monotonic()
+        try:
+            while True:
+                stopping = self._stop.is_set()
+                if self._drain():
+                    last_sent = time.monotonic()
+                if stopping:
+                    self._heartbeat(final=True)
+                    break
+                if time.monotonic() - last_sent >= self._heartbeat_s:
+                    self._heartbeat()
+                    last_sent = time.monotonic()
+                if self._sub.poll(10):
+                    self._read_commands()
+        except Exception:  # never take the training process down
+            import logging
+
+            logging.getLogger("edgewatch.ranks").exception("rank forwarder stopped")
+        finally:
+            self._push.close()
+            self._sub.close()
+
+    def _drain(self, limit: int = 5000) -> bool:
+        sent = False
+        for _ in range(limit):
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                records = _finalize(item)
+            except Exception:
+                self.stats.finalize_errors += 1
+                continue
+            for record in records:
+                record.rank = self.rank
+                self._push_payload(encode(self._seq.stamp(record)))
+                sent = True
+        return sent
+
+    def _push_payload(self, payload: bytes) -> None:
+        try:
+            self._push.send(payload, zmq.NOBLOCK)
+            self.stats.published += 1
+        except zmq.ZMQError:
+            self.stats.dropped_rank0_unreachable += 1
+
+    def _heartbeat(self, final: bool = False) -> None:
+        status = {
+            **self._status,
+            "stats": self.stats.as_map(),
+            "queued": self._queue.qsize(),
+            "last_seq": self._seq.last,
+        }
+        if final:
+            status["state"] = status.get("final_state", "finished")
+        beat = Record(
+            kind="heartbeat",
+            run=self._run,
+            step=int(status.get("step", 0)),
+            data=status,
+            rank=self.rank,
+            seq=max(self._seq.last, 0),
+        )
+        self._push_payload(encode(beat))
+
+    def _read_commands(self) -> None:
+        while True:
+            try:
+                _, body = self._sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:  # not two frames
+                continue
+            try:
+                message = msgpack.unpackb(body, raw=False)
+                command = parse_command(message)
+                apply_at = int(message["apply_at"])
+                self._received.put_nowait((command, apply_at))
+            except (CommandError, KeyError, TypeError, ValueError, queue.Full, Exception):
+                self.stats.bad_requests += 1
+
+
+def rank_transport(
+    info: RankInfo,
+    *,
+    run: str,
+    bind: str,
+    auto_port: bool,
+    history: int,
+    open_store: Callable[[], RunStore | None],
+) -> ZmqTransport | RankForwarder:
+    """The transport a Monitor at ``info`` needs: rank 0 hosts (and keeps the job's store),
+    the others forward."""
+    if info.rank == 0:
+        return RankZeroTransport(
+            bind,
+            run=run,
+            world_size=info.world_size,
+            history=history,
+            auto_port=auto_port,
+            store=open_store(),
+        )
+    return RankForwarder(run=run, rank=info.rank)

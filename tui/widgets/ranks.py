@@ -1,0 +1,92 @@
+"""Per-rank table: one row per rank of a torchrun job, so a straggler or a diverging rank shows.
+
+Rows are keyed by rank and hold its liveness (``live``, ``lost``, ``finished``…), its last
+step and the latest value of each headline metric; the last row, ``max/min``, is the divergence
+strip: for every metric, the ratio of the largest to the smallest magnitude across ranks
+(:func:`tui.state.divergence`; 1.0 means the ranks agree). Cells are rewritten only when their
+text changes, so the cursor and scroll survive the 10 Hz updates.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from tui.format import fmt_value
+from tui.state import RankBook, divergence
+
+METRICS = ("loss", "grad_norm", "trace_h", "sc_fraction", "step_time")
+"""Columns, as the built-in probes name them (probes/builtin.py, probes/monitor.py)."""
+DIVERGENCE_ROW = "max/min"
+_STATE_STYLE = {"live": "green", "lost": "bold red", "crashed": "bold red", "finished": "dim"}
+_MISSING = "—"
+
+
+def format_cell(value: float | None) -> str:
+    return _MISSING if value is None or math.isnan(value) else fmt_value(value)
+
+
+def format_ratio(value: float) -> str:
+    """A divergence ratio: ``1.5×``, ``inf×``, ``—`` when no rank has a finite value."""
+    return _MISSING if math.isnan(value) else f"{fmt_value(value)}×"
+
+
+def rank_rows(book: RankBook) -> dict[str, list[str | Text]]:
+    """Row key → cells: every known rank, then the divergence strip."""
+    rows: dict[str, list[str | Text]] = {}
+    for rank in book.known():
+        latest = book.latest.get(rank, {})
+        state = book.health.get(rank, "live")
+        cells: list[str | Text] = [
+            str(rank),
+            Text(state, style=_STATE_STYLE.get(state, "")),
+            fmt_value(book.steps[rank]) if rank in book.steps else _MISSING,
+        ]
+        rows[str(rank)] = cells + [format_cell(latest.get(m)) for m in METRICS]
+    ratios = [
+        divergence(book.latest[r][m] for r in book.latest if m in book.latest[r]) for m in METRICS
+    ]
+    rows[DIVERGENCE_ROW] = [Text(DIVERGENCE_ROW, style="bold"), "", ""] + [
+        format_ratio(ratio) for ratio in ratios
+    ]
+    return rows
+
+
+class RankTable(DataTable):
+    """The ranks of the job with their latest metrics and the divergence strip last."""
+
+    DEFAULT_CSS = """
+    RankTable { height: 1fr; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self._keys: list[str] = []
+
+    def on_mount(self) -> None:
+        self.add_column("rank", key="rank")
+        self.add_column("state", key="state")
+        self.add_column("step", key="step")
+        for metric in METRICS:
+            self.add_column(metric, key=metric)
+
+    def show(self, book: RankBook) -> None:
+        """Rewrite the rows (re-adding them only when the set of ranks changed)."""
+        rows = rank_rows(book)
+        columns = list(self.columns)
+        if list(rows) != self._keys:
+            self.clear()
+            for key, cells in rows.items():
+                self.add_row(*cells, key=key)
+            self._keys = list(rows)
+            return
+        for key, cells in rows.items():
+            for column, cell in zip(columns, cells, strict=True):
+                if str(self.get_cell(key, column)) != str(cell):
+                    self.update_cell(key, column, cell)
+
+    def cell_text(self, rank: str, metric: str) -> str:
+        """The text shown for ``rank`` (or ``max/min``) in ``metric``'s column (tests, help)."""
+        return str(self.get_cell(rank, metric))
