@@ -22,6 +22,7 @@ import msgpack
 import zmq
 
 from probes.endpoints import parse_endpoint
+from probes.security import ClientKeys, make_curve_client, resolve_client_keys
 from probes.wire import MAX_MESSAGE_BYTES, Record, WireError, decode
 
 STALE_AFTER_S = 2.5
@@ -65,7 +66,7 @@ class CloneSession:
         self.last_heard = time.monotonic()
         if record.kind == "heartbeat":
             self.status = record.data
-            self._check_gap(int(record.data.get("last_seq", record.seq)), inclusive=True)
+            self._check_gap(_as_seq(record.data.get("last_seq"), record.seq), inclusive=True)
             return [record]
         if self._is_restart(record):
             self.last_seq, self.run = -1, record.run
@@ -95,7 +96,7 @@ class CloneSession:
 
     def finish_snapshot(self, end: dict) -> None:
         """End of a snapshot: what it could not deliver is lost for good."""
-        end_seq = int(end.get("seq", -1))
+        end_seq = _as_seq(end.get("seq"), -1)
         if end_seq > self.last_seq:
             self.lost += end_seq - self.last_seq
             self.last_seq = end_seq
@@ -134,15 +135,17 @@ def send_command(
     command_id: str | int | None = None,
     timeout: float = 10.0,
     ctx: zmq.Context | None = None,
+    keys: ClientKeys | None = None,
 ) -> dict:
     """Send one command to a run and wait for its ack (raises TimeoutError if none comes).
 
     The ack is ``{"id", "cmd", "args", "applied_at_step", ...}`` or ``{"id", "cmd", "error"}``;
     it arrives when the run reaches its next step boundary (or at once for a rejected command).
+    ``keys`` (default: from the environment, see :mod:`probes.security`) enables CURVE.
     """
     cid = command_id if command_id is not None else f"{cmd}-{time.monotonic_ns()}"
     sock = (ctx or zmq.Context.instance()).socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
+    _prepare(sock, _client_keys(keys))
     sock.connect(parse_endpoint(endpoint).control)
     try:
         sock.send(msgpack.packb({"id": cid, "cmd": cmd, "args": args or {}}))
@@ -150,7 +153,10 @@ def send_command(
         while (left := deadline - time.monotonic()) > 0:
             if not sock.poll(int(left * 1000)):
                 break
-            tag, body = decode_reply(sock.recv_multipart())
+            try:
+                tag, body = decode_reply(sock.recv_multipart())
+            except WireError:
+                continue  # a garbled reply is not the ack; keep waiting for it
             if tag == "ack" and isinstance(body, dict) and body.get("id") in (cid, None):
                 return body
         raise TimeoutError(f"no ack for {cmd!r} from {endpoint} within {timeout:g} s")
@@ -173,14 +179,38 @@ def decode_reply(frames: list[bytes]) -> tuple[str, object]:
     return frames[-2].decode(errors="replace"), body
 
 
-def open_sockets(ctx: zmq.Context, endpoint: str) -> tuple[zmq.Socket, zmq.Socket]:
-    """SUB (telemetry) and DEALER (control) connected to ``endpoint``; SUB subscribes first."""
+def _as_seq(value: object, default: int) -> int:
+    """A seq from a peer's status map; anything but a plain int ≥ -1 means "not given"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= -1:
+        return value
+    return default
+
+
+def _client_keys(keys: ClientKeys | None) -> ClientKeys | None:
+    return keys if keys is not None else resolve_client_keys()
+
+
+def _prepare(sock: zmq.Socket, keys: ClientKeys | None) -> None:
+    """Every client socket: no linger, bounded message size, CURVE when keys are given."""
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    if keys is not None:
+        make_curve_client(sock, keys)
+
+
+def open_sockets(
+    ctx: zmq.Context, endpoint: str, keys: ClientKeys | None = None
+) -> tuple[zmq.Socket, zmq.Socket]:
+    """SUB (telemetry) and DEALER (control) connected to ``endpoint``; SUB subscribes first.
+
+    ``keys`` enables CURVE; when None, keys named by the environment are used (if any).
+    """
     parsed = parse_endpoint(endpoint)
+    keys = _client_keys(keys)
     sub = ctx.socket(zmq.SUB)
     dealer = ctx.socket(zmq.DEALER)
     for sock in (sub, dealer):
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        _prepare(sock, keys)
     sub.setsockopt(zmq.RCVHWM, 100_000)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(parsed.telemetry)
@@ -191,11 +221,13 @@ def open_sockets(ctx: zmq.Context, endpoint: str) -> tuple[zmq.Socket, zmq.Socke
 class Subscriber:
     """Blocking client for one run: history first, then live records, gaps repaired."""
 
-    def __init__(self, endpoint: str, ctx: zmq.Context | None = None) -> None:
+    def __init__(
+        self, endpoint: str, ctx: zmq.Context | None = None, keys: ClientKeys | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.session = CloneSession()
         self._ctx = ctx or zmq.Context.instance()
-        self._sub, self._dealer = open_sockets(self._ctx, endpoint)
+        self._sub, self._dealer = open_sockets(self._ctx, endpoint, keys)
         self._send_due_request()
 
     def poll(self, timeout: float = 0.1) -> list[Record]:

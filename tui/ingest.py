@@ -25,6 +25,7 @@ import zmq.asyncio
 
 from probes.client import CloneSession, decode_reply, open_sockets, snapshot_request
 from probes.endpoints import parse_endpoint
+from probes.security import ClientKeys
 from probes.wire import Record, WireError
 
 SLICE = 250
@@ -113,6 +114,7 @@ class ZmqSource:
         *,
         ctx: zmq.asyncio.Context | None = None,
         poll_ms: int = 250,
+        keys: ClientKeys | None = None,
     ) -> None:
         parse_endpoint(endpoint)  # fail before the UI starts, with the endpoint's own hint
         self.endpoint = endpoint
@@ -121,6 +123,7 @@ class ZmqSource:
         self._own_ctx = ctx is None
         self._ctx = ctx or zmq.asyncio.Context()
         self._poll_ms = poll_ms
+        self._keys = keys  # None: keys named by the environment, if any (probes.security)
         self._sockets: tuple[zmq.asyncio.Socket, zmq.asyncio.Socket] | None = None
         self._snapshot_open = False
         self._snapshot_sent = 0.0
@@ -173,7 +176,7 @@ class ZmqSource:
     def _open(self) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
         """Subscribe first (``open_sockets`` does), so nothing after the snapshot is missed."""
         if self._sockets is None:
-            sub, dealer = open_sockets(self._ctx, self.endpoint)
+            sub, dealer = open_sockets(self._ctx, self.endpoint, self._keys)
             self._sockets = (sub, dealer)  # type: ignore[assignment]
         return self._sockets
 
