@@ -96,16 +96,27 @@ def run(
         typer.Option("--set", help="Override a config field, e.g. --set lr=0.001 (repeatable)."),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar (used for child runs).")] = False,
+    keys: Annotated[
+        str | None,
+        typer.Option(help="Keys folder from `diag keys`: CURVE and allow-lists ($EDGEWATCH_KEYS)."),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow a non-loopback --endpoint without keys.")
+    ] = False,
 ) -> None:
     """Run a reference trainer: live in the TUI by default, or headless with --no-tui."""
     try:
         trainer_cls, config = _resolve_run(name, steps, seed, device, set_ or [])
         if no_tui:
-            _run_headless(trainer_cls, config, endpoint, quiet)
+            _run_headless(trainer_cls, config, endpoint, quiet, keys, insecure)
         else:
+            if keys:  # the TUI (ZmqSource) and the child trainer both read it
+                os.environ["EDGEWATCH_KEYS"] = str(Path(keys).expanduser().resolve())
             _run_with_tui(name, sys.argv[2:], endpoint)
     except UsageProblem as problem:
         raise fail(str(problem)) from None
+    except ValueError as err:  # probes.security.KeysError: a keys folder that cannot be used
+        raise fail(str(err)) from None
 
 
 def _resolve_run(name: str, steps: int | None, seed: int, device: str, sets: list[str]):
@@ -155,7 +166,10 @@ def _coerce(raw: str, field: dataclasses.Field, text: str) -> Any:
         raise UsageProblem(f"--set {text!r}: {raw!r} is not a valid {kind.__name__}") from None
 
 
-def _run_headless(trainer_cls, config, endpoint: str | None, quiet: bool) -> None:
+def _run_headless(
+    trainer_cls, config, endpoint: str | None, quiet: bool, keys: str | None = None,
+    insecure: bool = False,
+) -> None:
     from demos.loop import prepare
     from demos.loop import run as run_loop
     from probes.endpoints import EndpointError
@@ -164,7 +178,8 @@ def _run_headless(trainer_cls, config, endpoint: str | None, quiet: bool) -> Non
     trainer = prepare(trainer_cls, config)
     run_name = f"{trainer_cls.name}-{time.strftime('%H%M%S')}"
     try:
-        monitor = Monitor(run=run_name, bind=endpoint, config=dataclasses.asdict(config))
+        monitor = Monitor(run=run_name, bind=endpoint, config=dataclasses.asdict(config),
+                          keys=keys, insecure=insecure)
     except EndpointError as err:
         raise UsageProblem(str(err)) from None
     monitor.event("trainer", trainer=trainer_cls.name, title=trainer_cls.title)
@@ -315,26 +330,63 @@ def watch(
     endpoint: Annotated[str, typer.Argument(help="The run's endpoint, e.g. tcp://127.0.0.1:5555.")],
     once: Annotated[bool, typer.Option("--once", help="Print one summary and exit.")] = False,
     timeout: Annotated[float, typer.Option(help="With --once: seconds to wait for data.")] = 5.0,
+    keys: Annotated[
+        str | None, typer.Option(help="Keys folder from `diag keys` (or $EDGEWATCH_KEYS).")
+    ] = None,
+    client: Annotated[
+        str | None, typer.Option(help="Client name in the keys folder (default viewer).")
+    ] = None,
+    server_key: Annotated[
+        str | None, typer.Option(help="The server's public key file (server.key).")
+    ] = None,
+    client_key: Annotated[
+        str | None, typer.Option(help="This viewer's secret key file (NAME.key_secret).")
+    ] = None,
 ) -> None:
     """Attach to a running (or finished, still-open) run: live TUI, or --once for scripts."""
     from probes.endpoints import EndpointError, parse_endpoint
+    from probes.security import KeysError, resolve_client_keys
 
     try:
         parse_endpoint(endpoint)
-    except EndpointError as err:
+        client_keys = resolve_client_keys(
+            keys_dir=keys, client=client, server_key=server_key, client_key=client_key
+        )
+    except (EndpointError, KeysError) as err:
         raise fail(str(err)) from None
     if once:
-        _watch_once(endpoint, timeout)
+        _watch_once(endpoint, timeout, client_keys)
         return
     from tui.app import run_tui
 
+    _export_client_keys(keys, client, server_key, client_key)
     run_tui(endpoint)
 
 
-def _watch_once(endpoint: str, timeout: float) -> None:
+def _export_client_keys(
+    keys: str | None, client: str | None, server_key: str | None, client_key: str | None
+) -> None:
+    """The TUI's source reads its keys from the environment (``probes.security``)."""
+    if server_key or client_key:
+        os.environ.pop("EDGEWATCH_KEYS", None)
+        os.environ["EDGEWATCH_SERVER_KEY"] = _abs(server_key)
+        os.environ["EDGEWATCH_CLIENT_KEY"] = _abs(client_key)
+    elif keys:
+        os.environ.pop("EDGEWATCH_SERVER_KEY", None)
+        os.environ.pop("EDGEWATCH_CLIENT_KEY", None)
+        os.environ["EDGEWATCH_KEYS"] = _abs(keys)
+    if client:
+        os.environ["EDGEWATCH_CLIENT"] = client
+
+
+def _abs(path: str | None) -> str:
+    return str(Path(path).expanduser().resolve()) if path else ""
+
+
+def _watch_once(endpoint: str, timeout: float, keys=None) -> None:
     from probes.client import Subscriber
 
-    sub = Subscriber(endpoint)
+    sub = Subscriber(endpoint, keys=keys)
     try:
         records = sub.collect(lambda recs: any(r.kind == "metrics" for r in recs), timeout)
         records += sub.poll(0.3)
@@ -355,6 +407,30 @@ def _watch_once(endpoint: str, timeout: float) -> None:
     for key, value in last.data["scalars"].items():
         table.add_row(key, f"{value:.6g}")
     console.print(table)
+
+
+# -- diag keys ------------------------------------------------------------------------------
+@app.command("keys")
+def keys_command(
+    folder: Annotated[
+        str, typer.Argument(help="Keys folder (created 0700).")
+    ] = str(Path("~/.edgewatch/keys")),
+    client: Annotated[str, typer.Option(help="Name of the viewer key to create.")] = "viewer",
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="This viewer may watch but not send commands.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing client key of that name.")
+    ] = False,
+) -> None:
+    """Create CurveZMQ keys: the server pair (once) and a named viewer, allow-listed."""
+    from probes.security import KeysError, create_keys, usage_text
+
+    try:
+        created = create_keys(folder, client, read_only=read_only, force=force)
+    except (KeysError, OSError) as err:
+        raise fail(str(err)) from None
+    console.print(usage_text(created), highlight=False, markup=False, soft_wrap=True)
 
 
 # -- diag replay / runs / export ----------------------------------------------------------

@@ -198,22 +198,30 @@ def resolve_client_keys(
     client_key: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ClientKeys | None:
-    """Explicit files win over a folder; arguments win over the environment; None = no CURVE."""
+    """Arguments win over the environment; key files win over a folder; None = no CURVE."""
     env = os.environ if env is None else env
-    server_key = server_key or env.get(ENV_SERVER_KEY)
-    client_key = client_key or env.get(ENV_CLIENT_KEY)
     if server_key or client_key:
-        if not (server_key and client_key):
-            raise KeysError(
-                "a viewer needs both the server's public key (--server-key, "
-                f"{ENV_SERVER_KEY}) and its own secret key (--client-key, "
-                f"{ENV_CLIENT_KEY})"
-            )
-        return ClientKeys.load(server_key, client_key)
-    folder = keys_dir or env.get(ENV_KEYS)
-    if not folder:
-        return None
-    return ClientKeys.from_folder(folder, client or env.get(ENV_CLIENT) or DEFAULT_CLIENT)
+        return _from_files(server_key, client_key)
+    if keys_dir:
+        return ClientKeys.from_folder(keys_dir, client or env.get(ENV_CLIENT) or DEFAULT_CLIENT)
+    if env.get(ENV_SERVER_KEY) or env.get(ENV_CLIENT_KEY):
+        return _from_files(env.get(ENV_SERVER_KEY), env.get(ENV_CLIENT_KEY))
+    if env.get(ENV_KEYS):
+        return ClientKeys.from_folder(
+            env[ENV_KEYS], client or env.get(ENV_CLIENT) or DEFAULT_CLIENT
+        )
+    return None
+
+
+def _from_files(
+    server_key: str | os.PathLike[str] | None, client_key: str | os.PathLike[str] | None
+) -> ClientKeys:
+    if not (server_key and client_key):
+        raise KeysError(
+            "a viewer needs both the server's public key (--server-key, "
+            f"{ENV_SERVER_KEY}) and its own secret key (--client-key, {ENV_CLIENT_KEY})"
+        )
+    return ClientKeys.load(server_key, client_key)
 
 
 # -- creating keys -----------------------------------------------------------------------------
