@@ -27,6 +27,8 @@ from probes.wire import MAX_MESSAGE_BYTES, Record, WireError, decode
 
 STALE_AFTER_S = 2.5
 DISCONNECTED_AFTER_S = 10.0
+MAX_REASONS = 32
+MAX_REASON_CHARS = 120
 SNAPSHOT_TIMEOUT_S = 2.0
 """A snapshot request unanswered this long is abandoned (live records flow meanwhile) and
 asked again when a gap shows: a peer without a control socket must not freeze the viewer."""
@@ -47,6 +49,14 @@ class CloneSession:
     snapshot_open: bool = False
     snapshot_sent_at: float | None = None
 
+    def reject(self, reason: str) -> None:
+        """Count one rejected message by reason. Reasons quote what a peer sent, so both their
+        length and their number are capped: a hostile peer cannot grow this map without bound."""
+        reason = reason[:MAX_REASON_CHARS]
+        if reason not in self.rejected and len(self.rejected) >= MAX_REASONS - 1:
+            reason = "other reasons"
+        self.rejected[reason] += 1
+
     def next_request(self, now: float) -> bytes | None:
         """The snapshot request to send now, if one is due (first contact or a repair)."""
         if self.snapshot_open and now - (self.snapshot_sent_at or now) > SNAPSHOT_TIMEOUT_S:
@@ -61,7 +71,7 @@ class CloneSession:
         try:
             record = decode(payload)
         except WireError as err:
-            self.rejected[str(err)] += 1
+            self.reject(str(err))
             return []
         self.last_heard = time.monotonic()
         if record.kind == "heartbeat":
@@ -85,7 +95,7 @@ class CloneSession:
             try:
                 record = decode(payload)
             except WireError as err:
-                self.rejected[str(err)] += 1
+                self.reject(str(err))
                 continue
             if record.seq > self.last_seq or (record.kind == "meta" and self.last_seq < 0):
                 out.append(record)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import reprlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -185,7 +186,7 @@ class ZmqSource:
         try:
             tag, body = decode_reply(frames)
         except WireError as err:
-            self.session.rejected[str(err)] += 1
+            self.session.reject(str(err))
             return
         if tag == "snap" and isinstance(body, list):
             self._snapshot_sent = time.monotonic()  # progress: not overdue
@@ -197,7 +198,7 @@ class ZmqSource:
             self._snapshot_open = False
             yield from self._accept_live(self._take_buffered())
         elif tag == "error":
-            self.session.rejected[f"control error: {body!r}"[:120]] += 1
+            self.session.reject(f"control error: {reprlib.repr(body)}")
             self._snapshot_open = False
 
     def _accept_live(self, payloads: list[bytes]) -> Iterator[list[Record]]:

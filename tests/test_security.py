@@ -1,0 +1,367 @@
+"""Remote runs, safely: CURVE allow-lists, read-only viewers, the refusal rule, rate limits.
+
+Everything here runs over real sockets on loopback with keys generated in a temp dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+import torch
+import zmq
+from typer.testing import CliRunner
+
+from diag.cli import app
+from probes.client import Subscriber, decode_reply, send_command
+from probes.endpoints import free_port_pair, parse_endpoint
+from probes.monitor import Monitor
+from probes.security import (
+    ClientKeys,
+    InsecureBindError,
+    KeysError,
+    RateLimiter,
+    ServerKeys,
+    create_keys,
+    make_curve_client,
+    resolve_client_keys,
+    resolve_server_keys,
+)
+from probes.transport import MAX_COMMANDS_PER_POLL, MAX_REQUEST_BYTES, ZmqTransport
+from probes.wire import Record
+from tui.state import RunState
+from tui.widgets.run_header import HeaderInfo
+
+SILENCE_S = 1.5
+"""How long an unauthorised peer is given to receive something (it must receive nothing)."""
+
+
+@pytest.fixture(scope="module")
+def keys_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("keys") / "keys"
+    create_keys(folder, "ops")
+    create_keys(folder, "watcher", read_only=True)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _no_key_env(monkeypatch):
+    for name in ("EDGEWATCH_KEYS", "EDGEWATCH_CLIENT", "EDGEWATCH_SERVER_KEY",
+                 "EDGEWATCH_CLIENT_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _stranger(tmp_path: Path, keys_dir: Path) -> ClientKeys:
+    """A well-formed CURVE client that knows the server key but is on no allow-list."""
+    other = create_keys(tmp_path / "other", "stranger").client_secret
+    return ClientKeys.load(keys_dir / "server.key", other)
+
+
+class LiveLoop:
+    """A tiny training loop in a thread; ``applied`` counts the ``bump`` commands it applied."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.mon = monitor
+        self.applied = 0
+        self.step = 0
+        self.model = torch.nn.Linear(4, 2)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01)
+
+        @monitor.controller("bump")
+        def bump(mon):
+            self.applied += 1
+            return {"applied": self.applied}
+
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        x = torch.randn(8, 4)
+        while not self.stop.is_set():
+            self.opt.zero_grad()
+            loss = self.model(x).pow(2).mean()
+            loss.backward()
+            self.mon.observe(self.step, model=self.model, optimizer=self.opt, loss=loss)
+            self.opt.step()
+            self.step += 1
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        self.mon.close()
+
+
+@pytest.fixture
+def secure_run(keys_dir, tmp_path):
+    mon = Monitor(run="sec", bind="tcp://127.0.0.1:0", keys=keys_dir, probes=None, store=None,
+                  run_dir=str(tmp_path / "run"))
+    loop = LiveLoop(mon)
+    yield loop
+    loop.close()
+
+
+def _collect_metrics(
+    endpoint: str, keys: ClientKeys | None, seconds: float, kind: str = "metrics"
+) -> list[Record]:
+    ctx = zmq.Context()  # own context: a refused CURVE handshake must not linger elsewhere
+    sub = Subscriber(endpoint, ctx=ctx, keys=keys)
+    try:
+        return sub.collect(lambda recs: any(r.kind == kind for r in recs), seconds)
+    finally:
+        sub.close()
+        ctx.term()
+
+
+# -- keys ------------------------------------------------------------------------------------------
+def test_create_keys_layout_permissions_and_no_silent_overwrite(tmp_path):
+    folder = tmp_path / "k"
+    created = create_keys(folder)
+    assert created.server_created and created.role == "control"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for secret in (folder / "server.key_secret", folder / "clients" / "viewer.key_secret"):
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert (folder / "allow" / "control" / "viewer.key").is_file()
+    before = (folder / "clients" / "viewer.key_secret").read_bytes()
+    with pytest.raises(KeysError, match="already exists; pass --force"):
+        create_keys(folder)
+    assert (folder / "clients" / "viewer.key_secret").read_bytes() == before
+    server_before = (folder / "server.key_secret").read_bytes()
+    again = create_keys(folder, force=True, read_only=True)
+    assert not again.server_created  # the server pair is never replaced
+    assert (folder / "server.key_secret").read_bytes() == server_before
+    assert (folder / "clients" / "viewer.key_secret").read_bytes() != before
+    assert not (folder / "allow" / "control" / "viewer.key").exists()
+    assert (folder / "allow" / "telemetry" / "viewer.key").is_file()
+    keys = ServerKeys.load(folder)
+    viewer = ClientKeys.from_folder(folder)
+    assert viewer.public in keys.telemetry and viewer.public not in keys.control
+
+
+def test_diag_keys_command_prints_usage_and_refuses_to_overwrite(tmp_path):
+    runner = CliRunner()
+    folder = tmp_path / "keys"
+    result = runner.invoke(app, ["keys", str(folder), "--client", "laptop"])
+    assert result.exit_code == 0, result.output
+    assert "--keys" in result.output and "EDGEWATCH_KEYS" in result.output
+    assert "--server-key" in result.output and "laptop.key_secret" in result.output
+    result = runner.invoke(app, ["keys", str(folder), "--client", "laptop"])
+    assert result.exit_code == 2 and "already exists" in result.output
+
+
+def test_key_resolution_from_arguments_and_environment(keys_dir, tmp_path):
+    env = {"EDGEWATCH_KEYS": str(keys_dir), "EDGEWATCH_CLIENT": "watcher"}
+    assert resolve_server_keys(None, env) == ServerKeys.load(keys_dir)
+    assert resolve_server_keys(None, {}) is None
+    assert resolve_client_keys(env=env) == ClientKeys.from_folder(keys_dir, "watcher")
+    files = {"EDGEWATCH_SERVER_KEY": str(keys_dir / "server.key"),
+             "EDGEWATCH_CLIENT_KEY": str(keys_dir / "clients" / "ops.key_secret")}
+    assert resolve_client_keys(env=files) == ClientKeys.from_folder(keys_dir, "ops")
+    with pytest.raises(KeysError, match="needs both"):
+        resolve_client_keys(server_key=keys_dir / "server.key", env={})
+    with pytest.raises(KeysError, match="no secret key"):
+        ClientKeys.from_folder(keys_dir, "nobody")
+    with pytest.raises(KeysError, match="no secret key for the server"):
+        ServerKeys.load(tmp_path)
+
+
+# -- authentication over real sockets ---------------------------------------------------------------
+def test_authenticated_client_receives_records_and_its_command_is_applied(secure_run, keys_dir):
+    ops = ClientKeys.from_folder(keys_dir, "ops")
+    records = _collect_metrics(secure_run.mon.endpoint, ops, 10.0)
+    assert any(r.kind == "meta" and r.data.get("auth") == "curve" for r in records)
+    assert any(r.kind == "metrics" for r in records)
+    ack = send_command(secure_run.mon.endpoint, "bump", keys=ops, timeout=10)
+    assert "error" not in ack and ack["applied"] == 1
+    assert secure_run.applied == 1
+
+
+@pytest.mark.parametrize("who", ["plain", "stranger"])
+def test_unauthenticated_client_gets_no_records_and_no_command_applied(
+    secure_run, keys_dir, tmp_path, who
+):
+    keys = _stranger(tmp_path, keys_dir) if who == "stranger" else None
+    assert _collect_metrics(secure_run.mon.endpoint, keys, SILENCE_S) == []
+    ctx = zmq.Context()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    if keys is not None:
+        make_curve_client(dealer, keys)
+    dealer.connect(parse_endpoint(secure_run.mon.endpoint).control)
+    for i in range(5):
+        dealer.send(msgpack.packb({"id": i, "cmd": "bump", "args": {}}), zmq.NOBLOCK)
+    assert not dealer.poll(int(SILENCE_S * 1000))  # no ack, no error: nothing got through
+    dealer.close(0)
+    ctx.term()
+    stats = secure_run.mon.transport.stats
+    assert secure_run.applied == 0 and stats.commands_received == 0
+    assert secure_run.thread.is_alive()
+
+
+def test_read_only_client_gets_telemetry_but_its_commands_are_refused(secure_run, keys_dir):
+    watcher = ClientKeys.from_folder(keys_dir, "watcher")
+    records = _collect_metrics(secure_run.mon.endpoint, watcher, 10.0)
+    assert any(r.kind == "metrics" for r in records)
+    ack = send_command(secure_run.mon.endpoint, "bump", keys=watcher, timeout=10)
+    assert "not allowed" in ack["error"]
+    ack = send_command(secure_run.mon.endpoint, "stop", keys=watcher, timeout=10)
+    assert "not allowed" in ack["error"]
+    time.sleep(0.2)
+    assert secure_run.applied == 0 and not secure_run.mon.stop_requested
+    assert secure_run.mon.transport.stats.commands_refused == 2
+
+
+# -- the refusal rule -------------------------------------------------------------------------------
+def test_non_loopback_bind_without_keys_raises_the_documented_error():
+    with pytest.raises(InsecureBindError) as info:
+        Monitor(run="open", bind="tcp://0.0.0.0:0", probes=None, store=None)
+    message = str(info.value)
+    assert "diag keys" in message and "SSH tunnel" in message and "ssh -L" in message
+    assert "insecure=True" in message
+
+
+def test_insecure_bind_binds_warns_and_flags_the_run(caplog):
+    with caplog.at_level(logging.WARNING, logger="edgewatch.security"):
+        mon = Monitor(run="open", bind="tcp://0.0.0.0:0", probes=None, store=None,
+                      insecure=True)
+    try:
+        assert any("INSECURE" in r.getMessage() for r in caplog.records)
+        port = parse_endpoint(mon.endpoint).port
+        records = _collect_metrics(f"tcp://127.0.0.1:{port}", None, 5.0, kind="meta")
+        meta = next(r for r in records if r.kind == "meta")
+        assert meta.data["insecure"] is True and meta.data["auth"] == "none"
+    finally:
+        mon.close()
+    state = RunState()
+    state.apply([meta])
+    header = HeaderInfo.from_state(state)
+    assert header.insecure
+    assert "insecure" in str(header_text(header))
+    assert not HeaderInfo.from_state(RunState()).insecure
+
+
+def header_text(info: HeaderInfo) -> str:
+    from tui.widgets.run_header import RunHeader
+
+    widget = RunHeader()
+    widget.info = info
+    return str(widget.render())
+
+
+def test_keys_allow_a_non_loopback_bind(keys_dir):
+    mon = Monitor(run="open", bind="tcp://0.0.0.0:0", keys=keys_dir, probes=None, store=None)
+    try:
+        port = parse_endpoint(mon.endpoint).port
+        ops = ClientKeys.from_folder(keys_dir, "ops")
+        records = _collect_metrics(f"tcp://127.0.0.1:{port}", ops, 5.0, kind="meta")
+        assert any(r.kind == "meta" and r.data["insecure"] is False for r in records)
+    finally:
+        mon.close()
+
+
+def test_loopback_and_ipc_need_no_keys(tmp_path):
+    for bind in ("tcp://127.0.0.1:0", f"ipc://{tmp_path}/run.sock"):
+        Monitor(run="local", bind=bind, probes=None, store=None).close()
+
+
+# -- flooding and oversized input -------------------------------------------------------------------
+def test_command_flood_from_one_peer_is_rate_limited_and_counted(tmp_path):
+    transport = ZmqTransport("tcp://127.0.0.1:0", run="flood",
+                             rate_limit=RateLimiter(rate=2.0, burst=5))
+    loop = LiveLoop(Monitor(run="flood", transport=transport, probes=None,
+                            run_dir=str(tmp_path / "run")))
+    ctx = zmq.Context()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(transport.control_endpoint)
+    flood = 300
+    start = time.monotonic()
+    for i in range(flood):
+        dealer.send(msgpack.packb({"id": i, "cmd": "bump", "args": {}}))
+    acks, errors = 0, 0
+    deadline = time.monotonic() + 20
+    while acks + errors < flood and time.monotonic() < deadline:
+        if dealer.poll(500):
+            tag, body = decode_reply(dealer.recv_multipart())
+            if tag == "ack":
+                acks += "error" not in body
+                errors += "rate limited" in body.get("error", "")
+    elapsed = time.monotonic() - start
+    step_before = loop.step
+    time.sleep(0.3)
+    assert loop.step > step_before  # the loop kept running through the flood
+    loop.close()
+    dealer.close(0)
+    ctx.term()
+    stats = transport.stats
+    assert stats.commands_received == flood
+    assert loop.applied == acks <= 5 + 2.0 * elapsed + 1
+    assert stats.commands_rate_limited == errors == flood - loop.applied
+
+
+def test_training_thread_applies_a_bounded_number_of_commands_per_step():
+    transport = ZmqTransport("tcp://127.0.0.1:0", run="b", rate_limit=RateLimiter(1e9, 10**6))
+    try:
+        for i in range(100):
+            transport._accept_command(b"peer", {"id": i, "cmd": "noop"})
+        batches = [len(transport.poll_commands()) for _ in range(4)]
+    finally:
+        transport.close()
+    assert batches == [MAX_COMMANDS_PER_POLL] * 3 + [100 - 3 * MAX_COMMANDS_PER_POLL]
+
+
+def test_rate_limiter_refills_per_peer_and_bounds_its_memory():
+    limiter = RateLimiter(rate=1.0, burst=3, max_peers=10)
+    assert [limiter.allow(b"a", now=0.0) for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow(b"b", now=0.0)  # another peer has its own bucket
+    assert not limiter.allow(b"a", now=0.5) and limiter.allow(b"a", now=1.6)
+    for i in range(100):
+        limiter.allow(str(i).encode(), now=2.0)
+    assert len(limiter._buckets) == 10
+
+
+def test_oversized_control_message_is_dropped_without_affecting_the_run(tmp_path):
+    mon = Monitor(run="big", bind="tcp://127.0.0.1:0", probes=None, store=None,
+                  run_dir=str(tmp_path / "run"))
+    loop = LiveLoop(mon)
+    ctx = zmq.Context()
+    big = ctx.socket(zmq.DEALER)
+    big.setsockopt(zmq.LINGER, 0)
+    big.connect(mon.transport.control_endpoint)
+    big.send(msgpack.packb({"id": 1, "cmd": "bump", "args": {"pad": "x" * MAX_REQUEST_BYTES}}))
+    assert not big.poll(1000)  # libzmq dropped the peer: no reply, nothing parsed
+    big.close(0)
+    ctx.term()
+    try:
+        assert mon.transport.stats.commands_received == 0
+        ack = send_command(mon.endpoint, "bump", timeout=10)
+        assert ack["applied"] == 1 and loop.applied == 1
+        assert any(r.kind == "metrics" for r in _collect_metrics(mon.endpoint, None, 5.0))
+    finally:
+        loop.close()
+
+
+def test_diag_run_refuses_a_public_endpoint_without_keys():
+    port = free_port_pair()
+    result = CliRunner().invoke(app, ["run", "grokking", "--no-tui", "--steps", "2",
+                                      "--endpoint", f"tcp://0.0.0.0:{port}"])
+    assert result.exit_code == 2
+    assert "refusing to bind" in result.output and "diag keys" in result.output
+
+
+def test_diag_watch_once_with_keys_reads_a_secure_run(secure_run, keys_dir):
+    result = CliRunner().invoke(app, ["watch", secure_run.mon.endpoint, "--once",
+                                      "--keys", str(keys_dir), "--client", "watcher"],
+                                env={**os.environ, "COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "sec" in result.output and "loss" in result.output
+    result = CliRunner().invoke(app, ["watch", secure_run.mon.endpoint, "--once",
+                                      "--keys", str(keys_dir), "--client", "ghost"])
+    assert result.exit_code == 2 and "no secret key" in result.output
