@@ -37,28 +37,47 @@ from tui.state import RunState
 from tui.widgets.run_header import HeaderInfo
 
 FUZZ_EXAMPLES = 120
-FAST = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True,
-                suppress_health_check=list(HealthCheck))
-SLOW = settings(max_examples=FUZZ_EXAMPLES * 10, deadline=None,
-                suppress_health_check=list(HealthCheck))
+FAST = settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
+SLOW = settings(
+    max_examples=FUZZ_EXAMPLES * 10, deadline=None, suppress_health_check=list(HealthCheck)
+)
 
-# -- strategies ---------------------------------------------------------------------------------
+# -- strategies --------------------------------------------------------------------------------
 scalars = (
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
     | st.binary(max_size=20)
 )
 values = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=6) | st.integers(-5, 5), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=6) | st.integers(-5, 5), children, max_size=4)
+    ),
     max_leaves=10,
 )
-junk = (scalars | st.lists(scalars, max_size=3)
-        | st.dictionaries(st.text(max_size=4), scalars, max_size=3))
+junk = (
+    scalars
+    | st.lists(scalars, max_size=3)
+    | st.dictionaries(st.text(max_size=4), scalars, max_size=3)
+)
 """Cheap wrong-shape values (``values`` recurses, which costs far more to generate)."""
-bad_ints = (st.floats(allow_nan=True) | st.integers(-(2**63), -1) | st.booleans() | st.text()
-            | st.none() | st.integers(2**63, 2**64 - 1))
+bad_ints = (
+    st.floats(allow_nan=True)
+    | st.integers(-(2**63), -1)
+    | st.booleans()
+    | st.text()
+    | st.none()
+    | st.integers(2**63, 2**64 - 1)
+)
 numbers = st.floats(allow_nan=True) | st.integers(-(2**63), 2**63 - 1)
 
 
@@ -66,9 +85,11 @@ numbers = st.floats(allow_nan=True) | st.integers(-(2**63), 2**63 - 1)
 def envelopes(draw) -> dict[str, Any]:
     """Record-shaped maps: each field valid or not, data of the right or wrong shape."""
     env: dict[str, Any] = {
-        "v": draw(st.just(1) | junk), "kind": draw(st.sampled_from(KINDS) | st.text(max_size=8)),
+        "v": draw(st.just(1) | junk),
+        "kind": draw(st.sampled_from(KINDS) | st.text(max_size=8)),
         "run": draw(st.just("r") | junk),
-        "rank": draw(st.just(0) | bad_ints), "seq": draw(st.integers(0, 50) | bad_ints),
+        "rank": draw(st.just(0) | bad_ints),
+        "seq": draw(st.integers(0, 50) | bad_ints),
         "step": draw(st.integers(0, 50) | bad_ints),
         "t": draw(st.just(1.0) | st.floats(allow_nan=True) | junk),
         "data": draw(data_maps | values),
@@ -85,22 +106,39 @@ def _metrics_shape(draw) -> dict[str, Any]:
     return {
         "scalars": draw(st.dictionaries(st.text(max_size=6), numbers | junk, max_size=4) | junk),
         "layers": layers,
-        "per_layer": draw(st.dictionaries(
-            st.text(max_size=6), st.lists(numbers | junk, min_size=n, max_size=n) | junk,
-            max_size=3) | junk),
+        "per_layer": draw(
+            st.dictionaries(
+                st.text(max_size=6),
+                st.lists(numbers | junk, min_size=n, max_size=n) | junk,
+                max_size=3,
+            )
+            | junk
+        ),
     }
 
 
-_status_fields = st.fixed_dictionaries({}, optional={
-    "last_seq": st.integers(-1, 60) | bad_ints,
-    "state": st.sampled_from(["running", "paused", "finished"]) | junk,
-    "step": st.integers(0, 60) | bad_ints,
-    "params": st.integers(0, 10**9) | junk, "insecure": st.booleans() | junk,
-    "event": st.text(max_size=8) | junk, "level": st.text(max_size=8) | junk,
-    "id": junk, "cmd": junk, "error": junk, "name": junk, "message": junk,
-})
-data_maps = (_metrics_shape() | _status_fields
-             | st.tuples(_metrics_shape(), _status_fields).map(lambda t: {**t[0], **t[1]}))
+_status_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "last_seq": st.integers(-1, 60) | bad_ints,
+        "state": st.sampled_from(["running", "paused", "finished"]) | junk,
+        "step": st.integers(0, 60) | bad_ints,
+        "params": st.integers(0, 10**9) | junk,
+        "insecure": st.booleans() | junk,
+        "event": st.text(max_size=8) | junk,
+        "level": st.text(max_size=8) | junk,
+        "id": junk,
+        "cmd": junk,
+        "error": junk,
+        "name": junk,
+        "message": junk,
+    },
+)
+data_maps = (
+    _metrics_shape()
+    | _status_fields
+    | st.tuples(_metrics_shape(), _status_fields).map(lambda t: {**t[0], **t[1]})
+)
 
 
 def pack(obj: Any) -> bytes:
@@ -110,9 +148,17 @@ def pack(obj: Any) -> bytes:
 payloads = st.binary(max_size=200) | values.map(pack) | envelopes().map(pack)
 
 HOSTILE_BYTES = [
-    b"", b"\xc1", b"\x91" * 100 + b"\xc0", b"\x91" * 100_000 + b"\xc0",
-    b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff", b"\xdb\xff\xff\xff\xff",
-    pack([0] * 1_000_000), pack({"k": "x" * 1_000_000}), pack(1e308), pack(math.nan),
+    b"",
+    b"\xc1",
+    b"\x91" * 100 + b"\xc0",
+    b"\x91" * 100_000 + b"\xc0",
+    b"\xdd\xff\xff\xff\xff",
+    b"\xdf\xff\xff\xff\xff",
+    b"\xdb\xff\xff\xff\xff",
+    pack([0] * 1_000_000),
+    pack({"k": "x" * 1_000_000}),
+    pack(1e308),
+    pack(math.nan),
 ]
 
 
@@ -124,7 +170,7 @@ def _decode_or_reason(payload: bytes) -> Record | str:
         return str(err)
 
 
-# -- viewer side ----------------------------------------------------------------------------------
+# -- viewer side -------------------------------------------------------------------------------
 @FAST
 @given(payloads)
 def test_wire_decode_accepts_or_rejects_with_a_reason(payload):
@@ -213,15 +259,23 @@ def test_tui_source_counts_a_deeply_nested_error_reply():
 def test_rejection_reasons_are_bounded_whatever_a_peer_sends():
     session = CloneSession()
     for i in range(1000):
-        bad = {"v": 1, "kind": "metrics", "run": "r", "rank": 0, "seq": i, "step": 0, "t": 1.0,
-               "data": {"scalars": {f"name-{i}-" + "x" * 500: "nope"}}}
+        bad = {
+            "v": 1,
+            "kind": "metrics",
+            "run": "r",
+            "rank": 0,
+            "seq": i,
+            "step": 0,
+            "t": 1.0,
+            "data": {"scalars": {f"name-{i}-" + "x" * 500: "nope"}},
+        }
         session.accept_payload(pack(bad))
     assert sum(session.rejected.values()) == 1000
     assert len(session.rejected) <= MAX_REASONS
     assert all(len(reason) <= 120 for reason in session.rejected)
 
 
-# -- run side -------------------------------------------------------------------------------------
+# -- run side ----------------------------------------------------------------------------------
 @FAST
 @given(payloads | st.sampled_from(HOSTILE_BYTES))
 def test_classify_request_never_raises(body):
@@ -237,10 +291,14 @@ commands = st.fixed_dictionaries(
     {},
     optional={
         "id": st.integers(-5, 5) | st.text(max_size=5) | values,
-        "cmd": st.sampled_from(["lr_scale", "perpgrad", "stablemax", "spectral_clip",
-                                "checkpoint", "resume", "warp"]) | values,
-        "args": st.dictionaries(st.sampled_from(["on", "factor", "c", "x"]) | scalars,
-                                junk, max_size=3) | junk,
+        "cmd": st.sampled_from(
+            ["lr_scale", "perpgrad", "stablemax", "spectral_clip", "checkpoint", "resume", "warp"]
+        )
+        | values,
+        "args": st.dictionaries(
+            st.sampled_from(["on", "factor", "c", "x"]) | scalars, junk, max_size=3
+        )
+        | junk,
     },
 )
 
@@ -263,8 +321,13 @@ def fuzz_run(tmp_path_factory):
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     transport = InProcessTransport()
-    mon = Monitor(run="fuzz", transport=transport, probes=None, track_updates=False,
-                  run_dir=str(tmp_path_factory.mktemp("fuzz-run")))
+    mon = Monitor(
+        run="fuzz",
+        transport=transport,
+        probes=None,
+        track_updates=False,
+        run_dir=str(tmp_path_factory.mktemp("fuzz-run")),
+    )
     yield mon, transport, model, opt
     mon.close()
 
@@ -294,33 +357,67 @@ def test_wire_and_session_long_fuzz(payload):
     classify_request(payload)
 
 
-# -- volume: a seeded mutation fuzzer -------------------------------------------------------------
+# -- volume: a seeded mutation fuzzer ----------------------------------------------------------
 MUTATION_CASES = 12_000
 
 
 def _random_value(rng: random.Random, depth: int = 0) -> Any:
     pick = rng.randrange(12 if depth < 4 else 8)
-    simple = [None, rng.random() < 0.5, rng.randrange(-(2**63), 2**64),
-              rng.choice([math.nan, math.inf, -math.inf, 1e308, -0.0, rng.random()]),
-              "".join(chr(rng.randrange(0x20, 0x2FF)) for _ in range(rng.randrange(6))),
-              rng.randbytes(rng.randrange(6)), rng.randrange(-3, 60), rng.choice(KINDS)]
+    simple = [
+        None,
+        rng.random() < 0.5,
+        rng.randrange(-(2**63), 2**64),
+        rng.choice([math.nan, math.inf, -math.inf, 1e308, -0.0, rng.random()]),
+        "".join(chr(rng.randrange(0x20, 0x2FF)) for _ in range(rng.randrange(6))),
+        rng.randbytes(rng.randrange(6)),
+        rng.randrange(-3, 60),
+        rng.choice(KINDS),
+    ]
     if pick < 8:
         return simple[pick]
     if pick < 10:
         return [_random_value(rng, depth + 1) for _ in range(rng.randrange(5))]
-    keys = ["v", "kind", "run", "rank", "seq", "step", "t", "data", "scalars", "layers",
-            "per_layer", "last_seq", "state", "id", "cmd", "args", "req", "since"]
+    keys = [
+        "v",
+        "kind",
+        "run",
+        "rank",
+        "seq",
+        "step",
+        "t",
+        "data",
+        "scalars",
+        "layers",
+        "per_layer",
+        "last_seq",
+        "state",
+        "id",
+        "cmd",
+        "args",
+        "req",
+        "since",
+    ]
     return {rng.choice(keys): _random_value(rng, depth + 1) for _ in range(rng.randrange(6))}
 
 
 def _valid_payloads(rng: random.Random) -> list[bytes]:
-    metrics = Record("metrics", "r", 3, {"scalars": {"loss": 1.5}, "layers": ["a", "b"],
-                                          "per_layer": {"g": [1.0, math.nan]}}, seq=3)
+    metrics = Record(
+        "metrics",
+        "r",
+        3,
+        {"scalars": {"loss": 1.5}, "layers": ["a", "b"], "per_layer": {"g": [1.0, math.nan]}},
+        seq=3,
+    )
     beat = Record("heartbeat", "r", 3, {"state": "running", "last_seq": 3}, seq=3)
     meta = Record("meta", "r", 0, {"run": "r", "params": 10, "insecure": True})
     command = {"id": 1, "cmd": "lr_scale", "args": {"factor": 0.5}}
-    return [encode(metrics), encode(beat), encode(meta), pack(command),
-            pack({"req": "snapshot", "since": rng.randrange(-1, 9)})]
+    return [
+        encode(metrics),
+        encode(beat),
+        encode(meta),
+        pack(command),
+        pack({"req": "snapshot", "since": rng.randrange(-1, 9)}),
+    ]
 
 
 def _mutate(rng: random.Random, payload: bytes) -> bytes:
@@ -330,9 +427,9 @@ def _mutate(rng: random.Random, payload: bytes) -> bytes:
         if op == 0 and data:
             data[rng.randrange(len(data))] = rng.randrange(256)
         elif op == 1 and data:
-            del data[rng.randrange(len(data)):]
+            del data[rng.randrange(len(data)) :]
         elif op == 2:
-            data[rng.randrange(len(data) + 1):0] = rng.randbytes(rng.randrange(1, 6))
+            data[rng.randrange(len(data) + 1) : 0] = rng.randbytes(rng.randrange(1, 6))
         else:
             data += pack(_random_value(rng))
     return bytes(data)

@@ -52,8 +52,12 @@ def keys_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_key_env(monkeypatch):
-    for name in ("EDGEWATCH_KEYS", "EDGEWATCH_CLIENT", "EDGEWATCH_SERVER_KEY",
-                 "EDGEWATCH_CLIENT_KEY"):
+    for name in (
+        "EDGEWATCH_KEYS",
+        "EDGEWATCH_CLIENT",
+        "EDGEWATCH_SERVER_KEY",
+        "EDGEWATCH_CLIENT_KEY",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -101,8 +105,14 @@ class LiveLoop:
 
 @pytest.fixture
 def secure_run(keys_dir, tmp_path):
-    mon = Monitor(run="sec", bind="tcp://127.0.0.1:0", keys=keys_dir, probes=None, store=None,
-                  run_dir=str(tmp_path / "run"))
+    mon = Monitor(
+        run="sec",
+        bind="tcp://127.0.0.1:0",
+        keys=keys_dir,
+        probes=None,
+        store=None,
+        run_dir=str(tmp_path / "run"),
+    )
     loop = LiveLoop(mon)
     yield loop
     loop.close()
@@ -120,7 +130,7 @@ def _collect_metrics(
         ctx.term()
 
 
-# -- keys ------------------------------------------------------------------------------------------
+# -- keys --------------------------------------------------------------------------------------
 def test_create_keys_layout_permissions_and_no_silent_overwrite(tmp_path):
     folder = tmp_path / "k"
     created = create_keys(folder)
@@ -161,8 +171,10 @@ def test_key_resolution_from_arguments_and_environment(keys_dir, tmp_path):
     assert resolve_server_keys(None, env) == ServerKeys.load(keys_dir)
     assert resolve_server_keys(None, {}) is None
     assert resolve_client_keys(env=env) == ClientKeys.from_folder(keys_dir, "watcher")
-    files = {"EDGEWATCH_SERVER_KEY": str(keys_dir / "server.key"),
-             "EDGEWATCH_CLIENT_KEY": str(keys_dir / "clients" / "ops.key_secret")}
+    files = {
+        "EDGEWATCH_SERVER_KEY": str(keys_dir / "server.key"),
+        "EDGEWATCH_CLIENT_KEY": str(keys_dir / "clients" / "ops.key_secret"),
+    }
     assert resolve_client_keys(env=files) == ClientKeys.from_folder(keys_dir, "ops")
     with pytest.raises(KeysError, match="needs both"):
         resolve_client_keys(server_key=keys_dir / "server.key", env={})
@@ -172,7 +184,7 @@ def test_key_resolution_from_arguments_and_environment(keys_dir, tmp_path):
         ServerKeys.load(tmp_path)
 
 
-# -- authentication over real sockets ---------------------------------------------------------------
+# -- authentication over real sockets ----------------------------------------------------------
 def test_authenticated_client_receives_records_and_its_command_is_applied(secure_run, keys_dir):
     ops = ClientKeys.from_folder(keys_dir, "ops")
     records = _collect_metrics(secure_run.mon.endpoint, ops, 10.0)
@@ -218,7 +230,7 @@ def test_read_only_client_gets_telemetry_but_its_commands_are_refused(secure_run
     assert secure_run.mon.transport.stats.commands_refused == 2
 
 
-# -- the refusal rule -------------------------------------------------------------------------------
+# -- the refusal rule --------------------------------------------------------------------------
 def test_non_loopback_bind_without_keys_raises_the_documented_error():
     with pytest.raises(InsecureBindError) as info:
         Monitor(run="open", bind="tcp://0.0.0.0:0", probes=None, store=None)
@@ -229,8 +241,7 @@ def test_non_loopback_bind_without_keys_raises_the_documented_error():
 
 def test_insecure_bind_binds_warns_and_flags_the_run(caplog):
     with caplog.at_level(logging.WARNING, logger="edgewatch.security"):
-        mon = Monitor(run="open", bind="tcp://0.0.0.0:0", probes=None, store=None,
-                      insecure=True)
+        mon = Monitor(run="open", bind="tcp://0.0.0.0:0", probes=None, store=None, insecure=True)
     try:
         assert any("INSECURE" in r.getMessage() for r in caplog.records)
         port = parse_endpoint(mon.endpoint).port
@@ -271,12 +282,14 @@ def test_loopback_and_ipc_need_no_keys(tmp_path):
         Monitor(run="local", bind=bind, probes=None, store=None).close()
 
 
-# -- flooding and oversized input -------------------------------------------------------------------
+# -- flooding and oversized input --------------------------------------------------------------
 def test_command_flood_from_one_peer_is_rate_limited_and_counted(tmp_path):
-    transport = ZmqTransport("tcp://127.0.0.1:0", run="flood",
-                             rate_limit=RateLimiter(rate=2.0, burst=5))
-    loop = LiveLoop(Monitor(run="flood", transport=transport, probes=None,
-                            run_dir=str(tmp_path / "run")))
+    transport = ZmqTransport(
+        "tcp://127.0.0.1:0", run="flood", rate_limit=RateLimiter(rate=2.0, burst=5)
+    )
+    loop = LiveLoop(
+        Monitor(run="flood", transport=transport, probes=None, run_dir=str(tmp_path / "run"))
+    )
     ctx = zmq.Context()
     dealer = ctx.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
@@ -328,8 +341,9 @@ def test_rate_limiter_refills_per_peer_and_bounds_its_memory():
 
 
 def test_oversized_control_message_is_dropped_without_affecting_the_run(tmp_path):
-    mon = Monitor(run="big", bind="tcp://127.0.0.1:0", probes=None, store=None,
-                  run_dir=str(tmp_path / "run"))
+    mon = Monitor(
+        run="big", bind="tcp://127.0.0.1:0", probes=None, store=None, run_dir=str(tmp_path / "run")
+    )
     loop = LiveLoop(mon)
     ctx = zmq.Context()
     big = ctx.socket(zmq.DEALER)
@@ -350,18 +364,31 @@ def test_oversized_control_message_is_dropped_without_affecting_the_run(tmp_path
 
 def test_diag_run_refuses_a_public_endpoint_without_keys():
     port = free_port_pair()
-    result = CliRunner().invoke(app, ["run", "grokking", "--no-tui", "--steps", "2",
-                                      "--endpoint", f"tcp://0.0.0.0:{port}"])
+    result = CliRunner().invoke(
+        app, ["run", "grokking", "--no-tui", "--steps", "2", "--endpoint", f"tcp://0.0.0.0:{port}"]
+    )
     assert result.exit_code == 2
     assert "refusing to bind" in result.output and "diag keys" in result.output
 
 
 def test_diag_watch_once_with_keys_reads_a_secure_run(secure_run, keys_dir):
-    result = CliRunner().invoke(app, ["watch", secure_run.mon.endpoint, "--once",
-                                      "--keys", str(keys_dir), "--client", "watcher"],
-                                env={**os.environ, "COLUMNS": "200"})
+    result = CliRunner().invoke(
+        app,
+        [
+            "watch",
+            secure_run.mon.endpoint,
+            "--once",
+            "--keys",
+            str(keys_dir),
+            "--client",
+            "watcher",
+        ],
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert result.exit_code == 0, result.output
     assert "sec" in result.output and "loss" in result.output
-    result = CliRunner().invoke(app, ["watch", secure_run.mon.endpoint, "--once",
-                                      "--keys", str(keys_dir), "--client", "ghost"])
+    result = CliRunner().invoke(
+        app,
+        ["watch", secure_run.mon.endpoint, "--once", "--keys", str(keys_dir), "--client", "ghost"],
+    )
     assert result.exit_code == 2 and "no secret key" in result.output
