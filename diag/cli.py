@@ -412,7 +412,7 @@ def _watch_once(endpoint: str, timeout: float, keys=None) -> None:
 # -- diag keys ------------------------------------------------------------------------------
 @app.command("keys")
 def keys_command(
-    folder: Annotated[str, typer.Argument(help="Keys folder (created 0700).")] = "~/.edgewatch/keys",
+    folder: Annotated[str, typer.Argument(help="Keys folder (made 0700).")] = "~/.edgewatch/keys",
     client: Annotated[str, typer.Option(help="Name of the viewer key to create.")] = "viewer",
     read_only: Annotated[
         bool, typer.Option("--read-only", help="This viewer may watch but not send commands.")
