@@ -26,7 +26,7 @@ import zmq.asyncio
 
 from probes.client import CloneSession, decode_reply, open_sockets, snapshot_request
 from probes.endpoints import parse_endpoint
-from probes.security import ClientKeys
+from probes.security import ClientKeys, resolve_client_keys
 from probes.wire import Record, WireError
 
 SLICE = 250
@@ -124,7 +124,9 @@ class ZmqSource:
         self._own_ctx = ctx is None
         self._ctx = ctx or zmq.asyncio.Context()
         self._poll_ms = poll_ms
-        self._keys = keys  # None: keys named by the environment, if any (probes.security)
+        # None: the keys the environment names, if any; resolved now so that a bad keys folder
+        # fails before the UI starts (probes.security)
+        self._keys = keys if keys is not None else resolve_client_keys()
         self._sockets: tuple[zmq.asyncio.Socket, zmq.asyncio.Socket] | None = None
         self._snapshot_open = False
         self._snapshot_sent = 0.0
