@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -492,3 +496,23 @@ def test_mutation_fuzz_every_decoder_no_crash_every_rejection_counted():
 def test_mutation_fuzz_long():
     for seed in range(10):
         _run_mutation_fuzz(seed=seed, count=MUTATION_CASES * 5)
+
+
+@pytest.mark.slow
+def test_atheris_coverage_guided_fuzz_finds_no_crash():
+    pytest.importorskip("atheris", reason="atheris is optional: pip install -e .[fuzz]")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(root / "fuzz" / "atheris_decoders.py"),
+            "-runs=200000",
+            "-max_len=4096",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Done 200000 runs" in proc.stderr
