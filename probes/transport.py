@@ -77,6 +77,7 @@ class TransportStats:
     commands_rejected: int = 0
     commands_refused: int = 0
     commands_rate_limited: int = 0
+    snapshots_rate_limited: int = 0
     send_errors: int = 0
 
     def as_map(self) -> dict[str, int]:
@@ -226,6 +227,7 @@ class ZmqTransport:
         self.stats = TransportStats()
         self._keys = keys
         self._limiter = rate_limit or RateLimiter()
+        self._snapshot_limiter = RateLimiter(rate=5.0, burst=20)  # each may send the history
         self.store = store
         self._run = run
         self._rank = rank
@@ -419,7 +421,11 @@ class ZmqTransport:
         if kind == "command":
             self._accept_command(identity, value, user_id)
         elif kind == "snapshot":
-            self._send_snapshot(identity, value)
+            if self._snapshot_limiter.allow(identity):
+                self._send_snapshot(identity, value)
+            else:
+                self.stats.snapshots_rate_limited += 1
+                self._reply(identity, b"error", {"error": "rate limited: too many snapshots"})
         else:
             self.stats.bad_requests += 1
             self._reply(identity, b"error", {"error": value})
@@ -447,7 +453,7 @@ class ZmqTransport:
         if self._keys is not None and not self._keys.may_control(user_id):
             self.stats.commands_refused += 1
             return "not allowed: this key may watch the run but not send commands"
-        if not self._limiter.allow(identity):
+        if not self._limiter.allow(user_id.encode() if user_id else identity):
             self.stats.commands_rate_limited += 1
             return "rate limited: too many commands from this peer; try again shortly"
         return None

@@ -392,3 +392,50 @@ def test_diag_watch_once_with_keys_reads_a_secure_run(secure_run, keys_dir):
         ["watch", secure_run.mon.endpoint, "--once", "--keys", str(keys_dir), "--client", "ghost"],
     )
     assert result.exit_code == 2 and "no secret key" in result.output
+
+
+def test_snapshot_flood_is_rate_limited_and_the_viewer_still_gets_history():
+    transport = ZmqTransport("tcp://127.0.0.1:0", run="snap")
+    ctx = zmq.Context()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(transport.control_endpoint)
+    try:
+        for _ in range(100):
+            dealer.send(msgpack.packb({"req": "snapshot", "since": -1}))
+        tags = []
+        while len(tags) < 100 and dealer.poll(3000):
+            tag, _ = decode_reply(dealer.recv_multipart())
+            if tag in ("end", "error"):  # snapshot chunks ("snap") precede each "end"
+                tags.append(tag)
+        assert tags.count("end") + tags.count("error") == 100
+        assert tags.count("error") == transport.stats.snapshots_rate_limited > 0
+        assert tags.count("end") <= 20 + 5 * 3 + 1  # burst + rate over the test's few seconds
+        records = _collect_metrics(transport.endpoint, None, 5.0, kind="heartbeat")
+        assert records  # another viewer is not affected by the flooding peer
+    finally:
+        dealer.close(0)
+        ctx.term()
+        transport.close()
+
+
+@pytest.mark.parametrize(
+    ("bind", "loopback"),
+    [
+        ("tcp://127.0.0.1:1", True),
+        ("tcp://127.9.9.9:1", True),
+        ("tcp://[::1]:1", True),
+        ("tcp://localhost:1", True),
+        ("ipc:///tmp/x", True),
+        ("tcp://0.0.0.0:1", False),
+        ("tcp://*:1", False),
+        ("tcp://127.evil.example:1", False),
+        ("tcp://eth0:1", False),
+        ("tcp://[::]:1", False),
+        ("tcp://10.0.0.5:1", False),
+    ],
+)
+def test_only_literal_loopback_addresses_escape_the_refusal_rule(bind, loopback):
+    from probes.endpoints import is_loopback
+
+    assert is_loopback(parse_endpoint(bind)) is loopback

@@ -201,7 +201,9 @@ class ZmqSource:
             yield from self._accept_live(self._take_buffered())
         elif tag == "error":
             self.session.reject(f"control error: {reprlib.repr(body)}")
-            self._snapshot_open = False
+            # a rate-limited request is asked again after SNAPSHOT_RETRY_S, not at once
+            error = body.get("error") if isinstance(body, dict) else None
+            self._snapshot_open = isinstance(error, str) and error.startswith("rate limited")
 
     def _accept_live(self, payloads: list[bytes]) -> Iterator[list[Record]]:
         """Live payloads → record batches of at most ``SLICE`` payloads each."""
