@@ -406,6 +406,8 @@ def _watch_once(endpoint: str, timeout: float, keys=None) -> None:
     table.add_column("value", justify="right")
     for key, value in last.data["scalars"].items():
         table.add_row(key, f"{value:.6g}")
+    if meta.get("insecure") is True:
+        table.caption = "⚠ insecure: this run is bound without keys (see `diag keys`)"
     console.print(table)
 
 

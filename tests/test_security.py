@@ -52,13 +52,15 @@ def keys_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_key_env(monkeypatch):
+    """No key variables during a test, and none left behind (code under test sets them)."""
     for name in (
         "EDGEWATCH_KEYS",
         "EDGEWATCH_CLIENT",
         "EDGEWATCH_SERVER_KEY",
         "EDGEWATCH_CLIENT_KEY",
     ):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # records the original value, restored at teardown
+        monkeypatch.delenv(name)
 
 
 def _stranger(tmp_path: Path, keys_dir: Path) -> ClientKeys:
@@ -439,3 +441,53 @@ def test_only_literal_loopback_addresses_escape_the_refusal_rule(bind, loopback)
     from probes.endpoints import is_loopback
 
     assert is_loopback(parse_endpoint(bind)) is loopback
+
+
+async def test_tui_source_reads_client_keys_from_the_environment(secure_run, keys_dir, monkeypatch):
+    from tui.ingest import ZmqSource
+
+    monkeypatch.setenv("EDGEWATCH_KEYS", str(keys_dir))
+    monkeypatch.setenv("EDGEWATCH_CLIENT", "watcher")
+    source = ZmqSource(secure_run.mon.endpoint)
+    kinds: set[str] = set()
+    deadline = time.monotonic() + 10
+    async for batch in source.stream():
+        kinds.update(r.kind for r in batch)
+        if "metrics" in kinds or time.monotonic() > deadline:
+            break
+    await source.aclose()
+    source.close()
+    assert "metrics" in kinds
+    monkeypatch.setenv("EDGEWATCH_CLIENT", "ghost")
+    with pytest.raises(KeysError, match="no secret key"):
+        ZmqSource(secure_run.mon.endpoint)  # before the UI starts, not inside it
+
+
+def test_watch_exports_the_keys_it_was_given_for_the_tui(monkeypatch, keys_dir):
+    from diag.cli import _export_client_keys
+
+    monkeypatch.setenv("EDGEWATCH_KEYS", "/elsewhere")
+    _export_client_keys(
+        None, None, str(keys_dir / "server.key"), str(keys_dir / "clients" / "ops.key_secret")
+    )
+    assert "EDGEWATCH_KEYS" not in os.environ
+    assert resolve_client_keys() == ClientKeys.from_folder(keys_dir, "ops")
+    _export_client_keys(str(keys_dir), "watcher", None, None)
+    assert "EDGEWATCH_SERVER_KEY" not in os.environ
+    assert resolve_client_keys() == ClientKeys.from_folder(keys_dir, "watcher")
+
+
+def test_watch_once_marks_an_insecure_run():
+    mon = Monitor(run="open", bind="tcp://0.0.0.0:0", probes=None, store=None, insecure=True)
+    try:
+        mon.observe(0, loss=1.0)
+        port = parse_endpoint(mon.endpoint).port
+        result = CliRunner().invoke(
+            app,
+            ["watch", f"tcp://127.0.0.1:{port}", "--once"],
+            env={**os.environ, "COLUMNS": "200"},
+        )
+    finally:
+        mon.close()
+    assert result.exit_code == 0, result.output
+    assert "insecure" in result.output
