@@ -12,7 +12,6 @@ pattern), answers snapshot requests on ROUTER and sends a heartbeat when idle.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -435,8 +434,8 @@ class ZmqTransport:
         self.stats.commands_received += 1
         refusal = self._refusal(identity, user_id)
         if refusal is not None:
-            self._reply(identity, b"ack", {"id": _command_id(request), "cmd": request.get("cmd"),
-                                           "error": refusal})
+            self._reply(identity, b"ack", {"id": _command_id(request),
+                                           "cmd": _command_name(request), "error": refusal})
             return
         try:
             command = parse_command(request, identity)
@@ -445,7 +444,7 @@ class ZmqTransport:
             self.stats.commands_rejected += 1
             reason = str(err) if isinstance(err, CommandError) else "command queue full"
             cid = _command_id(request)
-            self._reply(identity, b"ack", {"id": cid, "cmd": request.get("cmd"),
+            self._reply(identity, b"ack", {"id": cid, "cmd": _command_name(request),
                                            "error": reason})
 
     def _refusal(self, identity: bytes, user_id: str | None) -> str | None:
@@ -466,8 +465,10 @@ class ZmqTransport:
         self.stats.snapshots_served += 1
 
     def _reply(self, identity: bytes, tag: bytes, body: Any) -> None:
-        with contextlib.suppress(zmq.ZMQError):
+        try:
             self._router.send_multipart([identity, tag, msgpack.packb(body, use_bin_type=True)])
+        except (zmq.ZMQError, ValueError, TypeError):  # a peer's echo must not stop this thread
+            self.stats.send_errors += 1
 
 
 def classify_request(body: bytes) -> tuple[str, Any]:
@@ -492,6 +493,12 @@ def classify_request(body: bytes) -> tuple[str, Any]:
 def _command_id(request: dict[str, Any]) -> str | int | None:
     cid = request.get("id")
     return cid if isinstance(cid, (str, int)) and not isinstance(cid, bool) else None
+
+
+def _command_name(request: dict[str, Any]) -> str | None:
+    """The ``cmd`` to echo in an error ack: only a short string (never a peer's structure)."""
+    cmd = request.get("cmd")
+    return cmd[:100] if isinstance(cmd, str) else None
 
 
 def _snapshot_since(request: Any) -> int | None:

@@ -491,3 +491,29 @@ def test_watch_once_marks_an_insecure_run():
         mon.close()
     assert result.exit_code == 0, result.output
     assert "insecure" in result.output
+
+
+def test_error_acks_echo_no_structure_a_peer_sent():
+    transport = ZmqTransport("tcp://127.0.0.1:0", run="echo")
+    ctx = zmq.Context()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(transport.control_endpoint)
+    try:
+        nested: object = 0
+        for _ in range(900):
+            nested = [nested]
+        dealer.send(msgpack.packb({"id": 1, "cmd": nested}))
+        dealer.send(msgpack.packb({"id": 2, "cmd": "x" * 5000, "args": 5}))
+        acks = []
+        while len(acks) < 2 and dealer.poll(5000):
+            acks.append(decode_reply(dealer.recv_multipart())[1])
+        assert [a["id"] for a in acks] == [1, 2]
+        assert acks[0]["cmd"] is None and "cmd must be" in acks[0]["error"]
+        assert len(acks[1]["cmd"]) == 100
+        assert "args must be" in acks[1]["error"]
+        assert transport.stats.commands_rejected == 2
+    finally:
+        dealer.close(0)
+        ctx.term()
+        transport.close()
