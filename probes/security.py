@@ -40,7 +40,7 @@ import shutil
 import stat
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -307,22 +307,31 @@ def usage_text(created: CreatedKeys) -> str:
 
 
 # -- applying keys to sockets ------------------------------------------------------------------
-def start_authenticator(ctx: zmq.Context, keys: ServerKeys) -> ThreadAuthenticator:
-    """A ZAP handler on ``ctx`` admitting exactly the allow-listed client keys."""
+def start_authenticator(
+    ctx: zmq.Context, keys: ServerKeys, on_denied: Callable[[], None] | None = None
+) -> ThreadAuthenticator:
+    """A ZAP handler on ``ctx`` admitting exactly the allow-listed client keys; ``on_denied``
+    is called (on the handler's thread) for each refused CURVE handshake, to count it."""
     auth = ThreadAuthenticator(ctx, log=logging.getLogger("edgewatch.zap"))
     auth.start()
-    auth.configure_curve_callback(ZAP_DOMAIN, _AllowList(keys.allowed))
+    auth.configure_curve_callback(ZAP_DOMAIN, _AllowList(keys.allowed, on_denied))
     return auth
 
 
 class _AllowList:
     """Credentials provider for ``ThreadAuthenticator`` (called with z85 keys)."""
 
-    def __init__(self, allowed: frozenset[bytes]) -> None:
+    def __init__(
+        self, allowed: frozenset[bytes], on_denied: Callable[[], None] | None = None
+    ) -> None:
         self.allowed = allowed
+        self.on_denied = on_denied
 
     def callback(self, domain: str, key: bytes) -> bool:
-        return key in self.allowed
+        allowed = key in self.allowed
+        if not allowed and self.on_denied is not None:
+            self.on_denied()
+        return allowed
 
 
 def make_curve_server(sock: zmq.Socket, keys: ServerKeys) -> None:

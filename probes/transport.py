@@ -77,6 +77,7 @@ class TransportStats:
     commands_refused: int = 0
     commands_rate_limited: int = 0
     snapshots_rate_limited: int = 0
+    auth_denied: int = 0
     send_errors: int = 0
 
     def as_map(self) -> dict[str, int]:
@@ -242,7 +243,8 @@ class ZmqTransport:
         check_bind(requested, secure=keys is not None, insecure=insecure)
         # a ZAP handler is per context: a secure transport gets its own context and handler
         self._ctx = zmq.Context() if keys is not None else zmq.Context.instance()
-        self._auth = start_authenticator(self._ctx, keys) if keys is not None else None
+        self._auth = (start_authenticator(self._ctx, keys, self._count_denied)
+                      if keys is not None else None)
         self.security_meta = {"auth": "curve" if keys is not None else "none",
                               "insecure": keys is None and not is_loopback(requested)}
         try:
@@ -339,6 +341,9 @@ class ZmqTransport:
             self._pub.close()
             self._router.close()
             self._close_auth()
+
+    def _count_denied(self) -> None:
+        self.stats.auth_denied += 1  # called on the ZAP handler's thread: one int, GIL-atomic
 
     def _close_auth(self) -> None:
         if self._auth is not None:

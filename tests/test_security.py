@@ -217,6 +217,8 @@ def test_unauthenticated_client_gets_no_records_and_no_command_applied(
     stats = secure_run.mon.transport.stats
     assert secure_run.applied == 0 and stats.commands_received == 0
     assert secure_run.thread.is_alive()
+    if who == "stranger":  # a CURVE client with an unknown key is refused by the ZAP handler
+        assert stats.auth_denied > 0  # (a plain client fails earlier: mechanism mismatch)
 
 
 def test_read_only_client_gets_telemetry_but_its_commands_are_refused(secure_run, keys_dir):
@@ -517,3 +519,18 @@ def test_error_acks_echo_no_structure_a_peer_sent():
         dealer.close(0)
         ctx.term()
         transport.close()
+
+
+def test_tui_source_retries_a_rate_limited_snapshot_later_not_at_once():
+    from tui.ingest import ZmqSource
+
+    source = ZmqSource("tcp://127.0.0.1:1")
+    try:
+        source._snapshot_open = True
+        list(source._on_reply([b"error", msgpack.packb({"error": "rate limited: slow down"})]))
+        assert source._snapshot_open  # asked again after SNAPSHOT_RETRY_S
+        list(source._on_reply([b"error", msgpack.packb({"error": "expected a snapshot"})]))
+        assert not source._snapshot_open
+        assert sum(source.session.rejected.values()) == 2
+    finally:
+        source.close()
