@@ -105,18 +105,29 @@ def run(
     ] = False,
 ) -> None:
     """Run a reference trainer: live in the TUI by default, or headless with --no-tui."""
+    from probes.security import KeysError
+
     try:
         trainer_cls, config = _resolve_run(name, steps, seed, device, set_ or [])
         if no_tui:
             _run_headless(trainer_cls, config, endpoint, quiet, keys, insecure)
         else:
-            if keys:  # the TUI (ZmqSource) and the child trainer both read it
-                os.environ["EDGEWATCH_KEYS"] = str(Path(keys).expanduser().resolve())
+            _share_keys_with_tui(keys)
             _run_with_tui(name, sys.argv[2:], endpoint)
     except UsageProblem as problem:
         raise fail(str(problem)) from None
-    except ValueError as err:  # probes.security.KeysError: a keys folder that cannot be used
+    except KeysError as err:
         raise fail(str(err)) from None
+
+
+def _share_keys_with_tui(keys: str | None) -> None:
+    """Check the folder before anything starts; the TUI and the child trainer read the env."""
+    from probes.security import ServerKeys, resolve_client_keys
+
+    if keys:
+        ServerKeys.load(keys)
+        resolve_client_keys(keys_dir=keys)
+        os.environ["EDGEWATCH_KEYS"] = str(Path(keys).expanduser().resolve())
 
 
 def _resolve_run(name: str, steps: int | None, seed: int, device: str, sets: list[str]):

@@ -534,3 +534,12 @@ def test_tui_source_retries_a_rate_limited_snapshot_later_not_at_once():
         assert sum(source.session.rejected.values()) == 2
     finally:
         source.close()
+
+
+@pytest.mark.parametrize("tui", [False, True])
+def test_diag_run_with_an_unusable_keys_folder_is_a_one_line_error(tmp_path, tui):
+    args = ["run", "grokking", "--steps", "2", "--keys", str(tmp_path / "missing")]
+    result = CliRunner().invoke(app, args + ([] if tui else ["--no-tui"]))
+    assert result.exit_code == 2
+    assert "no secret key for the server" in result.output and "diag keys" in result.output
+    assert "EDGEWATCH_KEYS" not in os.environ
