@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ import torch
 import zmq
 from typer.testing import CliRunner
 
-from diag.cli import app
+from diag.cli import app, stop_child
 from probes.client import Subscriber, decode_reply, send_command
 from probes.endpoints import free_port_pair, parse_endpoint
 from probes.monitor import Monitor
@@ -543,3 +545,41 @@ def test_diag_run_with_an_unusable_keys_folder_is_a_one_line_error(tmp_path, tui
     assert result.exit_code == 2
     assert "no secret key for the server" in result.output and "diag keys" in result.output
     assert "EDGEWATCH_KEYS" not in os.environ
+
+
+def test_headless_diag_run_with_keys_on_a_public_address_serves_only_key_holders(keys_dir):
+    """The user's flow: `diag run --no-tui --keys DIR --endpoint tcp://0.0.0.0:P` on the GPU
+    host; a viewer with a key sees it and a viewer without one does not."""
+    port = free_port_pair()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "diag",
+            "run",
+            "grokking",
+            "--no-tui",
+            "--quiet",
+            "--steps",
+            "100000",
+            "--endpoint",
+            f"tcp://0.0.0.0:{port}",
+            "--keys",
+            str(keys_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    local = f"tcp://127.0.0.1:{port}"
+    try:
+        ops = ClientKeys.from_folder(keys_dir, "ops")
+        records = _collect_metrics(local, ops, 60.0)
+        meta = next(r for r in records if r.kind == "meta")
+        assert meta.data["auth"] == "curve" and meta.data["insecure"] is False
+        assert any(r.kind == "metrics" for r in records)
+        assert _collect_metrics(local, None, SILENCE_S) == []
+        ack = send_command(local, "lr_scale", {"factor": 0.5}, keys=ops, timeout=20)
+        assert "applied_at_step" in ack, ack
+    finally:
+        code = stop_child(child)
+    assert code == 0, child.stderr.read().decode()
