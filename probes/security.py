@@ -166,6 +166,8 @@ def _load_pair(path: Path, whose: str) -> tuple[bytes, bytes]:
         raise KeysError(f"{path} is not a CurveZMQ key file: {exc}") from None
     if secret is None:
         raise KeysError(f"{path} holds no secret key (use the .key_secret file)")
+    if path.stat().st_mode & 0o077:
+        log.warning("%s is readable by other users; chmod 600 it", path)
     return public, secret
 
 
@@ -255,8 +257,9 @@ def create_keys(
         root / "allow" / CONTROL,
         root / "allow" / TELEMETRY,
     ):
-        sub.mkdir(parents=True, exist_ok=True)
-        sub.chmod(0o700)
+        if not sub.exists():  # a folder the user already had keeps its permissions
+            sub.mkdir(parents=True)
+            sub.chmod(0o700)
     server_created = not (root / "server.key_secret").exists()
     if server_created:
         _create_pair(root, "server")

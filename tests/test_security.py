@@ -583,3 +583,18 @@ def test_headless_diag_run_with_keys_on_a_public_address_serves_only_key_holders
     finally:
         code = stop_child(child)
     assert code == 0, child.stderr.read().decode()
+
+
+def test_loose_secret_key_permissions_are_warned_about(tmp_path, caplog):
+    existing = tmp_path / "mine"
+    existing.mkdir(mode=0o755)
+    existing.chmod(0o755)
+    create_keys(existing)
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o755  # a folder the user had is kept
+    assert stat.S_IMODE((existing / "clients").stat().st_mode) == 0o700
+    with caplog.at_level(logging.WARNING, logger="edgewatch.security"):
+        ServerKeys.load(existing)
+        assert not caplog.records
+        (existing / "server.key_secret").chmod(0o644)
+        ServerKeys.load(existing)
+    assert "readable by other users" in caplog.records[0].getMessage()
