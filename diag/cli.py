@@ -98,8 +98,17 @@ def run(
     nproc: Annotated[
         int, typer.Option(help="Processes under torchrun (gloo on CPU, nccl on GPU).")
     ] = 1,
+    keys: Annotated[
+        str | None,
+        typer.Option(help="Keys folder from `diag keys`: CURVE and allow-lists ($EDGEWATCH_KEYS)."),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow a non-loopback --endpoint without keys.")
+    ] = False,
 ) -> None:
     """Run a reference trainer: live in the TUI by default, or headless with --no-tui."""
+    from probes.security import KeysError
+
     try:
         trainer_cls, config = _resolve_run(name, steps, seed, device, set_ or [])
         if nproc < 1:
@@ -107,11 +116,24 @@ def run(
         if no_tui and nproc > 1 and "WORLD_SIZE" not in os.environ:
             _exec_torchrun(nproc, sys.argv[2:])
         if no_tui:
-            _run_headless(trainer_cls, config, endpoint, quiet)
+            _run_headless(trainer_cls, config, endpoint, quiet, keys, insecure)
         else:
+            _share_keys_with_tui(keys)
             _run_with_tui(name, sys.argv[2:], endpoint)
     except UsageProblem as problem:
         raise fail(str(problem)) from None
+    except KeysError as err:
+        raise fail(str(err)) from None
+
+
+def _share_keys_with_tui(keys: str | None) -> None:
+    """Check the folder before anything starts; the TUI and the child trainer read the env."""
+    from probes.security import ServerKeys, resolve_client_keys
+
+    if keys:
+        ServerKeys.load(keys)
+        resolve_client_keys(keys_dir=keys)
+        os.environ["EDGEWATCH_KEYS"] = str(Path(keys).expanduser().resolve())
 
 
 def _resolve_run(name: str, steps: int | None, seed: int, device: str, sets: list[str]):
@@ -161,7 +183,10 @@ def _coerce(raw: str, field: dataclasses.Field, text: str) -> Any:
         raise UsageProblem(f"--set {text!r}: {raw!r} is not a valid {kind.__name__}") from None
 
 
-def _run_headless(trainer_cls, config, endpoint: str | None, quiet: bool) -> None:
+def _run_headless(
+    trainer_cls, config, endpoint: str | None, quiet: bool, keys: str | None = None,
+    insecure: bool = False,
+) -> None:
     from demos.loop import prepare
     from demos.loop import run as run_loop
     from probes.endpoints import EndpointError
@@ -170,7 +195,8 @@ def _run_headless(trainer_cls, config, endpoint: str | None, quiet: bool) -> Non
     trainer = prepare(trainer_cls, config)
     run_name = f"{trainer_cls.name}-{time.strftime('%H%M%S')}"
     try:
-        monitor = Monitor(run=run_name, bind=endpoint, config=dataclasses.asdict(config))
+        monitor = Monitor(run=run_name, bind=endpoint, config=dataclasses.asdict(config),
+                          keys=keys, insecure=insecure)
     except EndpointError as err:
         raise UsageProblem(str(err)) from None
     monitor.event("trainer", trainer=trainer_cls.name, title=trainer_cls.title)
@@ -312,23 +338,40 @@ def watch(
         bool, typer.Option("--once", help="Print one summary per endpoint and exit.")
     ] = False,
     timeout: Annotated[float, typer.Option(help="With --once: seconds to wait for data.")] = 5.0,
+    keys: Annotated[
+        str | None, typer.Option(help="Keys folder from `diag keys` (or $EDGEWATCH_KEYS).")
+    ] = None,
+    client: Annotated[
+        str | None, typer.Option(help="Client name in the keys folder (default viewer).")
+    ] = None,
+    server_key: Annotated[
+        str | None, typer.Option(help="The server's public key file (server.key).")
+    ] = None,
+    client_key: Annotated[
+        str | None, typer.Option(help="This viewer's secret key file (NAME.key_secret).")
+    ] = None,
 ) -> None:
     """Attach to running (or finished, still-open) runs: live TUI (w switches), or --once."""
     from probes.endpoints import EndpointError, parse_endpoint
+    from probes.security import KeysError, resolve_client_keys
 
-    for endpoint in endpoints:
-        try:
+    try:
+        for endpoint in endpoints:
             parse_endpoint(endpoint)
-        except EndpointError as err:
-            raise fail(str(err)) from None
+        client_keys = resolve_client_keys(
+            keys_dir=keys, client=client, server_key=server_key, client_key=client_key
+        )
+    except (EndpointError, KeysError) as err:
+        raise fail(str(err)) from None
     if once:
-        missing = [e for e in endpoints if not _watch_once(e, timeout)]
+        missing = [e for e in endpoints if not _watch_once(e, timeout, client_keys)]
         if missing:
             raise fail(f"no metrics from {', '.join(missing)} within {timeout:g} s — "
                        "is a run publishing there?", code=1)  # fmt: skip
         return
     from tui.app import run_tui
 
+    _export_client_keys(keys, client, server_key, client_key)
     run_tui(endpoints)
 
 
@@ -340,11 +383,31 @@ def launch() -> None:
     run_tui([], launcher=True)
 
 
-def _watch_once(endpoint: str, timeout: float) -> bool:
+def _export_client_keys(
+    keys: str | None, client: str | None, server_key: str | None, client_key: str | None
+) -> None:
+    """The TUI's source reads its keys from the environment (``probes.security``)."""
+    if server_key or client_key:
+        os.environ.pop("EDGEWATCH_KEYS", None)
+        os.environ["EDGEWATCH_SERVER_KEY"] = _abs(server_key)
+        os.environ["EDGEWATCH_CLIENT_KEY"] = _abs(client_key)
+    elif keys:
+        os.environ.pop("EDGEWATCH_SERVER_KEY", None)
+        os.environ.pop("EDGEWATCH_CLIENT_KEY", None)
+        os.environ["EDGEWATCH_KEYS"] = _abs(keys)
+    if client:
+        os.environ["EDGEWATCH_CLIENT"] = client
+
+
+def _abs(path: str | None) -> str:
+    return str(Path(path).expanduser().resolve()) if path else ""
+
+
+def _watch_once(endpoint: str, timeout: float, keys=None) -> bool:
     """Print one endpoint's latest metrics as a table; False when it sent none in time."""
     from probes.client import Subscriber
 
-    sub = Subscriber(endpoint)
+    sub = Subscriber(endpoint, keys=keys)
     try:
         records = sub.collect(lambda recs: any(r.kind == "metrics" for r in recs), timeout)
         records += sub.poll(0.3)
@@ -363,8 +426,32 @@ def _watch_once(endpoint: str, timeout: float) -> bool:
     table.add_column("value", justify="right")
     for key, value in last.data["scalars"].items():
         table.add_row(key, f"{value:.6g}")
+    if meta.get("insecure") is True:
+        table.caption = "⚠ insecure: this run is bound without keys (see `diag keys`)"
     console.print(table)
     return True
+
+
+# -- diag keys ------------------------------------------------------------------------------
+@app.command("keys")
+def keys_command(
+    folder: Annotated[str, typer.Argument(help="Keys folder (made 0700).")] = "~/.edgewatch/keys",
+    client: Annotated[str, typer.Option(help="Name of the viewer key to create.")] = "viewer",
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="This viewer may watch but not send commands.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing client key of that name.")
+    ] = False,
+) -> None:
+    """Create CurveZMQ keys: the server pair (once) and a named viewer, allow-listed."""
+    from probes.security import KeysError, create_keys, usage_text
+
+    try:
+        created = create_keys(folder, client, read_only=read_only, force=force)
+    except (KeysError, OSError) as err:
+        raise fail(str(err)) from None
+    console.print(usage_text(created), highlight=False, markup=False, soft_wrap=True)
 
 
 # -- diag replay / runs / export ----------------------------------------------------------
@@ -380,7 +467,6 @@ def replay(
         run_replay(store)
     except StoreError as err:
         raise fail(str(err)) from None
-
 
 
 @app.command()

@@ -22,10 +22,13 @@ import msgpack
 import zmq
 
 from probes.endpoints import parse_endpoint
+from probes.security import ClientKeys, make_curve_client, resolve_client_keys
 from probes.wire import MAX_MESSAGE_BYTES, Record, WireError, decode
 
 STALE_AFTER_S = 2.5
 DISCONNECTED_AFTER_S = 10.0
+MAX_REASONS = 32
+MAX_REASON_CHARS = 120
 SNAPSHOT_TIMEOUT_S = 2.0
 """A snapshot request unanswered this long is abandoned (live records flow meanwhile) and
 asked again when a gap shows: a peer without a control socket must not freeze the viewer."""
@@ -51,6 +54,14 @@ class CloneSession:
     """The ``t`` of each rank's seq-0 meta delivered: the same meta again (a slow joiner gets it
     both in the snapshot and live) is a duplicate, not a restart."""
 
+    def reject(self, reason: str) -> None:
+        """Count one rejected message by reason. Reasons quote what a peer sent, so both their
+        length and their number are capped: a hostile peer cannot grow this map without bound."""
+        reason = reason[:MAX_REASON_CHARS]
+        if reason not in self.rejected and len(self.rejected) >= MAX_REASONS - 1:
+            reason = "other reasons"
+        self.rejected[reason] += 1
+
     def next_request(self, now: float) -> bytes | None:
         """The snapshot request to send now, if one is due (first contact or a repair)."""
         if self.snapshot_open and now - (self.snapshot_sent_at or now) > SNAPSHOT_TIMEOUT_S:
@@ -75,12 +86,12 @@ class CloneSession:
         try:
             record = decode(payload)
         except WireError as err:
-            self.rejected[str(err)] += 1
+            self.reject(str(err))
             return []
         self.last_heard = time.monotonic()
         if record.kind == "heartbeat":
             self.status = record.data
-            last = int(record.data.get("last_seq", record.seq))
+            last = _as_seq(record.data.get("last_seq"), record.seq)
             self._check_gap(last, inclusive=True, rank=record.rank)
             return [record]
         if self._is_restart(record):
@@ -104,7 +115,7 @@ class CloneSession:
             try:
                 record = decode(payload)
             except WireError as err:
-                self.rejected[str(err)] += 1
+                self.reject(str(err))
                 continue
             last = self.seen(record.rank)
             if record.seq > last or (record.kind == "meta" and last < 0):
@@ -117,7 +128,7 @@ class CloneSession:
 
     def finish_snapshot(self, end: dict) -> None:
         """End of a snapshot: what it could not deliver is lost for good."""
-        end_seq = int(end.get("seq", -1))
+        end_seq = _as_seq(end.get("seq"), -1)
         ends = {0: end_seq}
         ranks = end.get("ranks")
         if isinstance(ranks, dict):
@@ -173,15 +184,17 @@ def send_command(
     command_id: str | int | None = None,
     timeout: float = 10.0,
     ctx: zmq.Context | None = None,
+    keys: ClientKeys | None = None,
 ) -> dict:
     """Send one command to a run and wait for its ack (raises TimeoutError if none comes).
 
     The ack is ``{"id", "cmd", "args", "applied_at_step", ...}`` or ``{"id", "cmd", "error"}``;
     it arrives when the run reaches its next step boundary (or at once for a rejected command).
+    ``keys`` (default: from the environment, see :mod:`probes.security`) enables CURVE.
     """
     cid = command_id if command_id is not None else f"{cmd}-{time.monotonic_ns()}"
     sock = (ctx or zmq.Context.instance()).socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
+    _prepare(sock, _client_keys(keys))
     sock.connect(parse_endpoint(endpoint).control)
     try:
         sock.send(msgpack.packb({"id": cid, "cmd": cmd, "args": args or {}}))
@@ -189,7 +202,10 @@ def send_command(
         while (left := deadline - time.monotonic()) > 0:
             if not sock.poll(int(left * 1000)):
                 break
-            tag, body = decode_reply(sock.recv_multipart())
+            try:
+                tag, body = decode_reply(sock.recv_multipart())
+            except WireError:
+                continue  # a garbled reply is not the ack; keep waiting for it
             if tag == "ack" and isinstance(body, dict) and body.get("id") in (cid, None):
                 return body
         raise TimeoutError(f"no ack for {cmd!r} from {endpoint} within {timeout:g} s")
@@ -216,14 +232,38 @@ def decode_reply(frames: list[bytes]) -> tuple[str, object]:
     return frames[-2].decode(errors="replace"), body
 
 
-def open_sockets(ctx: zmq.Context, endpoint: str) -> tuple[zmq.Socket, zmq.Socket]:
-    """SUB (telemetry) and DEALER (control) connected to ``endpoint``; SUB subscribes first."""
+def _as_seq(value: object, default: int) -> int:
+    """A seq from a peer's status map; anything but a plain int ≥ -1 means "not given"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= -1:
+        return value
+    return default
+
+
+def _client_keys(keys: ClientKeys | None) -> ClientKeys | None:
+    return keys if keys is not None else resolve_client_keys()
+
+
+def _prepare(sock: zmq.Socket, keys: ClientKeys | None) -> None:
+    """Every client socket: no linger, bounded message size, CURVE when keys are given."""
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    if keys is not None:
+        make_curve_client(sock, keys)
+
+
+def open_sockets(
+    ctx: zmq.Context, endpoint: str, keys: ClientKeys | None = None
+) -> tuple[zmq.Socket, zmq.Socket]:
+    """SUB (telemetry) and DEALER (control) connected to ``endpoint``; SUB subscribes first.
+
+    ``keys`` enables CURVE; when None, keys named by the environment are used (if any).
+    """
     parsed = parse_endpoint(endpoint)
+    keys = _client_keys(keys)
     sub = ctx.socket(zmq.SUB)
     dealer = ctx.socket(zmq.DEALER)
     for sock in (sub, dealer):
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        _prepare(sock, keys)
     sub.setsockopt(zmq.RCVHWM, 100_000)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(parsed.telemetry)
@@ -234,11 +274,13 @@ def open_sockets(ctx: zmq.Context, endpoint: str) -> tuple[zmq.Socket, zmq.Socke
 class Subscriber:
     """Blocking client for one run: history first, then live records, gaps repaired."""
 
-    def __init__(self, endpoint: str, ctx: zmq.Context | None = None) -> None:
+    def __init__(
+        self, endpoint: str, ctx: zmq.Context | None = None, keys: ClientKeys | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.session = CloneSession()
         self._ctx = ctx or zmq.Context.instance()
-        self._sub, self._dealer = open_sockets(self._ctx, endpoint)
+        self._sub, self._dealer = open_sockets(self._ctx, endpoint, keys)
         self._send_due_request()
 
     def poll(self, timeout: float = 0.1) -> list[Record]:

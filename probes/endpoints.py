@@ -8,6 +8,7 @@ other the same way.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from dataclasses import dataclass
@@ -84,8 +85,17 @@ def free_port_pair(host: str = "127.0.0.1", attempts: int = 50) -> int:
 
 
 def is_loopback(endpoint: Endpoint) -> bool:
-    """True for ipc and for tcp hosts on the loopback range (127/8, ::1, localhost)."""
+    """True for ipc and for tcp on a loopback address (127/8, ::1, localhost).
+
+    Only literal addresses count: a name such as ``127.example.com`` or an interface name is
+    not loopback whatever it resolves to (the refusal rule must not be fooled by DNS).
+    """
     if endpoint.scheme == "ipc":
         return True
     host = endpoint.host.strip("[]")
-    return host in ("localhost", "::1") or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

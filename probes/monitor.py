@@ -41,6 +41,7 @@ from probes.endpoints import DEFAULT_ENDPOINT
 from probes.metrics import NormSnapshot, NormTracker, global_norm, learning_rates
 from probes.probe import PROBES, Probe, ProbeOutput, ProbeScheduler, StepContext
 from probes.ranks import detect_rank, rank_transport, unwrap_ddp
+from probes.security import ServerKeys, resolve_server_keys
 from probes.store import RunStore, default_store_path
 from probes.transport import Transport, ZmqTransport
 from probes.wire import Record, metrics_data
@@ -74,6 +75,10 @@ class Monitor:
         budget: the fraction of step time all probes together may take (default 5 %); cadences
             stretch to stay within it. A probe's own ``budget=`` overrides its share. ``None``
             runs every probe at its declared cadence whatever it costs.
+        keys: a keys folder from ``diag keys`` (default ``$EDGEWATCH_KEYS``): PUB and ROUTER use
+            CURVE and admit only allow-listed viewers (see :mod:`probes.security`).
+        insecure: bind a non-loopback address without keys anyway (otherwise that raises
+            :class:`probes.security.InsecureBindError`); logs a warning and flags the run.
     """
 
     def __init__(
@@ -90,6 +95,8 @@ class Monitor:
         budget: float | None = 0.05,
         run_dir: str | None = None,
         store: str | os.PathLike[str] | None = "auto",
+        keys: ServerKeys | str | os.PathLike[str] | None = None,
+        insecure: bool = False,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be ≥ 1, got {every}")
@@ -101,10 +108,12 @@ class Monitor:
             transport = rank_transport(
                 self.rank_info, run=self.run, bind=bind or DEFAULT_ENDPOINT, history=history,
                 auto_port=bind is None, open_store=lambda: _open_store(store, self.run),
+                keys=resolve_server_keys(keys), insecure=insecure,
             )
         self.transport: Transport = transport or ZmqTransport(
             bind or DEFAULT_ENDPOINT, run=self.run, history=history, auto_port=bind is None,
             store=_open_store(store, self.run),
+            keys=resolve_server_keys(keys), insecure=insecure,
         )
         self.endpoint = self.transport.endpoint
         self.config = dict(config or {})
@@ -401,6 +410,7 @@ class Monitor:
             "rank": self.rank,
             "world_size": self.world_size,
             "git_commit": _git_commit(),
+            **getattr(self.transport, "security_meta", {}),
         }
 
     def _publish(self, kind: str, step: int, data: dict[str, Any]) -> None:

@@ -52,6 +52,7 @@ from probes.endpoints import EndpointError
 from probes.store import RunStore
 from probes.transport import (
     HEARTBEAT_S,
+    SNAPSHOT_CHUNK,
     Pending,
     TransportStats,
     ZmqTransport,
@@ -376,13 +377,13 @@ class RankZeroTransport(ZmqTransport):
         )
 
     # -- snapshots cover every rank ----------------------------------------------------------
-    def _answer(self, frames: list[bytes]) -> None:
+    def _answer(self, identity: bytes, body: bytes, user_id: str | None = None) -> None:
         try:
-            request = msgpack.unpackb(frames[-1], raw=False)
+            request = msgpack.unpackb(body, raw=False)
         except Exception:
             request = None
         self._since_ranks = _ranks_since(request)
-        super()._answer(frames)
+        super()._answer(identity, body, user_id)
 
     def _send_snapshot(self, identity: bytes, since: int) -> None:
         payloads = self._history.since(since)
@@ -391,8 +392,8 @@ class RankZeroTransport(ZmqTransport):
             first = items[0][0] if items else 0
             payloads += [p for s, p in self._rank_meta.get(rank, []) if after < s < first]
             payloads += [p for s, p in items if s > after]
-        for start in range(0, len(payloads), 1000):
-            self._reply(identity, b"snap", payloads[start : start + 1000])
+        for start in range(0, len(payloads), SNAPSHOT_CHUNK):
+            self._reply(identity, b"snap", payloads[start : start + SNAPSHOT_CHUNK])
         ranks = {str(r): last for r, last in self._rank_last.items()}
         self._reply(
             identity, b"end", {"run": self._run, "rank": 0, "seq": self._seq.last, "ranks": ranks}
@@ -608,9 +609,10 @@ def rank_transport(
     auto_port: bool,
     history: int,
     open_store: Callable[[], RunStore | None],
+    **viewer_options: Any,
 ) -> ZmqTransport | RankForwarder:
     """The transport a Monitor at ``info`` needs: rank 0 hosts (and keeps the job's store),
-    the others forward."""
+    the others forward. ``viewer_options`` (keys, insecure) secure rank 0's viewer endpoint."""
     if info.rank == 0:
         return RankZeroTransport(
             bind,
@@ -619,5 +621,6 @@ def rank_transport(
             history=history,
             auto_port=auto_port,
             store=open_store(),
+            **viewer_options,
         )
     return RankForwarder(run=run, rank=info.rank)

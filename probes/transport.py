@@ -12,7 +12,6 @@ pattern), answers snapshot requests on ROUTER and sends a heartbeat when idle.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -26,10 +25,28 @@ from typing import Any, Protocol
 import msgpack
 import zmq
 
-from probes.control import Command, CommandError, parse_command
-from probes.endpoints import Endpoint, EndpointError, free_port_pair, parse_endpoint
+from probes.control import MAX_COMMAND_BYTES, Command, CommandError, parse_command
+from probes.endpoints import (
+    Endpoint,
+    EndpointError,
+    free_port_pair,
+    is_loopback,
+    parse_endpoint,
+)
+from probes.security import (
+    RateLimiter,
+    ServerKeys,
+    check_bind,
+    frame_user_id,
+    make_curve_server,
+    start_authenticator,
+)
 from probes.store import RunStore
 from probes.wire import MAX_MESSAGE_BYTES, Record, encode
+
+MAX_REQUEST_BYTES = MAX_COMMAND_BYTES
+"""Control requests are small maps: ROUTER's ``MAXMSGSIZE`` (libzmq disconnects a peer that
+sends more before anything is read)."""
 
 log = logging.getLogger("edgewatch.transport")
 
@@ -40,6 +57,9 @@ thread)."""
 
 SNAPSHOT_CHUNK = 1000
 HEARTBEAT_S = 1.0
+MAX_COMMANDS_PER_POLL = 32
+"""The training thread applies at most this many commands per step boundary, so a flood of
+(valid, allowed, rate-limited) commands costs each step a bounded amount."""
 
 
 @dataclass
@@ -54,6 +74,10 @@ class TransportStats:
     bad_requests: int = 0
     commands_received: int = 0
     commands_rejected: int = 0
+    commands_refused: int = 0
+    commands_rate_limited: int = 0
+    snapshots_rate_limited: int = 0
+    auth_denied: int = 0
     send_errors: int = 0
 
     def as_map(self) -> dict[str, int]:
@@ -81,13 +105,14 @@ class _Reply:
     body: dict[str, Any]
 
 
-def _drain_queue(q: queue.Queue) -> list:
-    out = []
-    while True:
+def _drain_queue(q: queue.Queue, limit: int | None = None) -> list:
+    out: list = []
+    while limit is None or len(out) < limit:
         try:
             out.append(q.get_nowait())
         except queue.Empty:
             return out
+    return out
 
 
 @dataclass
@@ -195,8 +220,14 @@ class ZmqTransport:
         heartbeat_s: float = HEARTBEAT_S,
         auto_port: bool = False,
         store: RunStore | None = None,
+        keys: ServerKeys | None = None,
+        insecure: bool = False,
+        rate_limit: RateLimiter | None = None,
     ) -> None:
         self.stats = TransportStats()
+        self._keys = keys
+        self._limiter = rate_limit or RateLimiter()
+        self._snapshot_limiter = RateLimiter(rate=5.0, burst=20)  # each may send the history
         self.store = store
         self._run = run
         self._rank = rank
@@ -208,8 +239,19 @@ class ZmqTransport:
         self._heartbeat_s = heartbeat_s
         self._status: dict[str, Any] = {"state": "running"}
         self._stop = threading.Event()
-        self._ctx = zmq.Context.instance()
-        self._pub, self._router, parsed = self._bind(parse_endpoint(bind), auto_port)
+        requested = parse_endpoint(bind)
+        check_bind(requested, secure=keys is not None, insecure=insecure)
+        # a ZAP handler is per context: a secure transport gets its own context and handler
+        self._ctx = zmq.Context() if keys is not None else zmq.Context.instance()
+        self._auth = (start_authenticator(self._ctx, keys, self._count_denied)
+                      if keys is not None else None)
+        self.security_meta = {"auth": "curve" if keys is not None else "none",
+                              "insecure": keys is None and not is_loopback(requested)}
+        try:
+            self._pub, self._router, parsed = self._bind(requested, auto_port)
+        except BaseException:
+            self._close_auth()
+            raise
         self.endpoint = parsed.telemetry
         self.control_endpoint = parsed.control
         self._thread = threading.Thread(target=self._loop, name="edgewatch-io", daemon=True)
@@ -229,8 +271,9 @@ class ZmqTransport:
         self._status = {**self._status, **status}
 
     def poll_commands(self) -> list[Command]:
-        """Commands received since the last call, oldest first (training thread)."""
-        return _drain_queue(self._commands)
+        """Commands received since the last call, oldest first, at most
+        ``MAX_COMMANDS_PER_POLL`` (the rest wait for the next step boundary)."""
+        return _drain_queue(self._commands, MAX_COMMANDS_PER_POLL)
 
     def reply(self, peer: bytes, body: dict[str, Any]) -> None:
         """Queue an ack for ``peer`` (sent by the I/O thread; never dropped, never blocks)."""
@@ -252,6 +295,9 @@ class ZmqTransport:
         for sock in (pub, router):
             sock.setsockopt(zmq.LINGER, 500)
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+            if self._keys is not None:
+                make_curve_server(sock, self._keys)
+        router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         pub.setsockopt(zmq.SNDHWM, 20_000)
         router.setsockopt(zmq.SNDHWM, 2_000)
         try:
@@ -294,6 +340,15 @@ class ZmqTransport:
                 self.store.close(self._status.get("final_state", "finished"))
             self._pub.close()
             self._router.close()
+            self._close_auth()
+
+    def _count_denied(self) -> None:
+        self.stats.auth_denied += 1  # called on the ZAP handler's thread: one int, GIL-atomic
+
+    def _close_auth(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._ctx.term()
 
     def _drain(self, limit: int = 5000) -> bool:
         sent = False
@@ -360,39 +415,52 @@ class ZmqTransport:
     def _serve_requests(self) -> None:
         for _ in range(100):
             try:
-                frames = self._router.recv_multipart(zmq.NOBLOCK)
+                frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            self._answer(frames)
+            self._answer(frames[0].bytes, frames[-1].bytes, frame_user_id(frames[-1]))
 
-    def _answer(self, frames: list[bytes]) -> None:
-        identity, body = frames[0], frames[-1]
-        try:
-            request = msgpack.unpackb(body, raw=False)
-        except Exception:
-            request = None
-        if isinstance(request, dict) and "cmd" in request:
-            self._accept_command(identity, request)
-            return
-        since = _snapshot_since(request)
-        if since is None:
+    def _answer(self, identity: bytes, body: bytes, user_id: str | None = None) -> None:
+        kind, value = classify_request(body)
+        if kind == "command":
+            self._accept_command(identity, value, user_id)
+        elif kind == "snapshot":
+            if self._snapshot_limiter.allow(identity):
+                self._send_snapshot(identity, value)
+            else:
+                self.stats.snapshots_rate_limited += 1
+                self._reply(identity, b"error", {"error": "rate limited: too many snapshots"})
+        else:
             self.stats.bad_requests += 1
-            self._reply(identity, b"error", {
-                "error": "expected {'req': 'snapshot', 'since': N} or {'id', 'cmd', 'args'}"})
-            return
-        self._send_snapshot(identity, since)
+            self._reply(identity, b"error", {"error": value})
 
-    def _accept_command(self, identity: bytes, request: dict[str, Any]) -> None:
+    def _accept_command(self, identity: bytes, request: dict[str, Any],
+                        user_id: str | None = None) -> None:
         self.stats.commands_received += 1
+        refusal = self._refusal(identity, user_id)
+        if refusal is not None:
+            self._reply(identity, b"ack", {"id": _command_id(request),
+                                           "cmd": _command_name(request), "error": refusal})
+            return
         try:
             command = parse_command(request, identity)
             self._commands.put_nowait(command)
         except (CommandError, queue.Full) as err:
             self.stats.commands_rejected += 1
             reason = str(err) if isinstance(err, CommandError) else "command queue full"
-            cid = request.get("id") if isinstance(request.get("id"), (str, int)) else None
-            self._reply(identity, b"ack", {"id": cid, "cmd": request.get("cmd"),
+            cid = _command_id(request)
+            self._reply(identity, b"ack", {"id": cid, "cmd": _command_name(request),
                                            "error": reason})
+
+    def _refusal(self, identity: bytes, user_id: str | None) -> str | None:
+        """Why a command from this peer is not queued (None: it may be)."""
+        if self._keys is not None and not self._keys.may_control(user_id):
+            self.stats.commands_refused += 1
+            return "not allowed: this key may watch the run but not send commands"
+        if not self._limiter.allow(user_id.encode() if user_id else identity):
+            self.stats.commands_rate_limited += 1
+            return "rate limited: too many commands from this peer; try again shortly"
+        return None
 
     def _send_snapshot(self, identity: bytes, since: int) -> None:
         payloads = self._history.since(since)
@@ -402,8 +470,40 @@ class ZmqTransport:
         self.stats.snapshots_served += 1
 
     def _reply(self, identity: bytes, tag: bytes, body: Any) -> None:
-        with contextlib.suppress(zmq.ZMQError):
+        try:
             self._router.send_multipart([identity, tag, msgpack.packb(body, use_bin_type=True)])
+        except (zmq.ZMQError, ValueError, TypeError):  # a peer's echo must not stop this thread
+            self.stats.send_errors += 1
+
+
+def classify_request(body: bytes) -> tuple[str, Any]:
+    """A control-socket message → ("command", map) | ("snapshot", since) | ("error", reason).
+
+    Pure, so the fuzz tests can throw anything at it; it never raises.
+    """
+    if len(body) > MAX_REQUEST_BYTES:
+        return "error", f"request of {len(body)} bytes exceeds {MAX_REQUEST_BYTES}"
+    try:
+        request = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception:
+        request = None
+    if isinstance(request, dict) and "cmd" in request:
+        return "command", request
+    since = _snapshot_since(request)
+    if since is None:
+        return "error", "expected {'req': 'snapshot', 'since': N} or {'id', 'cmd', 'args'}"
+    return "snapshot", since
+
+
+def _command_id(request: dict[str, Any]) -> str | int | None:
+    cid = request.get("id")
+    return cid if isinstance(cid, (str, int)) and not isinstance(cid, bool) else None
+
+
+def _command_name(request: dict[str, Any]) -> str | None:
+    """The ``cmd`` to echo in an error ack: only a short string (never a peer's structure)."""
+    cmd = request.get("cmd")
+    return cmd[:100] if isinstance(cmd, str) else None
 
 
 def _snapshot_since(request: Any) -> int | None:

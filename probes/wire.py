@@ -101,6 +101,8 @@ def from_map(obj: Any) -> Record:
         raise WireError("data must be a map")
     if kind == "metrics":
         _check_metrics(data)
+    elif kind == "heartbeat":
+        _check_heartbeat(data)
     return Record(kind=kind, run=run, step=step, data=dict(data), rank=rank, seq=seq, t=float(t))
 
 
@@ -134,6 +136,15 @@ def _check_metrics(data: Mapping[str, Any]) -> None:
             raise WireError(f"metrics.per_layer[{name!r}] must have one value per layer")
         if not all(_is_number(v) for v in values):
             raise WireError(f"metrics.per_layer[{name!r}] holds a non-number")
+
+
+def _check_heartbeat(data: Mapping[str, Any]) -> None:
+    """Readers act on ``last_seq`` (gap repair) and ``state``: those must have their types."""
+    last_seq = data.get("last_seq", -1)
+    if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < -1:
+        raise WireError("heartbeat.last_seq must be an integer ≥ -1")
+    if not isinstance(data.get("state", ""), str):
+        raise WireError("heartbeat.state must be a string")
 
 
 def metrics_data(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import reprlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +26,7 @@ import zmq.asyncio
 
 from probes.client import CloneSession, decode_reply, open_sockets, snapshot_request
 from probes.endpoints import parse_endpoint
+from probes.security import ClientKeys, resolve_client_keys
 from probes.wire import Record, WireError
 
 SLICE = 250
@@ -113,6 +115,7 @@ class ZmqSource:
         *,
         ctx: zmq.asyncio.Context | None = None,
         poll_ms: int = 250,
+        keys: ClientKeys | None = None,
     ) -> None:
         parse_endpoint(endpoint)  # fail before the UI starts, with the endpoint's own hint
         self.endpoint = endpoint
@@ -121,6 +124,9 @@ class ZmqSource:
         self._own_ctx = ctx is None
         self._ctx = ctx or zmq.asyncio.Context()
         self._poll_ms = poll_ms
+        # None: the keys the environment names, if any; resolved now so that a bad keys folder
+        # fails before the UI starts (probes.security)
+        self._keys = keys if keys is not None else resolve_client_keys()
         self._sockets: tuple[zmq.asyncio.Socket, zmq.asyncio.Socket] | None = None
         self._snapshot_open = False
         self._snapshot_sent = 0.0
@@ -173,7 +179,7 @@ class ZmqSource:
     def _open(self) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
         """Subscribe first (``open_sockets`` does), so nothing after the snapshot is missed."""
         if self._sockets is None:
-            sub, dealer = open_sockets(self._ctx, self.endpoint)
+            sub, dealer = open_sockets(self._ctx, self.endpoint, self._keys)
             self._sockets = (sub, dealer)  # type: ignore[assignment]
         return self._sockets
 
@@ -182,7 +188,7 @@ class ZmqSource:
         try:
             tag, body = decode_reply(frames)
         except WireError as err:
-            self.session.rejected[str(err)] += 1
+            self.session.reject(str(err))
             return
         if tag == "snap" and isinstance(body, list):
             self._snapshot_sent = time.monotonic()  # progress: not overdue
@@ -194,8 +200,10 @@ class ZmqSource:
             self._snapshot_open = False
             yield from self._accept_live(self._take_buffered())
         elif tag == "error":
-            self.session.rejected[f"control error: {body!r}"[:120]] += 1
-            self._snapshot_open = False
+            self.session.reject(f"control error: {reprlib.repr(body)}")
+            # a rate-limited request is asked again after SNAPSHOT_RETRY_S, not at once
+            error = body.get("error") if isinstance(body, dict) else None
+            self._snapshot_open = isinstance(error, str) and error.startswith("rate limited")
 
     def _accept_live(self, payloads: list[bytes]) -> Iterator[list[Record]]:
         """Live payloads → record batches of at most ``SLICE`` payloads each."""

@@ -35,6 +35,8 @@ class HeaderInfo:
     rate: str = "—"
     state: str = "waiting"
     paused: bool = False
+    insecure: bool = False
+    """The run bound a non-loopback address without keys (``insecure=True``)."""
 
     @classmethod
     def from_state(
@@ -53,6 +55,7 @@ class HeaderInfo:
             rate=fmt_rate(state.steps_per_s),
             state=state.state,
             paused=paused,
+            insecure=meta.get("insecure") is True,
         )
 
 
@@ -95,6 +98,8 @@ class RunHeader(Widget):
         parts += [_SEP, (info.state, _STATE_STYLE.get(info.state, ""))]
         if info.paused:
             parts += [" ", (" ⏸ paused ", "reverse $warning")]
+        if info.insecure:
+            parts += [" ", (" ⚠ insecure: no keys ", "reverse $error")]
         for part in (info.trainer, info.host, info.device, info.params):
             if part:
                 parts += [_SEP, part]
