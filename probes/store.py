@@ -32,8 +32,10 @@ import os
 import re
 import socket
 import sqlite3
+import sys
 import threading
 import time
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +47,9 @@ from probes.wire import Record, WireError, decode, encode
 
 log = logging.getLogger("edgewatch.store")
 
-STORE_VERSION = 1
+STORE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 stores (no column tables) are still read, by decoding their payloads (slower)."""
 APPLICATION_ID = 0x45576368  # "EWch"
 STATUSES = ("running", "finished", "crashed", "stopped")
 CHUNK = 5000
@@ -62,7 +66,28 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_kind ON records (kind, rank, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
+CREATE TABLE IF NOT EXISTS metric_chunks (
+    rank INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    seqs BLOB NOT NULL,
+    steps BLOB NOT NULL,
+    ts BLOB NOT NULL,
+    PRIMARY KEY (rank, first_seq)
+);
+CREATE TABLE IF NOT EXISTS scalar_chunks (
+    name TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    idx BLOB,
+    vals BLOB NOT NULL,
+    PRIMARY KEY (name, rank, first_seq)
+);
+CREATE INDEX IF NOT EXISTS scalar_chunks_at ON scalar_chunks (rank, first_seq);
 """
+_LE = sys.byteorder == "little"
 
 
 class StoreError(Exception):
@@ -130,6 +155,63 @@ def _fresh_path(path: Path) -> Path:
     return path
 
 
+def _blob(values: array) -> bytes:
+    """Little-endian bytes of an ``array`` (the column tables' on-disk byte order)."""
+    if not _LE:
+        values = array(values.typecode, values)
+        values.byteswap()
+    return values.tobytes()
+
+
+class _Chunk:
+    """The metrics records of one rank buffered since the last flush, as columns.
+
+    Written with the records, in the same transaction, as one ``metric_chunks`` row (seqs,
+    steps, times) plus one ``scalar_chunks`` row per scalar name (its values, and the positions
+    of the records holding it when not all do): charts and csv export then read arrays instead
+    of decoding every payload.
+    """
+
+    __slots__ = ("seqs", "steps", "ts", "names")
+
+    def __init__(self) -> None:
+        self.seqs = array("q")
+        self.steps = array("q")
+        self.ts = array("d")
+        self.names: dict[str, tuple[array, array]] = {}
+
+    def add(self, seq: int, step: int, t: float, scalars: Any) -> None:
+        i = len(self.seqs)
+        self.seqs.append(seq)
+        self.steps.append(step)
+        self.ts.append(t)
+        if not isinstance(scalars, dict):
+            return
+        names = self.names
+        for name, value in scalars.items():
+            if not _is_number(value):
+                continue
+            try:
+                value = float(value)
+            except OverflowError:  # an int beyond float range: not chartable
+                continue
+            column = names.get(name)
+            if column is None:
+                column = names[name] = (array("q"), array("d"))
+            column[0].append(i)
+            column[1].append(value)
+
+    def rows(self, rank: int) -> tuple[tuple, list[tuple]]:
+        n, first = len(self.seqs), self.seqs[0]
+        head = (rank, first, self.seqs[-1], n, _blob(self.seqs), _blob(self.steps),
+                _blob(self.ts))
+        scalars = []
+        for name, (idx, vals) in self.names.items():
+            positions = None if len(idx) == n else _blob(idx)
+            scalars.append((str(name), rank, first, len(vals), positions, _blob(vals)))
+        return head, scalars
+
+
 # --------------------------------------------------------------------------------------------
 # writer
 # --------------------------------------------------------------------------------------------
@@ -161,6 +243,7 @@ class RunStore:
         self.closed = False
         self._lock = threading.Lock()
         self._buf: list[tuple[int, int, str, int, float, bytes]] = []
+        self._chunks: dict[int, _Chunk] = {}
         self._meta: dict[str, Any] = {}
         self._steps: tuple[int, int] | None = None
         self._steps_dirty = False
@@ -233,6 +316,12 @@ class RunStore:
                     self._meta["store.run"] = record.run
                 if record.kind == "metrics":
                     step = row[3]
+                    chunk = self._chunks.get(row[0])
+                    if chunk is None:
+                        chunk = self._chunks[row[0]] = _Chunk()
+                    data = record.data
+                    chunk.add(row[1], step, row[4],
+                              data.get("scalars") if isinstance(data, dict) else None)
                     first, last = self._steps or (step, step)
                     self._steps = (min(first, step), max(last, step))
                     self._steps_dirty = True
@@ -263,6 +352,7 @@ class RunStore:
     def _flush_locked(self, extra_meta: dict[str, Any] | None = None) -> int:
         self._last_flush = time.monotonic()
         rows, self._buf = self._buf, []
+        chunks, self._chunks = self._chunks, {}
         meta, self._meta = self._meta, {}
         if self._steps_dirty and self._steps is not None:
             meta["store.first_step"], meta["store.last_step"] = self._steps
@@ -278,6 +368,13 @@ class RunStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)", rows)
+                for rank, chunk in chunks.items():
+                    head, scalars = chunk.rows(rank)
+                    conn.execute("INSERT OR REPLACE INTO metric_chunks VALUES (?,?,?,?,?,?,?)",
+                                 head)
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO scalar_chunks VALUES (?, ?, ?, ?, ?, ?)", scalars
+                    )
                 if meta:
                     conn.executemany(
                         "INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -345,9 +442,12 @@ def _effective_status(meta: dict[str, Any]) -> str:
 class StoreReader:
     """Read-only view of a store; safe to use while the writer is still appending."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, version: int = STORE_VERSION
+    ) -> None:
         self._conn = conn
         self.path = path
+        self.version = version
         self.bad_records = 0
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[tuple]:
@@ -437,75 +537,263 @@ class StoreReader:
 
     def scalar_names(self) -> list[str]:
         """Every scalar name in the metrics records, in order of first appearance."""
+        if self.columnar:
+            rows = self._query("SELECT name FROM scalar_chunks GROUP BY name ORDER BY MIN(rowid)")
+            return [r[0] for r in rows]
         names: dict[str, None] = {}
         for _, _, payload in self._rows("payload", ["metrics"]):
             for name in _scalars(payload) or ():
                 names.setdefault(name, None)
         return list(names)
 
+    def metrics_rank(self) -> int | None:
+        """The lowest rank with metrics records (the one charts show by default)."""
+        return self._query("SELECT MIN(rank) FROM records WHERE kind = 'metrics'")[0][0]
+
     def scalar_series(
-        self, name: str, max_points: int = 2000, rank: int | None = None
+        self, name: str, max_points: int = 2000, rank: int | None = None,
+        before_seq: int | None = None,
     ) -> tuple[Any, Any]:
         """(steps, values) of one scalar, min/max-decimated to at most ``max_points`` points.
 
-        Reads the metrics payloads of one rank (default: the lowest) in chunks. With more
-        metrics records than ``max_points`` they are cut into ``max_points // 3`` buckets by
+        ``rank`` defaults to the lowest; ``before_seq`` keeps only records with a lower seq.
+        With more points than ``max_points`` they are cut into ``max_points // 3`` buckets by
         position; each bucket keeps its minimum and its maximum (in step order), so the global
         extremes always survive, plus its first NaN if it holds one (NaN does not compare, and
         a loss going NaN is exactly what must stay visible). ±Inf are ordinary extremes.
+        A version-2 store is read from its column tables one flushed chunk at a time (memory
+        stays at one chunk plus the output); a version-1 store by decoding its payloads.
         """
+        if not self.columnar:
+            return self.series([name], max_points, rank, before_seq)[name]
+        rank = self.metrics_rank() if rank is None else rank
+        if rank is None:
+            return _empty_series()
+        n = self._count_points(name, rank, before_seq)
+        return _decimate(self._name_blocks(name, rank, before_seq), n, max_points)
+
+    def series(
+        self, names: Iterable[str] | None = None, max_points: int = 2000,
+        rank: int | None = None, before_seq: int | None = None,
+    ) -> dict[str, tuple[Any, Any]]:
+        """:meth:`scalar_series` of several names (default: all); a version-1 store is read
+        in one pass over its payloads for all of them."""
+        names = self.scalar_names() if names is None else list(names)
+        rank = self.metrics_rank() if rank is None else rank
+        if rank is None:
+            return {name: _empty_series() for name in names}
+        if self.columnar:
+            return {name: self.scalar_series(name, max_points, rank, before_seq)
+                    for name in names}
         import numpy as np
 
-        max_points = max(2, int(max_points))
-        if rank is None:
-            rank = self._query("SELECT MIN(rank) FROM records WHERE kind = 'metrics'")[0][0]
-            if rank is None:
-                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-        n, max_seq = self._query(
-            "SELECT COUNT(*), MAX(seq) FROM records WHERE kind = 'metrics' AND rank = ?", [rank]
-        )[0]
-        steps = np.zeros(min(n, max_points), dtype=np.int64)
-        values = np.zeros(min(n, max_points), dtype=np.float64)
-        out = 0
-        rows = self._rows("step, payload", ["metrics"], rank=rank, max_seq=max_seq)
-        if n <= max_points:
-            for _, _, step, payload in rows:
-                value = (_scalars(payload) or {}).get(name)
-                if _is_number(value):
-                    steps[out], values[out] = step, value
-                    out += 1
-            return steps[:out], values[:out]
+        found: dict[str, tuple[list[int], list[float]]] = {name: ([], []) for name in names}
+        for _, seq, step, payload in self._rows("step, payload", ["metrics"], rank=rank):
+            if before_seq is not None and seq >= before_seq:
+                break
+            for name, value in (_scalars(payload) or {}).items():
+                if name in found and _is_number(value):
+                    found[name][0].append(step)
+                    found[name][1].append(float(value))
+        out = {}
+        for name, (steps, values) in found.items():
+            block = (np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64))
+            out[name] = _decimate(iter([block]), len(values), max_points)
+        return out
 
-        n_buckets = max(1, max_points // 3)
-        bucket = -1
-        lo = hi = nan = None  # (value, index, step)
+    # -- column tables (version 2) -------------------------------------------------------------
+    @property
+    def columnar(self) -> bool:
+        """True for a version-2 store: metrics also kept as column chunks (fast reads)."""
+        return self.version >= 2
 
-        def emit() -> None:
-            nonlocal out
-            points = {p for p in (lo, hi, nan) if p is not None}
-            for point in sorted(points, key=lambda p: p[1]):
-                steps[out], values[out] = point[2], point[0]
-                out += 1
+    def _name_chunks(
+        self, name: str, rank: int, before_seq: int | None
+    ) -> Iterator[tuple[int, int, bytes, bytes, bytes | None, bytes]]:
+        """(first_seq, last_seq, seqs, steps, idx, vals) of one name's chunks, in seq order."""
+        limit = (1 << 62) if before_seq is None else before_seq
+        sql = ("SELECT s.first_seq, m.last_seq, m.seqs, m.steps, s.idx, s.vals "
+               "FROM scalar_chunks s JOIN metric_chunks m "
+               "ON m.rank = s.rank AND m.first_seq = s.first_seq "
+               "WHERE s.name = ? AND s.rank = ? AND s.first_seq > ? AND s.first_seq < ? "
+               "ORDER BY s.first_seq LIMIT 64")
+        after = -1
+        while True:
+            rows = self._query(sql, [name, rank, after, limit])
+            yield from rows
+            if len(rows) < 64:
+                return
+            after = rows[-1][0]
 
-        for i, (_, _, step, payload) in enumerate(rows):
-            b = min(i * n_buckets // n, n_buckets - 1)
-            if b != bucket:
-                emit()
-                bucket, lo, hi, nan = b, None, None, None
-            value = (_scalars(payload) or {}).get(name)
-            if not _is_number(value):
+    def _name_blocks(
+        self, name: str, rank: int, before_seq: int | None
+    ) -> Iterator[tuple[Any, Any]]:
+        import numpy as np
+
+        for _, last_seq, seqs, steps, idx, vals in self._name_chunks(name, rank, before_seq):
+            step_arr = np.frombuffer(steps, dtype="<i8")
+            val_arr = np.frombuffer(vals, dtype="<f8")
+            seq_arr = None
+            if idx is not None:
+                pos = np.frombuffer(idx, dtype="<i8")
+                step_arr = step_arr[pos]
+                if before_seq is not None and last_seq >= before_seq:
+                    seq_arr = np.frombuffer(seqs, dtype="<i8")[pos]
+            elif before_seq is not None and last_seq >= before_seq:
+                seq_arr = np.frombuffer(seqs, dtype="<i8")
+            if seq_arr is not None:
+                keep = seq_arr < before_seq
+                step_arr, val_arr = step_arr[keep], val_arr[keep]
+            yield step_arr.astype(np.int64), val_arr.astype(np.float64)
+
+    def _count_points(self, name: str, rank: int, before_seq: int | None) -> int:
+        """How many points of ``name`` :meth:`_name_blocks` will yield."""
+        if before_seq is None:
+            row = self._query(
+                "SELECT COALESCE(SUM(n), 0) FROM scalar_chunks WHERE name = ? AND rank = ?",
+                [name, rank],
+            )
+            return int(row[0][0])
+        whole = self._query(
+            "SELECT COALESCE(SUM(s.n), 0) FROM scalar_chunks s JOIN metric_chunks m "
+            "ON m.rank = s.rank AND m.first_seq = s.first_seq "
+            "WHERE s.name = ? AND s.rank = ? AND m.last_seq < ?", [name, rank, before_seq],
+        )[0][0]
+        import numpy as np
+
+        part = 0
+        for _, last_seq, seqs, _, idx, _ in self._name_chunks(name, rank, before_seq):
+            if last_seq < before_seq:
                 continue
-            value = float(value)
-            if math.isnan(value):
-                if nan is None:
-                    nan = (math.nan, i, step)
+            seq_arr = np.frombuffer(seqs, dtype="<i8")
+            if idx is not None:
+                seq_arr = seq_arr[np.frombuffer(idx, dtype="<i8")]
+            part += int(np.count_nonzero(seq_arr < before_seq))
+        return int(whole) + part
+
+    def metric_chunks(
+        self, rank: int | None = None
+    ) -> Iterator[tuple[int, Any, Any, Any, dict[str, tuple[Any, Any]]]]:
+        """(rank, seqs, steps, ts, {name: (positions or None, values)}) per flushed chunk,
+        in (rank, seq) order: the metrics records as numpy columns (version-2 stores)."""
+        import numpy as np
+
+        where, args = ("WHERE rank = ?", [rank]) if rank is not None else ("", [])
+        head_sql = (f"SELECT rank, first_seq, seqs, steps, ts FROM metric_chunks {where} "
+                    "ORDER BY rank, first_seq")
+        cur = self._conn.cursor()
+        try:
+            heads = cur.execute(head_sql, args)
+            while batch := heads.fetchmany(256):
+                for r, first, seqs, steps, ts in batch:
+                    cols = {}
+                    for name, idx, vals in self._query(
+                        "SELECT name, idx, vals FROM scalar_chunks WHERE rank = ? AND "
+                        "first_seq = ? ORDER BY rowid", [r, first],
+                    ):
+                        pos = None if idx is None else np.frombuffer(idx, dtype="<i8")
+                        cols[name] = (pos, np.frombuffer(vals, dtype="<f8"))
+                    yield (r, np.frombuffer(seqs, dtype="<i8"), np.frombuffer(steps, dtype="<i8"),
+                           np.frombuffer(ts, dtype="<f8"), cols)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read store: {exc}") from None
+        finally:
+            cur.close()
+
+    def metric_seqs(self, rank: int, before_seq: int | None = None) -> Iterator[Any]:
+        """The seqs of one rank's metrics records (numpy blocks), optionally below a seq."""
+        import numpy as np
+
+        limit = (1 << 62) if before_seq is None else before_seq
+        for (seqs,) in self._query(
+            "SELECT seqs FROM metric_chunks WHERE rank = ? AND first_seq < ? ORDER BY first_seq",
+            [rank, limit],
+        ):
+            arr = np.frombuffer(seqs, dtype="<i8")
+            yield arr[arr < limit] if arr[-1] >= limit else arr
+
+    # -- positions -----------------------------------------------------------------------------
+    def seq_range(self, rank: int) -> tuple[int | None, int | None]:
+        row = self._query("SELECT MIN(seq), MAX(seq) FROM records WHERE rank = ?", [rank])[0]
+        return row[0], row[1]
+
+    def ranks(self) -> tuple[int | None, int | None]:
+        row = self._query("SELECT MIN(rank), MAX(rank) FROM records")[0]
+        return row[0], row[1]
+
+    def last_seq_at(self, step: int, rank: int) -> int | None:
+        """The highest seq of ``rank`` whose record has ``step <= step`` (None if none has).
+
+        A binary search over the primary key (steps never go down within a rank's seqs, as
+        the Monitor publishes them): about 20 indexed lookups however big the store.
+        """
+        lo, hi = self.seq_range(rank)
+        if lo is None:
+            return None
+        probe = "SELECT seq, step FROM records WHERE rank = ? AND seq >= ? ORDER BY seq LIMIT 1"
+        first = self._query(probe, [rank, lo])[0]
+        if first[1] > step:
+            return None
+        best = first[0]
+        lo = best + 1
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            found = self._query(probe, [rank, mid])
+            if not found:
+                hi = mid - 1
                 continue
-            if lo is None or value < lo[0]:
-                lo = (value, i, step)
-            if hi is None or value > hi[0]:
-                hi = (value, i, step)
-        emit()
-        return steps[:out], values[:out]
+            seq, at = found[0]
+            if at <= step:
+                best, lo = seq, seq + 1
+            else:
+                hi = mid - 1
+        return best
+
+    def count_upto(self, rank: int, seq: int) -> int:
+        """Records of ranks below ``rank`` plus those of ``rank`` up to ``seq`` (inclusive)."""
+        return self._query(
+            "SELECT COUNT(*) FROM records WHERE rank < ? OR (rank = ? AND seq <= ?)",
+            [rank, rank, seq],
+        )[0][0]
+
+    def records_at(self, rank: int, seqs: Iterable[int]) -> list[Record]:
+        """The decoded records of ``rank`` with these seqs (in seq order; missing ones skipped)."""
+        seqs = sorted(set(seqs))
+        out: list[Record] = []
+        for start in range(0, len(seqs), 500):
+            part = seqs[start:start + 500]
+            rows = self._query(
+                f"SELECT payload FROM records WHERE rank = ? AND seq IN "
+                f"({','.join('?' * len(part))}) ORDER BY seq", [rank, *part],
+            )
+            out += self._decoded(payload for (payload,) in rows)
+        return out
+
+    def last_records(
+        self, kinds: Iterable[str], rank: int, before_seq: int, limit: int | None = None
+    ) -> list[Record]:
+        """The last ``limit`` (default: all) records of these kinds below ``before_seq``, in
+        seq order, through the (kind, rank, seq) index."""
+        payloads: list[tuple[int, bytes]] = []
+        tail = "" if limit is None else f" LIMIT {int(limit)}"
+        for kind in kinds:
+            payloads += self._query(
+                "SELECT seq, payload FROM records WHERE kind = ? AND rank = ? AND seq < ? "
+                f"ORDER BY seq DESC{tail}", [kind, rank, before_seq],
+            )
+        payloads.sort()
+        if limit is not None:
+            payloads = payloads[-limit:]
+        return self._decoded(payload for _, payload in payloads)
+
+    def _decoded(self, payloads: Iterable[bytes]) -> list[Record]:
+        out = []
+        for payload in payloads:
+            try:
+                out.append(decode(payload))
+            except WireError:
+                self.bad_records += 1
+        return out
 
     def close(self) -> None:
         self._conn.close()
@@ -519,6 +807,92 @@ class StoreReader:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _empty_series() -> tuple[Any, Any]:
+    import numpy as np
+
+    return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+
+
+def _decimate(blocks: Iterator[tuple[Any, Any]], n: int, max_points: int) -> tuple[Any, Any]:
+    """Min/max (+ first NaN) per position bucket over ``n`` points arriving in blocks."""
+    import numpy as np
+
+    max_points = max(2, int(max_points))
+    if n <= max_points:
+        parts = list(blocks)
+        if not parts:
+            return _empty_series()
+        return (np.concatenate([p[0] for p in parts]).astype(np.int64),
+                np.concatenate([p[1] for p in parts]).astype(np.float64))
+    buckets = _Buckets(n, max(1, max_points // 3))
+    for steps, values in blocks:
+        buckets.feed(steps, values)
+    return buckets.result()
+
+
+class _Buckets:
+    """Streaming bucket extremes: only the open bucket's (up to 3) points are held."""
+
+    def __init__(self, n: int, n_buckets: int) -> None:
+        self.n, self.n_buckets = n, n_buckets
+        self.pos = 0
+        self.bucket = -1
+        self.lo: tuple[int, int, float] | None = None  # (position, step, value)
+        self.hi: tuple[int, int, float] | None = None
+        self.nan: tuple[int, int, float] | None = None
+        self.out: list[tuple[int, int, float]] = []
+
+    def feed(self, steps: Any, values: Any) -> None:
+        import numpy as np
+
+        m = len(values)
+        if not m:
+            return
+        pos = self.pos + np.arange(m, dtype=np.int64)
+        ids = np.minimum(pos * self.n_buckets // self.n, self.n_buckets - 1)
+        cuts = (np.flatnonzero(np.diff(ids)) + 1).tolist()
+        for start, end in zip([0, *cuts], [*cuts, m], strict=True):
+            bucket = int(ids[start])
+            if bucket != self.bucket:
+                self._emit()
+                self.bucket = bucket
+            self._segment(steps, values, start, end)
+        self.pos += m
+
+    def _segment(self, steps: Any, values: Any, start: int, end: int) -> None:
+        import numpy as np
+
+        seg = values[start:end]
+        nan = np.isnan(seg)
+        if nan.any():
+            if self.nan is None:
+                k = start + int(nan.argmax())
+                self.nan = (self.pos + k, int(steps[k]), math.nan)
+            ok = np.flatnonzero(~nan)
+            if not len(ok):
+                return
+            sub = seg[ok]
+            lo, hi = start + int(ok[sub.argmin()]), start + int(ok[sub.argmax()])
+        else:
+            lo, hi = start + int(seg.argmin()), start + int(seg.argmax())
+        if self.lo is None or values[lo] < self.lo[2]:
+            self.lo = (self.pos + lo, int(steps[lo]), float(values[lo]))
+        if self.hi is None or values[hi] > self.hi[2]:
+            self.hi = (self.pos + hi, int(steps[hi]), float(values[hi]))
+
+    def _emit(self) -> None:
+        points = {p for p in (self.lo, self.hi, self.nan) if p is not None}
+        self.out += sorted(points, key=lambda p: p[0])
+        self.lo = self.hi = self.nan = None
+
+    def result(self) -> tuple[Any, Any]:
+        import numpy as np
+
+        self._emit()
+        return (np.fromiter((p[1] for p in self.out), dtype=np.int64, count=len(self.out)),
+                np.fromiter((p[2] for p in self.out), dtype=np.float64, count=len(self.out)))
 
 
 _SCALARS_KEY = b"\xa7scalars"  # msgpack fixstr "scalars"
@@ -588,11 +962,13 @@ def open_store(path: str | os.PathLike[str]) -> StoreReader:
     if app_id != APPLICATION_ID or not {"records", "meta"} <= tables:
         conn.close()
         raise StoreError(f"{path}: a SQLite database, but not an edgewatch store")
-    if version != STORE_VERSION:
+    columns = {"metric_chunks", "scalar_chunks"}
+    if version not in READABLE_VERSIONS or (version >= 2 and not columns <= tables):
         conn.close()
         newer = " (written by a newer edgewatch)" if version > STORE_VERSION else ""
-        raise StoreError(f"{path}: store version {version} is not {STORE_VERSION}{newer}")
-    return StoreReader(conn, path)
+        readable = ", ".join(map(str, READABLE_VERSIONS))
+        raise StoreError(f"{path}: store version {version} is not one of {readable}{newer}")
+    return StoreReader(conn, path, version)
 
 
 def status_of(path: str | os.PathLike[str]) -> str:
@@ -697,13 +1073,44 @@ def _columns(names: list[str]) -> list[str]:
 
 
 def _export_jsonl(reader: StoreReader, out: Path) -> int:
+    """The stored maps as JSON; NaN/Inf and bytes (rare) take the slower :func:`_json_safe`."""
+    from probes.wire import KINDS, SCHEMA_VERSION
+
+    dumps = json.JSONEncoder(allow_nan=False).encode
     n = 0
     with out.open("w", encoding="utf-8") as fh:
-        for record in reader.records():
-            fh.write(json.dumps(_json_safe(record.to_map()), allow_nan=False))
-            fh.write("\n")
+        lines: list[str] = []
+        for payload in reader.payloads():
+            obj = _unpack(payload)
+            if not (isinstance(obj, dict) and obj.get("v") == SCHEMA_VERSION
+                    and obj.get("kind") in KINDS and isinstance(obj.get("data"), dict)):
+                reader.bad_records += 1
+                continue
+            try:
+                lines.append(dumps(obj))
+            except (ValueError, TypeError):
+                lines.append(dumps(_json_safe(obj)))
             n += 1
+            if len(lines) >= 4096:
+                fh.write("\n".join(lines) + "\n")
+                lines.clear()
+        if lines:
+            fh.write("\n".join(lines) + "\n")
     return n
+
+
+def _column_cells(n: int, got: tuple[Any, Any] | None) -> list[str]:
+    """One scalar's csv cells for a chunk of ``n`` records: repr of the value, or empty."""
+    if got is None:
+        return [""] * n
+    pos, vals = got
+    text = list(map(repr, vals.tolist()))
+    if pos is None:
+        return text
+    cells = [""] * n
+    for i, cell in zip(pos.tolist(), text, strict=True):
+        cells[i] = cell
+    return cells
 
 
 def _export_csv(reader: StoreReader, out: Path, names: list[str]) -> int:
@@ -711,6 +1118,14 @@ def _export_csv(reader: StoreReader, out: Path, names: list[str]) -> int:
     with out.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["step", "t", "rank", *_columns(names)])
+        if reader.columnar:
+            for rank, seqs, steps, ts, cols in reader.metric_chunks():
+                m = len(seqs)
+                cells = [_column_cells(m, cols.get(k)) for k in names]
+                writer.writerows(zip(map(str, steps.tolist()), map(repr, ts.tolist()),
+                                     [str(rank)] * m, *cells, strict=True))
+                n += m
+            return n
         for step, t, rank, scalars in _metrics_rows(reader):
             writer.writerow([step, repr(t), rank, *(_csv_cell(scalars.get(k)) for k in names)])
             n += 1

@@ -208,7 +208,7 @@ def test_bad_files_raise_store_error(tmp_path: Path) -> None:
     newer = tmp_path / "newer.db"
     make_store(newer, 3)
     conn = sqlite3.connect(newer)
-    conn.execute("PRAGMA user_version=2")
+    conn.execute("PRAGMA user_version=3")
     conn.commit()
     conn.close()
     cases = {
@@ -286,7 +286,7 @@ def test_export_csv_jsonl_parquet(tmp_path: Path) -> None:
     assert rows[0] == ["step", "t", "rank", "loss", "lr", "acc"]
     assert rows[1] == ["1", "1001.0", "0", "nan", "0.1", ""]
     assert rows[2] == ["2", "1002.0", "0", "inf", "", ""]
-    assert rows[3] == ["4", "1004.0", "0", "-inf", "", "3"]
+    assert rows[3] == ["4", "1004.0", "0", "-inf", "", "3.0"]
 
     assert export(path, tmp_path / "out.jsonl", "jsonl") == 5
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
