@@ -172,7 +172,7 @@ class _Chunk:
     of decoding every payload.
     """
 
-    __slots__ = ("seqs", "steps", "ts", "names")
+    __slots__ = ("names", "seqs", "steps", "ts")
 
     def __init__(self) -> None:
         self.seqs = array("q")
@@ -203,8 +203,7 @@ class _Chunk:
 
     def rows(self, rank: int) -> tuple[tuple, list[tuple]]:
         n, first = len(self.seqs), self.seqs[0]
-        head = (rank, first, self.seqs[-1], n, _blob(self.seqs), _blob(self.steps),
-                _blob(self.ts))
+        head = (rank, first, self.seqs[-1], n, _blob(self.seqs), _blob(self.steps), _blob(self.ts))
         scalars = []
         for name, (idx, vals) in self.names.items():
             positions = None if len(idx) == n else _blob(idx)
@@ -304,8 +303,14 @@ class RunStore:
                 return
             if payload is None:
                 payload = encode(record)
-            row = (int(record.rank), int(record.seq), record.kind, int(record.step),
-                   float(record.t), bytes(payload))
+            row = (
+                int(record.rank),
+                int(record.seq),
+                record.kind,
+                int(record.step),
+                float(record.t),
+                bytes(payload),
+            )
             with self._lock:
                 if self.closed or len(self._buf) >= self.max_buffer:
                     self.dropped += 1
@@ -320,8 +325,12 @@ class RunStore:
                     if chunk is None:
                         chunk = self._chunks[row[0]] = _Chunk()
                     data = record.data
-                    chunk.add(row[1], step, row[4],
-                              data.get("scalars") if isinstance(data, dict) else None)
+                    chunk.add(
+                        row[1],
+                        step,
+                        row[4],
+                        data.get("scalars") if isinstance(data, dict) else None,
+                    )
                     first, last = self._steps or (step, step)
                     self._steps = (min(first, step), max(last, step))
                     self._steps_dirty = True
@@ -370,8 +379,9 @@ class RunStore:
                 conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)", rows)
                 for rank, chunk in chunks.items():
                     head, scalars = chunk.rows(rank)
-                    conn.execute("INSERT OR REPLACE INTO metric_chunks VALUES (?,?,?,?,?,?,?)",
-                                 head)
+                    conn.execute(
+                        "INSERT OR REPLACE INTO metric_chunks VALUES (?,?,?,?,?,?,?)", head
+                    )
                     conn.executemany(
                         "INSERT OR REPLACE INTO scalar_chunks VALUES (?, ?, ?, ?, ?, ?)", scalars
                     )
@@ -427,7 +437,7 @@ class RunStore:
 # reader
 # --------------------------------------------------------------------------------------------
 def _effective_status(meta: dict[str, Any]) -> str:
-    """"running" only while the writer lives (same host); a dead writer's store is "crashed"."""
+    """ "running" only while the writer lives (same host); a dead writer's store is "crashed"."""
     status = meta.get("status")
     if status not in STATUSES:
         return "crashed"
@@ -442,9 +452,7 @@ def _effective_status(meta: dict[str, Any]) -> str:
 class StoreReader:
     """Read-only view of a store; safe to use while the writer is still appending."""
 
-    def __init__(
-        self, conn: sqlite3.Connection, path: Path, version: int = STORE_VERSION
-    ) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, version: int = STORE_VERSION) -> None:
         self._conn = conn
         self.path = path
         self.version = version
@@ -470,8 +478,12 @@ class StoreReader:
         return self._query(f"SELECT COUNT(*) FROM records WHERE kind IN ({marks})", kinds)[0][0]
 
     def _rows(
-        self, columns: str, kinds: Iterable[str] | None = None, since_seq: int = -1,
-        rank: int | None = None, max_seq: int | None = None,
+        self,
+        columns: str,
+        kinds: Iterable[str] | None = None,
+        since_seq: int = -1,
+        rank: int | None = None,
+        max_seq: int | None = None,
     ) -> Iterator[tuple]:
         """Rows ordered by (rank, seq), fetched in short keyset-paged queries."""
         kinds = None if kinds is None else list(kinds)
@@ -496,8 +508,10 @@ class StoreReader:
             where.append("seq > ?")
             args.append(since_seq)
             keyset, key = "(rank, seq) > (?, ?)", [-1, since_seq]
-        sql = (f"SELECT rank, seq, {columns} FROM records WHERE {' AND '.join(where)} "
-               f"AND {keyset} ORDER BY rank, seq LIMIT {CHUNK}")
+        sql = (
+            f"SELECT rank, seq, {columns} FROM records WHERE {' AND '.join(where)} "
+            f"AND {keyset} ORDER BY rank, seq LIMIT {CHUNK}"
+        )
         while True:
             rows = self._query(sql, [*args, *key])
             yield from rows
@@ -551,7 +565,10 @@ class StoreReader:
         return self._query("SELECT MIN(rank) FROM records WHERE kind = 'metrics'")[0][0]
 
     def scalar_series(
-        self, name: str, max_points: int = 2000, rank: int | None = None,
+        self,
+        name: str,
+        max_points: int = 2000,
+        rank: int | None = None,
         before_seq: int | None = None,
     ) -> tuple[Any, Any]:
         """(steps, values) of one scalar, min/max-decimated to at most ``max_points`` points.
@@ -573,8 +590,11 @@ class StoreReader:
         return _decimate(self._name_blocks(name, rank, before_seq), n, max_points)
 
     def series(
-        self, names: Iterable[str] | None = None, max_points: int = 2000,
-        rank: int | None = None, before_seq: int | None = None,
+        self,
+        names: Iterable[str] | None = None,
+        max_points: int = 2000,
+        rank: int | None = None,
+        before_seq: int | None = None,
     ) -> dict[str, tuple[Any, Any]]:
         """:meth:`scalar_series` of several names (default: all); a version-1 store is read
         in one pass over its payloads for all of them."""
@@ -583,8 +603,7 @@ class StoreReader:
         if rank is None:
             return {name: _empty_series() for name in names}
         if self.columnar:
-            return {name: self.scalar_series(name, max_points, rank, before_seq)
-                    for name in names}
+            return {name: self.scalar_series(name, max_points, rank, before_seq) for name in names}
         import numpy as np
 
         found: dict[str, tuple[list[int], list[float]]] = {name: ([], []) for name in names}
@@ -612,11 +631,13 @@ class StoreReader:
     ) -> Iterator[tuple[int, int, bytes, bytes, bytes | None, bytes]]:
         """(first_seq, last_seq, seqs, steps, idx, vals) of one name's chunks, in seq order."""
         limit = (1 << 62) if before_seq is None else before_seq
-        sql = ("SELECT s.first_seq, m.last_seq, m.seqs, m.steps, s.idx, s.vals "
-               "FROM scalar_chunks s JOIN metric_chunks m "
-               "ON m.rank = s.rank AND m.first_seq = s.first_seq "
-               "WHERE s.name = ? AND s.rank = ? AND s.first_seq > ? AND s.first_seq < ? "
-               "ORDER BY s.first_seq LIMIT 64")
+        sql = (
+            "SELECT s.first_seq, m.last_seq, m.seqs, m.steps, s.idx, s.vals "
+            "FROM scalar_chunks s JOIN metric_chunks m "
+            "ON m.rank = s.rank AND m.first_seq = s.first_seq "
+            "WHERE s.name = ? AND s.rank = ? AND s.first_seq > ? AND s.first_seq < ? "
+            "ORDER BY s.first_seq LIMIT 64"
+        )
         after = -1
         while True:
             rows = self._query(sql, [name, rank, after, limit])
@@ -657,7 +678,8 @@ class StoreReader:
         whole = self._query(
             "SELECT COALESCE(SUM(s.n), 0) FROM scalar_chunks s JOIN metric_chunks m "
             "ON m.rank = s.rank AND m.first_seq = s.first_seq "
-            "WHERE s.name = ? AND s.rank = ? AND m.last_seq < ?", [name, rank, before_seq],
+            "WHERE s.name = ? AND s.rank = ? AND m.last_seq < ?",
+            [name, rank, before_seq],
         )[0][0]
         import numpy as np
 
@@ -679,8 +701,10 @@ class StoreReader:
         import numpy as np
 
         where, args = ("WHERE rank = ?", [rank]) if rank is not None else ("", [])
-        head_sql = (f"SELECT rank, first_seq, seqs, steps, ts FROM metric_chunks {where} "
-                    "ORDER BY rank, first_seq")
+        head_sql = (
+            f"SELECT rank, first_seq, seqs, steps, ts FROM metric_chunks {where} "
+            "ORDER BY rank, first_seq"
+        )
         cur = self._conn.cursor()
         try:
             heads = cur.execute(head_sql, args)
@@ -689,12 +713,18 @@ class StoreReader:
                     cols = {}
                     for name, idx, vals in self._query(
                         "SELECT name, idx, vals FROM scalar_chunks WHERE rank = ? AND "
-                        "first_seq = ? ORDER BY rowid", [r, first],
+                        "first_seq = ? ORDER BY rowid",
+                        [r, first],
                     ):
                         pos = None if idx is None else np.frombuffer(idx, dtype="<i8")
                         cols[name] = (pos, np.frombuffer(vals, dtype="<f8"))
-                    yield (r, np.frombuffer(seqs, dtype="<i8"), np.frombuffer(steps, dtype="<i8"),
-                           np.frombuffer(ts, dtype="<f8"), cols)
+                    yield (
+                        r,
+                        np.frombuffer(seqs, dtype="<i8"),
+                        np.frombuffer(steps, dtype="<i8"),
+                        np.frombuffer(ts, dtype="<f8"),
+                        cols,
+                    )
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot read store: {exc}") from None
         finally:
@@ -761,10 +791,11 @@ class StoreReader:
         seqs = sorted(set(seqs))
         out: list[Record] = []
         for start in range(0, len(seqs), 500):
-            part = seqs[start:start + 500]
+            part = seqs[start : start + 500]
             rows = self._query(
                 f"SELECT payload FROM records WHERE rank = ? AND seq IN "
-                f"({','.join('?' * len(part))}) ORDER BY seq", [rank, *part],
+                f"({','.join('?' * len(part))}) ORDER BY seq",
+                [rank, *part],
             )
             out += self._decoded(payload for (payload,) in rows)
         return out
@@ -779,7 +810,8 @@ class StoreReader:
         for kind in kinds:
             payloads += self._query(
                 "SELECT seq, payload FROM records WHERE kind = ? AND rank = ? AND seq < ? "
-                f"ORDER BY seq DESC{tail}", [kind, rank, before_seq],
+                f"ORDER BY seq DESC{tail}",
+                [kind, rank, before_seq],
             )
         payloads.sort()
         if limit is not None:
@@ -824,8 +856,10 @@ def _decimate(blocks: Iterator[tuple[Any, Any]], n: int, max_points: int) -> tup
         parts = list(blocks)
         if not parts:
             return _empty_series()
-        return (np.concatenate([p[0] for p in parts]).astype(np.int64),
-                np.concatenate([p[1] for p in parts]).astype(np.float64))
+        return (
+            np.concatenate([p[0] for p in parts]).astype(np.int64),
+            np.concatenate([p[1] for p in parts]).astype(np.float64),
+        )
     buckets = _Buckets(n, max(1, max_points // 3))
     for steps, values in blocks:
         buckets.feed(steps, values)
@@ -891,8 +925,10 @@ class _Buckets:
         import numpy as np
 
         self._emit()
-        return (np.fromiter((p[1] for p in self.out), dtype=np.int64, count=len(self.out)),
-                np.fromiter((p[2] for p in self.out), dtype=np.float64, count=len(self.out)))
+        return (
+            np.fromiter((p[1] for p in self.out), dtype=np.int64, count=len(self.out)),
+            np.fromiter((p[2] for p in self.out), dtype=np.float64, count=len(self.out)),
+        )
 
 
 _SCALARS_KEY = b"\xa7scalars"  # msgpack fixstr "scalars"
@@ -907,7 +943,7 @@ def _scalars(payload: bytes) -> dict[str, Any] | None:
     at = payload.find(_SCALARS_KEY)
     if at >= 0:
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
-        unpacker.feed(payload[at + len(_SCALARS_KEY):])
+        unpacker.feed(payload[at + len(_SCALARS_KEY) :])
         try:
             found = unpacker.unpack()
         except Exception:
@@ -937,16 +973,18 @@ def open_store(path: str | os.PathLike[str]) -> StoreReader:
         raise StoreError(f"{path}: empty file, not an edgewatch store")
     uri = path.resolve().as_uri()
     try:
-        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(
+            f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
         try:
             conn.execute("PRAGMA application_id").fetchone()
         except sqlite3.OperationalError:
             # a WAL file in a folder we cannot write (no -shm can be made): no writer can be
             # there either, so read it as an immutable snapshot
             conn.close()
-            conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(
+                f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False
+            )
     except sqlite3.Error as exc:
         if "not a database" in str(exc):
             raise StoreError(f"{path}: not an edgewatch store (not a SQLite database)") from None
@@ -972,7 +1010,7 @@ def open_store(path: str | os.PathLike[str]) -> StoreReader:
 
 
 def status_of(path: str | os.PathLike[str]) -> str:
-    """"running" (writer alive), "finished", "stopped" or "crashed" (incl. a dead writer)."""
+    """ "running" (writer alive), "finished", "stopped" or "crashed" (incl. a dead writer)."""
     with open_store(path) as reader:
         return reader.status()
 
@@ -995,8 +1033,15 @@ def list_runs(folder: str | os.PathLike[str] = "runs") -> list[RunInfo]:
                 meta = reader.meta()
                 run = meta.get("run") or meta.get("store.run") or path.stem
                 started = meta.get("started", meta.get("store.created"))
-                out.append(RunInfo(path, str(run), started if _is_number(started) else None,
-                                   reader.steps(), _effective_status(meta)))
+                out.append(
+                    RunInfo(
+                        path,
+                        str(run),
+                        started if _is_number(started) else None,
+                        reader.steps(),
+                        _effective_status(meta),
+                    )
+                )
         except StoreError as err:
             reason = str(err).removeprefix(f"{path}: ")
             out.append(RunInfo(path, path.stem, None, (None, None), f"unreadable: {reason}"))
@@ -1082,8 +1127,12 @@ def _export_jsonl(reader: StoreReader, out: Path) -> int:
         lines: list[str] = []
         for payload in reader.payloads():
             obj = _unpack(payload)
-            if not (isinstance(obj, dict) and obj.get("v") == SCHEMA_VERSION
-                    and obj.get("kind") in KINDS and isinstance(obj.get("data"), dict)):
+            if not (
+                isinstance(obj, dict)
+                and obj.get("v") == SCHEMA_VERSION
+                and obj.get("kind") in KINDS
+                and isinstance(obj.get("data"), dict)
+            ):
                 reader.bad_records += 1
                 continue
             try:
@@ -1122,8 +1171,15 @@ def _export_csv(reader: StoreReader, out: Path, names: list[str]) -> int:
             for rank, seqs, steps, ts, cols in reader.metric_chunks():
                 m = len(seqs)
                 cells = [_column_cells(m, cols.get(k)) for k in names]
-                writer.writerows(zip(map(str, steps.tolist()), map(repr, ts.tolist()),
-                                     [str(rank)] * m, *cells, strict=True))
+                writer.writerows(
+                    zip(
+                        map(str, steps.tolist()),
+                        map(repr, ts.tolist()),
+                        [str(rank)] * m,
+                        *cells,
+                        strict=True,
+                    )
+                )
                 n += m
             return n
         for step, t, rank, scalars in _metrics_rows(reader):
@@ -1133,8 +1189,10 @@ def _export_csv(reader: StoreReader, out: Path, names: list[str]) -> int:
 
 
 def _export_parquet(reader: StoreReader, out: Path, names: list[str], pa: Any, pq: Any) -> int:
-    schema = pa.schema([("step", pa.int64()), ("t", pa.float64()), ("rank", pa.int64())]
-                       + [(k, pa.float64()) for k in _columns(names)])
+    schema = pa.schema(
+        [("step", pa.int64()), ("t", pa.float64()), ("rank", pa.int64())]
+        + [(k, pa.float64()) for k in _columns(names)]
+    )
     n = 0
     with pq.ParquetWriter(str(out), schema) as writer:
         cols: dict[str, list] = {k: [] for k in schema.names}

@@ -71,9 +71,7 @@ async def test_play_pause_advances_and_stops(store_path: Path) -> None:
         await pilot.pause(0.4)
         assert app.state.step == held < STEPS - 1, "paused: nothing more is applied"
         assert app.timeline.info == TimelineInfo(False, held, 0, STEPS - 1, 200.0, False)
-        assert "⏸" in str(app.timeline.render()) and f"{held:,} / 499" in str(
-            app.timeline.render()
-        )
+        assert "⏸" in str(app.timeline.render()) and f"{held:,} / 499" in str(app.timeline.render())
 
 
 async def test_jump_rebuilds_state_and_end_home(store_path: Path) -> None:

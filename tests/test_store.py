@@ -33,8 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def metrics(seq: int, step: int | None = None, **scalars: float) -> Record:
     step = seq if step is None else step
-    return Record("metrics", "r1", step, metrics_data(scalars or {"loss": 1.0 / (seq + 1)}),
-                  seq=seq, t=1000.0 + seq)
+    return Record(
+        "metrics",
+        "r1",
+        step,
+        metrics_data(scalars or {"loss": 1.0 / (seq + 1)}),
+        seq=seq,
+        t=1000.0 + seq,
+    )
 
 
 def make_store(path: Path, n: int, **kw) -> RunStore:
@@ -56,8 +62,9 @@ def test_round_trip_mixed_kinds(tmp_path: Path) -> None:
         if i % 50 == 0:  # heartbeats take no seq and are not stored
             store.append(Record("heartbeat", "r1", i, {"last_seq": seq - 1}, seq=max(seq - 1, 0)))
         if i == 0:
-            rec = Record("meta", "r1", 0, {"run": "r1", "host": "h", "config": {"lr": 0.1}},
-                         seq=seq)
+            rec = Record(
+                "meta", "r1", 0, {"run": "r1", "host": "h", "config": {"lr": 0.1}}, seq=seq
+            )
         elif i == 10:
             rec = Record("meta", "r1", 10, {"device": "cpu", "status": "weird"}, seq=seq)
         elif i % 97 == 0:
@@ -65,9 +72,17 @@ def test_round_trip_mixed_kinds(tmp_path: Path) -> None:
         elif i % 331 == 0:
             rec = Record("alert", "r1", i, {"alert": "spike"}, seq=seq)
         else:
-            rec = Record("metrics", "r1", i, metrics_data(
-                {"loss": specials[i % 4], "acc": i / 5000},
-                layers=["a", "b"], per_layer={"grad": [1.0, math.nan]}), seq=seq)
+            rec = Record(
+                "metrics",
+                "r1",
+                i,
+                metrics_data(
+                    {"loss": specials[i % 4], "acc": i / 5000},
+                    layers=["a", "b"],
+                    per_layer={"grad": [1.0, math.nan]},
+                ),
+                seq=seq,
+            )
         payload = encode(rec)
         kept.append(payload)
         store.append(rec, payload if i % 2 else None)
@@ -95,7 +110,10 @@ def test_round_trip_mixed_kinds(tmp_path: Path) -> None:
         assert reader.status() == "finished"
         assert reader.steps() == (1, 4999)
         assert [r.seq for r in reader.records(kinds=["event"], since_seq=1000, limit=3)] == [
-            1067, 1164, 1261]
+            1067,
+            1164,
+            1261,
+        ]
         assert reader.count(["alert"]) == len(list(reader.records(kinds=["alert"])))
     assert status_of(path) == "finished"
 
@@ -126,8 +144,14 @@ CRASH_WRITER = textwrap.dedent("""
 def test_kill_9_between_flushes_keeps_a_consistent_prefix(tmp_path: Path) -> None:
     path = tmp_path / "crash.db"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(path)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRASH_WRITER, str(path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         reported = [int(proc.stdout.readline()) for _ in range(random.randint(5, 40))]
     finally:
@@ -257,8 +281,13 @@ def test_scalar_series_small_and_nan(tmp_path: Path) -> None:
     for i in range(30):
         store.append(metrics(i, loss=math.nan if i >= 20 else float(i)))
     # names that look like the "scalars" key must not fool the fast scalar lookup
-    tricky = Record("metrics", "scalars", 30, metrics_data({"loss": 7.0}, ["scalars"],
-                                                           {"scalars": [1.0]}), seq=30)
+    tricky = Record(
+        "metrics",
+        "scalars",
+        30,
+        metrics_data({"loss": 7.0}, ["scalars"], {"scalars": [1.0]}),
+        seq=30,
+    )
     store.append(tricky)
     store.close()
     with open_store(path) as reader:
@@ -294,8 +323,16 @@ def test_export_csv_jsonl_parquet(tmp_path: Path) -> None:
     assert lines[1]["data"]["scalars"] == {"loss": "NaN", "lr": 0.1}
     assert lines[2]["data"]["scalars"]["loss"] == "Infinity"
     assert lines[3]["data"]["v"] == "-Infinity"
-    assert lines[0] == {"v": 1, "kind": "meta", "run": "r1", "rank": 0, "seq": 0, "step": 0,
-                        "t": 1.5, "data": {"run": "r1"}}
+    assert lines[0] == {
+        "v": 1,
+        "kind": "meta",
+        "run": "r1",
+        "rank": 0,
+        "seq": 0,
+        "step": 0,
+        "t": 1.5,
+        "data": {"run": "r1"},
+    }
 
     with pytest.raises(StoreError, match="unknown export format"):
         export(path, tmp_path / "out.x", "xlsx")
