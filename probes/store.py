@@ -520,11 +520,18 @@ class StoreReader:
             key = [rows[-1][1]] if rank is not None else [rows[-1][0], rows[-1][1]]
 
     def records(
-        self, kinds: Iterable[str] | None = None, since_seq: int = -1, limit: int | None = None
+        self,
+        kinds: Iterable[str] | None = None,
+        since_seq: int = -1,
+        limit: int | None = None,
+        *,
+        rank: int | None = None,
+        max_seq: int | None = None,
     ) -> Iterator[Record]:
-        """Decoded records ordered by (rank, seq); undecodable payloads are skipped and counted."""
+        """Decoded records ordered by (rank, seq), with ``since_seq < seq <= max_seq`` (within
+        ``rank`` if given); undecodable payloads are skipped and counted."""
         n = 0
-        for _, _, payload in self._rows("payload", kinds, since_seq):
+        for _, _, payload in self._rows("payload", kinds, since_seq, rank, max_seq):
             if limit is not None and n >= limit:
                 return
             try:
