@@ -368,3 +368,79 @@ def test_list_runs(tmp_path: Path) -> None:
     assert c.status.startswith("unreadable: ") and "not an edgewatch store" in c.status
     second.close()
     assert list_runs(tmp_path / "nothing") == []
+
+
+def _downgrade_to_v1(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE metric_chunks")
+        conn.execute("DROP TABLE scalar_chunks")
+        conn.execute("PRAGMA user_version=1")
+    conn.close()
+
+
+def _mixed_store(path: Path) -> None:
+    """3000 steps flushed in odd-sized chunks; "rare" in every 7th record; events between."""
+    store = RunStore(path, batch=113)
+    seq = 0
+    for step in range(3000):
+        scalars = {"loss": math.sin(step / 50) * (step + 1), "acc": step / 3000}
+        if step % 7 == 0:
+            scalars["rare"] = math.nan if step == 700 else float(step)
+        store.append(metrics(seq, step=step, **scalars))
+        seq += 1
+        if step % 10 == 0:
+            store.append(Record("event", "r1", step, {"event": "e"}, seq=seq, t=5.0))
+            seq += 1
+        store.maybe_flush()
+    store.close()
+
+
+def test_column_reads_match_payload_reads_and_version_1_stays_readable(tmp_path: Path) -> None:
+    """The column tables (v2) give exactly what decoding every payload (v1) gives: series
+    (whole, decimated, cut at a seq) and csv export."""
+    new, old = tmp_path / "v2.db", tmp_path / "v1.db"
+    _mixed_store(new)
+    _mixed_store(old)
+    _downgrade_to_v1(old)
+    with open_store(new) as v2, open_store(old) as v1:
+        assert v2.columnar and not v1.columnar and v1.version == 1
+        assert v2.scalar_names() == v1.scalar_names() == ["loss", "acc", "rare"]
+        for args in [(100_000, None), (300, None), (100_000, 1234), (300, 2222), (5, 10)]:
+            for name in ("loss", "acc", "rare", "absent"):
+                got = v2.scalar_series(name, *args)
+                want = v1.scalar_series(name, *args)
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])
+        steps, vals = v2.scalar_series("rare", 100_000, before_seq=1234)
+        with_seq = [(s, r.seq) for r in v1.records(["metrics"]) for s in [r.step]]
+        assert list(steps) == [s for s, q in with_seq if s % 7 == 0 and q < 1234]
+        assert np.isnan(vals[list(steps).index(700)])
+        every = v2.series(max_points=300)
+        np.testing.assert_array_equal(every["loss"][1], v1.series(max_points=300)["loss"][1])
+    export(new, tmp_path / "v2.csv", "csv")
+    export(old, tmp_path / "v1.csv", "csv")
+    v2_rows = (tmp_path / "v2.csv").read_text().splitlines()
+    v1_rows = (tmp_path / "v1.csv").read_text().splitlines()
+    assert len(v2_rows) == 3001 and v2_rows[0] == "step,t,rank,loss,acc,rare"
+    for a, b in zip(v2_rows, v1_rows, strict=True):
+        # v1 writes an int scalar as stored ("0"); the columns hold floats ("0.0")
+        assert a == b or [float(x or "nan") for x in a.split(",")] == pytest.approx(
+            [float(x or "nan") for x in b.split(",")], nan_ok=True
+        )
+
+
+def test_last_seq_at_and_positions(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    _mixed_store(path)
+    with open_store(path) as reader:
+        all_records = list(reader.records())
+        for step in (0, 1, 9, 10, 11, 1500, 2999, 5000):
+            want = max(r.seq for r in all_records if r.step <= step)
+            assert reader.last_seq_at(step, 0) == want
+            assert reader.count_upto(0, want) == sum(r.seq <= want for r in all_records)
+        assert reader.last_seq_at(-1, 0) is None
+        assert reader.ranks() == (0, 0) and reader.seq_range(0) == (0, len(all_records) - 1)
+        tail = reader.last_records(["event"], 0, before_seq=100, limit=3)
+        assert [r.seq for r in tail] == [67, 78, 89] and all(r.kind == "event" for r in tail)
+        picked = reader.records_at(0, [5, 3, 3, 99_999])
+        assert [r.seq for r in picked] == [3, 5]
