@@ -360,17 +360,30 @@ def _watch_once(endpoint: str, timeout: float) -> None:
 # -- diag replay / runs / export ----------------------------------------------------------
 @app.command()
 def replay(
-    store: Annotated[str, typer.Argument(help="A run store (.db) written by a Monitor.")],
+    stores: Annotated[
+        list[str],
+        typer.Argument(help="A run store (.db) written by a Monitor; more stores are overlaid."),
+    ],
 ) -> None:
-    """Open a recorded run in the TUI with a timeline (space play/pause, ←/→, [/], g, home/end)."""
+    """Open a recorded run in the TUI with a timeline (space play/pause, ←/→, [/], g, home/end);
+    the charts of any further stores are overlaid on it, one line per run."""
     from probes.store import StoreError
     from tui.replay import run_replay
 
     try:
-        run_replay(store)
+        run_replay(stores[0], compare=stores[1:])
     except StoreError as err:
         raise fail(str(err)) from None
 
+
+@app.command()
+def compare(
+    stores: Annotated[list[str], typer.Argument(help="Two or more run stores (.db).")],
+) -> None:
+    """Overlay the charts of two or more recorded runs (the first one drives the timeline)."""
+    if len(stores) < 2:
+        raise fail("compare needs two or more run stores (one alone: diag replay RUN.db)")
+    replay(stores)
 
 
 @app.command()

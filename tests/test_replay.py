@@ -328,3 +328,66 @@ def downgrade_to_v1(path: Path) -> None:
         conn.execute("DROP TABLE scalar_chunks")
         conn.execute("PRAGMA user_version=1")
     conn.close()
+
+
+def write_simple(path: Path, steps: int, loss, extra: dict | None = None) -> Path:
+    with RunStore(path) as store:
+        store.append(Record("meta", "r", 0, {"trainer": path.stem}, seq=0))
+        for step in range(steps):
+            scalars = {"loss": loss(step), **(extra or {})}
+            store.append(Record("metrics", "r", step, metrics_data(scalars), seq=step + 1))
+    return store.path
+
+
+async def test_compared_runs_are_overlaid_one_line_each(tmp_path: Path) -> None:
+    main = write_simple(tmp_path / "main.db", 30, lambda s: float(s))
+    b = write_simple(tmp_path / "b.db", 40, lambda s: 100.0 - s, {"only_b": 1.0})
+    c = write_simple(tmp_path / "c.db", 20, lambda s: s * 0.5)
+    overlays = replay.read_overlays([b, c])
+    assert [(o.label, o.style) for o in overlays] == [
+        ("b.db", replay.OVERLAY_STYLES[0]),
+        ("c.db", replay.OVERLAY_STYLES[1]),
+    ]
+    app = ReplayApp(ReplaySource.open(main), overlays=overlays)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("end")
+        await settled(pilot, app)
+        await until(pilot, lambda: "loss" in app.charts and app.charts["loss"].overlays)
+        chart = app.charts["loss"]
+        await until(pilot, lambda: len(chart.lines()) == 3)
+        (s_b, x_b, y_b), (s_c, x_c, y_c), (s_main, x_main, y_main) = chart.lines()
+        assert (s_b, s_c, s_main) == (*replay.OVERLAY_STYLES[:2], chart.color)
+        assert list(x_b) == list(range(40)) and list(y_b) == [100.0 - s for s in range(40)]
+        assert list(x_c) == list(range(20)) and list(y_c) == [s * 0.5 for s in range(20)]
+        assert list(x_main) == list(range(30)) and list(y_main) == [float(s) for s in range(30)]
+        assert "only_b" not in app.charts, "charts follow the timeline's run"
+        legend = app.legend.render()
+        assert "main.db" in str(legend) and "b.db" in str(legend) and "c.db" in str(legend)
+        await pilot.press("y")  # log y: the overlays are transformed like the main line
+        await until(pilot, lambda: chart.log_y)
+        await pilot.pause(0.1)
+        (_, _, ly_b), (_, lx_c, ly_c), _ = chart.lines()
+        np.testing.assert_allclose(ly_b, np.log10([100.0 - s for s in range(40)]))
+        assert list(lx_c) == list(range(1, 20)), "the zero is left out under log y"
+        np.testing.assert_allclose(ly_c, np.log10([s * 0.5 for s in range(1, 20)]))
+
+
+def test_cli_compare_errors_name_the_bad_store(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from diag.cli import app as cli
+
+    good = write_simple(tmp_path / "good.db", 5, float)
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"not sqlite" * 200)
+    runner = CliRunner()
+    env = {"COLUMNS": "200"}
+    for args, reason in [
+        (["replay", str(good), str(tmp_path / "gone.db")], "gone.db: no such file"),
+        (["replay", str(good), str(corrupt)], "not an edgewatch store"),
+        (["compare", str(good), str(corrupt)], "not an edgewatch store"),
+        (["compare", str(good)], "compare needs two or more run stores"),
+    ]:
+        result = runner.invoke(cli, args, env=env)
+        assert result.exit_code == 2, (args, result.output)
+        assert reason in result.output and "Traceback" not in result.output

@@ -27,6 +27,13 @@ Seeking costs a bounded amount of work however long the run is (version-2 stores
 A version-1 store (no column tables) or one holding several ranks falls back to the simple
 scheme: a rewind clears the state and re-applies from the first record.
 
+Comparing runs (``diag replay A.db B.db C.db``): the first store drives the timeline; each other
+one is read once, whole (every scalar min/max-decimated to :data:`OVERLAY_POINTS`), into an
+:class:`Overlay` and drawn as an extra line on the chart of the same metric, in the run's own
+style from :data:`OVERLAY_STYLES` (the same on every chart; the timeline's run keeps each
+chart's colour). A legend line above the charts names the runs. Overlays show the compared runs
+entire, not cut at the playhead, so the timeline's run is seen against where the others went.
+
 :class:`ReplayApp` is :class:`~tui.app.EdgewatchApp` with playback keys instead of the controller
 keys: a replay cannot be steered, so those only say so. :func:`run_replay` is what
 ``diag replay RUN.db`` calls.
@@ -82,6 +89,10 @@ SEED_POINTS = 4000
 """Points per chart series seeded by a rebuild (min/max-decimated; a chart is < 500 columns)."""
 LAYER_SAMPLES = 1000
 """Metrics records sampled for the per-layer histories seeded by a rebuild."""
+OVERLAY_POINTS = 4000
+"""Points per scalar read for a compared run."""
+OVERLAY_STYLES = ("bright_white", "grey58", "plum2", "khaki1", "light_sky_blue1")
+"""Compared runs' line styles, in order: none is a chart colour or the threshold's red."""
 REPLAY_STATE = "replay"
 READ_ONLY = "replay: controls are read-only"
 
@@ -401,6 +412,42 @@ def _clamp(value: float, lo: float, hi: float) -> float:
     return min(max(value, lo), hi)
 
 
+@dataclass(frozen=True)
+class Overlay:
+    """A compared run: its label, its line style and every scalar's decimated series."""
+
+    label: str
+    style: str
+    series: dict[str, tuple[Any, Any]]
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str], style: str) -> Overlay:
+        """Read the store at ``path``; raises :class:`probes.store.StoreError` with the reason."""
+        with open_store(path) as reader:
+            return cls(Path(path).name, style, reader.series(max_points=OVERLAY_POINTS))
+
+
+def read_overlays(paths: Iterable[str | os.PathLike[str]]) -> list[Overlay]:
+    """One :class:`Overlay` per store, styles assigned in order (cycling past the last)."""
+    return [
+        Overlay.read(path, OVERLAY_STYLES[i % len(OVERLAY_STYLES)]) for i, path in enumerate(paths)
+    ]
+
+
+class Legend(Static):
+    """``runs  ━━ a.db (chart colours)  ━━ b.db  ━━ c.db``: which line is which run."""
+
+    DEFAULT_CSS = """
+    Legend { height: 1; padding: 0 1; color: $text-muted; }
+    """
+
+    def __init__(self, main: str, overlays: list[Overlay], **kwargs) -> None:
+        parts: list[tuple[str, str] | str] = ["runs  ", ("━━ ", "bold"), main, " (chart colours)"]
+        for overlay in overlays:
+            parts += ["  ", ("━━ ", f"bold {overlay.style}"), overlay.label]
+        super().__init__(Content.assemble(*parts), **kwargs)
+
+
 def _as_float(value: object) -> float:
     try:
         return float(value)  # type: ignore[arg-type]
@@ -518,8 +565,18 @@ class ReplayApp(_ReadOnlyControls):
 
     source: ReplaySource
 
-    def __init__(self, source: ReplaySource, title: str | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        source: ReplaySource,
+        title: str | None = None,
+        overlays: list[Overlay] | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(source, title=title or f"replay · {Path(source.label).name}", **kwargs)
+        self.overlays = list(overlays or [])
+        """Compared runs drawn on every chart of a metric they also have."""
+        self.legend = Legend(Path(source.label).name, self.overlays, id="legend")
+        self._overlaid: set[str] = set()
         self.badge = ReplayBadge(id="connection")
         self.badge.tooltip = source.label
         self.timeline = Timeline(id="timeline")
@@ -530,12 +587,27 @@ class ReplayApp(_ReadOnlyControls):
         for widget in super().compose():
             if isinstance(widget, Footer):
                 yield self.timeline
+            if widget is self.grid and self.overlays:
+                yield self.legend
             yield widget
 
     def flush(self) -> None:
         super().flush()
         if self.is_running:
             self.timeline.info = self.source.timeline()
+            self._overlay_new_charts()
+
+    def _overlay_new_charts(self) -> None:
+        """Give each chart made since the last tick the compared runs' lines of its metric."""
+        if not self.overlays:
+            return
+        for name, chart in self.charts.items():
+            if name in self._overlaid:
+                continue
+            self._overlaid.add(name)
+            chart.set_overlays(
+                [(o.label, o.style, *o.series[name]) for o in self.overlays if name in o.series]
+            )
 
     def _reset_state(self) -> None:
         """A rewind: forget everything shown, the records are coming again from the first."""
@@ -617,14 +689,20 @@ class ReplayApp(_ReadOnlyControls):
         self.action_read_only()
 
 
-def run_replay(path: str | os.PathLike[str], title: str | None = None) -> None:
-    """Replay the run store at ``path`` in the dashboard until the user quits (``diag replay``).
+def run_replay(
+    path: str | os.PathLike[str],
+    title: str | None = None,
+    compare: Iterable[str | os.PathLike[str]] = (),
+) -> None:
+    """Replay the run store at ``path`` in the dashboard until the user quits (``diag replay``),
+    with the runs in ``compare`` overlaid on its charts.
 
-    Raises :class:`probes.store.StoreError` before the UI starts if ``path`` is missing, empty,
+    Raises :class:`probes.store.StoreError` before the UI starts if any store is missing, empty,
     corrupt or not an edgewatch store.
     """
+    overlays = read_overlays(compare)
     source = ReplaySource.open(path, playing=True)
     try:
-        ReplayApp(source, title=title).run()
+        ReplayApp(source, title=title, overlays=overlays).run()
     finally:
         source.close()
