@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -127,9 +128,7 @@ async def replay_phase(path: Path) -> dict[str, float]:
 
 def mlp_step_times(store: str | None, steps: int, folder: Path) -> list[float]:
     torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)
-    )
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(128, 64), torch.randint(0, 10, (128,))
     mon = Monitor(
@@ -148,6 +147,13 @@ def mlp_step_times(store: str | None, steps: int, folder: Path) -> list[float]:
     return times
 
 
+class Rows:
+    """Prints each figure as soon as it is measured (a 1 M-record run takes minutes)."""
+
+    def append(self, row: tuple[str, str]) -> None:
+        print(f"{row[0]:<38}{row[1]}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -155,25 +161,39 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="MLP steps per round")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--keep", type=Path, help="Write the store here and keep it.")
+    parser.add_argument(
+        "--reuse", type=Path, help="Measure this existing store instead of writing one."
+    )
+    parser.add_argument("--skip-export", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     folder = Path(tempfile.mkdtemp(prefix="edgewatch-bench-"))
-    path = args.keep or folder / "bench.db"
-    if path.exists():
+    path = args.reuse or args.keep or folder / "bench.db"
+    if path.exists() and not args.reuse:
         path.unlink()
-    rows: list[tuple[str, str]] = []
+    print(
+        f"run store, {args.records:,} records, {args.layers} layers per metrics record, "
+        f"{os.cpu_count()} CPUs",
+        flush=True,
+    )
+    rows = Rows()
 
-    seconds, steps = build(path, args.records, args.layers)
-    size = path.stat().st_size / 1e6
-    rows.append(("write", f"{args.records / seconds:,.0f} records/s ({seconds:.1f} s, "
-                          f"{steps:,} steps, {size:,.0f} MB)"))
+    if not args.reuse:
+        seconds, steps = build(path, args.records, args.layers)
+        size = path.stat().st_size / 1e6
+        rate = f"{args.records / seconds:,.0f} records/s"
+        rows.append(("write", f"{rate} ({seconds:.1f} s, {steps:,} steps, {size:,.0f} MB)"))
 
     before = reset_peak()
     replay = asyncio.run(replay_phase(path))
     peak = _status_kb("VmHWM") - before
     rows.append(("replay: open → first chart drawn", f"{replay['open']:.2f} s"))
-    rows.append(("replay: end (jump to the last step)", f"{replay['end']:.2f} s "
-                 f"({replay['end_points']:,} loss points held)"))
+    rows.append(
+        (
+            "replay: end (jump to the last step)",
+            f"{replay['end']:.2f} s ({replay['end_points']:,} loss points held)",
+        )
+    )
     rows.append(("replay: home (back to the start)", f"{replay['home']:.2f} s"))
     rows.append(("replay: peak RSS growth", f"{peak / 1024:.0f} MB" if peak else "n/a"))
 
@@ -187,13 +207,14 @@ def main() -> None:
     rows.append(("scalar_series('loss')", f"{one:.2f} s ({len(x)} points)"))
     rows.append((f"series(): all {len(every)} scalars", f"{all_s:.2f} s"))
 
-    for fmt in ("csv", "jsonl"):
+    for fmt in () if args.skip_export else ("csv", "jsonl"):
         out = folder / f"bench.{fmt}"
         t0 = time.perf_counter()
         n = export(path, out, fmt)
         took = time.perf_counter() - t0
-        rows.append((f"export {fmt}", f"{took:.1f} s ({n:,} rows, {out.stat().st_size / 1e6:,.0f}"
-                                      " MB)"))
+        rows.append(
+            (f"export {fmt}", f"{took:.1f} s ({n:,} rows, {out.stat().st_size / 1e6:,.0f} MB)")
+        )
         out.unlink()
 
     results: dict[str, list[float]] = {"store=None": [], "store on": []}
@@ -206,13 +227,9 @@ def main() -> None:
     rows.append(("MLP step, Monitor store=None", f"{base * 1e3:.3f} ms (median)"))
     rows.append(("MLP step, Monitor store on", f"{on * 1e3:.3f} ms, ratio {on / base:.3f}"))
 
-    print(f"run store, {args.records:,} records, {args.layers} layers per metrics record, "
-          f"{os.cpu_count()} CPUs")
-    width = max(len(k) for k, _ in rows) + 2
-    for key, value in rows:
-        print(f"{key:<{width}}{value}")
-    if not args.keep:
+    if not (args.keep or args.reuse):
         path.unlink()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ MAX_TICK_S = 0.5
 """A longer stall of the event loop does not make the playhead leap."""
 SKIP_GAP_S = 2.0
 """Playing into a stretch with no records longer than this much playback jumps over it."""
-FAST_SEEK_RECORDS = 5000
+FAST_SEEK_RECORDS = 1000
 """A seek forward over more records than this rebuilds the state at the target instead."""
 TAIL_RECORDS = 250
 """Records before a rebuilt target that are re-applied one by one (the rest is seeded)."""
