@@ -610,7 +610,7 @@ class StoreReader:
         if rank is None:
             return {name: _empty_series() for name in names}
         if self.columnar:
-            return {name: self.scalar_series(name, max_points, rank, before_seq) for name in names}
+            return self._series_one_pass(names, max_points, rank, before_seq)
         import numpy as np
 
         found: dict[str, tuple[list[int], list[float]]] = {name: ([], []) for name in names}
@@ -628,6 +628,56 @@ class StoreReader:
         return out
 
     # -- column tables (version 2) -------------------------------------------------------------
+    def _series_one_pass(
+        self, names: list[str], max_points: int, rank: int, before_seq: int | None
+    ) -> dict[str, tuple[Any, Any]]:
+        """Every name's series in one walk over the chunks: each chunk's steps are read once."""
+        import numpy as np
+
+        limit = (1 << 62) if before_seq is None else before_seq
+        counts = {name: self._count_points(name, rank, before_seq) for name in names}
+        feeds: dict[str, _Feed] = {name: _Feed(counts[name], max_points) for name in names}
+        heads = self._conn.cursor()
+        cols = self._conn.cursor()
+        try:
+            heads.execute(
+                "SELECT first_seq, last_seq, seqs, steps FROM metric_chunks "
+                "WHERE rank = ? AND first_seq < ? ORDER BY first_seq",
+                [rank, limit],
+            )
+            cols.execute(
+                "SELECT first_seq, name, idx, vals FROM scalar_chunks "
+                "WHERE rank = ? AND first_seq < ? ORDER BY rank, first_seq",
+                [rank, limit],
+            )
+            pending = cols.fetchone()
+            while head := heads.fetchone():
+                first, last, seqs, steps = head
+                step_arr = np.frombuffer(steps, dtype="<i8")
+                keep = None
+                if last >= limit:
+                    keep = np.frombuffer(seqs, dtype="<i8") < limit
+                while pending is not None and pending[0] <= first:
+                    _, name, idx, vals = pending
+                    feed = feeds.get(name) if pending[0] == first else None
+                    if feed is not None:
+                        x, y = step_arr, np.frombuffer(vals, dtype="<f8")
+                        mask = keep
+                        if idx is not None:
+                            pos = np.frombuffer(idx, dtype="<i8")
+                            x = x[pos]
+                            mask = None if keep is None else keep[pos]
+                        if mask is not None:
+                            x, y = x[mask], y[mask]
+                        feed.add(x, y)
+                    pending = cols.fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read store: {exc}") from None
+        finally:
+            heads.close()
+            cols.close()
+        return {name: feed.result() for name, feed in feeds.items()}
+
     @property
     def columnar(self) -> bool:
         """True for a version-2 store: metrics also kept as column chunks (fast reads)."""
@@ -691,9 +741,12 @@ class StoreReader:
         import numpy as np
 
         part = 0
-        for _, last_seq, seqs, _, idx, _ in self._name_chunks(name, rank, before_seq):
-            if last_seq < before_seq:
-                continue
+        for seqs, idx in self._query(
+            "SELECT m.seqs, s.idx FROM scalar_chunks s JOIN metric_chunks m "
+            "ON m.rank = s.rank AND m.first_seq = s.first_seq "
+            "WHERE s.name = ? AND s.rank = ? AND s.first_seq < ? AND m.last_seq >= ?",
+            [name, rank, before_seq, before_seq],
+        ):  # the one chunk that straddles before_seq
             seq_arr = np.frombuffer(seqs, dtype="<i8")
             if idx is not None:
                 seq_arr = seq_arr[np.frombuffer(idx, dtype="<i8")]
@@ -868,9 +921,70 @@ def _decimate(blocks: Iterator[tuple[Any, Any]], n: int, max_points: int) -> tup
             np.concatenate([p[1] for p in parts]).astype(np.float64),
         )
     buckets = _Buckets(n, max(1, max_points // 3))
-    for steps, values in blocks:
+    for steps, values in _coalesce(blocks):
         buckets.feed(steps, values)
     return buckets.result()
+
+
+class _Feed:
+    """:func:`_decimate` for blocks pushed one at a time (several series read in one walk)."""
+
+    def __init__(self, n: int, max_points: int) -> None:
+        self.max_points = max(2, int(max_points))
+        self.small = n <= self.max_points
+        self.buckets = None if self.small else _Buckets(n, max(1, self.max_points // 3))
+        self.held: list[tuple[Any, Any]] = []
+        self.count = 0
+
+    def add(self, steps: Any, values: Any) -> None:
+        self.held.append((steps, values))
+        self.count += len(values)
+        if not self.small and self.count >= 1 << 17:
+            self._push()
+
+    def _push(self) -> None:
+        import numpy as np
+
+        if self.held and self.buckets is not None:
+            steps = np.concatenate([b[0] for b in self.held])
+            self.buckets.feed(steps, np.concatenate([b[1] for b in self.held]))
+            self.held, self.count = [], 0
+
+    def result(self) -> tuple[Any, Any]:
+        if self.buckets is None:
+            return _decimate(iter(self.held), self.count, self.max_points)
+        self._push()
+        return self.buckets.result()
+
+
+def _coalesce(blocks: Iterator[tuple[Any, Any]], size: int = 1 << 17) -> Iterator[tuple[Any, Any]]:
+    """Blocks joined up to about ``size`` points: numpy's per-call cost is paid per big block
+    (a flush holds ~1000 records), while memory stays bounded (~2 MB)."""
+    import numpy as np
+
+    held: list[tuple[Any, Any]] = []
+    count = 0
+    for block in blocks:
+        held.append(block)
+        count += len(block[1])
+        if count >= size:
+            yield np.concatenate([b[0] for b in held]), np.concatenate([b[1] for b in held])
+            held, count = [], 0
+    if held:
+        yield np.concatenate([b[0] for b in held]), np.concatenate([b[1] for b in held])
+
+
+def _first_where(mask: Any, seg: Any, n_segments: int) -> Any:
+    """Per segment, the index of the first True in ``mask`` (-1 where none is)."""
+    import numpy as np
+
+    out = np.full(n_segments, -1, dtype=np.int64)
+    hits = np.flatnonzero(mask)
+    if len(hits):
+        segments = seg[hits]  # non-decreasing: the first hit of each is where it changes
+        first = np.flatnonzero(np.concatenate([[True], segments[1:] != segments[:-1]]))
+        out[segments[first]] = hits[first]
+    return out
 
 
 class _Buckets:
@@ -886,6 +1000,8 @@ class _Buckets:
         self.out: list[tuple[int, int, float]] = []
 
     def feed(self, steps: Any, values: Any) -> None:
+        """Fold one block in: each segment's extremes found at once (``reduceat``), then
+        merged into the open bucket in a short Python loop over segments, not points."""
         import numpy as np
 
         m = len(values)
@@ -893,35 +1009,27 @@ class _Buckets:
             return
         pos = self.pos + np.arange(m, dtype=np.int64)
         ids = np.minimum(pos * self.n_buckets // self.n, self.n_buckets - 1)
-        cuts = (np.flatnonzero(np.diff(ids)) + 1).tolist()
-        for start, end in zip([0, *cuts], [*cuts, m], strict=True):
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(ids)) + 1])
+        seg = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, m)))
+        nan = np.isnan(values)
+        n_seg = len(starts)
+        seg_lo = np.minimum.reduceat(np.where(nan, np.inf, values), starts)[seg]
+        seg_hi = np.maximum.reduceat(np.where(nan, -np.inf, values), starts)[seg]
+        lo = _first_where((values == seg_lo) & ~nan, seg, n_seg)
+        hi = _first_where((values == seg_hi) & ~nan, seg, n_seg)
+        first_nan = _first_where(nan, seg, n_seg)
+        for k, start in enumerate(starts.tolist()):
             bucket = int(ids[start])
             if bucket != self.bucket:
                 self._emit()
                 self.bucket = bucket
-            self._segment(steps, values, start, end)
+            if (i := int(first_nan[k])) >= 0 and self.nan is None:
+                self.nan = (self.pos + i, int(steps[i]), math.nan)
+            if (i := int(lo[k])) >= 0 and (self.lo is None or values[i] < self.lo[2]):
+                self.lo = (self.pos + i, int(steps[i]), float(values[i]))
+            if (i := int(hi[k])) >= 0 and (self.hi is None or values[i] > self.hi[2]):
+                self.hi = (self.pos + i, int(steps[i]), float(values[i]))
         self.pos += m
-
-    def _segment(self, steps: Any, values: Any, start: int, end: int) -> None:
-        import numpy as np
-
-        seg = values[start:end]
-        nan = np.isnan(seg)
-        if nan.any():
-            if self.nan is None:
-                k = start + int(nan.argmax())
-                self.nan = (self.pos + k, int(steps[k]), math.nan)
-            ok = np.flatnonzero(~nan)
-            if not len(ok):
-                return
-            sub = seg[ok]
-            lo, hi = start + int(ok[sub.argmin()]), start + int(ok[sub.argmax()])
-        else:
-            lo, hi = start + int(seg.argmin()), start + int(seg.argmax())
-        if self.lo is None or values[lo] < self.lo[2]:
-            self.lo = (self.pos + lo, int(steps[lo]), float(values[lo]))
-        if self.hi is None or values[hi] > self.hi[2]:
-            self.hi = (self.pos + hi, int(steps[hi]), float(values[hi]))
 
     def _emit(self) -> None:
         points = {p for p in (self.lo, self.hi, self.nan) if p is not None}
