@@ -804,12 +804,15 @@ class StoreReader:
 
     # -- positions -----------------------------------------------------------------------------
     def seq_range(self, rank: int) -> tuple[int | None, int | None]:
-        row = self._query("SELECT MIN(seq), MAX(seq) FROM records WHERE rank = ?", [rank])[0]
-        return row[0], row[1]
+        """(first, last) seq of ``rank``; one aggregate per query, so each is an index lookup."""
+        low = self._query("SELECT MIN(seq) FROM records WHERE rank = ?", [rank])[0][0]
+        high = self._query("SELECT MAX(seq) FROM records WHERE rank = ?", [rank])[0][0]
+        return low, high
 
     def ranks(self) -> tuple[int | None, int | None]:
-        row = self._query("SELECT MIN(rank), MAX(rank) FROM records")[0]
-        return row[0], row[1]
+        """(lowest, highest) rank stored."""
+        low = self._query("SELECT MIN(rank) FROM records")[0][0]
+        return low, self._query("SELECT MAX(rank) FROM records")[0][0]
 
     def last_seq_at(self, step: int, rank: int) -> int | None:
         """The highest seq of ``rank`` whose record has ``step <= step`` (None if none has).
@@ -841,10 +844,9 @@ class StoreReader:
 
     def count_upto(self, rank: int, seq: int) -> int:
         """Records of ranks below ``rank`` plus those of ``rank`` up to ``seq`` (inclusive)."""
-        return self._query(
-            "SELECT COUNT(*) FROM records WHERE rank < ? OR (rank = ? AND seq <= ?)",
-            [rank, rank, seq],
-        )[0][0]
+        below = self._query("SELECT COUNT(*) FROM records WHERE rank < ?", [rank])[0][0]
+        upto = "SELECT COUNT(*) FROM records WHERE rank = ? AND seq <= ?"
+        return below + self._query(upto, [rank, seq])[0][0]
 
     def records_at(self, rank: int, seqs: Iterable[int]) -> list[Record]:
         """The decoded records of ``rank`` with these seqs (in seq order; missing ones skipped)."""

@@ -85,9 +85,9 @@ FAST_SEEK_RECORDS = 1000
 """A seek forward over more records than this rebuilds the state at the target instead."""
 TAIL_RECORDS = 250
 """Records before a rebuilt target that are re-applied one by one (the rest is seeded)."""
-SEED_POINTS = 4000
+SEED_POINTS = 2000
 """Points per chart series seeded by a rebuild (min/max-decimated; a chart is < 500 columns)."""
-LAYER_SAMPLES = 1000
+LAYER_SAMPLES = 500
 """Metrics records sampled for the per-layer histories seeded by a rebuild."""
 OVERLAY_POINTS = 4000
 """Points per scalar read for a compared run."""
