@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import sys
@@ -542,9 +543,16 @@ class StoreReader:
             n += 1
             yield record
 
-    def payloads(self, kinds: Iterable[str] | None = None, since_seq: int = -1) -> Iterator[bytes]:
+    def payloads(
+        self,
+        kinds: Iterable[str] | None = None,
+        since_seq: int = -1,
+        *,
+        rank: int | None = None,
+        max_seq: int | None = None,
+    ) -> Iterator[bytes]:
         """The stored msgpack bytes, ordered by (rank, seq)."""
-        for _, _, payload in self._rows("payload", kinds, since_seq):
+        for _, _, payload in self._rows("payload", kinds, since_seq, rank, max_seq):
             yield payload
 
     def steps(self) -> tuple[int | None, int | None]:
@@ -1220,7 +1228,7 @@ def export(path: str | os.PathLike[str], out: str | os.PathLike[str], fmt: str) 
     with open_store(path) as reader:
         try:
             if fmt == "jsonl":
-                return _export_jsonl(reader, out)
+                return _export_jsonl_parallel(reader, out) or _export_jsonl(reader, out)
             names = reader.scalar_names()
             if fmt == "csv":
                 return _export_csv(reader, out, names)
@@ -1234,15 +1242,23 @@ def _columns(names: list[str]) -> list[str]:
     return [f"scalars.{k}" if k in ("step", "t", "rank") else k for k in names]
 
 
-def _export_jsonl(reader: StoreReader, out: Path) -> int:
-    """The stored maps as JSON; NaN/Inf and bytes (rare) take the slower :func:`_json_safe`."""
+PARALLEL_EXPORT_MIN = 200_000
+"""Records from which a jsonl export is split across processes (one part per CPU)."""
+
+
+def _export_jsonl(reader: StoreReader, out: Path, part: tuple[int, int, int] | None = None) -> int:
+    """The stored maps as JSON; NaN/Inf and bytes (rare) take the slower :func:`_json_safe`.
+
+    ``part`` = (rank, first seq, last seq) writes only that range (one process's share).
+    """
     from probes.wire import KINDS, SCHEMA_VERSION
 
     dumps = json.JSONEncoder(allow_nan=False).encode
+    where = {} if part is None else {"since_seq": part[1] - 1, "rank": part[0], "max_seq": part[2]}
     n = 0
     with out.open("w", encoding="utf-8") as fh:
         lines: list[str] = []
-        for payload in reader.payloads():
+        for payload in reader.payloads(**where):
             obj = _unpack(payload)
             if not (
                 isinstance(obj, dict)
@@ -1263,6 +1279,47 @@ def _export_jsonl(reader: StoreReader, out: Path) -> int:
         if lines:
             fh.write("\n".join(lines) + "\n")
     return n
+
+
+def _jsonl_part(path: str, out: str, part: tuple[int, int, int]) -> int:
+    """One worker's share of a parallel jsonl export (its own read-only connection)."""
+    with open_store(path) as reader:
+        return _export_jsonl(reader, Path(out), part)
+
+
+def _export_jsonl_parallel(reader: StoreReader, out: Path) -> int | None:
+    """Big single-rank stores: seq ranges exported by one process per CPU, then joined in
+    order. JSON float formatting is the cost, and it parallelises. None: not worth it here."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(8, os.cpu_count() or 1)
+    low, high = reader.ranks()
+    if workers < 2 or low is None or low != high or reader.count() < PARALLEL_EXPORT_MIN:
+        return None
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    first, last = reader.seq_range(low)
+    assert first is not None and last is not None
+    cuts = [first + (last - first + 1) * i // workers for i in range(workers + 1)]
+    parts = [(low, cuts[i], cuts[i + 1] - 1) for i in range(workers)]
+    names = [out.with_name(f".{out.name}.part{i}") for i in range(workers)]
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            futures = [
+                pool.submit(_jsonl_part, str(reader.path), str(name), part)
+                for name, part in zip(names, parts, strict=True)
+            ]
+            n = sum(f.result() for f in futures)
+        with out.open("wb") as fh:
+            for name in names:
+                with name.open("rb") as src:
+                    shutil.copyfileobj(src, fh, 1 << 20)
+        return n
+    finally:
+        for name in names:
+            name.unlink(missing_ok=True)
 
 
 def _column_cells(n: int, got: tuple[Any, Any] | None) -> list[str]:

@@ -444,3 +444,21 @@ def test_last_seq_at_and_positions(tmp_path: Path) -> None:
         assert [r.seq for r in tail] == [67, 78, 89] and all(r.kind == "event" for r in tail)
         picked = reader.records_at(0, [5, 3, 3, 99_999])
         assert [r.seq for r in picked] == [3, 5]
+
+
+def test_parallel_jsonl_export_equals_the_sequential_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import probes.store as store_module
+
+    path = tmp_path / "p.db"
+    _mixed_store(path)
+    monkeypatch.setattr(store_module, "PARALLEL_EXPORT_MIN", 10)
+    monkeypatch.setattr(store_module.os, "cpu_count", lambda: 3)
+    assert export(path, tmp_path / "par.jsonl", "jsonl") == 3300
+    assert not list(tmp_path.glob(".par.jsonl.part*")), "the parts are removed"
+    monkeypatch.setattr(store_module, "PARALLEL_EXPORT_MIN", 10**9)
+    assert export(path, tmp_path / "seq.jsonl", "jsonl") == 3300
+    par = (tmp_path / "par.jsonl").read_text()
+    assert par == (tmp_path / "seq.jsonl").read_text()
+    assert [json.loads(line)["seq"] for line in par.splitlines()] == list(range(3300))
