@@ -8,10 +8,19 @@ never raises into its caller: a missing/unwritable folder, a full disk or a lock
 :attr:`RunStore.error`, log one warning, and count the records that could not be saved in
 :attr:`RunStore.dropped`; the live stream carries on.
 
-Layout (``PRAGMA user_version`` = 1, ``PRAGMA application_id`` = "EWch")::
+Layout (``PRAGMA user_version`` = 2, ``PRAGMA application_id`` = "EWch")::
 
     records(rank, seq, kind, step, t, payload)   payload = the exact wire.encode bytes
     meta(key, value)                             value = msgpack
+    metric_chunks(rank, first_seq, last_seq, n, seqs, steps, ts)
+    scalar_chunks(name, rank, first_seq, n, idx, vals)
+
+The two chunk tables hold the metrics records again as columns, one row per flush (and per
+scalar name), written in the same transaction as the records: little-endian int64 seqs/steps,
+float64 times and values; ``idx`` lists the positions in the chunk of the records holding that
+scalar (NULL when all do). Charts, seeks and csv export read these arrays instead of decoding
+a million payloads: min/max decimation streams over them a chunk at a time. A version-1 store
+(no chunk tables) is still read, by decoding payloads; any other version is refused.
 
 ``meta`` holds the merged ``data`` of all "meta" records plus the store's own keys:
 ``status`` ("running", then "finished"/"crashed"/"stopped" on close) and ``store.*`` (writer
