@@ -252,6 +252,7 @@ async def test_far_seeks_rebuild_the_same_state_without_reapplying(
     monkeypatch.setattr(replay, "FAST_SEEK_RECORDS", 200)
     monkeypatch.setattr(replay, "TAIL_RECORDS", 40)
     monkeypatch.setattr(replay, "LAYER_SAMPLES", 10_000)
+    monkeypatch.setattr(replay, "SEED_POINTS", 10_000)
     path = write_rich_store(tmp_path / "rich.db", steps=3000)
     applied: list[int] = []
     app = ReplayApp(ReplaySource.open(path))
