@@ -182,43 +182,54 @@ class _Chunk:
     of decoding every payload.
     """
 
-    __slots__ = ("names", "seqs", "steps", "ts")
+    __slots__ = ("scalars", "seqs", "steps", "ts")
 
     def __init__(self) -> None:
         self.seqs = array("q")
         self.steps = array("q")
         self.ts = array("d")
-        self.names: dict[str, tuple[array, array]] = {}
+        self.scalars: list[dict[str, Any]] = []
+        """Each record's scalars map, held as is: ``append`` stays O(1), and the columns are
+        built at flush, a list comprehension per name instead of an append per value."""
 
     def add(self, seq: int, step: int, t: float, scalars: Any) -> None:
-        i = len(self.seqs)
         self.seqs.append(seq)
         self.steps.append(step)
         self.ts.append(t)
-        if not isinstance(scalars, dict):
-            return
-        names = self.names
-        for name, value in scalars.items():
-            if not _is_number(value):
-                continue
-            try:
-                value = float(value)
-            except OverflowError:  # an int beyond float range: not chartable
-                continue
-            column = names.get(name)
-            if column is None:
-                column = names[name] = (array("q"), array("d"))
-            column[0].append(i)
-            column[1].append(value)
+        self.scalars.append(scalars if isinstance(scalars, dict) else {})
 
     def rows(self, rank: int) -> tuple[tuple, list[tuple]]:
         n, first = len(self.seqs), self.seqs[0]
         head = (rank, first, self.seqs[-1], n, _blob(self.seqs), _blob(self.steps), _blob(self.ts))
-        scalars = []
-        for name, (idx, vals) in self.names.items():
-            positions = None if len(idx) == n else _blob(idx)
-            scalars.append((str(name), rank, first, len(vals), positions, _blob(vals)))
-        return head, scalars
+        names: dict[Any, None] = {}
+        for scalars in self.scalars:
+            names.update(dict.fromkeys(scalars))
+        rows = []
+        for name in names:
+            values = [d.get(name) for d in self.scalars]
+            if set(map(type, values)) == {float}:  # the usual case: every record has it
+                idx, vals = None, array("d", values)
+            else:
+                idx, vals = _column(values)
+                if not vals:
+                    continue
+            positions = None if idx is None else _blob(idx)
+            rows.append((str(name), rank, first, len(vals), positions, _blob(vals)))
+        return head, rows
+
+
+def _column(values: list[Any]) -> tuple[array | None, array]:
+    """(positions, floats) of the numbers among ``values`` (None: not a number; an int beyond
+    float range is not chartable either); positions None when every value is kept."""
+    idx, vals = array("q"), array("d")
+    for i, value in enumerate(values):
+        if _is_number(value):
+            try:
+                vals.append(float(value))
+            except OverflowError:
+                continue
+            idx.append(i)
+    return (None if len(idx) == len(values) else idx), vals
 
 
 # --------------------------------------------------------------------------------------------
