@@ -378,12 +378,32 @@ def replay(
 
 @app.command()
 def compare(
-    stores: Annotated[list[str], typer.Argument(help="Two or more run stores (.db).")],
+    runs: Annotated[
+        list[str],
+        typer.Argument(help="Run stores (.db) and at most one live endpoint (tcp://… or ipc://…)."),
+    ],
 ) -> None:
-    """Overlay the charts of two or more recorded runs (the first one drives the timeline)."""
-    if len(stores) < 2:
-        raise fail("compare needs two or more run stores (one alone: diag replay RUN.db)")
-    replay(stores)
+    """Overlay the charts of runs: the live one if an endpoint is given, else the first store
+    (with its timeline), and every other store drawn on its charts."""
+    live = [r for r in runs if "://" in r]
+    stores = [r for r in runs if "://" not in r]
+    if len(live) > 1:
+        raise fail(f"compare takes one live endpoint at most, got {len(live)}: {', '.join(live)}")
+    if not live:
+        if len(stores) < 2:
+            raise fail("compare needs two or more runs (one store alone: diag replay RUN.db)")
+        replay(stores)
+        return
+    if not stores:
+        raise fail("compare needs a run store to overlay (a live run alone: diag watch ENDPOINT)")
+    from probes.endpoints import EndpointError
+    from probes.store import StoreError
+    from tui.compare import run_compare_live
+
+    try:
+        run_compare_live(live[0], stores)
+    except (StoreError, EndpointError) as err:
+        raise fail(str(err)) from None
 
 
 @app.command()

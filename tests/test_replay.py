@@ -14,7 +14,7 @@ from textual.widgets import Input
 
 from probes.store import RunStore, StoreError, open_store
 from probes.wire import Record, metrics_data
-from tui import replay
+from tui import compare, replay
 from tui.replay import READ_ONLY, GotoScreen, ReplayApp, ReplaySource, run_replay
 from tui.state import RunState
 from tui.widgets.timeline import Timeline, TimelineInfo
@@ -344,10 +344,10 @@ async def test_compared_runs_are_overlaid_one_line_each(tmp_path: Path) -> None:
     main = write_simple(tmp_path / "main.db", 30, lambda s: float(s))
     b = write_simple(tmp_path / "b.db", 40, lambda s: 100.0 - s, {"only_b": 1.0})
     c = write_simple(tmp_path / "c.db", 20, lambda s: s * 0.5)
-    overlays = replay.read_overlays([b, c])
+    overlays = compare.read_overlays([b, c])
     assert [(o.label, o.style) for o in overlays] == [
-        ("b.db", replay.OVERLAY_STYLES[0]),
-        ("c.db", replay.OVERLAY_STYLES[1]),
+        ("b.db", compare.OVERLAY_STYLES[0]),
+        ("c.db", compare.OVERLAY_STYLES[1]),
     ]
     app = ReplayApp(ReplaySource.open(main), overlays=overlays)
     async with app.run_test(size=SIZE) as pilot:
@@ -357,7 +357,7 @@ async def test_compared_runs_are_overlaid_one_line_each(tmp_path: Path) -> None:
         chart = app.charts["loss"]
         await until(pilot, lambda: len(chart.lines()) == 3)
         (s_b, x_b, y_b), (s_c, x_c, y_c), (s_main, x_main, y_main) = chart.lines()
-        assert (s_b, s_c, s_main) == (*replay.OVERLAY_STYLES[:2], chart.color)
+        assert (s_b, s_c, s_main) == (*compare.OVERLAY_STYLES[:2], chart.color)
         assert list(x_b) == list(range(40)) and list(y_b) == [100.0 - s for s in range(40)]
         assert list(x_c) == list(range(20)) and list(y_c) == [s * 0.5 for s in range(20)]
         assert list(x_main) == list(range(30)) and list(y_main) == [float(s) for s in range(30)]
@@ -387,8 +387,35 @@ def test_cli_compare_errors_name_the_bad_store(tmp_path: Path) -> None:
         (["replay", str(good), str(tmp_path / "gone.db")], "gone.db: no such file"),
         (["replay", str(good), str(corrupt)], "not an edgewatch store"),
         (["compare", str(good), str(corrupt)], "not an edgewatch store"),
-        (["compare", str(good)], "compare needs two or more run stores"),
+        (["compare", str(good)], "compare needs two or more runs"),
+        (["compare", "tcp://127.0.0.1:5999", "tcp://127.0.0.1:6999", str(good)], "one live"),
+        (["compare", "tcp://127.0.0.1:5999"], "compare needs a run store to overlay"),
+        (["compare", "tcp://127.0.0.1:5999", str(corrupt)], "not an edgewatch store"),
+        (["compare", "tcp://127.0.0.1:99999", str(good)], "port must be"),
     ]:
         result = runner.invoke(cli, args, env=env)
         assert result.exit_code == 2, (args, result.output)
         assert reason in result.output and "Traceback" not in result.output
+
+
+async def test_a_live_run_with_a_store_overlaid(tmp_path: Path) -> None:
+    """``diag compare tcp://… B.db``: the live run's charts carry the recorded run's line."""
+    from tui.compare import OverlaidApp
+    from tui.ingest import MemorySource
+
+    b = write_simple(tmp_path / "b.db", 40, lambda s: 100.0 - s)
+    source = MemorySource("tcp://127.0.0.1:5555")
+    app = OverlaidApp(source, overlays=compare.read_overlays([b]))
+    async with app.run_test(size=SIZE) as pilot:
+        source.push(
+            *[
+                Record("metrics", "live", s, metrics_data({"loss": 2.0 * s}), seq=s)
+                for s in range(10)
+            ]
+        )
+        await until(pilot, lambda: "loss" in app.charts and len(app.charts["loss"].lines()) == 2)
+        (style_b, x_b, y_b), (style, x, y) = app.charts["loss"].lines()
+        assert style_b == compare.OVERLAY_STYLES[0] and style == app.charts["loss"].color
+        assert list(y_b) == [100.0 - s for s in range(40)] and list(x_b) == list(range(40))
+        assert list(y) == [2.0 * s for s in range(10)] and list(x) == list(range(10))
+        assert "b.db" in str(app.legend.render())

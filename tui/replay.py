@@ -27,16 +27,12 @@ Seeking costs a bounded amount of work however long the run is (version-2 stores
 A version-1 store (no column tables) or one holding several ranks falls back to the simple
 scheme: a rewind clears the state and re-applies from the first record.
 
-Comparing runs (``diag replay A.db B.db C.db``): the first store drives the timeline; each other
-one is read once, whole (every scalar min/max-decimated to :data:`OVERLAY_POINTS`), into an
-:class:`Overlay` and drawn as an extra line on the chart of the same metric, in the run's own
-style from :data:`OVERLAY_STYLES` (the same on every chart; the timeline's run keeps each
-chart's colour). A legend line above the charts names the runs. Overlays show the compared runs
-entire, not cut at the playhead, so the timeline's run is seen against where the others went.
+Comparing runs (``diag replay A.db B.db C.db``): the first store drives the timeline, the others
+are overlaid on its charts (:mod:`tui.compare`).
 
-:class:`ReplayApp` is :class:`~tui.app.EdgewatchApp` with playback keys instead of the controller
-keys: a replay cannot be steered, so those only say so. :func:`run_replay` is what
-``diag replay RUN.db`` calls.
+:class:`ReplayApp` is the dashboard (:class:`~tui.compare.OverlaidApp`) with playback keys
+instead of the controller keys: a replay cannot be steered, so those only say so.
+:func:`run_replay` is what ``diag replay RUN.db`` calls.
 """
 
 from __future__ import annotations
@@ -63,7 +59,7 @@ from textual.widgets import Footer, Input, Static
 from probes.client import CloneSession
 from probes.store import StoreReader, open_store
 from probes.wire import Record
-from tui.app import EdgewatchApp
+from tui.compare import OverlaidApp, Overlay, read_overlays
 from tui.controls import ControlBoard
 from tui.ingest import SLICE
 from tui.state import MAX_EVENTS, EventItem, RunState
@@ -89,10 +85,6 @@ SEED_POINTS = 2000
 """Points per chart series seeded by a rebuild (min/max-decimated; a chart is < 500 columns)."""
 LAYER_SAMPLES = 500
 """Metrics records sampled for the per-layer histories seeded by a rebuild."""
-OVERLAY_POINTS = 4000
-"""Points per scalar read for a compared run."""
-OVERLAY_STYLES = ("bright_white", "grey58", "plum2", "khaki1", "light_sky_blue1")
-"""Compared runs' line styles, in order: none is a chart colour or the threshold's red."""
 REPLAY_STATE = "replay"
 READ_ONLY = "replay: controls are read-only"
 
@@ -412,42 +404,6 @@ def _clamp(value: float, lo: float, hi: float) -> float:
     return min(max(value, lo), hi)
 
 
-@dataclass(frozen=True)
-class Overlay:
-    """A compared run: its label, its line style and every scalar's decimated series."""
-
-    label: str
-    style: str
-    series: dict[str, tuple[Any, Any]]
-
-    @classmethod
-    def read(cls, path: str | os.PathLike[str], style: str) -> Overlay:
-        """Read the store at ``path``; raises :class:`probes.store.StoreError` with the reason."""
-        with open_store(path) as reader:
-            return cls(Path(path).name, style, reader.series(max_points=OVERLAY_POINTS))
-
-
-def read_overlays(paths: Iterable[str | os.PathLike[str]]) -> list[Overlay]:
-    """One :class:`Overlay` per store, styles assigned in order (cycling past the last)."""
-    return [
-        Overlay.read(path, OVERLAY_STYLES[i % len(OVERLAY_STYLES)]) for i, path in enumerate(paths)
-    ]
-
-
-class Legend(Static):
-    """``runs  ━━ a.db (chart colours)  ━━ b.db  ━━ c.db``: which line is which run."""
-
-    DEFAULT_CSS = """
-    Legend { height: 1; padding: 0 1; color: $text-muted; }
-    """
-
-    def __init__(self, main: str, overlays: list[Overlay], **kwargs) -> None:
-        parts: list[tuple[str, str] | str] = ["runs  ", ("━━ ", "bold"), main, " (chart colours)"]
-        for overlay in overlays:
-            parts += ["  ", ("━━ ", f"bold {overlay.style}"), overlay.label]
-        super().__init__(Content.assemble(*parts), **kwargs)
-
-
 def _as_float(value: object) -> float:
     try:
         return float(value)  # type: ignore[arg-type]
@@ -533,7 +489,7 @@ class GotoScreen(ModalScreen[int | None]):
             self.dismiss(None)
 
 
-class _ReadOnlyControls(EdgewatchApp, inherit_bindings=False):
+class _ReadOnlyControls(OverlaidApp, inherit_bindings=False):
     """The live app's controller keys, still caught (so they cannot reach anything) but hidden:
     the footer, help and palette list only :class:`ReplayApp`'s own keys. ``g`` and ``space``
     are taken by playback."""
@@ -572,11 +528,8 @@ class ReplayApp(_ReadOnlyControls):
         overlays: list[Overlay] | None = None,
         **kwargs,
     ) -> None:
-        super().__init__(source, title=title or f"replay · {Path(source.label).name}", **kwargs)
-        self.overlays = list(overlays or [])
-        """Compared runs drawn on every chart of a metric they also have."""
-        self.legend = Legend(Path(source.label).name, self.overlays, id="legend")
-        self._overlaid: set[str] = set()
+        title = title or f"replay · {Path(source.label).name}"
+        super().__init__(source, title=title, overlays=overlays, **kwargs)
         self.badge = ReplayBadge(id="connection")
         self.badge.tooltip = source.label
         self.timeline = Timeline(id="timeline")
@@ -587,27 +540,12 @@ class ReplayApp(_ReadOnlyControls):
         for widget in super().compose():
             if isinstance(widget, Footer):
                 yield self.timeline
-            if widget is self.grid and self.overlays:
-                yield self.legend
             yield widget
 
     def flush(self) -> None:
         super().flush()
         if self.is_running:
             self.timeline.info = self.source.timeline()
-            self._overlay_new_charts()
-
-    def _overlay_new_charts(self) -> None:
-        """Give each chart made since the last tick the compared runs' lines of its metric."""
-        if not self.overlays:
-            return
-        for name, chart in self.charts.items():
-            if name in self._overlaid:
-                continue
-            self._overlaid.add(name)
-            chart.set_overlays(
-                [(o.label, o.style, *o.series[name]) for o in self.overlays if name in o.series]
-            )
 
     def _reset_state(self) -> None:
         """A rewind: forget everything shown, the records are coming again from the first."""
