@@ -1301,10 +1301,11 @@ def _export_jsonl(reader: StoreReader, out: Path, part: tuple[int, int, int] | N
     return n
 
 
-def _jsonl_part(path: str, out: str, part: tuple[int, int, int]) -> int:
-    """One worker's share of a parallel jsonl export (its own read-only connection)."""
+def _jsonl_part(path: str, out: str, part: tuple[int, int, int]) -> tuple[int, int]:
+    """One worker's share of a parallel jsonl export (its own read-only connection):
+    (lines written, undecodable records skipped)."""
     with open_store(path) as reader:
-        return _export_jsonl(reader, Path(out), part)
+        return _export_jsonl(reader, Path(out), part), reader.bad_records
 
 
 def _export_jsonl_parallel(reader: StoreReader, out: Path) -> int | None:
@@ -1331,7 +1332,9 @@ def _export_jsonl_parallel(reader: StoreReader, out: Path) -> int | None:
                 pool.submit(_jsonl_part, str(reader.path), str(name), part)
                 for name, part in zip(names, parts, strict=True)
             ]
-            n = sum(f.result() for f in futures)
+            done = [f.result() for f in futures]
+        n = sum(lines for lines, _ in done)
+        reader.bad_records += sum(bad for _, bad in done)
         with out.open("wb") as fh:
             for name in names:
                 with name.open("rb") as src:
