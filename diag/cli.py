@@ -457,15 +457,49 @@ def keys_command(
 # -- diag replay / runs / export ----------------------------------------------------------
 @app.command()
 def replay(
-    store: Annotated[str, typer.Argument(help="A run store (.db) written by a Monitor.")],
+    stores: Annotated[
+        list[str],
+        typer.Argument(help="A run store (.db) written by a Monitor; more stores are overlaid."),
+    ],
 ) -> None:
-    """Open a recorded run in the TUI with a timeline (space play/pause, ←/→, [/], g, home/end)."""
+    """Open a recorded run in the TUI with a timeline (space play/pause, ←/→, [/], g, home/end);
+    the charts of any further stores are overlaid on it, one line per run."""
     from probes.store import StoreError
     from tui.replay import run_replay
 
     try:
-        run_replay(store)
+        run_replay(stores[0], compare=stores[1:])
     except StoreError as err:
+        raise fail(str(err)) from None
+
+
+@app.command()
+def compare(
+    runs: Annotated[
+        list[str],
+        typer.Argument(help="Run stores (.db) and at most one live endpoint (tcp://… or ipc://…)."),
+    ],
+) -> None:
+    """Overlay the charts of runs: the live one if an endpoint is given, else the first store
+    (with its timeline), and every other store drawn on its charts."""
+    live = [r for r in runs if "://" in r]
+    stores = [r for r in runs if "://" not in r]
+    if len(live) > 1:
+        raise fail(f"compare takes one live endpoint at most, got {len(live)}: {', '.join(live)}")
+    if not live:
+        if len(stores) < 2:
+            raise fail("compare needs two or more runs (one store alone: diag replay RUN.db)")
+        replay(stores)
+        return
+    if not stores:
+        raise fail("compare needs a run store to overlay (a live run alone: diag watch ENDPOINT)")
+    from probes.endpoints import EndpointError
+    from probes.store import StoreError
+    from tui.compare import run_compare_live
+
+    try:
+        run_compare_live(live[0], stores)
+    except (StoreError, EndpointError) as err:
         raise fail(str(err)) from None
 
 

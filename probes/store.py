@@ -8,10 +8,19 @@ never raises into its caller: a missing/unwritable folder, a full disk or a lock
 :attr:`RunStore.error`, log one warning, and count the records that could not be saved in
 :attr:`RunStore.dropped`; the live stream carries on.
 
-Layout (``PRAGMA user_version`` = 1, ``PRAGMA application_id`` = "EWch")::
+Layout (``PRAGMA user_version`` = 2, ``PRAGMA application_id`` = "EWch")::
 
     records(rank, seq, kind, step, t, payload)   payload = the exact wire.encode bytes
     meta(key, value)                             value = msgpack
+    metric_chunks(rank, first_seq, last_seq, n, seqs, steps, ts)
+    scalar_chunks(name, rank, first_seq, n, idx, vals)
+
+The two chunk tables hold the metrics records again as columns, one row per flush (and per
+scalar name), written in the same transaction as the records: little-endian int64 seqs/steps,
+float64 times and values; ``idx`` lists the positions in the chunk of the records holding that
+scalar (NULL when all do). Charts, seeks and csv export read these arrays instead of decoding
+a million payloads: min/max decimation streams over them a chunk at a time. A version-1 store
+(no chunk tables) is still read, by decoding payloads; any other version is refused.
 
 ``meta`` holds the merged ``data`` of all "meta" records plus the store's own keys:
 ``status`` ("running", then "finished"/"crashed"/"stopped" on close) and ``store.*`` (writer
@@ -30,10 +39,13 @@ import logging
 import math
 import os
 import re
+import shutil
 import socket
 import sqlite3
+import sys
 import threading
 import time
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +57,9 @@ from probes.wire import Record, WireError, decode, encode
 
 log = logging.getLogger("edgewatch.store")
 
-STORE_VERSION = 1
+STORE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 stores (no column tables) are still read, by decoding their payloads (slower)."""
 APPLICATION_ID = 0x45576368  # "EWch"
 STATUSES = ("running", "finished", "crashed", "stopped")
 CHUNK = 5000
@@ -62,7 +76,28 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_kind ON records (kind, rank, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
+CREATE TABLE IF NOT EXISTS metric_chunks (
+    rank INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    seqs BLOB NOT NULL,
+    steps BLOB NOT NULL,
+    ts BLOB NOT NULL,
+    PRIMARY KEY (rank, first_seq)
+);
+CREATE TABLE IF NOT EXISTS scalar_chunks (
+    name TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    idx BLOB,
+    vals BLOB NOT NULL,
+    PRIMARY KEY (name, rank, first_seq)
+);
+CREATE INDEX IF NOT EXISTS scalar_chunks_at ON scalar_chunks (rank, first_seq);
 """
+_LE = sys.byteorder == "little"
 
 
 class StoreError(Exception):
@@ -130,6 +165,73 @@ def _fresh_path(path: Path) -> Path:
     return path
 
 
+def _blob(values: array) -> bytes:
+    """Little-endian bytes of an ``array`` (the column tables' on-disk byte order)."""
+    if not _LE:
+        values = array(values.typecode, values)
+        values.byteswap()
+    return values.tobytes()
+
+
+class _Chunk:
+    """The metrics records of one rank buffered since the last flush, as columns.
+
+    Written with the records, in the same transaction, as one ``metric_chunks`` row (seqs,
+    steps, times) plus one ``scalar_chunks`` row per scalar name (its values, and the positions
+    of the records holding it when not all do): charts and csv export then read arrays instead
+    of decoding every payload.
+    """
+
+    __slots__ = ("scalars", "seqs", "steps", "ts")
+
+    def __init__(self) -> None:
+        self.seqs = array("q")
+        self.steps = array("q")
+        self.ts = array("d")
+        self.scalars: list[dict[str, Any]] = []
+        """Each record's scalars map, held as is: ``append`` stays O(1), and the columns are
+        built at flush, a list comprehension per name instead of an append per value."""
+
+    def add(self, seq: int, step: int, t: float, scalars: Any) -> None:
+        self.seqs.append(seq)
+        self.steps.append(step)
+        self.ts.append(t)
+        self.scalars.append(scalars if isinstance(scalars, dict) else {})
+
+    def rows(self, rank: int) -> tuple[tuple, list[tuple]]:
+        n, first = len(self.seqs), self.seqs[0]
+        head = (rank, first, self.seqs[-1], n, _blob(self.seqs), _blob(self.steps), _blob(self.ts))
+        names: dict[Any, None] = {}
+        for scalars in self.scalars:
+            names.update(dict.fromkeys(scalars))
+        rows = []
+        for name in names:
+            values = [d.get(name) for d in self.scalars]
+            if set(map(type, values)) == {float}:  # the usual case: every record has it
+                idx, vals = None, array("d", values)
+            else:
+                idx, vals = _column(values)
+                if not vals:
+                    continue
+            positions = None if idx is None else _blob(idx)
+            rows.append((str(name), rank, first, len(vals), positions, _blob(vals)))
+        return head, rows
+
+
+def _column(values: list[Any]) -> tuple[array | None, array]:
+    """(positions, floats) of the numbers among ``values`` (None: not a number; an int beyond
+    float range is not chartable either); positions None when every value is kept."""
+    idx, vals = array("q"), array("d")
+    for i, value in enumerate(values):
+        if _is_number(value):
+            try:
+                vals.append(float(value))
+            except OverflowError:
+                continue
+            idx.append(i)
+    return (None if len(idx) == len(values) else idx), vals
+
+
 # --------------------------------------------------------------------------------------------
 # writer
 # --------------------------------------------------------------------------------------------
@@ -161,6 +263,7 @@ class RunStore:
         self.closed = False
         self._lock = threading.Lock()
         self._buf: list[tuple[int, int, str, int, float, bytes]] = []
+        self._chunks: dict[int, _Chunk] = {}
         self._meta: dict[str, Any] = {}
         self._steps: tuple[int, int] | None = None
         self._steps_dirty = False
@@ -221,8 +324,14 @@ class RunStore:
                 return
             if payload is None:
                 payload = encode(record)
-            row = (int(record.rank), int(record.seq), record.kind, int(record.step),
-                   float(record.t), bytes(payload))
+            row = (
+                int(record.rank),
+                int(record.seq),
+                record.kind,
+                int(record.step),
+                float(record.t),
+                bytes(payload),
+            )
             with self._lock:
                 if self.closed or len(self._buf) >= self.max_buffer:
                     self.dropped += 1
@@ -233,6 +342,16 @@ class RunStore:
                     self._meta["store.run"] = record.run
                 if record.kind == "metrics":
                     step = row[3]
+                    chunk = self._chunks.get(row[0])
+                    if chunk is None:
+                        chunk = self._chunks[row[0]] = _Chunk()
+                    data = record.data
+                    chunk.add(
+                        row[1],
+                        step,
+                        row[4],
+                        data.get("scalars") if isinstance(data, dict) else None,
+                    )
                     first, last = self._steps or (step, step)
                     self._steps = (min(first, step), max(last, step))
                     self._steps_dirty = True
@@ -263,6 +382,7 @@ class RunStore:
     def _flush_locked(self, extra_meta: dict[str, Any] | None = None) -> int:
         self._last_flush = time.monotonic()
         rows, self._buf = self._buf, []
+        chunks, self._chunks = self._chunks, {}
         meta, self._meta = self._meta, {}
         if self._steps_dirty and self._steps is not None:
             meta["store.first_step"], meta["store.last_step"] = self._steps
@@ -278,6 +398,14 @@ class RunStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)", rows)
+                for rank, chunk in chunks.items():
+                    head, scalars = chunk.rows(rank)
+                    conn.execute(
+                        "INSERT OR REPLACE INTO metric_chunks VALUES (?,?,?,?,?,?,?)", head
+                    )
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO scalar_chunks VALUES (?, ?, ?, ?, ?, ?)", scalars
+                    )
                 if meta:
                     conn.executemany(
                         "INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -330,7 +458,7 @@ class RunStore:
 # reader
 # --------------------------------------------------------------------------------------------
 def _effective_status(meta: dict[str, Any]) -> str:
-    """"running" only while the writer lives (same host); a dead writer's store is "crashed"."""
+    """ "running" only while the writer lives (same host); a dead writer's store is "crashed"."""
     status = meta.get("status")
     if status not in STATUSES:
         return "crashed"
@@ -345,9 +473,10 @@ def _effective_status(meta: dict[str, Any]) -> str:
 class StoreReader:
     """Read-only view of a store; safe to use while the writer is still appending."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, version: int = STORE_VERSION) -> None:
         self._conn = conn
         self.path = path
+        self.version = version
         self.bad_records = 0
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[tuple]:
@@ -370,8 +499,12 @@ class StoreReader:
         return self._query(f"SELECT COUNT(*) FROM records WHERE kind IN ({marks})", kinds)[0][0]
 
     def _rows(
-        self, columns: str, kinds: Iterable[str] | None = None, since_seq: int = -1,
-        rank: int | None = None, max_seq: int | None = None,
+        self,
+        columns: str,
+        kinds: Iterable[str] | None = None,
+        since_seq: int = -1,
+        rank: int | None = None,
+        max_seq: int | None = None,
     ) -> Iterator[tuple]:
         """Rows ordered by (rank, seq), fetched in short keyset-paged queries."""
         kinds = None if kinds is None else list(kinds)
@@ -396,8 +529,10 @@ class StoreReader:
             where.append("seq > ?")
             args.append(since_seq)
             keyset, key = "(rank, seq) > (?, ?)", [-1, since_seq]
-        sql = (f"SELECT rank, seq, {columns} FROM records WHERE {' AND '.join(where)} "
-               f"AND {keyset} ORDER BY rank, seq LIMIT {CHUNK}")
+        sql = (
+            f"SELECT rank, seq, {columns} FROM records WHERE {' AND '.join(where)} "
+            f"AND {keyset} ORDER BY rank, seq LIMIT {CHUNK}"
+        )
         while True:
             rows = self._query(sql, [*args, *key])
             yield from rows
@@ -406,11 +541,18 @@ class StoreReader:
             key = [rows[-1][1]] if rank is not None else [rows[-1][0], rows[-1][1]]
 
     def records(
-        self, kinds: Iterable[str] | None = None, since_seq: int = -1, limit: int | None = None
+        self,
+        kinds: Iterable[str] | None = None,
+        since_seq: int = -1,
+        limit: int | None = None,
+        *,
+        rank: int | None = None,
+        max_seq: int | None = None,
     ) -> Iterator[Record]:
-        """Decoded records ordered by (rank, seq); undecodable payloads are skipped and counted."""
+        """Decoded records ordered by (rank, seq), with ``since_seq < seq <= max_seq`` (within
+        ``rank`` if given); undecodable payloads are skipped and counted."""
         n = 0
-        for _, _, payload in self._rows("payload", kinds, since_seq):
+        for _, _, payload in self._rows("payload", kinds, since_seq, rank, max_seq):
             if limit is not None and n >= limit:
                 return
             try:
@@ -421,9 +563,16 @@ class StoreReader:
             n += 1
             yield record
 
-    def payloads(self, kinds: Iterable[str] | None = None, since_seq: int = -1) -> Iterator[bytes]:
+    def payloads(
+        self,
+        kinds: Iterable[str] | None = None,
+        since_seq: int = -1,
+        *,
+        rank: int | None = None,
+        max_seq: int | None = None,
+    ) -> Iterator[bytes]:
         """The stored msgpack bytes, ordered by (rank, seq)."""
-        for _, _, payload in self._rows("payload", kinds, since_seq):
+        for _, _, payload in self._rows("payload", kinds, since_seq, rank, max_seq):
             yield payload
 
     def steps(self) -> tuple[int | None, int | None]:
@@ -437,75 +586,336 @@ class StoreReader:
 
     def scalar_names(self) -> list[str]:
         """Every scalar name in the metrics records, in order of first appearance."""
+        if self.columnar:
+            rows = self._query("SELECT name FROM scalar_chunks GROUP BY name ORDER BY MIN(rowid)")
+            return [r[0] for r in rows]
         names: dict[str, None] = {}
         for _, _, payload in self._rows("payload", ["metrics"]):
             for name in _scalars(payload) or ():
                 names.setdefault(name, None)
         return list(names)
 
+    def metrics_rank(self) -> int | None:
+        """The lowest rank with metrics records (the one charts show by default)."""
+        return self._query("SELECT MIN(rank) FROM records WHERE kind = 'metrics'")[0][0]
+
     def scalar_series(
-        self, name: str, max_points: int = 2000, rank: int | None = None
+        self,
+        name: str,
+        max_points: int = 2000,
+        rank: int | None = None,
+        before_seq: int | None = None,
     ) -> tuple[Any, Any]:
         """(steps, values) of one scalar, min/max-decimated to at most ``max_points`` points.
 
-        Reads the metrics payloads of one rank (default: the lowest) in chunks. With more
-        metrics records than ``max_points`` they are cut into ``max_points // 3`` buckets by
+        ``rank`` defaults to the lowest; ``before_seq`` keeps only records with a lower seq.
+        With more points than ``max_points`` they are cut into ``max_points // 3`` buckets by
         position; each bucket keeps its minimum and its maximum (in step order), so the global
         extremes always survive, plus its first NaN if it holds one (NaN does not compare, and
         a loss going NaN is exactly what must stay visible). ±Inf are ordinary extremes.
+        A version-2 store is read from its column tables one flushed chunk at a time (memory
+        stays at one chunk plus the output); a version-1 store by decoding its payloads.
         """
+        if not self.columnar:
+            return self.series([name], max_points, rank, before_seq)[name]
+        rank = self.metrics_rank() if rank is None else rank
+        if rank is None:
+            return _empty_series()
+        n = self._count_points(name, rank, before_seq)
+        return _decimate(self._name_blocks(name, rank, before_seq), n, max_points)
+
+    def series(
+        self,
+        names: Iterable[str] | None = None,
+        max_points: int = 2000,
+        rank: int | None = None,
+        before_seq: int | None = None,
+    ) -> dict[str, tuple[Any, Any]]:
+        """:meth:`scalar_series` of several names (default: all); a version-1 store is read
+        in one pass over its payloads for all of them."""
+        names = self.scalar_names() if names is None else list(names)
+        rank = self.metrics_rank() if rank is None else rank
+        if rank is None:
+            return {name: _empty_series() for name in names}
+        if self.columnar:
+            return self._series_one_pass(names, max_points, rank, before_seq)
         import numpy as np
 
-        max_points = max(2, int(max_points))
-        if rank is None:
-            rank = self._query("SELECT MIN(rank) FROM records WHERE kind = 'metrics'")[0][0]
-            if rank is None:
-                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-        n, max_seq = self._query(
-            "SELECT COUNT(*), MAX(seq) FROM records WHERE kind = 'metrics' AND rank = ?", [rank]
-        )[0]
-        steps = np.zeros(min(n, max_points), dtype=np.int64)
-        values = np.zeros(min(n, max_points), dtype=np.float64)
-        out = 0
-        rows = self._rows("step, payload", ["metrics"], rank=rank, max_seq=max_seq)
-        if n <= max_points:
-            for _, _, step, payload in rows:
-                value = (_scalars(payload) or {}).get(name)
-                if _is_number(value):
-                    steps[out], values[out] = step, value
-                    out += 1
-            return steps[:out], values[:out]
+        found: dict[str, tuple[list[int], list[float]]] = {name: ([], []) for name in names}
+        for _, seq, step, payload in self._rows("step, payload", ["metrics"], rank=rank):
+            if before_seq is not None and seq >= before_seq:
+                break
+            for name, value in (_scalars(payload) or {}).items():
+                if name in found and _is_number(value):
+                    found[name][0].append(step)
+                    found[name][1].append(float(value))
+        out = {}
+        for name, (steps, values) in found.items():
+            block = (np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64))
+            out[name] = _decimate(iter([block]), len(values), max_points)
+        return out
 
-        n_buckets = max(1, max_points // 3)
-        bucket = -1
-        lo = hi = nan = None  # (value, index, step)
+    # -- column tables (version 2) -------------------------------------------------------------
+    def _series_one_pass(
+        self, names: list[str], max_points: int, rank: int, before_seq: int | None
+    ) -> dict[str, tuple[Any, Any]]:
+        """Every name's series in one walk over the chunks: each chunk's steps are read once."""
+        import numpy as np
 
-        def emit() -> None:
-            nonlocal out
-            points = {p for p in (lo, hi, nan) if p is not None}
-            for point in sorted(points, key=lambda p: p[1]):
-                steps[out], values[out] = point[2], point[0]
-                out += 1
+        limit = (1 << 62) if before_seq is None else before_seq
+        counts = {name: self._count_points(name, rank, before_seq) for name in names}
+        feeds: dict[str, _Feed] = {name: _Feed(counts[name], max_points) for name in names}
+        heads = self._conn.cursor()
+        cols = self._conn.cursor()
+        try:
+            heads.execute(
+                "SELECT first_seq, last_seq, seqs, steps FROM metric_chunks "
+                "WHERE rank = ? AND first_seq < ? ORDER BY first_seq",
+                [rank, limit],
+            )
+            cols.execute(
+                "SELECT first_seq, name, idx, vals FROM scalar_chunks "
+                "WHERE rank = ? AND first_seq < ? ORDER BY rank, first_seq",
+                [rank, limit],
+            )
+            pending = cols.fetchone()
+            while head := heads.fetchone():
+                first, last, seqs, steps = head
+                step_arr = np.frombuffer(steps, dtype="<i8")
+                keep = None
+                if last >= limit:
+                    keep = np.frombuffer(seqs, dtype="<i8") < limit
+                while pending is not None and pending[0] <= first:
+                    _, name, idx, vals = pending
+                    feed = feeds.get(name) if pending[0] == first else None
+                    if feed is not None:
+                        x, y = step_arr, np.frombuffer(vals, dtype="<f8")
+                        mask = keep
+                        if idx is not None:
+                            pos = np.frombuffer(idx, dtype="<i8")
+                            x = x[pos]
+                            mask = None if keep is None else keep[pos]
+                        if mask is not None:
+                            x, y = x[mask], y[mask]
+                        feed.add(x, y)
+                    pending = cols.fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read store: {exc}") from None
+        finally:
+            heads.close()
+            cols.close()
+        return {name: feed.result() for name, feed in feeds.items()}
 
-        for i, (_, _, step, payload) in enumerate(rows):
-            b = min(i * n_buckets // n, n_buckets - 1)
-            if b != bucket:
-                emit()
-                bucket, lo, hi, nan = b, None, None, None
-            value = (_scalars(payload) or {}).get(name)
-            if not _is_number(value):
+    @property
+    def columnar(self) -> bool:
+        """True for a version-2 store: metrics also kept as column chunks (fast reads)."""
+        return self.version >= 2
+
+    def _name_chunks(
+        self, name: str, rank: int, before_seq: int | None
+    ) -> Iterator[tuple[int, int, bytes, bytes, bytes | None, bytes]]:
+        """(first_seq, last_seq, seqs, steps, idx, vals) of one name's chunks, in seq order."""
+        limit = (1 << 62) if before_seq is None else before_seq
+        sql = (
+            "SELECT s.first_seq, m.last_seq, m.seqs, m.steps, s.idx, s.vals "
+            "FROM scalar_chunks s JOIN metric_chunks m "
+            "ON m.rank = s.rank AND m.first_seq = s.first_seq "
+            "WHERE s.name = ? AND s.rank = ? AND s.first_seq > ? AND s.first_seq < ? "
+            "ORDER BY s.first_seq LIMIT 64"
+        )
+        after = -1
+        while True:
+            rows = self._query(sql, [name, rank, after, limit])
+            yield from rows
+            if len(rows) < 64:
+                return
+            after = rows[-1][0]
+
+    def _name_blocks(
+        self, name: str, rank: int, before_seq: int | None
+    ) -> Iterator[tuple[Any, Any]]:
+        import numpy as np
+
+        for _, last_seq, seqs, steps, idx, vals in self._name_chunks(name, rank, before_seq):
+            step_arr = np.frombuffer(steps, dtype="<i8")
+            val_arr = np.frombuffer(vals, dtype="<f8")
+            seq_arr = None
+            if idx is not None:
+                pos = np.frombuffer(idx, dtype="<i8")
+                step_arr = step_arr[pos]
+                if before_seq is not None and last_seq >= before_seq:
+                    seq_arr = np.frombuffer(seqs, dtype="<i8")[pos]
+            elif before_seq is not None and last_seq >= before_seq:
+                seq_arr = np.frombuffer(seqs, dtype="<i8")
+            if seq_arr is not None:
+                keep = seq_arr < before_seq
+                step_arr, val_arr = step_arr[keep], val_arr[keep]
+            yield step_arr.astype(np.int64), val_arr.astype(np.float64)
+
+    def _count_points(self, name: str, rank: int, before_seq: int | None) -> int:
+        """How many points of ``name`` :meth:`_name_blocks` will yield."""
+        if before_seq is None:
+            row = self._query(
+                "SELECT COALESCE(SUM(n), 0) FROM scalar_chunks WHERE name = ? AND rank = ?",
+                [name, rank],
+            )
+            return int(row[0][0])
+        whole = self._query(
+            "SELECT COALESCE(SUM(s.n), 0) FROM scalar_chunks s JOIN metric_chunks m "
+            "ON m.rank = s.rank AND m.first_seq = s.first_seq "
+            "WHERE s.name = ? AND s.rank = ? AND m.last_seq < ?",
+            [name, rank, before_seq],
+        )[0][0]
+        import numpy as np
+
+        part = 0
+        for seqs, idx in self._query(
+            "SELECT m.seqs, s.idx FROM scalar_chunks s JOIN metric_chunks m "
+            "ON m.rank = s.rank AND m.first_seq = s.first_seq "
+            "WHERE s.name = ? AND s.rank = ? AND s.first_seq < ? AND m.last_seq >= ?",
+            [name, rank, before_seq, before_seq],
+        ):  # the one chunk that straddles before_seq
+            seq_arr = np.frombuffer(seqs, dtype="<i8")
+            if idx is not None:
+                seq_arr = seq_arr[np.frombuffer(idx, dtype="<i8")]
+            part += int(np.count_nonzero(seq_arr < before_seq))
+        return int(whole) + part
+
+    def metric_chunks(
+        self, rank: int | None = None
+    ) -> Iterator[tuple[int, Any, Any, Any, dict[str, tuple[Any, Any]]]]:
+        """(rank, seqs, steps, ts, {name: (positions or None, values)}) per flushed chunk,
+        in (rank, seq) order: the metrics records as numpy columns (version-2 stores)."""
+        import numpy as np
+
+        where, args = ("WHERE rank = ?", [rank]) if rank is not None else ("", [])
+        head_sql = (
+            f"SELECT rank, first_seq, seqs, steps, ts FROM metric_chunks {where} "
+            "ORDER BY rank, first_seq"
+        )
+        cur = self._conn.cursor()
+        try:
+            heads = cur.execute(head_sql, args)
+            while batch := heads.fetchmany(256):
+                for r, first, seqs, steps, ts in batch:
+                    cols = {}
+                    for name, idx, vals in self._query(
+                        "SELECT name, idx, vals FROM scalar_chunks WHERE rank = ? AND "
+                        "first_seq = ? ORDER BY rowid",
+                        [r, first],
+                    ):
+                        pos = None if idx is None else np.frombuffer(idx, dtype="<i8")
+                        cols[name] = (pos, np.frombuffer(vals, dtype="<f8"))
+                    yield (
+                        r,
+                        np.frombuffer(seqs, dtype="<i8"),
+                        np.frombuffer(steps, dtype="<i8"),
+                        np.frombuffer(ts, dtype="<f8"),
+                        cols,
+                    )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read store: {exc}") from None
+        finally:
+            cur.close()
+
+    def metric_seqs(self, rank: int, before_seq: int | None = None) -> Iterator[Any]:
+        """The seqs of one rank's metrics records (numpy blocks), optionally below a seq."""
+        import numpy as np
+
+        limit = (1 << 62) if before_seq is None else before_seq
+        for (seqs,) in self._query(
+            "SELECT seqs FROM metric_chunks WHERE rank = ? AND first_seq < ? ORDER BY first_seq",
+            [rank, limit],
+        ):
+            arr = np.frombuffer(seqs, dtype="<i8")
+            yield arr[arr < limit] if arr[-1] >= limit else arr
+
+    # -- positions -----------------------------------------------------------------------------
+    def seq_range(self, rank: int) -> tuple[int | None, int | None]:
+        """(first, last) seq of ``rank``; one aggregate per query, so each is an index lookup."""
+        low = self._query("SELECT MIN(seq) FROM records WHERE rank = ?", [rank])[0][0]
+        high = self._query("SELECT MAX(seq) FROM records WHERE rank = ?", [rank])[0][0]
+        return low, high
+
+    def ranks(self) -> tuple[int | None, int | None]:
+        """(lowest, highest) rank stored."""
+        low = self._query("SELECT MIN(rank) FROM records")[0][0]
+        return low, self._query("SELECT MAX(rank) FROM records")[0][0]
+
+    def last_seq_at(self, step: int, rank: int) -> int | None:
+        """The highest seq of ``rank`` whose record has ``step <= step`` (None if none has).
+
+        A binary search over the primary key (steps never go down within a rank's seqs, as
+        the Monitor publishes them): about 20 indexed lookups however big the store.
+        """
+        lo, hi = self.seq_range(rank)
+        if lo is None:
+            return None
+        probe = "SELECT seq, step FROM records WHERE rank = ? AND seq >= ? ORDER BY seq LIMIT 1"
+        first = self._query(probe, [rank, lo])[0]
+        if first[1] > step:
+            return None
+        best = first[0]
+        lo = best + 1
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            found = self._query(probe, [rank, mid])
+            if not found:
+                hi = mid - 1
                 continue
-            value = float(value)
-            if math.isnan(value):
-                if nan is None:
-                    nan = (math.nan, i, step)
-                continue
-            if lo is None or value < lo[0]:
-                lo = (value, i, step)
-            if hi is None or value > hi[0]:
-                hi = (value, i, step)
-        emit()
-        return steps[:out], values[:out]
+            seq, at = found[0]
+            if at <= step:
+                best, lo = seq, seq + 1
+            else:
+                hi = mid - 1
+        return best
+
+    def count_upto(self, rank: int, seq: int) -> int:
+        """Records of ranks below ``rank`` plus those of ``rank`` up to ``seq`` (inclusive)."""
+        below = self._query("SELECT COUNT(*) FROM records WHERE rank < ?", [rank])[0][0]
+        upto = "SELECT COUNT(*) FROM records WHERE rank = ? AND seq <= ?"
+        return below + self._query(upto, [rank, seq])[0][0]
+
+    def records_at(self, rank: int, seqs: Iterable[int]) -> list[Record]:
+        """The decoded records of ``rank`` with these seqs (in seq order; missing ones skipped)."""
+        seqs = sorted(set(seqs))
+        out: list[Record] = []
+        for start in range(0, len(seqs), 500):
+            part = seqs[start : start + 500]
+            rows = self._query(
+                f"SELECT payload FROM records WHERE rank = ? AND seq IN "
+                f"({','.join('?' * len(part))}) ORDER BY seq",
+                [rank, *part],
+            )
+            out += self._decoded(payload for (payload,) in rows)
+        return out
+
+    def last_records(
+        self, kinds: Iterable[str], rank: int, before_seq: int, limit: int | None = None
+    ) -> list[Record]:
+        """The last ``limit`` (default: all) records of these kinds below ``before_seq``, in
+        seq order, through the (kind, rank, seq) index."""
+        payloads: list[tuple[int, bytes]] = []
+        tail = "" if limit is None else f" LIMIT {int(limit)}"
+        for kind in kinds:
+            payloads += self._query(
+                "SELECT seq, payload FROM records WHERE kind = ? AND rank = ? AND seq < ? "
+                f"ORDER BY seq DESC{tail}",
+                [kind, rank, before_seq],
+            )
+        payloads.sort()
+        if limit is not None:
+            payloads = payloads[-limit:]
+        return self._decoded(payload for _, payload in payloads)
+
+    def _decoded(self, payloads: Iterable[bytes]) -> list[Record]:
+        out = []
+        for payload in payloads:
+            try:
+                out.append(decode(payload))
+            except WireError:
+                self.bad_records += 1
+        return out
 
     def close(self) -> None:
         self._conn.close()
@@ -521,6 +931,151 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _empty_series() -> tuple[Any, Any]:
+    import numpy as np
+
+    return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+
+
+def _decimate(blocks: Iterator[tuple[Any, Any]], n: int, max_points: int) -> tuple[Any, Any]:
+    """Min/max (+ first NaN) per position bucket over ``n`` points arriving in blocks."""
+    import numpy as np
+
+    max_points = max(2, int(max_points))
+    if n <= max_points:
+        parts = list(blocks)
+        if not parts:
+            return _empty_series()
+        return (
+            np.concatenate([p[0] for p in parts]).astype(np.int64),
+            np.concatenate([p[1] for p in parts]).astype(np.float64),
+        )
+    buckets = _Buckets(n, max(1, max_points // 3))
+    for steps, values in _coalesce(blocks):
+        buckets.feed(steps, values)
+    return buckets.result()
+
+
+class _Feed:
+    """:func:`_decimate` for blocks pushed one at a time (several series read in one walk)."""
+
+    def __init__(self, n: int, max_points: int) -> None:
+        self.max_points = max(2, int(max_points))
+        self.small = n <= self.max_points
+        self.buckets = None if self.small else _Buckets(n, max(1, self.max_points // 3))
+        self.held: list[tuple[Any, Any]] = []
+        self.count = 0
+
+    def add(self, steps: Any, values: Any) -> None:
+        self.held.append((steps, values))
+        self.count += len(values)
+        if not self.small and self.count >= 1 << 17:
+            self._push()
+
+    def _push(self) -> None:
+        import numpy as np
+
+        if self.held and self.buckets is not None:
+            steps = np.concatenate([b[0] for b in self.held])
+            self.buckets.feed(steps, np.concatenate([b[1] for b in self.held]))
+            self.held, self.count = [], 0
+
+    def result(self) -> tuple[Any, Any]:
+        if self.buckets is None:
+            return _decimate(iter(self.held), self.count, self.max_points)
+        self._push()
+        return self.buckets.result()
+
+
+def _coalesce(blocks: Iterator[tuple[Any, Any]], size: int = 1 << 17) -> Iterator[tuple[Any, Any]]:
+    """Blocks joined up to about ``size`` points: numpy's per-call cost is paid per big block
+    (a flush holds ~1000 records), while memory stays bounded (~2 MB)."""
+    import numpy as np
+
+    held: list[tuple[Any, Any]] = []
+    count = 0
+    for block in blocks:
+        held.append(block)
+        count += len(block[1])
+        if count >= size:
+            yield np.concatenate([b[0] for b in held]), np.concatenate([b[1] for b in held])
+            held, count = [], 0
+    if held:
+        yield np.concatenate([b[0] for b in held]), np.concatenate([b[1] for b in held])
+
+
+def _first_where(mask: Any, seg: Any, n_segments: int) -> Any:
+    """Per segment, the index of the first True in ``mask`` (-1 where none is)."""
+    import numpy as np
+
+    out = np.full(n_segments, -1, dtype=np.int64)
+    hits = np.flatnonzero(mask)
+    if len(hits):
+        segments = seg[hits]  # non-decreasing: the first hit of each is where it changes
+        first = np.flatnonzero(np.concatenate([[True], segments[1:] != segments[:-1]]))
+        out[segments[first]] = hits[first]
+    return out
+
+
+class _Buckets:
+    """Streaming bucket extremes: only the open bucket's (up to 3) points are held."""
+
+    def __init__(self, n: int, n_buckets: int) -> None:
+        self.n, self.n_buckets = n, n_buckets
+        self.pos = 0
+        self.bucket = -1
+        self.lo: tuple[int, int, float] | None = None  # (position, step, value)
+        self.hi: tuple[int, int, float] | None = None
+        self.nan: tuple[int, int, float] | None = None
+        self.out: list[tuple[int, int, float]] = []
+
+    def feed(self, steps: Any, values: Any) -> None:
+        """Fold one block in: each segment's extremes found at once (``reduceat``), then
+        merged into the open bucket in a short Python loop over segments, not points."""
+        import numpy as np
+
+        m = len(values)
+        if not m:
+            return
+        pos = self.pos + np.arange(m, dtype=np.int64)
+        ids = np.minimum(pos * self.n_buckets // self.n, self.n_buckets - 1)
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(ids)) + 1])
+        seg = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, m)))
+        nan = np.isnan(values)
+        n_seg = len(starts)
+        seg_lo = np.minimum.reduceat(np.where(nan, np.inf, values), starts)[seg]
+        seg_hi = np.maximum.reduceat(np.where(nan, -np.inf, values), starts)[seg]
+        lo = _first_where((values == seg_lo) & ~nan, seg, n_seg)
+        hi = _first_where((values == seg_hi) & ~nan, seg, n_seg)
+        first_nan = _first_where(nan, seg, n_seg)
+        for k, start in enumerate(starts.tolist()):
+            bucket = int(ids[start])
+            if bucket != self.bucket:
+                self._emit()
+                self.bucket = bucket
+            if (i := int(first_nan[k])) >= 0 and self.nan is None:
+                self.nan = (self.pos + i, int(steps[i]), math.nan)
+            if (i := int(lo[k])) >= 0 and (self.lo is None or values[i] < self.lo[2]):
+                self.lo = (self.pos + i, int(steps[i]), float(values[i]))
+            if (i := int(hi[k])) >= 0 and (self.hi is None or values[i] > self.hi[2]):
+                self.hi = (self.pos + i, int(steps[i]), float(values[i]))
+        self.pos += m
+
+    def _emit(self) -> None:
+        points = {p for p in (self.lo, self.hi, self.nan) if p is not None}
+        self.out += sorted(points, key=lambda p: p[0])
+        self.lo = self.hi = self.nan = None
+
+    def result(self) -> tuple[Any, Any]:
+        import numpy as np
+
+        self._emit()
+        return (
+            np.fromiter((p[1] for p in self.out), dtype=np.int64, count=len(self.out)),
+            np.fromiter((p[2] for p in self.out), dtype=np.float64, count=len(self.out)),
+        )
+
+
 _SCALARS_KEY = b"\xa7scalars"  # msgpack fixstr "scalars"
 
 
@@ -533,7 +1088,7 @@ def _scalars(payload: bytes) -> dict[str, Any] | None:
     at = payload.find(_SCALARS_KEY)
     if at >= 0:
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
-        unpacker.feed(payload[at + len(_SCALARS_KEY):])
+        unpacker.feed(payload[at + len(_SCALARS_KEY) :])
         try:
             found = unpacker.unpack()
         except Exception:
@@ -563,16 +1118,18 @@ def open_store(path: str | os.PathLike[str]) -> StoreReader:
         raise StoreError(f"{path}: empty file, not an edgewatch store")
     uri = path.resolve().as_uri()
     try:
-        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(
+            f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
         try:
             conn.execute("PRAGMA application_id").fetchone()
         except sqlite3.OperationalError:
             # a WAL file in a folder we cannot write (no -shm can be made): no writer can be
             # there either, so read it as an immutable snapshot
             conn.close()
-            conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(
+                f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False
+            )
     except sqlite3.Error as exc:
         if "not a database" in str(exc):
             raise StoreError(f"{path}: not an edgewatch store (not a SQLite database)") from None
@@ -588,15 +1145,17 @@ def open_store(path: str | os.PathLike[str]) -> StoreReader:
     if app_id != APPLICATION_ID or not {"records", "meta"} <= tables:
         conn.close()
         raise StoreError(f"{path}: a SQLite database, but not an edgewatch store")
-    if version != STORE_VERSION:
+    columns = {"metric_chunks", "scalar_chunks"}
+    if version not in READABLE_VERSIONS or (version >= 2 and not columns <= tables):
         conn.close()
         newer = " (written by a newer edgewatch)" if version > STORE_VERSION else ""
-        raise StoreError(f"{path}: store version {version} is not {STORE_VERSION}{newer}")
-    return StoreReader(conn, path)
+        readable = ", ".join(map(str, READABLE_VERSIONS))
+        raise StoreError(f"{path}: store version {version} is not one of {readable}{newer}")
+    return StoreReader(conn, path, version)
 
 
 def status_of(path: str | os.PathLike[str]) -> str:
-    """"running" (writer alive), "finished", "stopped" or "crashed" (incl. a dead writer)."""
+    """ "running" (writer alive), "finished", "stopped" or "crashed" (incl. a dead writer)."""
     with open_store(path) as reader:
         return reader.status()
 
@@ -619,8 +1178,15 @@ def list_runs(folder: str | os.PathLike[str] = "runs") -> list[RunInfo]:
                 meta = reader.meta()
                 run = meta.get("run") or meta.get("store.run") or path.stem
                 started = meta.get("started", meta.get("store.created"))
-                out.append(RunInfo(path, str(run), started if _is_number(started) else None,
-                                   reader.steps(), _effective_status(meta)))
+                out.append(
+                    RunInfo(
+                        path,
+                        str(run),
+                        started if _is_number(started) else None,
+                        reader.steps(),
+                        _effective_status(meta),
+                    )
+                )
         except StoreError as err:
             reason = str(err).removeprefix(f"{path}: ")
             out.append(RunInfo(path, path.stem, None, (None, None), f"unreadable: {reason}"))
@@ -682,7 +1248,7 @@ def export(path: str | os.PathLike[str], out: str | os.PathLike[str], fmt: str) 
     with open_store(path) as reader:
         try:
             if fmt == "jsonl":
-                return _export_jsonl(reader, out)
+                return _export_jsonl_parallel(reader, out) or _export_jsonl(reader, out)
             names = reader.scalar_names()
             if fmt == "csv":
                 return _export_csv(reader, out, names)
@@ -696,14 +1262,101 @@ def _columns(names: list[str]) -> list[str]:
     return [f"scalars.{k}" if k in ("step", "t", "rank") else k for k in names]
 
 
-def _export_jsonl(reader: StoreReader, out: Path) -> int:
+PARALLEL_EXPORT_MIN = 200_000
+"""Records from which a jsonl export is split across processes (one part per CPU)."""
+
+
+def _export_jsonl(reader: StoreReader, out: Path, part: tuple[int, int, int] | None = None) -> int:
+    """The stored maps as JSON; NaN/Inf and bytes (rare) take the slower :func:`_json_safe`.
+
+    ``part`` = (rank, first seq, last seq) writes only that range (one process's share).
+    """
+    from probes.wire import KINDS, SCHEMA_VERSION
+
+    dumps = json.JSONEncoder(allow_nan=False).encode
+    where = {} if part is None else {"since_seq": part[1] - 1, "rank": part[0], "max_seq": part[2]}
     n = 0
     with out.open("w", encoding="utf-8") as fh:
-        for record in reader.records():
-            fh.write(json.dumps(_json_safe(record.to_map()), allow_nan=False))
-            fh.write("\n")
+        lines: list[str] = []
+        for payload in reader.payloads(**where):
+            obj = _unpack(payload)
+            if not (
+                isinstance(obj, dict)
+                and obj.get("v") == SCHEMA_VERSION
+                and obj.get("kind") in KINDS
+                and isinstance(obj.get("data"), dict)
+            ):
+                reader.bad_records += 1
+                continue
+            try:
+                lines.append(dumps(obj))
+            except (ValueError, TypeError):
+                lines.append(dumps(_json_safe(obj)))
             n += 1
+            if len(lines) >= 4096:
+                fh.write("\n".join(lines) + "\n")
+                lines.clear()
+        if lines:
+            fh.write("\n".join(lines) + "\n")
     return n
+
+
+def _jsonl_part(path: str, out: str, part: tuple[int, int, int]) -> tuple[int, int]:
+    """One worker's share of a parallel jsonl export (its own read-only connection):
+    (lines written, undecodable records skipped)."""
+    with open_store(path) as reader:
+        return _export_jsonl(reader, Path(out), part), reader.bad_records
+
+
+def _export_jsonl_parallel(reader: StoreReader, out: Path) -> int | None:
+    """Big single-rank stores: seq ranges exported by one process per CPU, then joined in
+    order. JSON float formatting is the cost, and it parallelises. None: not worth it here."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(8, os.cpu_count() or 1)
+    low, high = reader.ranks()
+    if workers < 2 or low is None or low != high or reader.count() < PARALLEL_EXPORT_MIN:
+        return None
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    first, last = reader.seq_range(low)
+    assert first is not None and last is not None
+    cuts = [first + (last - first + 1) * i // workers for i in range(workers + 1)]
+    parts = [(low, cuts[i], cuts[i + 1] - 1) for i in range(workers)]
+    names = [out.with_name(f".{out.name}.part{i}") for i in range(workers)]
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            futures = [
+                pool.submit(_jsonl_part, str(reader.path), str(name), part)
+                for name, part in zip(names, parts, strict=True)
+            ]
+            done = [f.result() for f in futures]
+        n = sum(lines for lines, _ in done)
+        reader.bad_records += sum(bad for _, bad in done)
+        with out.open("wb") as fh:
+            for name in names:
+                with name.open("rb") as src:
+                    shutil.copyfileobj(src, fh, 1 << 20)
+        return n
+    finally:
+        for name in names:
+            name.unlink(missing_ok=True)
+
+
+def _column_cells(n: int, got: tuple[Any, Any] | None) -> list[str]:
+    """One scalar's csv cells for a chunk of ``n`` records: repr of the value, or empty."""
+    if got is None:
+        return [""] * n
+    pos, vals = got
+    text = list(map(repr, vals.tolist()))
+    if pos is None:
+        return text
+    cells = [""] * n
+    for i, cell in zip(pos.tolist(), text, strict=True):
+        cells[i] = cell
+    return cells
 
 
 def _export_csv(reader: StoreReader, out: Path, names: list[str]) -> int:
@@ -711,6 +1364,21 @@ def _export_csv(reader: StoreReader, out: Path, names: list[str]) -> int:
     with out.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["step", "t", "rank", *_columns(names)])
+        if reader.columnar:
+            for rank, seqs, steps, ts, cols in reader.metric_chunks():
+                m = len(seqs)
+                cells = [_column_cells(m, cols.get(k)) for k in names]
+                writer.writerows(
+                    zip(
+                        map(str, steps.tolist()),
+                        map(repr, ts.tolist()),
+                        [str(rank)] * m,
+                        *cells,
+                        strict=True,
+                    )
+                )
+                n += m
+            return n
         for step, t, rank, scalars in _metrics_rows(reader):
             writer.writerow([step, repr(t), rank, *(_csv_cell(scalars.get(k)) for k in names)])
             n += 1
@@ -718,8 +1386,10 @@ def _export_csv(reader: StoreReader, out: Path, names: list[str]) -> int:
 
 
 def _export_parquet(reader: StoreReader, out: Path, names: list[str], pa: Any, pq: Any) -> int:
-    schema = pa.schema([("step", pa.int64()), ("t", pa.float64()), ("rank", pa.int64())]
-                       + [(k, pa.float64()) for k in _columns(names)])
+    schema = pa.schema(
+        [("step", pa.int64()), ("t", pa.float64()), ("rank", pa.int64())]
+        + [(k, pa.float64()) for k in _columns(names)]
+    )
     n = 0
     with pq.ParquetWriter(str(out), schema) as writer:
         cols: dict[str, list] = {k: [] for k in schema.names}

@@ -33,8 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def metrics(seq: int, step: int | None = None, **scalars: float) -> Record:
     step = seq if step is None else step
-    return Record("metrics", "r1", step, metrics_data(scalars or {"loss": 1.0 / (seq + 1)}),
-                  seq=seq, t=1000.0 + seq)
+    return Record(
+        "metrics",
+        "r1",
+        step,
+        metrics_data(scalars or {"loss": 1.0 / (seq + 1)}),
+        seq=seq,
+        t=1000.0 + seq,
+    )
 
 
 def make_store(path: Path, n: int, **kw) -> RunStore:
@@ -56,8 +62,9 @@ def test_round_trip_mixed_kinds(tmp_path: Path) -> None:
         if i % 50 == 0:  # heartbeats take no seq and are not stored
             store.append(Record("heartbeat", "r1", i, {"last_seq": seq - 1}, seq=max(seq - 1, 0)))
         if i == 0:
-            rec = Record("meta", "r1", 0, {"run": "r1", "host": "h", "config": {"lr": 0.1}},
-                         seq=seq)
+            rec = Record(
+                "meta", "r1", 0, {"run": "r1", "host": "h", "config": {"lr": 0.1}}, seq=seq
+            )
         elif i == 10:
             rec = Record("meta", "r1", 10, {"device": "cpu", "status": "weird"}, seq=seq)
         elif i % 97 == 0:
@@ -65,9 +72,17 @@ def test_round_trip_mixed_kinds(tmp_path: Path) -> None:
         elif i % 331 == 0:
             rec = Record("alert", "r1", i, {"alert": "spike"}, seq=seq)
         else:
-            rec = Record("metrics", "r1", i, metrics_data(
-                {"loss": specials[i % 4], "acc": i / 5000},
-                layers=["a", "b"], per_layer={"grad": [1.0, math.nan]}), seq=seq)
+            rec = Record(
+                "metrics",
+                "r1",
+                i,
+                metrics_data(
+                    {"loss": specials[i % 4], "acc": i / 5000},
+                    layers=["a", "b"],
+                    per_layer={"grad": [1.0, math.nan]},
+                ),
+                seq=seq,
+            )
         payload = encode(rec)
         kept.append(payload)
         store.append(rec, payload if i % 2 else None)
@@ -95,7 +110,10 @@ def test_round_trip_mixed_kinds(tmp_path: Path) -> None:
         assert reader.status() == "finished"
         assert reader.steps() == (1, 4999)
         assert [r.seq for r in reader.records(kinds=["event"], since_seq=1000, limit=3)] == [
-            1067, 1164, 1261]
+            1067,
+            1164,
+            1261,
+        ]
         assert reader.count(["alert"]) == len(list(reader.records(kinds=["alert"])))
     assert status_of(path) == "finished"
 
@@ -126,8 +144,14 @@ CRASH_WRITER = textwrap.dedent("""
 def test_kill_9_between_flushes_keeps_a_consistent_prefix(tmp_path: Path) -> None:
     path = tmp_path / "crash.db"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(path)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRASH_WRITER, str(path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         reported = [int(proc.stdout.readline()) for _ in range(random.randint(5, 40))]
     finally:
@@ -208,7 +232,7 @@ def test_bad_files_raise_store_error(tmp_path: Path) -> None:
     newer = tmp_path / "newer.db"
     make_store(newer, 3)
     conn = sqlite3.connect(newer)
-    conn.execute("PRAGMA user_version=2")
+    conn.execute("PRAGMA user_version=3")
     conn.commit()
     conn.close()
     cases = {
@@ -257,8 +281,13 @@ def test_scalar_series_small_and_nan(tmp_path: Path) -> None:
     for i in range(30):
         store.append(metrics(i, loss=math.nan if i >= 20 else float(i)))
     # names that look like the "scalars" key must not fool the fast scalar lookup
-    tricky = Record("metrics", "scalars", 30, metrics_data({"loss": 7.0}, ["scalars"],
-                                                           {"scalars": [1.0]}), seq=30)
+    tricky = Record(
+        "metrics",
+        "scalars",
+        30,
+        metrics_data({"loss": 7.0}, ["scalars"], {"scalars": [1.0]}),
+        seq=30,
+    )
     store.append(tricky)
     store.close()
     with open_store(path) as reader:
@@ -286,7 +315,7 @@ def test_export_csv_jsonl_parquet(tmp_path: Path) -> None:
     assert rows[0] == ["step", "t", "rank", "loss", "lr", "acc"]
     assert rows[1] == ["1", "1001.0", "0", "nan", "0.1", ""]
     assert rows[2] == ["2", "1002.0", "0", "inf", "", ""]
-    assert rows[3] == ["4", "1004.0", "0", "-inf", "", "3"]
+    assert rows[3] == ["4", "1004.0", "0", "-inf", "", "3.0"]
 
     assert export(path, tmp_path / "out.jsonl", "jsonl") == 5
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
@@ -294,8 +323,16 @@ def test_export_csv_jsonl_parquet(tmp_path: Path) -> None:
     assert lines[1]["data"]["scalars"] == {"loss": "NaN", "lr": 0.1}
     assert lines[2]["data"]["scalars"]["loss"] == "Infinity"
     assert lines[3]["data"]["v"] == "-Infinity"
-    assert lines[0] == {"v": 1, "kind": "meta", "run": "r1", "rank": 0, "seq": 0, "step": 0,
-                        "t": 1.5, "data": {"run": "r1"}}
+    assert lines[0] == {
+        "v": 1,
+        "kind": "meta",
+        "run": "r1",
+        "rank": 0,
+        "seq": 0,
+        "step": 0,
+        "t": 1.5,
+        "data": {"run": "r1"},
+    }
 
     with pytest.raises(StoreError, match="unknown export format"):
         export(path, tmp_path / "out.x", "xlsx")
@@ -331,3 +368,101 @@ def test_list_runs(tmp_path: Path) -> None:
     assert c.status.startswith("unreadable: ") and "not an edgewatch store" in c.status
     second.close()
     assert list_runs(tmp_path / "nothing") == []
+
+
+def _downgrade_to_v1(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE metric_chunks")
+        conn.execute("DROP TABLE scalar_chunks")
+        conn.execute("PRAGMA user_version=1")
+    conn.close()
+
+
+def _mixed_store(path: Path) -> None:
+    """3000 steps flushed in odd-sized chunks; "rare" in every 7th record; events between."""
+    store = RunStore(path, batch=113)
+    seq = 0
+    for step in range(3000):
+        scalars = {"loss": math.sin(step / 50) * (step + 1), "acc": step / 3000}
+        if step % 7 == 0:
+            scalars["rare"] = math.nan if step == 700 else float(step)
+        store.append(metrics(seq, step=step, **scalars))
+        seq += 1
+        if step % 10 == 0:
+            store.append(Record("event", "r1", step, {"event": "e"}, seq=seq, t=5.0))
+            seq += 1
+        store.maybe_flush()
+    store.close()
+
+
+def test_column_reads_match_payload_reads_and_version_1_stays_readable(tmp_path: Path) -> None:
+    """The column tables (v2) give exactly what decoding every payload (v1) gives: series
+    (whole, decimated, cut at a seq) and csv export."""
+    new, old = tmp_path / "v2.db", tmp_path / "v1.db"
+    _mixed_store(new)
+    _mixed_store(old)
+    _downgrade_to_v1(old)
+    with open_store(new) as v2, open_store(old) as v1:
+        assert v2.columnar and not v1.columnar and v1.version == 1
+        assert v2.scalar_names() == v1.scalar_names() == ["loss", "acc", "rare"]
+        for args in [(100_000, None), (300, None), (100_000, 1234), (300, 2222), (5, 10)]:
+            for name in ("loss", "acc", "rare", "absent"):
+                got = v2.scalar_series(name, *args)
+                want = v1.scalar_series(name, *args)
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])
+        steps, vals = v2.scalar_series("rare", 100_000, before_seq=1234)
+        with_seq = [(s, r.seq) for r in v1.records(["metrics"]) for s in [r.step]]
+        assert list(steps) == [s for s, q in with_seq if s % 7 == 0 and q < 1234]
+        assert np.isnan(vals[list(steps).index(700)])
+        every = v2.series(max_points=300)
+        np.testing.assert_array_equal(every["loss"][1], v1.series(max_points=300)["loss"][1])
+    export(new, tmp_path / "v2.csv", "csv")
+    export(old, tmp_path / "v1.csv", "csv")
+    v2_rows = (tmp_path / "v2.csv").read_text().splitlines()
+    v1_rows = (tmp_path / "v1.csv").read_text().splitlines()
+    assert len(v2_rows) == 3001 and v2_rows[0] == "step,t,rank,loss,acc,rare"
+    for a, b in zip(v2_rows, v1_rows, strict=True):
+        # v1 writes an int scalar as stored ("0"); the columns hold floats ("0.0")
+        assert a == b or [float(x or "nan") for x in a.split(",")] == pytest.approx(
+            [float(x or "nan") for x in b.split(",")], nan_ok=True
+        )
+
+
+def test_last_seq_at_and_positions(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    _mixed_store(path)
+    with open_store(path) as reader:
+        all_records = list(reader.records())
+        for step in (0, 1, 9, 10, 11, 1500, 2999, 5000):
+            want = max(r.seq for r in all_records if r.step <= step)
+            assert reader.last_seq_at(step, 0) == want
+            assert reader.count_upto(0, want) == sum(r.seq <= want for r in all_records)
+        assert reader.last_seq_at(-1, 0) is None
+        assert reader.ranks() == (0, 0) and reader.seq_range(0) == (0, len(all_records) - 1)
+        tail = reader.last_records(["event"], 0, before_seq=100, limit=3)
+        assert [r.seq for r in tail] == [67, 78, 89] and all(r.kind == "event" for r in tail)
+        picked = reader.records_at(0, [5, 3, 3, 99_999])
+        assert [r.seq for r in picked] == [3, 5]
+
+
+def test_parallel_jsonl_export_equals_the_sequential_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import probes.store as store_module
+
+    path = tmp_path / "p.db"
+    _mixed_store(path)
+    with sqlite3.connect(path) as conn:  # one undecodable record: skipped by both
+        conn.execute("UPDATE records SET payload = x'c1c1' WHERE seq = 2000")
+    conn.close()
+    monkeypatch.setattr(store_module, "PARALLEL_EXPORT_MIN", 10)
+    monkeypatch.setattr(store_module.os, "cpu_count", lambda: 3)
+    assert export(path, tmp_path / "par.jsonl", "jsonl") == 3299
+    assert not list(tmp_path.glob(".par.jsonl.part*")), "the parts are removed"
+    monkeypatch.setattr(store_module, "PARALLEL_EXPORT_MIN", 10**9)
+    assert export(path, tmp_path / "seq.jsonl", "jsonl") == 3299
+    par = (tmp_path / "par.jsonl").read_text()
+    assert par == (tmp_path / "seq.jsonl").read_text()
+    seqs = [json.loads(line)["seq"] for line in par.splitlines()]
+    assert seqs == [s for s in range(3300) if s != 2000]

@@ -4,13 +4,35 @@
 :class:`~probes.store.StoreReader`: it hands the app the stored records in (rank, seq) order,
 paced by a playhead that moves ``speed`` steps per second while playing. Records are read through
 the reader's keyset-paged iterator, so at most one page of a store is in memory however long the
-run was. Seeking forward fast-forwards in big batches; seeking backward asks the app to clear
-its :class:`~tui.state.RunState` (the ``on_reset`` hook, called from inside ``stream()`` so no
-batch of the old position can land after it) and rebuilds it from the first record.
+run was.
 
-:class:`ReplayApp` is :class:`~tui.app.EdgewatchApp` with playback keys instead of the controller
-keys: a replay cannot be steered, so those only say so. :func:`run_replay` is what
-``diag replay RUN.db`` calls.
+Seeking costs a bounded amount of work however long the run is (version-2 stores, one rank):
+
+* a short seek forward (fewer than :data:`FAST_SEEK_RECORDS` records away) fast-forwards in
+  big batches, as playback would;
+* any other seek — backward, or far forward, e.g. ``end`` on a million-record store —
+  *rebuilds* the app's state at the target instead of re-applying every record before it. The
+  target's last record is found by a binary search on seq (~20 indexed lookups); the app is
+  asked to clear its :class:`~tui.state.RunState` (``on_reset``, called from inside
+  ``stream()`` so no batch of the old position can land after it); the chart series up to the
+  last :data:`TAIL_RECORDS` records are read min/max-decimated from the store's column tables
+  (:data:`SEED_POINTS` points each, streamed a chunk at a time) and handed over with
+  ``on_seed``, together with the per-layer histories sampled at :data:`LAYER_SAMPLES`
+  metrics records (evenly spaced, not min/max: per-layer arrays are not in the columns);
+  then the records that carry state are replayed as usual: every meta and ack record (few;
+  they set the run's metadata and the controller bar), the last :data:`~tui.state.MAX_EVENTS`
+  events and alerts (the event log holds no more), and the last :data:`TAIL_RECORDS` records of
+  any kind (latest values, per-layer table, rate). Reading resumes right after the target.
+
+A version-1 store (no column tables) or one holding several ranks falls back to the simple
+scheme: a rewind clears the state and re-applies from the first record.
+
+Comparing runs (``diag replay A.db B.db C.db``): the first store drives the timeline, the others
+are overlaid on its charts (:mod:`tui.compare`).
+
+:class:`ReplayApp` is the dashboard (:class:`~tui.compare.OverlaidApp`) with playback keys
+instead of the controller keys: a replay cannot be steered, so those only say so.
+:func:`run_replay` is what ``diag replay RUN.db`` calls.
 """
 
 from __future__ import annotations
@@ -21,8 +43,9 @@ import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import on
 from textual.actions import SkipAction
@@ -36,10 +59,10 @@ from textual.widgets import Footer, Input, Static
 from probes.client import CloneSession
 from probes.store import StoreReader, open_store
 from probes.wire import Record
-from tui.app import EdgewatchApp
+from tui.compare import OverlaidApp, Overlay, read_overlays
 from tui.controls import ControlBoard
 from tui.ingest import SLICE
-from tui.state import EventItem
+from tui.state import MAX_EVENTS, EventItem, RunState
 from tui.widgets.connection import ConnectionBadge
 from tui.widgets.timeline import Timeline, TimelineInfo
 
@@ -54,6 +77,14 @@ MAX_TICK_S = 0.5
 """A longer stall of the event loop does not make the playhead leap."""
 SKIP_GAP_S = 2.0
 """Playing into a stretch with no records longer than this much playback jumps over it."""
+FAST_SEEK_RECORDS = 1000
+"""A seek forward over more records than this rebuilds the state at the target instead."""
+TAIL_RECORDS = 250
+"""Records before a rebuilt target that are re-applied one by one (the rest is seeded)."""
+SEED_POINTS = 2000
+"""Points per chart series seeded by a rebuild (min/max-decimated; a chart is < 500 columns)."""
+LAYER_SAMPLES = 500
+"""Metrics records sampled for the per-layer histories seeded by a rebuild."""
 REPLAY_STATE = "replay"
 READ_ONLY = "replay: controls are read-only"
 
@@ -86,6 +117,14 @@ class ReplaySource:
         self.playing = playing
         self.on_reset: Callable[[], None] | None = None
         """Called (inside ``stream()``) before a rewind's first batch: clear the app's state."""
+        self.on_seed: Callable[[Seed], None] | None = None
+        """Called (inside ``stream()``) by a rebuild, after ``on_reset``: load the histories."""
+        low, high = reader.ranks()
+        self.rank: int | None = low if low is not None and low == high else None
+        self.fast = reader.columnar and self.rank is not None
+        """Seeks rebuild at the target (see the module docstring) instead of re-applying."""
+        self.last_seq = -1
+        """Seq of the last record handed to the app."""
         self.position = 0
         self.step = -1
         self.resets = 0
@@ -96,6 +135,8 @@ class ReplaySource:
         self._goal: float | None = self._playhead if self.first is not None else math.inf
         """Step to fast-forward to (inclusive); the first step at the start: a first screen."""
         self._rewind = False
+        self._plan = False
+        """A seek was asked for: ``stream()`` decides between fast-forward and rebuild."""
         self._seeked = True
         self._bad_seen = 0
         self._wake = asyncio.Event()
@@ -175,6 +216,7 @@ class ReplaySource:
         if step < self.step:
             self._rewind = True
         self._goal = float(step)
+        self._plan = True
         self._playhead = float(step)
         self._seeked = True
         self._wake.set()
@@ -186,6 +228,7 @@ class ReplaySource:
     def to_end(self) -> None:
         """Everything, including records stored after the last metrics step."""
         self._goal = math.inf
+        self._plan = True
         self._seeked = True
         self._wake.set()
 
@@ -214,6 +257,12 @@ class ReplaySource:
         last = time.monotonic()
         try:
             while not self._closed:
+                if self._plan:
+                    self._plan = False
+                    if (target := self._rebuild_target()) is not None:
+                        for start in range(0, len(batch := self._rebuild(target)), SEEK_BATCH):
+                            yield batch[start : start + SEEK_BATCH]
+                        continue
                 if self._rewind:
                     self._restart()
                 now = time.monotonic()
@@ -242,6 +291,74 @@ class ReplaySource:
             self.close()
 
     # -- internals -----------------------------------------------------------------------------
+    def _rebuild_target(self) -> int | None:
+        """The seq to rebuild at, or None when fast-forwarding (or a plain rewind) is right."""
+        if not self.fast or self._goal is None or self.rank is None:
+            return None
+        if math.isfinite(self._goal):
+            target = self.reader.last_seq_at(int(self._goal), self.rank)
+        else:
+            target = self.reader.seq_range(self.rank)[1]
+        if target is None:
+            return None
+        if self._rewind or target - self.last_seq > FAST_SEEK_RECORDS:
+            return target
+        return None
+
+    def _rebuild(self, target: int) -> list[Record]:
+        """Clear the app, seed its histories up to the tail, return the records to re-apply."""
+        assert self.rank is not None
+        reader, rank = self.reader, self.rank
+        self._rewind = False
+        self._records = None
+        self._peek = None
+        self._exhausted = False
+        self.resets += 1
+        if self.on_reset is not None:
+            self.on_reset()
+        first_seq = reader.seq_range(rank)[0] or 0
+        tail_from = max(first_seq, target - TAIL_RECORDS + 1)
+        if self.on_seed is not None:
+            series = reader.series(max_points=SEED_POINTS, rank=rank, before_seq=tail_from)
+            self.on_seed(Seed(series, self._layer_seed(tail_from)))
+        history = reader.last_records(("meta", "ack"), rank, tail_from)
+        history += reader.last_records(("event", "alert"), rank, tail_from, MAX_EVENTS)
+        history.sort(key=lambda r: r.seq)
+        tail = list(reader.records(since_seq=tail_from - 1, rank=rank, max_seq=target))
+        self._records = reader.records(since_seq=target, rank=rank)
+        self.position = reader.count_upto(rank, target)
+        self.last_seq = target
+        self.step = max((r.step for r in (*history, *tail)), default=-1)
+        return history + tail
+
+    def _layer_seed(self, before_seq: int) -> dict[str, tuple[list[int], list[float]]]:
+        """``"<metric>/<layer>"`` → (steps, values) at up to :data:`LAYER_SAMPLES` metrics
+        records evenly spaced before ``before_seq``."""
+        import numpy as np
+
+        assert self.rank is not None
+        blocks = list(self.reader.metric_seqs(self.rank, before_seq))
+        seqs = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
+        if len(seqs) > LAYER_SAMPLES:
+            seqs = seqs[np.linspace(0, len(seqs) - 1, LAYER_SAMPLES).round().astype(np.int64)]
+        out: dict[str, tuple[list[int], list[float]]] = {}
+        layers: list[str] = []
+        for record in self.reader.records_at(self.rank, seqs.tolist()):
+            data = record.data
+            if isinstance(data.get("layers"), list) and data["layers"]:
+                layers = [str(name) for name in data["layers"]]
+            per_layer = data.get("per_layer")
+            if not isinstance(per_layer, dict):
+                continue
+            for metric, values in per_layer.items():
+                if not isinstance(values, list):
+                    continue
+                for layer, value in zip(layers, values, strict=False):
+                    steps, ys = out.setdefault(f"{metric}/{layer}", ([], []))
+                    steps.append(record.step)
+                    ys.append(_as_float(value))
+        return out
+
     def _restart(self) -> None:
         self._rewind = False
         self._records = None
@@ -249,6 +366,7 @@ class ReplaySource:
         self._exhausted = False
         self.position = 0
         self.step = -1
+        self.last_seq = -1
         self.resets += 1
         if self.on_reset is not None:
             self.on_reset()
@@ -268,6 +386,7 @@ class ReplaySource:
             out.append(record)
             self._peek = None
             self.step = max(self.step, record.step)
+            self.last_seq = record.seq
         self.position += len(out)
         bad = self.reader.bad_records
         if bad != self._bad_seen:
@@ -283,6 +402,33 @@ class ReplaySource:
 
 def _clamp(value: float, lo: float, hi: float) -> float:
     return min(max(value, lo), hi)
+
+
+def _as_float(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+@dataclass(frozen=True)
+class Seed:
+    """What a rebuild hands the app before re-applying the tail (see the module docstring)."""
+
+    series: dict[str, tuple[Any, Any]]
+    """Scalar name → (steps, values), min/max-decimated."""
+    layer_series: dict[str, tuple[list[int], list[float]]]
+    """``"<metric>/<layer>"`` → (steps, values), sampled."""
+
+    def load(self, state: RunState) -> None:
+        """Append the histories to a freshly reset state (its series objects decimate on)."""
+        for name, (x, y) in self.series.items():
+            for step, value in zip(x.tolist(), y.tolist(), strict=True):
+                state.series.append(name, step, value)
+        for key, (x, y) in self.layer_series.items():
+            for step, value in zip(x, y, strict=True):
+                state.layer_series.append(key, step, value)
+        state.version += 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,7 +489,7 @@ class GotoScreen(ModalScreen[int | None]):
             self.dismiss(None)
 
 
-class _ReadOnlyControls(EdgewatchApp, inherit_bindings=False):
+class _ReadOnlyControls(OverlaidApp, inherit_bindings=False):
     """The live app's controller keys, still caught (so they cannot reach anything) but hidden:
     the footer, help and palette list only :class:`ReplayApp`'s own keys. ``g`` and ``space``
     are taken by playback."""
@@ -375,12 +521,20 @@ class ReplayApp(_ReadOnlyControls):
 
     source: ReplaySource
 
-    def __init__(self, source: ReplaySource, title: str | None = None, **kwargs) -> None:
-        super().__init__(source, title=title or f"replay · {Path(source.label).name}", **kwargs)
+    def __init__(
+        self,
+        source: ReplaySource,
+        title: str | None = None,
+        overlays: list[Overlay] | None = None,
+        **kwargs,
+    ) -> None:
+        title = title or f"replay · {Path(source.label).name}"
+        super().__init__(source, title=title, overlays=overlays, **kwargs)
         self.badge = ReplayBadge(id="connection")
         self.badge.tooltip = source.label
         self.timeline = Timeline(id="timeline")
         source.on_reset = self._reset_state
+        source.on_seed = self._seed_state
 
     def compose(self) -> ComposeResult:
         for widget in super().compose():
@@ -398,6 +552,10 @@ class ReplayApp(_ReadOnlyControls):
         self.state.reset()
         self.controls = ControlBoard()  # refilled from the acks replayed
         self._rendered_version = -1
+
+    def _seed_state(self, seed: Seed) -> None:
+        """A rebuild: the histories before the re-applied tail, read from the store."""
+        seed.load(self.state)
 
     def _toast_alerts(self, events: Iterable[EventItem]) -> None:
         """Alerts met while seeking are history: listed in the log, not toasted."""
@@ -469,14 +627,20 @@ class ReplayApp(_ReadOnlyControls):
         self.action_read_only()
 
 
-def run_replay(path: str | os.PathLike[str], title: str | None = None) -> None:
-    """Replay the run store at ``path`` in the dashboard until the user quits (``diag replay``).
+def run_replay(
+    path: str | os.PathLike[str],
+    title: str | None = None,
+    compare: Iterable[str | os.PathLike[str]] = (),
+) -> None:
+    """Replay the run store at ``path`` in the dashboard until the user quits (``diag replay``),
+    with the runs in ``compare`` overlaid on its charts.
 
-    Raises :class:`probes.store.StoreError` before the UI starts if ``path`` is missing, empty,
+    Raises :class:`probes.store.StoreError` before the UI starts if any store is missing, empty,
     corrupt or not an edgewatch store.
     """
+    overlays = read_overlays(compare)
     source = ReplaySource.open(path, playing=True)
     try:
-        ReplayApp(source, title=title).run()
+        ReplayApp(source, title=title, overlays=overlays).run()
     finally:
         source.close()

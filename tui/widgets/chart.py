@@ -3,7 +3,9 @@
 :class:`Chart` takes plain (x, y) arrays, decimates them to ~2 points per column of its own
 width, drops non-finite points and shows the metric name and latest value in its border. A chart
 given a :class:`~probes.alerts.Threshold` also draws the limit as a horizontal line and colours
-its title by the latest value's level (classes ``-ok`` / ``-warn`` / ``-alert``). The drawing is
+its title by the latest value's level (classes ``-ok`` / ``-warn`` / ``-alert``). Other runs can
+be overlaid (:meth:`Chart.set_overlays`: extra lines, each in its run's style, under the main
+line; decimated, log-scaled and autoscaled like it). The drawing is
 delegated to ``textual_plot.PlotWidget``; swapping the library means rewriting ``_Plot``,
 ``Chart._draw`` and ``Chart.lines`` only.
 """
@@ -114,6 +116,8 @@ class Chart(Widget):
         """When the line was last replaced (monotonic); the grid redraws the oldest first."""
         self._x = np.empty(0)
         self._y = np.empty(0)
+        self.overlays: list[tuple[str, str, np.ndarray, np.ndarray]] = []
+        """(label, line style, x, y) of each compared run's line."""
         self._drawn_width = 0
         self._ready = False
         self._x_axis = StepAxis()
@@ -154,13 +158,21 @@ class Chart(Widget):
 
     def lines(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``(style, x, y)`` of each line the plot holds now (y in plotted units: log10 under
-        log y), the threshold line first."""
+        log y): the threshold line first, then the overlays, the main line last."""
         return [(d.line_style, d.x, d.y) for d in self._plot._datasets if hasattr(d, "line_style")]
 
     def set_data(self, x: np.ndarray, y: np.ndarray, latest: float | None = None) -> None:
         """Replace the line; ``latest`` (default: the last y, maybe NaN) goes in the title."""
         self._x, self._y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
         self.set_latest(latest if latest is not None else (float(self._y[-1]) if len(y) else NAN))
+        self._draw()
+
+    def set_overlays(self, overlays: list[tuple[str, str, np.ndarray, np.ndarray]]) -> None:
+        """Replace the compared runs' lines: ``(label, line style, x, y)`` each."""
+        self.overlays = [
+            (label, style, np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+            for label, style, x, y in overlays
+        ]
         self._draw()
 
     def watch_log_y(self) -> None:
@@ -189,8 +201,12 @@ class Chart(Widget):
         width = self._plot.size.width - _MARGIN_LEFT - 2
         return width if width > 0 else _FALLBACK_COLUMNS
 
-    def _prepared(self) -> tuple[np.ndarray, np.ndarray]:
-        x, y = self._x, self._y
+    def _prepared(
+        self, x: np.ndarray | None = None, y: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) to plot: the main line's by default; log10 under log y, decimated."""
+        if x is None or y is None:
+            x, y = self._x, self._y
         if self.log_y:
             with np.errstate(divide="ignore", invalid="ignore"):
                 y = np.where(y > 0, np.log10(np.where(y > 0, y, 1.0)), np.nan)
@@ -201,12 +217,14 @@ class Chart(Widget):
         if not (self._ready and self._plot.is_attached):
             return
         x, y = self._prepared()
+        others = [(style, *self._prepared(ox, oy)) for _, style, ox, oy in self.overlays]
+        every_y = np.concatenate([y, *(o[2] for o in others)]) if others else y
         limit = self._limit_y()
         self._plot.clear()
         if len(x) and limit is not None:
             # textual_plot has vertical lines only: a 2-point series across the x range, drawn
             # first so the data line stays on top; it also keeps the limit inside the y range.
-            self._plot.set_ylimits(*_flat_limits(np.append(y, limit)))
+            self._plot.set_ylimits(*_flat_limits(np.append(every_y, limit)))
             self._plot.plot(
                 x[[0, -1]],
                 np.full(2, limit),
@@ -214,7 +232,10 @@ class Chart(Widget):
                 hires_mode=HiResMode.BRAILLE,
             )
         else:
-            self._plot.set_ylimits(*_flat_limits(y))
+            self._plot.set_ylimits(*_flat_limits(every_y))
+        for style, ox, oy in others:
+            if len(ox):
+                self._plot.plot(ox, oy, line_style=style, hires_mode=HiResMode.BRAILLE)
         if len(x):
             self._plot.plot(x, y, line_style=self.color, hires_mode=HiResMode.BRAILLE)
         self.points_drawn = len(x)
