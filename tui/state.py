@@ -82,6 +82,8 @@ class RunState:
         self.version += 1
         self._last_seq: dict[int, int] = {}
         self._rate: deque[tuple[float, int]] = deque(maxlen=_RATE_WINDOW)
+        self._layer_names: dict[tuple[str, ...], tuple[str, ...]] = {}
+        """Series names of a per-layer row, by its metrics (for the current ``layers``)."""
 
     # -- reading -------------------------------------------------------------------------------
     @property
@@ -142,24 +144,45 @@ class RunState:
         self.meta.update(record.data)
 
     def _on_metrics(self, record: Record) -> None:
+        """Hot path (every record): whole rows go to the series stores, no per-value calls."""
         data = record.data
         step = record.step
-        self.step = max(self.step, step)
+        if step > self.step:
+            self.step = step
         self._rate.append((record.t, step))
-        for name, value in _items(data.get("scalars")):
-            value = _as_float(value)
-            self.scalars[name] = value
-            self.series.append(name, step, value)
+        scalars = data.get("scalars")
+        if isinstance(scalars, Mapping) and scalars:
+            names = tuple(scalars)
+            values = _floats(scalars.values())
+            self.scalars.update(zip(names, values, strict=True))
+            self.series.append_row(step, names, values)
         layers = data.get("layers")
         if isinstance(layers, list) and layers and layers != self.layers:
             self.layers = [str(name) for name in layers]
-        for metric, values in _items(data.get("per_layer")):
-            if not isinstance(values, list):
-                continue
-            floats = [_as_float(v) for v in values]
+            self._layer_names.clear()
+        per_layer = data.get("per_layer")
+        if isinstance(per_layer, Mapping) and per_layer:
+            self._on_per_layer(step, per_layer)
+
+    def _on_per_layer(self, step: int, per_layer: Mapping[str, Any]) -> None:
+        """All per-layer metrics of a record as one row of ``metric/layer`` series."""
+        if not set(map(type, per_layer.values())) <= _LIST_ONLY:  # unvalidated source
+            per_layer = {m: v for m, v in per_layer.items() if isinstance(v, list)}
+        metrics = tuple(per_layer)
+        names = self._layer_names.get(metrics)
+        count = len(self.layers)
+        row: list[float] = []
+        for metric, values in per_layer.items():
+            floats = _floats(values)
             self.per_layer[metric] = floats
-            for layer, value in zip(self.layers, floats, strict=False):
-                self.layer_series.append(f"{metric}/{layer}", step, value)
+            if len(floats) != count:  # unvalidated source: pad/truncate to the known layers
+                floats = (floats + [math.nan] * count)[:count]
+            row += floats
+        if names is None:
+            names = tuple(f"{m}/{layer}" for m in metrics for layer in self.layers)
+            self._layer_names[metrics] = names
+        if names:
+            self.layer_series.append_row(step, names, row)
 
     def _on_heartbeat(self, record: Record) -> None:
         data = record.data
@@ -207,6 +230,19 @@ _HANDLERS = {
 
 def _items(value: Any) -> Iterable[tuple[str, Any]]:
     return value.items() if isinstance(value, Mapping) else ()
+
+
+def _floats(values: Iterable[Any]) -> list[float]:
+    """Wire numbers as floats: as they are when all are floats (the common case, checked in C),
+    else one by one."""
+    out = list(values)
+    if set(map(type, out)) <= _FLOAT_ONLY:
+        return out
+    return [_as_float(v) for v in out]
+
+
+_FLOAT_ONLY = {float}
+_LIST_ONLY = {list}
 
 
 def _as_float(value: Any) -> float:

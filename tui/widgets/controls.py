@@ -15,6 +15,8 @@ class ControlsBar(Static):
     ControlsBar { height: 1; padding: 0 1; background: $panel; }
     """
 
+    _shown: Content | None = None
+
     def show(self, board: ControlBoard) -> None:
         parts = []
         for name, view in board.toggles.items():
@@ -23,7 +25,9 @@ class ControlsBar(Static):
         if board.lr:
             parts.append((f"lr {board.lr[0]:.3g}", "cyan"))
         content = Content.assemble(*[item for part in parts for item in (part, "  ")][:-1])
-        self.update(content)
+        if content != self._shown:  # update() re-lays out the screen: only on change
+            self._shown = content
+            self.update(content)
 
 
 def _style(error: str | None, on: bool, pending: bool) -> str:
