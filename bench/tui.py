@@ -109,7 +109,7 @@ def pipeline_costs(records: int, layers: int, profile: bool) -> dict[str, float]
 
 
 # -- 2. live: a publisher process and a headless app -------------------------------------------
-def publisher(endpoint: str, rate, published, stop, layers: int) -> None:  # noqa: ANN001
+def publisher(endpoint: str, rate, published, stop, layers: int) -> None:
     """Send metrics records at ``rate.value`` records/s (0: idle) until ``stop`` is set."""
     from probes.transport import ZmqTransport
 
@@ -179,7 +179,7 @@ async def live(rates: list[int], seconds: float, layers: int, size: tuple[int, i
     frames = [0]
     display = app._display
 
-    def counting_display(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def counting_display(*args, **kwargs) -> None:
         frames[0] += 1
         display(*args, **kwargs)
 
@@ -204,7 +204,7 @@ async def live(rates: list[int], seconds: float, layers: int, size: tuple[int, i
     return phases
 
 
-async def _phase(app, pilot, r, seconds, rate, published, applied, frames) -> Phase:  # noqa: ANN001
+async def _phase(app, pilot, r, seconds, rate, published, applied, frames) -> Phase:
     phase = Phase(r)
     await asyncio.sleep(0.5)
     base_applied, ticks0, frames0 = applied(), app.ticks, frames[0]
@@ -235,7 +235,7 @@ async def _phase(app, pilot, r, seconds, rate, published, applied, frames) -> Ph
     return phase
 
 
-async def _key_latency(app, pilot) -> float:  # noqa: ANN001
+async def _key_latency(app, pilot) -> float:
     """ms from posting ``y`` to every chart showing the new log-scale state."""
     want = not app.log_y
     t0 = time.perf_counter()
@@ -286,10 +286,12 @@ async def memory(steps: int, layers: int) -> dict[str, str]:
         layer_kept = max(len(app.state.layer_series[n]) for n in app.state.layer_series.names())
         out |= {
             "rss before": f"{before_rss:.0f} MB",
-            "traced python heap before → after (peak)":
-                f"{before_py / 2**20:.1f} → {after_py / 2**20:.1f} MB ({peak_py / 2**20:.1f})",
-            "points kept per scalar / per-layer series":
-                f"{kept:,} / {layer_kept:,} (of {steps:,} steps)",
+            "traced python heap before → after (peak)": (
+                f"{before_py / 2**20:.1f} → {after_py / 2**20:.1f} MB ({peak_py / 2**20:.1f})"
+            ),
+            "points kept per scalar / per-layer series": (
+                f"{kept:,} / {layer_kept:,} (of {steps:,} steps)"
+            ),
             "series": f"{len(series)} scalar, {len(app.state.layer_series)} per-layer",
             "fold rate (apply only, in memory)": f"{steps / fold_s:,.0f} records/s",
         }

@@ -35,6 +35,28 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+ThemeOption = Annotated[
+    str | None,
+    typer.Option("--theme", help="TUI theme: dark, light or any Textual theme (t toggles)."),
+]
+AsciiOption = Annotated[
+    bool,
+    typer.Option("--ascii", help="ASCII-only TUI, no braille or box drawing (EDGEWATCH_ASCII=1)."),
+]
+
+
+def _tui_options(theme: str | None, ascii_only: bool) -> dict[str, Any]:
+    """Check ``--theme`` before anything starts; the options for ``EdgewatchApp``."""
+    if theme is not None:
+        from tui.theme import ThemeError, resolve_theme
+
+        try:
+            resolve_theme(theme)
+        except ThemeError as err:
+            raise UsageProblem(str(err)) from None
+    return {"theme": theme, "ascii_only": True if ascii_only else None}  # None: $EDGEWATCH_ASCII
+
+
 class UsageProblem(Exception):
     """A user error: printed as one line, exit status 2."""
 
@@ -96,6 +118,8 @@ def run(
         typer.Option("--set", help="Override a config field, e.g. --set lr=0.001 (repeatable)."),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar (used for child runs).")] = False,
+    theme: ThemeOption = None,
+    ascii_only: AsciiOption = False,
 ) -> None:
     """Run a reference trainer: live in the TUI by default, or headless with --no-tui."""
     try:
@@ -103,7 +127,7 @@ def run(
         if no_tui:
             _run_headless(trainer_cls, config, endpoint, quiet)
         else:
-            _run_with_tui(name, sys.argv[2:], endpoint)
+            _run_with_tui(name, sys.argv[2:], endpoint, _tui_options(theme, ascii_only))
     except UsageProblem as problem:
         raise fail(str(problem)) from None
 
@@ -257,7 +281,9 @@ def summary_table(result) -> Table:
     return table
 
 
-def _run_with_tui(name: str, argv: list[str], endpoint: str | None) -> None:
+def _run_with_tui(
+    name: str, argv: list[str], endpoint: str | None, options: dict[str, Any] | None = None
+) -> None:
     """The trainer runs as a child process; the TUI attaches; quitting stops the child."""
     from probes.endpoints import EndpointError, free_port_pair, parse_endpoint
     from tui.app import run_tui
@@ -276,7 +302,7 @@ def _run_with_tui(name: str, argv: list[str], endpoint: str | None) -> None:
                                  stdin=subprocess.DEVNULL, start_new_session=True,
                                  env={**os.environ, PARENT_ENV: str(os.getpid())})
     try:
-        run_tui(target, title=f"diag run {name}")
+        run_tui(target, title=f"diag run {name}", **(options or {}))
     finally:
         code = stop_child(child)
     if code not in (0, None, -signal.SIGTERM):
@@ -315,6 +341,8 @@ def watch(
     endpoint: Annotated[str, typer.Argument(help="The run's endpoint, e.g. tcp://127.0.0.1:5555.")],
     once: Annotated[bool, typer.Option("--once", help="Print one summary and exit.")] = False,
     timeout: Annotated[float, typer.Option(help="With --once: seconds to wait for data.")] = 5.0,
+    theme: ThemeOption = None,
+    ascii_only: AsciiOption = False,
 ) -> None:
     """Attach to a running (or finished, still-open) run: live TUI, or --once for scripts."""
     from probes.endpoints import EndpointError, parse_endpoint
@@ -328,7 +356,11 @@ def watch(
         return
     from tui.app import run_tui
 
-    run_tui(endpoint)
+    try:
+        options = _tui_options(theme, ascii_only)
+    except UsageProblem as problem:
+        raise fail(str(problem)) from None
+    run_tui(endpoint, **options)
 
 
 def _watch_once(endpoint: str, timeout: float) -> None:
@@ -361,15 +393,19 @@ def _watch_once(endpoint: str, timeout: float) -> None:
 @app.command()
 def replay(
     store: Annotated[str, typer.Argument(help="A run store (.db) written by a Monitor.")],
+    theme: ThemeOption = None,
+    ascii_only: AsciiOption = False,
 ) -> None:
     """Open a recorded run in the TUI with a timeline (space play/pause, ←/→, [/], g, home/end)."""
     from probes.store import StoreError
     from tui.replay import run_replay
 
     try:
-        run_replay(store)
+        run_replay(store, **_tui_options(theme, ascii_only))
     except StoreError as err:
         raise fail(str(err)) from None
+    except UsageProblem as problem:
+        raise fail(str(problem)) from None
 
 
 

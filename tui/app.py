@@ -11,32 +11,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterable
 from functools import partial
 from typing import ClassVar
 
+from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from tui.controls import ControlBoard
 from tui.help import HelpScreen, binding_rows
 from tui.ingest import RecordSource, ZmqSource
 from tui.layers import LayersScreen
 from tui.state import EventItem, RunState
+from tui.theme import DARK, LIGHT, ascii_label, ascii_requested, resolve_theme, to_ascii
 from tui.widgets.chart import Chart
 from tui.widgets.connection import ConnectionBadge, LinkInfo
 from tui.widgets.controls import ControlsBar
 from tui.widgets.events import EventLog
+from tui.widgets.footer import CompactFooter
 from tui.widgets.health import HealthBar
 from tui.widgets.metric_grid import MetricGrid
 from tui.widgets.run_header import HeaderInfo, RunHeader
 
 REFRESH_HZ = 10.0
 ALERT_TOASTS_PER_TICK = 3
+BUSY_RECORDS_PER_S = 2000.0
+BUSY_CHART_INTERVAL_S = 0.5
+"""Above this ingest rate the charts redraw every half second instead of every tick: a frame
+of charts costs tens of ms, and under a flood that time is better spent ingesting (header,
+gauges and keys stay at the full rate)."""
+COMPACT_BELOW = (100, 30)
+"""Terminals narrower or shorter than this get the compact layout (class ``-compact``)."""
 """New alerts beyond this many in one tick (a join replaying history) share one summary toast."""
 
 
@@ -61,6 +71,7 @@ class EdgewatchApp(App[None]):
         Binding("y", "toggle_log", "Log y"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("l", "layers", "Layers"),
+        Binding("t", "toggle_theme", "Theme"),
         Binding("s", "toggle('stablemax')", "StableMax"),
         Binding("g", "toggle('perpgrad')", "⊥Grad"),
         Binding("r", "toggle('rho_control')", "ρ-control"),
@@ -78,15 +89,27 @@ class EdgewatchApp(App[None]):
     log_y: reactive[bool] = reactive(False, init=False)
 
     def __init__(
-        self, source: RecordSource, title: str | None = None, *, refresh_hz: float = REFRESH_HZ
+        self,
+        source: RecordSource,
+        title: str | None = None,
+        *,
+        refresh_hz: float = REFRESH_HZ,
+        theme: str | None = None,
+        ascii_only: bool | None = None,
     ) -> None:
         super().__init__()
+        if theme is not None:
+            self.theme = resolve_theme(theme, list(self.available_themes))
+        self.ascii_only = ascii_requested(ascii_only)
+        """No braille, box drawing or other non-ASCII glyphs (``--ascii``, EDGEWATCH_ASCII=1)."""
         self.source = source
         self.state = RunState()
         self.title = title or "edgewatch"
         self._refresh_s = 1.0 / refresh_hz
         self._rendered_version = -1
         self.ticks = 0
+        self._tick_records = (0.0, 0)
+        self._charts_at = 0.0
         # Held, not queried: the timer must reach them while the help screen is on top.
         self.header = RunHeader(id="header")
         self.badge = ConnectionBadge(id="connection")
@@ -109,9 +132,12 @@ class EdgewatchApp(App[None]):
         yield self.grid
         yield self.controls_bar
         yield self.event_log
-        yield Footer()
+        yield CompactFooter()
 
     def on_mount(self) -> None:
+        self._set_compact(self.size.width, self.size.height)
+        if self.ascii_only:
+            self._install_ascii()
         self.install_screen(self.layers_screen, "layers")
         self.run_worker(self._ingest, name="ingest", group="ingest", exclusive=True)
         self.set_interval(self._refresh_s, self.flush, name="render")
@@ -145,11 +171,20 @@ class EdgewatchApp(App[None]):
             return
         if self.layers_screen.is_current:
             self.layers_screen.show(state)
-        if state.version == self._rendered_version:
+        if state.version == self._rendered_version or self._charts_wait():
             return
+        self._charts_at = time.monotonic()
         if self.grid.show(state.series):
             self._rendered_version = state.version  # else: charts left to draw next tick
         self.event_log.show(state.events)
+
+    def _charts_wait(self) -> bool:
+        """True while a flood of records holds chart redraws to one per BUSY_CHART_INTERVAL_S."""
+        now, records = time.monotonic(), self.state.records
+        then, before = self._tick_records
+        self._tick_records = (now, records)
+        rate = (records - before) / max(now - then, 1e-3)
+        return rate > BUSY_RECORDS_PER_S and now - self._charts_at < BUSY_CHART_INTERVAL_S
 
     def _toast_alerts(self, events: Iterable[EventItem]) -> None:
         """One warning toast per alert record not toasted yet (the event log lists them too)."""
@@ -163,6 +198,28 @@ class EdgewatchApp(App[None]):
         if len(fresh) > ALERT_TOASTS_PER_TICK:
             more = len(fresh) - ALERT_TOASTS_PER_TICK
             self.notify(f"{more} more alerts: see the event log", severity="warning")
+
+    # -- terminal size, theme, ASCII ---------------------------------------------------------
+    def on_resize(self, event: events.Resize) -> None:
+        self._set_compact(event.size.width, event.size.height)
+
+    def _set_compact(self, width: int, height: int) -> None:
+        """Fewer, smaller things at 80×24: the stylesheet keys off the app's ``-compact``."""
+        compact = width < COMPACT_BELOW[0] or height < COMPACT_BELOW[1]
+        self.set_class(compact, "-compact")
+        self.header.compact = compact
+
+    def _install_ascii(self) -> None:
+        """ASCII borders (stylesheet, ``-ascii``) and a last pass over every frame written."""
+        self.add_class("-ascii")
+        driver = self._driver
+        if driver is not None and not self.is_headless:
+            write = driver.write
+            driver.write = lambda data: write(to_ascii(data))  # type: ignore[method-assign]
+
+    def action_toggle_theme(self) -> None:
+        """Dark ↔ light (a custom ``--theme`` toggles to the default of the other kind)."""
+        self.theme = LIGHT if self.current_theme.dark else DARK
 
     # -- actions -------------------------------------------------------------------------------
     def action_toggle_pause(self) -> None:
@@ -234,14 +291,14 @@ class EdgewatchApp(App[None]):
         rows = binding_rows(bindings, self.get_key_display)
         if self.screen is self.layers_screen:
             rows += self.layers_screen.binding_rows(self.get_key_display)
-        return rows
+        return [(key, ascii_label(text)) for key, text in rows] if self.ascii_only else rows
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for binding in self.BINDINGS:
             if isinstance(binding, Binding) and binding.action != "quit":
                 yield SystemCommand(
-                    binding.description,
+                    ascii_label(binding.description) if self.ascii_only else binding.description,
                     f"key: {self.get_key_display(binding)}",
                     partial(self.run_action, binding.action),
                 )
@@ -252,7 +309,13 @@ class EdgewatchApp(App[None]):
         return self.grid.charts
 
 
-def run_tui(endpoint: str, title: str | None = None) -> None:
+def run_tui(
+    endpoint: str,
+    title: str | None = None,
+    *,
+    theme: str | None = None,
+    ascii_only: bool | None = None,
+) -> None:
     """Watch the run published at ``endpoint`` until the user quits (``diag watch``/``run``).
 
     Raises :class:`probes.endpoints.EndpointError` before the UI starts if ``endpoint`` is
@@ -260,7 +323,7 @@ def run_tui(endpoint: str, title: str | None = None) -> None:
     """
     source = ZmqSource(endpoint)
     try:
-        EdgewatchApp(source, title=title).run()
+        EdgewatchApp(source, title=title, theme=theme, ascii_only=ascii_only).run()
     finally:
         with contextlib.suppress(Exception):
             source.close()

@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import on
 from textual.actions import SkipAction
@@ -371,6 +371,7 @@ class ReplayApp(_ReadOnlyControls):
         Binding("y", "toggle_log", "Log y"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("l", "layers", "Layers"),
+        Binding("t", "toggle_theme", "Theme"),
     ]
 
     source: ReplaySource
@@ -469,7 +470,7 @@ class ReplayApp(_ReadOnlyControls):
         self.action_read_only()
 
 
-def run_replay(path: str | os.PathLike[str], title: str | None = None) -> None:
+def run_replay(path: str | os.PathLike[str], title: str | None = None, **options: Any) -> None:
     """Replay the run store at ``path`` in the dashboard until the user quits (``diag replay``).
 
     Raises :class:`probes.store.StoreError` before the UI starts if ``path`` is missing, empty,
@@ -477,6 +478,6 @@ def run_replay(path: str | os.PathLike[str], title: str | None = None) -> None:
     """
     source = ReplaySource.open(path, playing=True)
     try:
-        ReplayApp(source, title=title).run()
+        ReplayApp(source, title=title, **options).run()
     finally:
         source.close()
