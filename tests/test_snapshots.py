@@ -38,7 +38,7 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_view_snapshot(snap_compare, view: str, size: tuple[int, int]) -> None:
     records = demo_records()
 
-    async def run_before(pilot) -> None:  # noqa: ANN001
+    async def run_before(pilot) -> None:
         await feed(pilot.app, pilot, records, view)
 
     assert snap_compare(demo_app(), terminal_size=size, run_before=run_before)

@@ -2,6 +2,7 @@
 
     python -m tui.screenshot docs/dashboard.svg                      # deterministic demo run
     python -m tui.screenshot docs/dashboard.svg --store runs/x.db    # a recorded run
+    python -m tui.screenshot docs/dashboard.svg --run grokking --steps 400   # run it first
     python -m tui.screenshot shot.svg --size 80x24 --theme light --view layers
 
 The demo records are computed, not random and not timed (fixed ``t``), and the link badge is
@@ -87,6 +88,28 @@ def _demo_metrics(step: int, steps: int, seq: int) -> Record:
     return Record("metrics", DEMO_RUN, step, data, seq=seq, t=_t(step))
 
 
+def run_records(name: str, steps: int) -> list[Record]:
+    """Run a library trainer for ``steps`` steps in this process (CPU, no sockets, no store)
+    and return what its Monitor published: the README picture shows a real run."""
+    import dataclasses
+
+    from demos.loop import prepare, run
+    from diag.registry import get_trainer
+    from probes.monitor import Monitor
+    from probes.transport import InProcessTransport
+
+    trainer_cls = get_trainer(name)
+    config = trainer_cls.Config(steps=steps, device="cpu")
+    trainer = prepare(trainer_cls, config)
+    transport = InProcessTransport()
+    monitor = Monitor(run=name, transport=transport, store=None,
+                      config=dataclasses.asdict(config))  # fmt: skip
+    monitor.event("trainer", trainer=name, title=trainer_cls.title)
+    run(trainer, monitor)
+    monitor.close("finished")
+    return list(transport.records)
+
+
 def store_records(path: str) -> list[Record]:
     """Every record of a run store (a real run for the README picture)."""
     from probes.store import open_store
@@ -104,7 +127,7 @@ async def settle(app: EdgewatchApp, pilot, timeout: float = 30.0) -> None:
     while time.monotonic() < deadline:
         await pilot.pause(0.1)
         done = app._rendered_version == app.state.version and app.charts
-        if done and all(chart.points_drawn for chart in app.charts.values()):
+        if done and all(chart.drawn_at for chart in app.charts.values()):
             await pilot.pause(0.2)
             return
     raise TimeoutError("the dashboard did not finish drawing")
@@ -166,19 +189,25 @@ def main(
     )
     parser.add_argument("out", type=Path, help="SVG file to write")
     parser.add_argument("--store", help="a run store to draw instead of the demo records")
+    parser.add_argument("--run", help="a library trainer to run first (e.g. grokking), on CPU")
+    parser.add_argument("--steps", type=int, default=400, help="steps for --run (400)")
     parser.add_argument("--size", type=_size, default=(160, 48), help="COLSxROWS (160x48)")
     parser.add_argument("--theme", default=None, help="dark, light or a Textual theme")
     parser.add_argument("--ascii", action="store_true", help="ASCII-only mode")
     parser.add_argument("--view", choices=VIEWS, default="dashboard")
     args = parser.parse_args(argv)
+    from diag.registry import UnknownTrainerError
     from probes.store import StoreError
     from tui.theme import ThemeError, resolve_theme
 
     try:
         if args.theme:
             resolve_theme(args.theme)
-        records = reader(args.store) if args.store else demo_records()
-    except (StoreError, ThemeError) as err:
+        if args.run:
+            records = run_records(args.run, args.steps)
+        else:
+            records = reader(args.store) if args.store else demo_records()
+    except (StoreError, ThemeError, UnknownTrainerError) as err:
         parser.exit(2, f"error: {err}\n")
     options = {"theme": args.theme, "ascii_only": True if args.ascii else None}
     out = asyncio.run(screenshot(args.out, records, args.size, args.view, **options))
