@@ -372,21 +372,12 @@ def _watch_once(endpoint: str, timeout: float) -> None:
         records += sub.poll(0.3)
     finally:
         sub.close()
-    metrics = [r for r in records if r.kind == "metrics"]
-    if not metrics:
+    if not any(r.kind == "metrics" for r in records):
         raise fail(f"no metrics from {endpoint} within {timeout:g} s — is a run publishing there?",
                    code=1)
-    meta: dict[str, Any] = {}
-    for r in records:
-        if r.kind == "meta":
-            meta.update(r.data)
-    last = metrics[-1]
-    table = Table(title=f"{last.run} · step {last.step} · {meta.get('device', '?')}")
-    table.add_column("metric", style="bold")
-    table.add_column("value", justify="right")
-    for key, value in last.data["scalars"].items():
-        table.add_row(key, f"{value:.6g}")
-    console.print(table)
+    from diag.summary import fold, summary
+
+    console.print(summary(fold(records), endpoint))
 
 
 # -- diag replay / runs / export ----------------------------------------------------------

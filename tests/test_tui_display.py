@@ -188,3 +188,23 @@ def test_screenshot_script_writes_an_svg(tmp_path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         screenshot_main([str(out), "--theme", "neon"])
     assert exit_info.value.code == 2
+
+
+def test_watch_once_prints_a_summary_of_a_live_run() -> None:
+    from probes.endpoints import free_port_pair
+    from probes.transport import ZmqTransport
+
+    endpoint = f"tcp://127.0.0.1:{free_port_pair()}"
+    transport = ZmqTransport(endpoint, run="grokking-demo")
+    try:
+        for record in demo_records(120):
+            transport.send(record)
+        result = CliRunner().invoke(cli_app, ["watch", endpoint, "--once", "--timeout", "20"])
+    finally:
+        transport.close()
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "grokking-demo" in out and "step 119" in out and "0 lost" in out
+    sc_row = next(line for line in out.splitlines() if line.startswith("sc_fp16"))
+    assert sc_row.split()[2] == "alert" and "> 0" in sc_row
+    assert "recent events" in out and "stablemax" in out
