@@ -40,6 +40,7 @@ from tui.widgets.run_header import HeaderInfo, RunHeader
 
 REFRESH_HZ = 10.0
 ALERT_TOASTS_PER_TICK = 3
+"""New alerts beyond this many in one tick (a join replaying history) share one summary toast."""
 BUSY_RECORDS_PER_S = 2000.0
 BUSY_CHART_INTERVAL_S = 0.5
 """Above this ingest rate the charts redraw every half second instead of every tick: a frame
@@ -47,7 +48,6 @@ of charts costs tens of ms, and under a flood that time is better spent ingestin
 gauges and keys stay at the full rate)."""
 COMPACT_BELOW = (100, 30)
 """Terminals narrower or shorter than this get the compact layout (class ``-compact``)."""
-"""New alerts beyond this many in one tick (a join replaying history) share one summary toast."""
 
 
 class EdgewatchApp(App[None]):
