@@ -174,6 +174,7 @@ async def test_ascii_mode_draws_charts_and_labels_in_ascii(monkeypatch) -> None:
         drawn = "".join("".join(row) for c in canvases for row in c._buffer)
         assert drawn.isascii() and any(ch in drawn for ch in "'-.|")
         assert app.has_class("-ascii") and loss.styles.border_top[0] == "ascii"
+        assert "perpGrad off" in str(app.controls_bar.content)
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         assert all(text.isascii() for _, text in app.screen.rows)

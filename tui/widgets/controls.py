@@ -6,6 +6,7 @@ from textual.content import Content
 from textual.widgets import Static
 
 from tui.controls import LABELS, ControlBoard
+from tui.theme import ascii_label
 
 
 class ControlsBar(Static):
@@ -19,9 +20,10 @@ class ControlsBar(Static):
 
     def show(self, board: ControlBoard) -> None:
         parts = []
+        words = ascii_label if getattr(self.app, "ascii_only", False) else str
         for name, view in board.toggles.items():
             style = _style(view.error, view.on, view.pending)
-            parts.append((f"{LABELS[name]} {view.describe()}", style))
+            parts.append((f"{words(LABELS[name])} {view.describe()}", style))
         if board.lr:
             parts.append((f"lr {board.lr[0]:.3g}", "cyan"))
         content = Content.assemble(*[item for part in parts for item in (part, "  ")][:-1])
