@@ -16,10 +16,10 @@ from collections.abc import Iterable
 from functools import partial
 from typing import ClassVar
 
-from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.geometry import Size
 from textual.reactive import reactive
 from textual.screen import Screen
 
@@ -109,6 +109,7 @@ class EdgewatchApp(App[None]):
         self._rendered_version = -1
         self.ticks = 0
         self._tick_records = (0.0, 0)
+        self._layout_size = Size(0, 0)
         self._charts_at = 0.0
         # Held, not queried: the timer must reach them while the help screen is on top.
         self.header = RunHeader(id="header")
@@ -135,7 +136,6 @@ class EdgewatchApp(App[None]):
         yield CompactFooter()
 
     def on_mount(self) -> None:
-        self._set_compact(self.size.width, self.size.height)
         if self.ascii_only:
             self._install_ascii()
         self.install_screen(self.layers_screen, "layers")
@@ -160,6 +160,8 @@ class EdgewatchApp(App[None]):
         if not self.is_running:  # a last tick during shutdown finds the widgets gone
             return
         self.ticks += 1
+        if self.size != self._layout_size:
+            self._set_compact(self.size)
         state = self.state
         state.sync_session(self.source.session)
         self.header.info = HeaderInfo.from_state(state, title=self.title, paused=self.paused)
@@ -200,12 +202,13 @@ class EdgewatchApp(App[None]):
             self.notify(f"{more} more alerts: see the event log", severity="warning")
 
     # -- terminal size, theme, ASCII ---------------------------------------------------------
-    def on_resize(self, event: events.Resize) -> None:
-        self._set_compact(event.size.width, event.size.height)
+    def _set_compact(self, size: Size) -> None:
+        """Fewer, smaller things at 80×24: the stylesheet keys off the app's ``-compact``.
 
-    def _set_compact(self, width: int, height: int) -> None:
-        """Fewer, smaller things at 80×24: the stylesheet keys off the app's ``-compact``."""
-        compact = width < COMPACT_BELOW[0] or height < COMPACT_BELOW[1]
+        Checked by the render tick rather than on a resize event: a real terminal's first size
+        is known only after mount, and a tick (≤ 0.1 s) is soon enough for a layout change."""
+        self._layout_size = size
+        compact = size.width < COMPACT_BELOW[0] or size.height < COMPACT_BELOW[1]
         self.set_class(compact, "-compact")
         self.header.compact = compact
 

@@ -105,7 +105,16 @@ class RunHeader(Widget):
         parts += [_SEP, (info.state, _STATE_STYLE.get(info.state, ""))]
         if info.paused:
             parts += [" ", (" ⏸ paused ", "reverse $warning")]
-        for part in () if self.compact else (info.trainer, info.host, info.device, info.params):
-            if part:
-                parts += [_SEP, part]
-        return Content.assemble(*parts)
+        if not self.compact:
+            for part in (info.trainer, info.host, info.device, info.params):
+                if part:
+                    parts += [_SEP, part]
+            return Content.assemble(*parts)
+        # Compact: one line; model size, device, trainer and host only while they fit.
+        room = self.content_size.width or 80
+        content = Content.assemble(*parts)
+        for part in (info.params, info.device, info.trainer, info.host):
+            longer = Content.assemble(content, _SEP, part) if part else content
+            if longer.cell_length <= room:
+                content = longer
+        return content
