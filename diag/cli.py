@@ -34,6 +34,28 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+ThemeOption = Annotated[
+    str | None,
+    typer.Option("--theme", help="TUI theme: dark, light or any Textual theme (t toggles)."),
+]
+AsciiOption = Annotated[
+    bool,
+    typer.Option("--ascii", help="ASCII-only TUI, no braille or box drawing (EDGEWATCH_ASCII=1)."),
+]
+
+
+def _tui_options(theme: str | None, ascii_only: bool) -> dict[str, Any]:
+    """Check ``--theme`` before anything starts; the options for ``EdgewatchApp``."""
+    if theme is not None:
+        from tui.theme import ThemeError, resolve_theme
+
+        try:
+            resolve_theme(theme)
+        except ThemeError as err:
+            raise UsageProblem(str(err)) from None
+    return {"theme": theme, "ascii_only": True if ascii_only else None}  # None: $EDGEWATCH_ASCII
+
+
 class UsageProblem(Exception):
     """A user error: printed as one line, exit status 2."""
 
@@ -105,6 +127,8 @@ def run(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow a non-loopback --endpoint without keys.")
     ] = False,
+    theme: ThemeOption = None,
+    ascii_only: AsciiOption = False,
 ) -> None:
     """Run a reference trainer: live in the TUI by default, or headless with --no-tui."""
     from probes.security import KeysError
@@ -119,7 +143,7 @@ def run(
             _run_headless(trainer_cls, config, endpoint, quiet, keys, insecure)
         else:
             _share_keys_with_tui(keys)
-            _run_with_tui(name, sys.argv[2:], endpoint)
+            _run_with_tui(name, sys.argv[2:], endpoint, _tui_options(theme, ascii_only))
     except UsageProblem as problem:
         raise fail(str(problem)) from None
     except KeysError as err:
@@ -285,7 +309,9 @@ def summary_table(result) -> Table:
     return table
 
 
-def _run_with_tui(name: str, argv: list[str], endpoint: str | None) -> None:
+def _run_with_tui(
+    name: str, argv: list[str], endpoint: str | None, options: dict[str, Any] | None = None
+) -> None:
     """The trainer runs as a child process; the TUI attaches; quitting stops the child."""
     from diag.launch import LaunchError, launch_child
     from tui.app import run_tui
@@ -296,7 +322,7 @@ def _run_with_tui(name: str, argv: list[str], endpoint: str | None) -> None:
     except LaunchError as err:
         raise UsageProblem(str(err)) from None
     try:
-        run_tui(launched.endpoint, title=f"diag run {name}")
+        run_tui(launched.endpoint, title=f"diag run {name}", **(options or {}))
     finally:
         launched.stop()
     if launched.failed():
@@ -350,6 +376,8 @@ def watch(
     client_key: Annotated[
         str | None, typer.Option(help="This viewer's secret key file (NAME.key_secret).")
     ] = None,
+    theme: ThemeOption = None,
+    ascii_only: AsciiOption = False,
 ) -> None:
     """Attach to running (or finished, still-open) runs: live TUI (w switches), or --once."""
     from probes.endpoints import EndpointError, parse_endpoint
@@ -371,8 +399,12 @@ def watch(
         return
     from tui.app import run_tui
 
+    try:
+        options = _tui_options(theme, ascii_only)
+    except UsageProblem as problem:
+        raise fail(str(problem)) from None
     _export_client_keys(keys, client, server_key, client_key)
-    run_tui(endpoints)
+    run_tui(endpoints, **options)
 
 
 @app.command()
@@ -413,22 +445,11 @@ def _watch_once(endpoint: str, timeout: float, keys=None) -> bool:
         records += sub.poll(0.3)
     finally:
         sub.close()
-    metrics = [r for r in records if r.kind == "metrics"]
-    if not metrics:
+    if not any(r.kind == "metrics" for r in records):
         return False
-    meta: dict[str, Any] = {}
-    for r in records:
-        if r.kind == "meta":
-            meta.update(r.data)
-    last = metrics[-1]
-    table = Table(title=f"{last.run} · step {last.step} · {meta.get('device', '?')}")
-    table.add_column("metric", style="bold")
-    table.add_column("value", justify="right")
-    for key, value in last.data["scalars"].items():
-        table.add_row(key, f"{value:.6g}")
-    if meta.get("insecure") is True:
-        table.caption = "⚠ insecure: this run is bound without keys (see `diag keys`)"
-    console.print(table)
+    from diag.summary import fold, summary
+
+    console.print(summary(fold(records), endpoint))
     return True
 
 
@@ -461,6 +482,8 @@ def replay(
         list[str],
         typer.Argument(help="A run store (.db) written by a Monitor; more stores are overlaid."),
     ],
+    theme: ThemeOption = None,
+    ascii_only: AsciiOption = False,
 ) -> None:
     """Open a recorded run in the TUI with a timeline (space play/pause, ←/→, [/], g, home/end);
     the charts of any further stores are overlaid on it, one line per run."""
@@ -468,9 +491,11 @@ def replay(
     from tui.replay import run_replay
 
     try:
-        run_replay(stores[0], compare=stores[1:])
+        run_replay(stores[0], compare=stores[1:], **_tui_options(theme, ascii_only))
     except StoreError as err:
         raise fail(str(err)) from None
+    except UsageProblem as problem:
+        raise fail(str(problem)) from None
 
 
 @app.command()

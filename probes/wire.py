@@ -117,14 +117,23 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+_NUMBER_TYPES = frozenset((int, float))
+
+
+def _all_numbers(values: Any) -> bool:
+    """The hot check of every metrics record: the set of value types, built in C, must be
+    {int, float} or less (``bool`` is its own type, so it fails, as it should)."""
+    return set(map(type, values)) <= _NUMBER_TYPES
+
+
 def _check_metrics(data: Mapping[str, Any]) -> None:
     """Metrics carry ``scalars`` {name: number} and ``layers`` + ``per_layer`` {name: [number]}."""
     scalars = data.get("scalars", {})
     if not isinstance(scalars, Mapping):
         raise WireError("metrics.scalars must be a map")
-    for name, value in scalars.items():
-        if not _is_number(value):
-            raise WireError(f"metrics.scalars[{name!r}] is not a number")
+    if not _all_numbers(scalars.values()):
+        name = next(n for n, v in scalars.items() if not _is_number(v))
+        raise WireError(f"metrics.scalars[{name!r}] is not a number")
     layers = data.get("layers", [])
     if not isinstance(layers, list) or not all(isinstance(n, str) for n in layers):
         raise WireError("metrics.layers must be a list of strings")
@@ -134,7 +143,7 @@ def _check_metrics(data: Mapping[str, Any]) -> None:
     for name, values in per_layer.items():
         if not isinstance(values, list) or len(values) != len(layers):
             raise WireError(f"metrics.per_layer[{name!r}] must have one value per layer")
-        if not all(_is_number(v) for v in values):
+        if not _all_numbers(values):
             raise WireError(f"metrics.per_layer[{name!r}] holds a non-number")
 
 

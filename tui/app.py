@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, ClassVar
@@ -23,9 +24,9 @@ from textual.actions import SkipAction
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.geometry import Size
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from tui.controls import ControlBoard
 from tui.events import EventsScreen
@@ -37,10 +38,12 @@ from tui.ranks import RanksScreen
 from tui.run_list import RunListScreen
 from tui.runs import RunSet, RunSlot
 from tui.state import EventItem, RunState
+from tui.theme import DARK, LIGHT, ascii_label, ascii_requested, resolve_theme, to_ascii
 from tui.widgets.chart import Chart
 from tui.widgets.connection import ConnectionBadge, LinkInfo
 from tui.widgets.controls import ControlsBar
 from tui.widgets.events import EventLog
+from tui.widgets.footer import CompactFooter
 from tui.widgets.health import HealthBar
 from tui.widgets.metric_grid import MetricGrid
 from tui.widgets.run_header import HeaderInfo, RunHeader
@@ -51,6 +54,13 @@ if TYPE_CHECKING:
 REFRESH_HZ = 10.0
 ALERT_TOASTS_PER_TICK = 3
 """New alerts beyond this many in one tick (a join replaying history) share one summary toast."""
+BUSY_RECORDS_PER_S = 2000.0
+BUSY_CHART_INTERVAL_S = 0.5
+"""Above this ingest rate the charts redraw every half second instead of every tick: a frame
+of charts costs tens of ms, and under a flood that time is better spent ingesting (header,
+gauges and keys stay at the full rate)."""
+COMPACT_BELOW = (100, 30)
+"""Terminals narrower or shorter than this get the compact layout (class ``-compact``)."""
 
 
 class EdgewatchApp(App[None]):
@@ -76,6 +86,7 @@ class EdgewatchApp(App[None]):
         Binding("l", "layers", "Layers"),
         Binding("n", "ranks", "Ranks"),
         Binding("N", "cycle_rank", "Next rank/mean", key_display="N"),
+        Binding("t", "toggle_theme", "Theme"),
         Binding("s", "toggle('stablemax')", "StableMax"),
         Binding("g", "toggle('perpgrad')", "⊥Grad"),
         Binding("r", "toggle('rho_control')", "ρ-control"),
@@ -106,12 +117,18 @@ class EdgewatchApp(App[None]):
         *,
         refresh_hz: float = REFRESH_HZ,
         launcher: bool = False,
+        theme: str | None = None,
+        ascii_only: bool | None = None,
     ) -> None:
         """``source``: one run, or several (``w`` switches), or none (``launcher`` opens first).
 
         ``launcher`` opens the launcher screen on start.
         """
         super().__init__()
+        if theme is not None:
+            self.theme = resolve_theme(theme, list(self.available_themes))
+        self.ascii_only = ascii_requested(ascii_only)
+        """No braille, box drawing or other non-ASCII glyphs (``--ascii``, EDGEWATCH_ASCII=1)."""
         sources = list(source) if isinstance(source, (list, tuple)) else [source]
         self.runs = RunSet(sources, title)
         self.title = title or "edgewatch"
@@ -119,6 +136,9 @@ class EdgewatchApp(App[None]):
         self._refresh_s = 1.0 / refresh_hz
         self._rendered_version = -1
         self.ticks = 0
+        self._tick_records = (0.0, 0)
+        self._layout_size = Size(0, 0)
+        self._charts_at = 0.0
         # Held, not queried: the timer must reach them while the help screen is on top.
         self.header = RunHeader(id="header")
         self.badge = ConnectionBadge(id="connection")
@@ -173,9 +193,11 @@ class EdgewatchApp(App[None]):
         yield self.grid
         yield self.controls_bar
         yield self.event_log
-        yield Footer()
+        yield CompactFooter()
 
     def on_mount(self) -> None:
+        if self.ascii_only:
+            self._install_ascii()
         self.install_screen(self.layers_screen, "layers")
         self.install_screen(self.events_screen, "events")
         for slot in self.runs:
@@ -207,6 +229,8 @@ class EdgewatchApp(App[None]):
         if not self.is_running:  # a last tick during shutdown finds the widgets gone
             return
         self.ticks += 1
+        if self.size != self._layout_size:
+            self._set_compact(self.size)
         state = self.state
         state.sync_session(self.source.session)
         title = " · ".join(filter(None, [self.runs.current.title or self.title,
@@ -226,11 +250,20 @@ class EdgewatchApp(App[None]):
             self.events_screen.show(state)
         if self.ranks_screen.is_current:
             self.ranks_screen.show(state)
-        if state.version == self._rendered_version:
+        if state.version == self._rendered_version or self._charts_wait():
             return
+        self._charts_at = time.monotonic()
         if self.grid.show(state.series):
             self._rendered_version = state.version  # else: charts left to draw next tick
         self.event_log.show(state.events)
+
+    def _charts_wait(self) -> bool:
+        """True while a flood of records holds chart redraws to one per BUSY_CHART_INTERVAL_S."""
+        now, records = time.monotonic(), self.state.records
+        then, before = self._tick_records
+        self._tick_records = (now, records)
+        rate = (records - before) / max(now - then, 1e-3)
+        return rate > BUSY_RECORDS_PER_S and now - self._charts_at < BUSY_CHART_INTERVAL_S
 
     def _toast_alerts(self, events: Iterable[EventItem]) -> None:
         """One warning toast per alert record not toasted yet (the event log lists them too)."""
@@ -345,6 +378,29 @@ class EdgewatchApp(App[None]):
             raise SkipAction()
         self.grid.maximise(None)
 
+    # -- terminal size, theme, ASCII ---------------------------------------------------------
+    def _set_compact(self, size: Size) -> None:
+        """Fewer, smaller things at 80×24: the stylesheet keys off the app's ``-compact``.
+
+        Checked by the render tick rather than on a resize event: a real terminal's first size
+        is known only after mount, and a tick (≤ 0.1 s) is soon enough for a layout change."""
+        self._layout_size = size
+        compact = size.width < COMPACT_BELOW[0] or size.height < COMPACT_BELOW[1]
+        self.set_class(compact, "-compact")
+        self.header.compact = compact
+
+    def _install_ascii(self) -> None:
+        """ASCII borders (stylesheet, ``-ascii``) and a last pass over every frame written."""
+        self.add_class("-ascii")
+        driver = self._driver
+        if driver is not None and not self.is_headless:
+            write = driver.write
+            driver.write = lambda data: write(to_ascii(data))  # type: ignore[method-assign]
+
+    def action_toggle_theme(self) -> None:
+        """Dark ↔ light (a custom ``--theme`` toggles to the default of the other kind)."""
+        self.theme = LIGHT if self.current_theme.dark else DARK
+
     # -- actions -------------------------------------------------------------------------------
     def action_toggle_pause(self) -> None:
         self.paused = not self.paused
@@ -431,14 +487,14 @@ class EdgewatchApp(App[None]):
         screen_rows = getattr(self.screen, "binding_rows", None)
         if callable(screen_rows):  # the layers, events or launcher screen's own keys
             rows += screen_rows(self.get_key_display)
-        return rows
+        return [(key, ascii_label(text)) for key, text in rows] if self.ascii_only else rows
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for binding in self.BINDINGS:
             if isinstance(binding, Binding) and binding.action != "quit" and binding.description:
                 yield SystemCommand(
-                    binding.description,
+                    ascii_label(binding.description) if self.ascii_only else binding.description,
                     f"key: {self.get_key_display(binding)}",
                     partial(self.run_action, binding.action),
                 )
@@ -457,7 +513,12 @@ class EdgewatchApp(App[None]):
 
 
 def run_tui(
-    endpoint: str | Sequence[str], title: str | None = None, *, launcher: bool = False
+    endpoint: str | Sequence[str],
+    title: str | None = None,
+    *,
+    launcher: bool = False,
+    theme: str | None = None,
+    ascii_only: bool | None = None,
 ) -> None:
     """Watch the run(s) published at ``endpoint`` until the user quits (``diag watch``/``run``).
 
@@ -468,7 +529,7 @@ def run_tui(
     """
     endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
     sources = [ZmqSource(e) for e in endpoints]
-    app = EdgewatchApp(sources, title=title, launcher=launcher)
+    app = EdgewatchApp(sources, title=title, launcher=launcher, theme=theme, ascii_only=ascii_only)
     try:
         app.run()
     finally:

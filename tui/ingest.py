@@ -139,6 +139,12 @@ class ZmqSource:
 
     async def stream(self) -> AsyncIterator[list[Record]]:
         sub, dealer = self._open()
+        # Waiting is asyncio's job; taking what is already queued is not: a blocking-API twin of
+        # each socket (the same libzmq socket) reads it without an asyncio future per message.
+        sub_now, dealer_now = (
+            zmq.Socket.shadow(sub.underlying),
+            zmq.Socket.shadow(dealer.underlying),
+        )
         poller = zmq.asyncio.Poller()
         poller.register(sub, zmq.POLLIN)
         poller.register(dealer, zmq.POLLIN)
@@ -149,11 +155,11 @@ class ZmqSource:
                 # a zero-timeout poll first: while catching up it skips the timer machinery
                 ready = dict(await poller.poll(0)) or dict(await poller.poll(self._poll_ms))
                 if ready.get(dealer):
-                    for frames in await _drain(dealer, CONTROL_BATCH):
+                    for frames in _drain(dealer_now, CONTROL_BATCH):
                         for batch in self._on_reply(frames):
                             yield batch
                 if ready.get(sub):
-                    payloads = [frames[-1] for frames in await _drain(sub, MAX_LIVE)]
+                    payloads = [frames[-1] for frames in _drain(sub_now, MAX_LIVE)]
                     if self._snapshot_open:
                         self._buffered.extend(payloads)  # applied after the snapshot's end
                     else:
@@ -243,12 +249,13 @@ class ZmqSource:
             self._ctx.destroy(linger=0)
 
 
-async def _drain(sock: zmq.asyncio.Socket, limit: int) -> list[list[bytes]]:
+def _drain(sock: zmq.Socket, limit: int) -> list[list[bytes]]:
     """Every message already queued on ``sock`` (up to ``limit``), without ever waiting."""
     out: list[list[bytes]] = []
+    recv, flags = sock.recv_multipart, zmq.NOBLOCK
     for _ in range(limit):
         try:
-            out.append(await sock.recv_multipart(zmq.NOBLOCK))
+            out.append(recv(flags))
         except zmq.Again:
             break
     return out

@@ -517,6 +517,7 @@ class ReplayApp(_ReadOnlyControls):
         Binding("y", "toggle_log", "Log y"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("l", "layers", "Layers"),
+        Binding("t", "toggle_theme", "Theme"),
     ]
 
     source: ReplaySource
@@ -631,6 +632,7 @@ def run_replay(
     path: str | os.PathLike[str],
     title: str | None = None,
     compare: Iterable[str | os.PathLike[str]] = (),
+    **options: Any,
 ) -> None:
     """Replay the run store at ``path`` in the dashboard until the user quits (``diag replay``),
     with the runs in ``compare`` overlaid on its charts.
@@ -641,6 +643,6 @@ def run_replay(
     overlays = read_overlays(compare)
     source = ReplaySource.open(path, playing=True)
     try:
-        ReplayApp(source, title=title, overlays=overlays).run()
+        ReplayApp(source, title=title, overlays=overlays, **options).run()
     finally:
         source.close()

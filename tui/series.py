@@ -33,6 +33,9 @@ _INITIAL = 256
 _STAGE_LIMIT = 4096
 """Appends held in Python lists before a bulk move into numpy (bounds that memory too)."""
 
+ROW_LIMIT = 2048
+"""Rows a :class:`SeriesStore` stages before splitting them into its series."""
+
 
 class Series:
     """One metric's (step, value) history with bounded memory; values may be NaN/±Inf.
@@ -54,6 +57,9 @@ class Series:
         just two raw points, so they are stored as they come."""
         self._staged_x: list[float] = []
         self._staged_y: list[float] = []
+        self._chunks: list[tuple[np.ndarray, np.ndarray]] = []
+        """Bulk appends (:meth:`extend`) waiting for the numpy pass, in order after the lists."""
+        self._chunked = 0
         self._rest_x = np.empty(0)
         self._rest_y = np.empty(0)
         """Appends not yet filling a bucket (always fewer than ``bucket``)."""
@@ -78,6 +84,26 @@ class Series:
         self.appended += 1
         if len(staged) >= _STAGE_LIMIT:
             self._flush()
+
+    def extend(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Add many points at once (the ingest path's batches): no per-point Python work."""
+        if not len(x):
+            return
+        if self._staged_x:
+            self._chunk_staged()
+        self._chunks.append((x, y))
+        self._chunked += len(x)
+        self.last, self.last_x = float(y[-1]), float(x[-1])
+        self.appended += len(x)
+        if self._chunked >= _STAGE_LIMIT:
+            self._flush()
+
+    def _chunk_staged(self) -> None:
+        self._chunks.append(
+            (np.asarray(self._staged_x, dtype=np.float64), np.asarray(self._staged_y, np.float64))
+        )
+        self._chunked += len(self._staged_x)
+        self._staged_x, self._staged_y = [], []
 
     @property
     def version(self) -> int:
@@ -117,12 +143,14 @@ class Series:
 
     def _flush(self) -> None:
         """Move staged appends into the store: raw while ``bucket`` is 2, else as pairs."""
-        if not self._staged_x:
+        if self._staged_x:
+            self._chunk_staged()
+        if not self._chunks:
             return
-        x = np.concatenate([self._rest_x, np.asarray(self._staged_x, dtype=np.float64)])
-        y = np.concatenate([self._rest_y, np.asarray(self._staged_y, dtype=np.float64)])
+        x = np.concatenate([self._rest_x, *(c[0] for c in self._chunks)])
+        y = np.concatenate([self._rest_y, *(c[1] for c in self._chunks)])
         self._nonfinite += int(np.count_nonzero(~np.isfinite(y[len(self._rest_y) :])))
-        self._staged_x, self._staged_y = [], []
+        self._chunks, self._chunked = [], 0
         while len(x) >= self.bucket:
             if self._n == self.capacity:
                 self._merge()
@@ -160,13 +188,22 @@ class Series:
 
 
 class SeriesStore:
-    """Series by name, created on first use (in arrival order) with one capacity for all."""
+    """Series by name, created on first use (in arrival order) with one capacity for all.
+
+    :meth:`append_row` is the ingest path: one record's values for many series arrive as one
+    row, staged as-is (one list append per record instead of one Python call per value) and
+    split into columns by numpy when anything reads the store, or when ``ROW_LIMIT`` rows wait.
+    """
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
         self._series: dict[str, Series] = {}
+        self._rows: dict[tuple[str, ...], tuple[list[float], list[list[float]]]] = {}
+        self._pending = 0
 
     def __getitem__(self, name: str) -> Series:
+        if self._pending:
+            self.flush_rows()
         return self._series[name]
 
     def __contains__(self, name: object) -> bool:
@@ -179,12 +216,39 @@ class SeriesStore:
         return len(self._series)
 
     def append(self, name: str, x: float, y: float) -> None:
+        if self._pending:
+            self.flush_rows()  # keep this point after the rows staged before it
         series = self._series.get(name)
         if series is None:
             series = self._series[name] = Series(self.capacity)
         series.append(x, y)
 
+    def append_row(self, x: float, names: tuple[str, ...], values: list[float]) -> None:
+        """``values[i]`` (a float, maybe NaN) at ``x`` for series ``names[i]``; O(1) Python."""
+        staged = self._rows.get(names)
+        if staged is None:
+            for name in names:  # created now, so the store keeps arrival order
+                if name not in self._series:
+                    self._series[name] = Series(self.capacity)
+            staged = self._rows[names] = ([], [])
+        staged[0].append(x)
+        staged[1].append(values)
+        self._pending += 1
+        if self._pending >= ROW_LIMIT:
+            self.flush_rows()
+
+    def flush_rows(self) -> None:
+        """Split staged rows into columns and hand each series its column in one call."""
+        rows, self._rows, self._pending = self._rows, {}, 0
+        for names, (xs, values) in rows.items():
+            x = np.asarray(xs, dtype=np.float64)
+            columns = np.asarray(values, dtype=np.float64).T.copy()
+            for name, column in zip(names, columns, strict=True):
+                self._series[name].extend(x, column)
+
     def names(self) -> list[str]:
+        if self._pending:
+            self.flush_rows()
         return list(self._series)
 
 

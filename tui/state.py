@@ -143,6 +143,8 @@ class RunState:
         self.version += 1
         self._last_seq: dict[int, int] = {}
         self._rate: deque[tuple[float, int]] = deque(maxlen=_RATE_WINDOW)
+        self._layer_names: dict[tuple[str, ...], tuple[str, ...]] = {}
+        """Series names of a per-layer row, by its metrics (for the current ``layers``)."""
 
     # -- reading -------------------------------------------------------------------------------
     @property
@@ -241,27 +243,48 @@ class RunState:
         self.ranks.meta(record.rank, record.data)
 
     def _on_metrics(self, record: Record) -> None:
+        """Hot path (every record): whole rows go to the series stores, no per-value calls."""
         data = record.data
         step = record.step
-        self.step = max(self.step, step)
+        if step > self.step:
+            self.step = step
         if self._awaiting_effect:
             self._mark_in_effect(step)
         shown = self.selected_rank if self.selected_rank != MEAN else 0
         if record.rank == shown:
             self._rate.append((record.t, step))
-        self.ranks.metrics(record.rank, step, _items(data.get("scalars")))
+        scalars = data.get("scalars")
+        if isinstance(scalars, Mapping) and scalars:
+            self.ranks.metrics(record.rank, step, tuple(scalars), _floats(scalars.values()))
         if record.rank != shown:
             return
         layers = data.get("layers")
         if isinstance(layers, list) and layers and layers != self.layers:
             self.layers = [str(name) for name in layers]
-        for metric, values in _items(data.get("per_layer")):
-            if not isinstance(values, list):
-                continue
-            floats = [_as_float(v) for v in values]
+            self._layer_names.clear()
+        per_layer = data.get("per_layer")
+        if isinstance(per_layer, Mapping) and per_layer:
+            self._on_per_layer(step, per_layer)
+
+    def _on_per_layer(self, step: int, per_layer: Mapping[str, Any]) -> None:
+        """All per-layer metrics of a record as one row of ``metric/layer`` series."""
+        if not set(map(type, per_layer.values())) <= _LIST_ONLY:  # unvalidated source
+            per_layer = {m: v for m, v in per_layer.items() if isinstance(v, list)}
+        metrics = tuple(per_layer)
+        names = self._layer_names.get(metrics)
+        count = len(self.layers)
+        row: list[float] = []
+        for metric, values in per_layer.items():
+            floats = _floats(values)
             self.per_layer[metric] = floats
-            for layer, value in zip(self.layers, floats, strict=False):
-                self.layer_series.append(f"{metric}/{layer}", step, value)
+            if len(floats) != count:  # unvalidated source: pad/truncate to the known layers
+                floats = (floats + [math.nan] * count)[:count]
+            row += floats
+        if names is None:
+            names = tuple(f"{m}/{layer}" for m in metrics for layer in self.layers)
+            self._layer_names[metrics] = names
+        if names:
+            self.layer_series.append_row(step, names, row)
 
     def _on_heartbeat(self, record: Record) -> None:
         data = record.data
@@ -369,7 +392,9 @@ class RankBook:
         return sorted(self._series)
 
     def series_of(self, rank: int) -> SeriesStore:
-        return self.mean if rank == MEAN else self._series.get(rank, self._series[0])
+        if rank == MEAN and len(self.latest) > 1:
+            return self.mean
+        return self._series.get(rank, self._series[0])
 
     def latest_of(self, rank: int) -> dict[str, float]:
         if rank != MEAN:
@@ -382,9 +407,16 @@ class RankBook:
             self.hosts[rank] = str(data["host"])
         self.health.setdefault(rank, "live")
 
-    def metrics(self, rank: int, step: int, scalars: Iterable[tuple[str, Any]]) -> None:
-        values = {name: _as_float(value) for name, value in scalars}
-        self.latest.setdefault(rank, {}).update(values)
+    def metrics(self, rank: int, step: int, names: tuple[str, ...], values: list[float]) -> None:
+        """One metrics record's scalars (``values[i]`` for ``names[i]``, already floats).
+
+        One row per record into the rank's series (no per-value Python: the ingest hot path);
+        the mean over ranks is kept only once a second rank has reported — with one rank it
+        *is* rank 0's series."""
+        if rank not in self.latest and len(self.latest) == 1:  # a second rank: start the mean
+            for other, latest in self.latest.items():  # from the first rank's latest step
+                self._pending.setdefault(self.steps[other], {})[other] = dict(latest)
+        self.latest.setdefault(rank, {}).update(zip(names, values, strict=True))
         self.steps[rank] = max(step, self.steps.get(rank, -1))
         if self.health.get(rank) in (None, "lost"):
             self.health[rank] = "live"
@@ -392,9 +424,9 @@ class RankBook:
         if store is None and len(self._series) < MAX_RANK_SERIES:
             store = self._series[rank] = SeriesStore(min(self._capacity, RANK_CAPACITY))
         if store is not None:
-            for name, value in values.items():
-                store.append(name, step, value)
-        self._add_to_mean(rank, step, values)
+            store.append_row(step, names, values)
+        if len(self.latest) > 1:
+            self._add_to_mean(rank, step, dict(zip(names, values, strict=True)))
 
     def heartbeat(self, rank: int, step: int, data: Mapping[str, Any]) -> None:
         state = data.get("state")
@@ -459,6 +491,19 @@ _HANDLERS = {
 
 def _items(value: Any) -> Iterable[tuple[str, Any]]:
     return value.items() if isinstance(value, Mapping) else ()
+
+
+def _floats(values: Iterable[Any]) -> list[float]:
+    """Wire numbers as floats: as they are when all are floats (the common case, checked in C),
+    else one by one."""
+    out = list(values)
+    if set(map(type, out)) <= _FLOAT_ONLY:
+        return out
+    return [_as_float(v) for v in out]
+
+
+_FLOAT_ONLY = {float}
+_LIST_ONLY = {list}
 
 
 def _as_float(value: Any) -> float:

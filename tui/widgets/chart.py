@@ -20,11 +20,13 @@ from textual import events
 from textual.app import ComposeResult, RenderResult
 from textual.reactive import reactive
 from textual.widget import Widget
+from textual_hires_canvas import Canvas
 from textual_plot import HiResMode, PlotWidget
 
 from probes.alerts import Threshold
 from tui.format import fmt_value
 from tui.series import decimate_minmax
+from tui.theme import to_ascii
 from tui.widgets.axes import LABEL_WIDTH, Axis, LogAxis, StepAxis
 
 NAN = math.nan
@@ -33,7 +35,7 @@ _FALLBACK_COLUMNS = 60
 _X_LABEL_SPACING = 9
 """Columns per x tick: room for a label like ``1.25M`` and a gap."""
 THRESHOLD_STYLE = "red"
-"""The limit line: no metric colour (``metric_grid.PALETTE``) uses plain red."""
+"""The limit line: no metric colour (``tui.theme`` palettes) uses plain red."""
 LEVELS = ("ok", "warn", "alert", "unknown")
 
 
@@ -68,8 +70,15 @@ class _Plot(PlotWidget, can_focus=False):
             return super().render()
         start = time.perf_counter()
         result = super().render()
+        if getattr(self.app, "ascii_only", False):
+            self._to_ascii()
         self.draw_cost += 0.3 * (time.perf_counter() - start - self.draw_cost)
         return result
+
+    def _to_ascii(self) -> None:
+        """ASCII-only mode: braille dots and box lines drawn → ``' - . | +`` in each canvas."""
+        for canvas in self.query(Canvas):
+            canvas._buffer = [list(to_ascii("".join(row))) for row in canvas._buffer]
 
     def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
         event.prevent_default()
@@ -174,6 +183,12 @@ class Chart(Widget):
             for label, style, x, y in overlays
         ]
         self._draw()
+
+    def recolor(self, color: str) -> None:
+        """A new line colour (the theme changed between dark and light)."""
+        if color != self.color:
+            self.color = color
+            self._draw()
 
     def watch_log_y(self) -> None:
         self._update_titles()

@@ -6,6 +6,7 @@ from textual.content import Content
 from textual.widgets import Static
 
 from tui.controls import LABELS, ControlBoard
+from tui.theme import ascii_label
 
 
 class ControlsBar(Static):
@@ -15,15 +16,20 @@ class ControlsBar(Static):
     ControlsBar { height: 1; padding: 0 1; background: $panel; }
     """
 
+    _shown: Content | None = None
+
     def show(self, board: ControlBoard) -> None:
         parts = []
+        words = ascii_label if getattr(self.app, "ascii_only", False) else str
         for name, view in board.toggles.items():
             style = _style(view.error, view.on, view.pending)
-            parts.append((f"{LABELS[name]} {view.describe()}", style))
+            parts.append((f"{words(LABELS[name])} {view.describe()}", style))
         if board.lr:
             parts.append((f"lr {board.lr[0]:.3g}", "cyan"))
         content = Content.assemble(*[item for part in parts for item in (part, "  ")][:-1])
-        self.update(content)
+        if content != self._shown:  # update() re-lays out the screen: only on change
+            self._shown = content
+            self.update(content)
 
 
 def _style(error: str | None, on: bool, pending: bool) -> str:

@@ -44,6 +44,7 @@ class HealthBadge(Static):
         self.threshold = threshold
         self.value: float | None = None
         self.level = "unknown"
+        self._width = 0
         op = ">" if threshold.strict else "≥"
         self.tooltip = (
             f"{threshold.meaning}\n"
@@ -64,11 +65,15 @@ class HealthBadge(Static):
         self.level = self.threshold.level(value)
         for name in _GLYPH:
             self.set_class(name == self.level, f"-{name}")
-        self.update(
-            Content.assemble(
-                f"{_GLYPH[self.level]} ", (self.threshold.metric, "bold"), f" {fmt_value(value)}"
-            )
+        # A layout pass re-arranges every chart too (~100 ms on a big screen), so the value is
+        # padded to the widest one shown so far: the badge re-lays out only when it grows.
+        text = fmt_value(value)
+        grows = len(text) > self._width or not self.display
+        self._width = max(self._width, len(text))
+        content = Content.assemble(
+            f"{_GLYPH[self.level]} ", (self.threshold.metric, "bold"), f" {text:<{self._width}}"
         )
+        self.update(content, layout=grows)
         self.display = True
 
 

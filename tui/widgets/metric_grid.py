@@ -15,12 +15,12 @@ from textual.widgets import Static
 
 from probes.alerts import THRESHOLDS
 from tui.series import Series, SeriesStore
+from tui.theme import palette
 from tui.widgets.chart import Chart
 
 REDRAW_BUDGET_S = 0.02
 """Chart drawing time allowed per render tick (at 10 Hz: a fifth of one core at most)."""
 
-PALETTE = ("bright_cyan", "bright_green", "bright_magenta", "yellow", "bright_blue", "orange1")
 _GAUGE_RANK = {name: rank for rank, name in enumerate(THRESHOLDS)}
 
 
@@ -58,6 +58,18 @@ class MetricGrid(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         yield Static("waiting for metrics…", id="placeholder")
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "theme", self._recolor, init=False)
+
+    def _palette(self) -> tuple[str, ...]:
+        return palette(self.app.current_theme.dark)
+
+    def _recolor(self) -> None:
+        """Dark and light themes need different line colours (bright ones vanish on white)."""
+        colors = self._palette()
+        for index, chart in enumerate(self.charts.values()):
+            chart.recolor(colors[index % len(colors)])
 
     def show(self, series: SeriesStore, budget_s: float = REDRAW_BUDGET_S) -> bool:
         """Bring the charts up to date within a time budget; True when none is left behind.
@@ -123,7 +135,8 @@ class MetricGrid(VerticalScroll):
     def _add_chart(self, name: str) -> Chart:
         if not self.charts:
             self.query("#placeholder").remove()
-        color = PALETTE[len(self.charts) % len(PALETTE)]
+        colors = self._palette()
+        color = colors[len(self.charts) % len(colors)]
         chart = Chart(name, color=color, threshold=THRESHOLDS.get(name))
         chart.set_reactive(Chart.log_y, self.log_y)
         # The grid stays sorted by (rank, arrival): insert before the first chart ranked after.

@@ -71,6 +71,9 @@ class RunHeader(Widget):
     }
     """
 
+    compact: reactive[bool] = reactive(False)
+    """One short line (80 columns): no title once the run is known, no trainer/host/device."""
+
     info: reactive[HeaderInfo] = reactive(HeaderInfo)
     """Repaints on change; the layout is refreshed only when the wrapped height changes, since a
     layout pass repaints every chart too and the step changes on every tick."""
@@ -88,11 +91,18 @@ class RunHeader(Widget):
     def on_resize(self) -> None:
         self.watch_info()
 
+    def watch_compact(self) -> None:
+        self.watch_info()
+
     def render(self) -> Content:
         info = self.info
-        parts: list[tuple[str, str] | str] = [(info.title, "bold")]
+        short = self.compact and info.run != "—"
+        parts: list[tuple[str, str] | str] = [] if short else [(info.title, "bold")]
         if info.run != info.title:
-            parts += [" ", (info.run, "bold $accent" if info.run != "—" else "$text-muted")]
+            parts += [
+                " " if parts else "",
+                (info.run, "bold $accent" if info.run != "—" else "$text-muted"),
+            ]
         step = f"{info.step:,}" if info.step >= 0 else "—"
         parts += [_SEP, "step ", (step, "bold"), _SEP, f"{info.rate} steps/s"]
         parts += [_SEP, (info.state, _STATE_STYLE.get(info.state, ""))]
@@ -100,7 +110,16 @@ class RunHeader(Widget):
             parts += [" ", (" ⏸ paused ", "reverse $warning")]
         if info.insecure:
             parts += [" ", (" ⚠ insecure: no keys ", "reverse $error")]
-        for part in (info.trainer, info.host, info.device, info.params):
-            if part:
-                parts += [_SEP, part]
-        return Content.assemble(*parts)
+        if not self.compact:
+            for part in (info.trainer, info.host, info.device, info.params):
+                if part:
+                    parts += [_SEP, part]
+            return Content.assemble(*parts)
+        # Compact: one line; model size, device, trainer and host only while they fit.
+        room = self.content_size.width or 80
+        content = Content.assemble(*parts)
+        for part in (info.params, info.device, info.trainer, info.host):
+            longer = Content.assemble(content, _SEP, part) if part else content
+            if longer.cell_length <= room:
+                content = longer
+        return content
