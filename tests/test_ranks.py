@@ -36,6 +36,7 @@ def _worker(mode: str, out_dir: str) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     store = os.path.join(out_dir, "run.sqlite") if rank == 0 else None
     mon = Monitor(RUN, bind="tcp://127.0.0.1:0", store=store, probes=None)
+    dist.barrier()  # rank 0's endpoint is bound before any rank steps (or dies)
     if rank == 0:
         Path(out_dir, "endpoint.tmp").write_text(mon.endpoint)
         os.replace(Path(out_dir, "endpoint.tmp"), Path(out_dir, "endpoint"))
@@ -45,7 +46,7 @@ def _worker(mode: str, out_dir: str) -> None:
     for step in range(limit):
         if mon.stop_requested:
             break
-        if mode == "die1" and rank == 1 and step == 20:
+        if mode == "die1" and rank == 1 and step == 50:  # after its records reached rank 0
             os._exit(3)
         if mode == "die0" and rank == 0 and step == 20:
             os._exit(3)

@@ -350,11 +350,11 @@ def test_watch_once_prints_a_summary_per_endpoint() -> None:
         endpoints = [t.endpoint for t in transports]
         result = CliRunner().invoke(cli_app, ["watch", *endpoints, "--once"])
         assert result.exit_code == 0, result.output
-        assert "a · step 1" in result.output and "b · step 2" in result.output
+        assert "a · running · step 1" in result.output and "b · running · step 2" in result.output
         result = CliRunner().invoke(
             cli_app, ["watch", endpoints[0], silent, "--once", "--timeout", "0.5"]
         )
-        assert result.exit_code == 1 and "a · step 1" in result.output
+        assert result.exit_code == 1 and "a · running · step 1" in result.output
         assert f"no metrics from {silent}" in result.output
     finally:
         for pub in transports:

@@ -518,6 +518,12 @@ class ReplayApp(_ReadOnlyControls):
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("l", "layers", "Layers"),
         Binding("t", "toggle_theme", "Theme"),
+        Binding("e", "events", "Events"),
+        Binding("n", "ranks", "Ranks"),
+        Binding("N", "cycle_rank", "Next rank/mean", key_display="N"),
+        Binding("1", "maximise(1)", "Maximise chart N (1–9)", key_display="1–9", show=False),
+        *[Binding(str(n), f"maximise({n})", "", show=False) for n in range(2, 10)],
+        Binding("escape", "restore", "", show=False),
     ]
 
     source: ReplaySource

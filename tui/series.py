@@ -224,8 +224,13 @@ class SeriesStore:
         series.append(x, y)
 
     def append_row(self, x: float, names: tuple[str, ...], values: list[float]) -> None:
-        """``values[i]`` (a float, maybe NaN) at ``x`` for series ``names[i]``; O(1) Python."""
+        """``values[i]`` (a float, maybe NaN) at ``x`` for series ``names[i]``; O(1) Python.
+
+        Rows with another set of names first flush what is staged: a series shared by both
+        sets must receive its points in arrival (step) order."""
         staged = self._rows.get(names)
+        if staged is None and self._pending:
+            self.flush_rows()
         if staged is None:
             for name in names:  # created now, so the store keeps arrival order
                 if name not in self._series:

@@ -15,7 +15,17 @@ from textual.widgets._footer import FooterKey
 from tui.theme import ascii_label
 
 ESSENTIAL_ACTIONS = frozenset(
-    {"quit", "help", "toggle_pause", "toggle_log", "layers", "toggle_theme", "back", "filter"}
+    {
+        "quit",
+        "help",
+        "toggle_pause",
+        "toggle_log",
+        "layers",
+        "events",
+        "toggle_theme",
+        "back",
+        "filter",
+    }
 )
 
 
