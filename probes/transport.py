@@ -56,6 +56,11 @@ or more records (so tensor → float conversion and CUDA synchronisation happen 
 thread)."""
 
 SNAPSHOT_CHUNK = 1000
+REQUESTS_PER_S = 200.0
+"""Control-socket messages the I/O thread reads per second, all peers together. Past it the
+thread stops reading for READ_PAUSE_S: the flood waits in ZeroMQ's queues and pushes back on
+its senders, so it costs the training process (the GIL, a core) a bounded amount of work."""
+READ_PAUSE_S = 0.05
 HEARTBEAT_S = 1.0
 MAX_COMMANDS_PER_POLL = 32
 """The training thread applies at most this many commands per step boundary, so a flood of
@@ -77,6 +82,8 @@ class TransportStats:
     commands_refused: int = 0
     commands_rate_limited: int = 0
     snapshots_rate_limited: int = 0
+    reads_deferred: int = 0
+    """Times the control socket went unread for a moment: over REQUESTS_PER_S (a flood)."""
     auth_denied: int = 0
     send_errors: int = 0
 
@@ -228,6 +235,8 @@ class ZmqTransport:
         self._keys = keys
         self._limiter = rate_limit or RateLimiter()
         self._snapshot_limiter = RateLimiter(rate=5.0, burst=20)  # each may send the history
+        self._read_budget = RateLimiter(rate=REQUESTS_PER_S, burst=int(REQUESTS_PER_S), max_peers=1)
+        self._reading_resumes_at = 0.0
         self.store = store
         self._run = run
         self._rank = rank
@@ -331,7 +340,9 @@ class ZmqTransport:
                 if time.monotonic() - last_sent >= self._heartbeat_s:
                     self._publish_heartbeat()
                     last_sent = time.monotonic()
-                if dict(poller.poll(10)).get(self._router):
+                if time.monotonic() < self._reading_resumes_at:
+                    time.sleep(0.01)  # over the read budget: a flood waits in ZeroMQ's queues
+                elif dict(poller.poll(10)).get(self._router):
                     self._serve_requests()
         except Exception:  # the I/O thread must never take the training process down
             log.exception("edgewatch I/O thread stopped")
@@ -414,6 +425,10 @@ class ZmqTransport:
 
     def _serve_requests(self) -> None:
         for _ in range(100):
+            if not self._read_budget.allow(b"*"):
+                self._reading_resumes_at = time.monotonic() + READ_PAUSE_S
+                self.stats.reads_deferred += 1
+                return
             try:
                 frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:

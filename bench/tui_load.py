@@ -1,6 +1,6 @@
 """The TUI under load: ingest rate, backlog, render rate, keypress latency, memory.
 
-Run by hand: ``python bench/tui.py [--rates 5000,10000,20000,40000] [--seconds 4]``.
+Run by hand: ``python bench/tui_load.py [--rates 5000,10000,20000,40000] [--seconds 4]``.
 
 Three measurements, printed side by side in one run:
 
@@ -31,16 +31,9 @@ import multiprocessing as mp
 import pstats
 import resource
 import statistics
-import sys
 import time
 import tracemalloc
 from dataclasses import dataclass, field
-from pathlib import Path
-
-# Run as ``python bench/tui.py``, this file's folder comes first on sys.path and its own name
-# would shadow the ``tui`` package it measures.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
 
 from probes.client import CloneSession
 from probes.endpoints import free_port_pair
@@ -119,7 +112,7 @@ def publisher(endpoint: str, rate, published, stop, layers: int) -> None:
     from probes.transport import ZmqTransport
 
     transport = ZmqTransport(endpoint, run="bench", queue_size=1_000_000)
-    transport.send(Record("meta", "bench", 0, {"run": "bench", "trainer": "bench/tui.py"}))
+    transport.send(Record("meta", "bench", 0, {"run": "bench", "trainer": "bench/tui_load.py"}))
     step, tick = 0, 0.005
     datas = [sample_data(s, layers) for s in range(1000)]  # building maps is not the cost here
     next_t = time.perf_counter()
