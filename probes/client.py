@@ -325,7 +325,11 @@ class Subscriber:
                 frames = self._dealer.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return out
-            tag, body = decode_reply(frames)
+            try:
+                tag, body = decode_reply(frames)
+            except WireError as err:  # counted, never raised into the caller's loop
+                self.session.reject(str(err))
+                continue
             if tag == "snap" and isinstance(body, list):
                 out.extend(self.session.accept_snapshot(body))
             elif tag == "end" and isinstance(body, dict):

@@ -9,9 +9,11 @@ other the same way.
 from __future__ import annotations
 
 import ipaddress
+import random
 import re
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 _TCP = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/\[\]]+):(?P<port>\d{1,5})$")
@@ -67,21 +69,39 @@ def parse_endpoint(text: str) -> Endpoint:
     return Endpoint("tcp", host=match["host"], port=port)
 
 
-def free_port_pair(host: str = "127.0.0.1", attempts: int = 50) -> int:
-    """Find a port P such that P and P + 1 are both free right now on ``host``."""
+def free_port_pair(host: str = "127.0.0.1", attempts: int = 200) -> int:
+    """Find a port P such that P and P + 1 are both free right now on ``host``.
+
+    P is drawn *below* the kernel's ephemeral range. A viewer that connects before the run
+    binds retries, and each try takes an ephemeral source port; were P in that range, a try
+    could get P itself as its source and TCP would connect the socket to itself (a
+    "self-connect"): the viewer then reads its own requests back and the run cannot bind P.
+    """
+    low, high = _below_ephemeral()
+    rng = random.SystemRandom()
     for _ in range(attempts):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as first:
-            first.bind((host, 0))
-            port = first.getsockname()[1]
-            if port >= 65534:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as second:
-                try:
-                    second.bind((host, port + 1))
-                except OSError:
-                    continue
+        port = rng.randrange(low, high - 1)
+        if _bindable(host, port) and _bindable(host, port + 1):
             return port
     raise EndpointError(f"no free pair of adjacent ports found on {host}")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _below_ephemeral() -> tuple[int, int]:
+    """[low, high) under the ephemeral range (Linux: ip_local_port_range; else IANA's 49152)."""
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 49152
+    return (10_000, first) if first > 12_000 else (first // 2, first)
 
 
 def is_loopback(endpoint: Endpoint) -> bool:

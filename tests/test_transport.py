@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -169,3 +170,16 @@ def test_control_endpoint_is_the_next_port():
     ep = parse_endpoint("tcp://127.0.0.1:5555")
     assert (ep.telemetry, ep.control) == ("tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556")
     assert parse_endpoint("ipc:///tmp/a").control == "ipc:///tmp/a.ctl"
+
+
+def test_free_port_pairs_lie_below_the_ephemeral_range():
+    """A viewer retrying a connect to a port in the ephemeral range can be handed that port as
+    its own source and connect to itself; free pairs are drawn below the range."""
+    from probes.endpoints import _below_ephemeral, free_port_pair
+
+    low, high = _below_ephemeral()
+    ports = [free_port_pair() for _ in range(20)]
+    assert all(low <= p and p + 1 < high for p in ports)
+    range_file = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    if range_file.exists():
+        assert high == int(range_file.read_text().split()[0])
