@@ -33,13 +33,23 @@ class NormTracker:
         self.names = [name for name, _ in named_params]
         self._params = [p for _, p in named_params]
         self._previous: list[torch.Tensor] | None = None
+        self._previous_step: int | None = None
         self._track_updates = track_updates
 
     @torch.no_grad()
-    def snapshot(self) -> NormSnapshot:
-        diffs = self._updates()
+    def snapshot(self, step: int | None = None) -> NormSnapshot:
+        """Norms at ``step``; the update is θ_step − θ_(step−1) when the parameters were
+        captured at the step before (always, when ``step`` is None), else None."""
+        diffs = self._updates(step)
         update = torch.stack(_norms(diffs)) if diffs else None
         return NormSnapshot(grad=self._grad_norms(), update=update, update_tensors=diffs)
+
+    @torch.no_grad()
+    def capture(self, step: int) -> None:
+        """Keep θ_step for the next step's update without measuring anything now: a Monitor
+        publishing every N steps pays for the parameter copy on 2 steps in N, not N."""
+        if self._track_updates and self._params:
+            self._store_previous([p.detach() for p in self._params], step)
 
     def _grad_norms(self) -> torch.Tensor | None:
         if not self._params:
@@ -49,17 +59,23 @@ class NormTracker:
         dense = [g.to_dense() if g.is_sparse else g for g in grads]
         return torch.stack(_norms(dense))
 
-    def _updates(self) -> list[torch.Tensor] | None:
+    def _updates(self, step: int | None) -> list[torch.Tensor] | None:
         """θ_t − θ_{t−1} per parameter (fresh tensors: the safe-step probe reads them too)."""
         if not self._track_updates or not self._params:
             return None
         current = [p.detach() for p in self._params]
+        previous, previous_step = self._previous, self._previous_step
+        consecutive = step is None or previous_step is None or previous_step == step - 1
+        diffs = list(torch._foreach_sub(current, previous)) if previous and consecutive else None
+        self._store_previous(current, step)
+        return diffs
+
+    def _store_previous(self, current: list[torch.Tensor], step: int | None) -> None:
         if self._previous is None:
             self._previous = [c.clone() for c in current]
-            return None
-        diffs = torch._foreach_sub(current, self._previous)
-        torch._foreach_copy_(self._previous, current)
-        return list(diffs)
+        else:
+            torch._foreach_copy_(self._previous, current)
+        self._previous_step = step
 
 
 def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:

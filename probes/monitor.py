@@ -66,7 +66,9 @@ class Monitor:
             ``bind`` that is busy raises :class:`probes.endpoints.EndpointError`.
         transport: inject a transport (e.g. ``InProcessTransport()`` in tests); overrides bind.
         config: hyperparameters to show with the run (any msgpack-able mapping).
-        every: publish basic metrics every N observed steps.
+        every: publish basic metrics every N observed steps (step % N == 0). The update norm
+            is then θ_t − θ_(t−1) of those steps, and the parameter copy it needs is paid on
+            2 steps in N instead of every step.
         track_updates: keep one copy of the parameters to measure update norms (and the
             direction the safe-step probe needs).
         probes: ``"default"`` (all built-in diagnostics), a list of probe names or instances,
@@ -328,9 +330,13 @@ class Monitor:
             self.scheduler.step_finished(training, self._monitor_seconds)
         if ctx.model is not None and id(ctx.model) != self._model_id:
             self._attach(ctx.model)
-        norms = self._tracker.snapshot() if self._tracker else NormSnapshot(None, None)
         if ctx.step % self.every:
+            if self._tracker and (ctx.step + 1) % self.every == 0:
+                self._tracker.capture(ctx.step)  # θ for the next (published) step's update
             return
+        norms = NormSnapshot(None, None)
+        if self._tracker:  # every=1: any step numbering; every=N: θ_t − θ_(t−1) as captured
+            norms = self._tracker.snapshot(ctx.step if self.every > 1 else None)
         lrs = learning_rates(ctx.optimizer)
         ctx.lr = lrs[0] if lrs else math.nan
         ctx.layers = self._tracker.names if self._tracker else []
