@@ -64,7 +64,7 @@ def worker(args: argparse.Namespace) -> None:
     ddp = DDP(model)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.01)
     x, y = make_shard(rank, world, n=256 * world)
-    mon = Monitor("bench-ranks", store=None)
+    mon = Monitor("bench-ranks", store=None, every=args.every)
     times: dict[str, list[float]] = {"off": [], "on": []}
     step = 0
     step_times(ddp, opt, x, y, None, 10, step)  # warm-up
@@ -81,8 +81,8 @@ def worker(args: argparse.Namespace) -> None:
     dist.all_gather(gathered, medians)  # after the timed loops: the bench's own sync point
     if rank == 0:
         print(
-            f"{world} ranks · gloo · hidden {args.hidden} · {args.steps} steps × "
-            f"{args.rounds} rounds per variant"
+            f"{world} ranks · gloo · hidden {args.hidden} · every {args.every} · "
+            f"{args.steps} steps × {args.rounds} rounds per variant"
         )
         print(f"{'rank':>4}  {'off ms':>8}  {'on ms':>8}  {'on/off':>7}")
         for r, (off, on) in enumerate(t.tolist() for t in gathered):
@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--every", type=int, default=1, help="Monitor(every=N)")
     args = parser.parse_args()
     if "WORLD_SIZE" not in os.environ:
         cmd = [
