@@ -59,6 +59,7 @@ from probes.transport import (
     _drain_queue,
     _finalize,
     _Sequencer,
+    heartbeat_record,
 )
 from probes.wire import MAX_MESSAGE_BYTES, Record, WireError, decode, encode
 
@@ -566,22 +567,8 @@ class RankForwarder:
             self.stats.dropped_rank0_unreachable += 1
 
     def _heartbeat(self, final: bool = False) -> None:
-        status = {
-            **self._status,
-            "stats": self.stats.as_map(),
-            "queued": self._queue.qsize(),
-            "last_seq": self._seq.last,
-        }
-        if final:
-            status["state"] = status.get("final_state", "finished")
-        beat = Record(
-            kind="heartbeat",
-            run=self._run,
-            step=int(status.get("step", 0)),
-            data=status,
-            rank=self.rank,
-            seq=max(self._seq.last, 0),
-        )
+        beat = heartbeat_record(self._run, self.rank, self._seq.last, dict(self._status),
+                                self.stats, self._queue.qsize(), final)  # fmt: skip
         self._push_payload(encode(beat))
 
     def _read_commands(self) -> None:

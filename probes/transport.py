@@ -395,23 +395,9 @@ class ZmqTransport:
 
     def _publish_heartbeat(self, final: bool = False) -> None:
         """Heartbeats carry the last data seq (they take none of their own) and live status."""
-        status = {
-            **self._status,
-            **self._store_status(),
-            "stats": self.stats.as_map(),
-            "queued": self._queue.qsize(),
-            "last_seq": self._seq.last,
-        }
-        if final:
-            status["state"] = status.get("final_state", "finished")
-        beat = Record(
-            kind="heartbeat",
-            run=self._run,
-            step=int(status.get("step", 0)),
-            data=status,
-            rank=self._rank,
-            seq=max(self._seq.last, 0),
-        )
+        status = {**self._status, **self._store_status()}
+        beat = heartbeat_record(self._run, self._rank, self._seq.last, status, self.stats,
+                                self._queue.qsize(), final)  # fmt: skip
         try:
             self._pub.send_multipart([self._run.encode(), encode(beat)], zmq.NOBLOCK)
         except zmq.ZMQError:
@@ -489,6 +475,17 @@ class ZmqTransport:
             self._router.send_multipart([identity, tag, msgpack.packb(body, use_bin_type=True)])
         except (zmq.ZMQError, ValueError, TypeError):  # a peer's echo must not stop this thread
             self.stats.send_errors += 1
+
+
+def heartbeat_record(run: str, rank: int, last_seq: int, status: dict[str, Any],
+                     stats: TransportStats, queued: int, final: bool) -> Record:
+    """The heartbeat a transport sends: live status, counters, and the last data seq it
+    stamped (heartbeats take no seq of their own; a final one says how the run ended)."""
+    data = {**status, "stats": stats.as_map(), "queued": queued, "last_seq": last_seq}
+    if final:
+        data["state"] = data.get("final_state", "finished")
+    return Record(kind="heartbeat", run=run, step=int(data.get("step", 0)), data=data,
+                  rank=rank, seq=max(last_seq, 0))  # fmt: skip
 
 
 def classify_request(body: bytes) -> tuple[str, Any]:
