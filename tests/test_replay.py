@@ -307,6 +307,26 @@ async def test_rebuild_decimates_to_a_bounded_size_and_keeps_extremes(
         assert sigma.y[-1] == 2.0 + 2999
 
 
+async def test_replay_has_the_live_views_and_chart_keys(tmp_path: Path) -> None:
+    """Events (e), Ranks (n), rank/mean cycling (N) and chart maximise (1–9) work in replay."""
+    from tui.events import EventsScreen
+    from tui.ranks import RanksScreen
+
+    app = ReplayApp(ReplaySource.open(write_rich_store(tmp_path / "r.db", 300), playing=False))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("end")
+        await until(pilot, lambda: app.state.step == 299)
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, RanksScreen))
+        await pilot.press("escape", "e")
+        await until(pilot, lambda: isinstance(app.screen, EventsScreen))
+        await pilot.press("escape", "1")
+        await until(pilot, lambda: app.grid.maximised is app.grid.ordered[0])
+        before = app.state.selected_rank
+        await pilot.press("N")
+        await until(pilot, lambda: app.state.selected_rank != before)
+
+
 async def test_version_1_store_replays_by_reapplying(tmp_path: Path) -> None:
     path = write_rich_store(tmp_path / "old.db", steps=400)
     downgrade_to_v1(path)
