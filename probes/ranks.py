@@ -33,6 +33,7 @@ blocks rank 0's I/O thread. If rank 0 dies, the other ranks' records are dropped
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import queue
@@ -54,14 +55,16 @@ from probes.transport import (
     HEARTBEAT_S,
     SNAPSHOT_CHUNK,
     Pending,
+    QueuedTransport,
     TransportStats,
     ZmqTransport,
     _drain_queue,
-    _finalize,
     _Sequencer,
     heartbeat_record,
 )
 from probes.wire import MAX_MESSAGE_BYTES, Record, WireError, decode, encode
+
+log = logging.getLogger("edgewatch.ranks")
 
 RANKS_PORT_OFFSET = 11
 """The records port is ``MASTER_PORT + 11`` (torchrun's store uses MASTER_PORT itself)."""
@@ -429,7 +432,7 @@ class ForwarderStats(TransportStats):
     commands_late: int = 0
 
 
-class RankForwarder:
+class RankForwarder(QueuedTransport):
     """Ranks > 0: records PUSHed to rank 0, commands received from rank 0's broadcast."""
 
     def __init__(
@@ -471,17 +474,7 @@ class RankForwarder:
         )
         self._thread.start()
 
-    # -- training-thread side (the Transport interface) ---------------------------------------
-    def send(self, item: Pending) -> None:
-        try:
-            self._queue.put_nowait(item)
-            self.stats.enqueued += 1
-        except queue.Full:
-            self.stats.dropped_queue_full += 1
-
-    def set_status(self, **status: Any) -> None:
-        self._status = {**self._status, **status}
-
+    # -- training-thread side (send, set_status: QueuedTransport) ------------------------------
     def poll_commands(self) -> list[Command]:
         """Commands whose ``apply_at`` has come; late ones are applied now and reported."""
         step = int(self._status.get("step", 0))
@@ -534,29 +527,17 @@ class RankForwarder:
                 if self._sub.poll(10):
                     self._read_commands()
         except Exception:  # never take the training process down
-            import logging
-
-            logging.getLogger("edgewatch.ranks").exception("rank forwarder stopped")
+            log.exception("rank forwarder stopped")
         finally:
             self._push.close()
             self._sub.close()
 
     def _drain(self, limit: int = 5000) -> bool:
         sent = False
-        for _ in range(limit):
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            try:
-                records = _finalize(item)
-            except Exception:
-                self.stats.finalize_errors += 1
-                continue
-            for record in records:
-                record.rank = self.rank
-                self._push_payload(encode(self._seq.stamp(record)))
-                sent = True
+        for record in self._finalized(limit):
+            record.rank = self.rank
+            self._push_payload(encode(self._seq.stamp(record)))
+            sent = True
         return sent
 
     def _push_payload(self, payload: bytes) -> None:

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Protocol
@@ -213,7 +213,45 @@ class InProcessTransport:
             self.store.close(self.status.get("final_state", "finished"))
 
 
-class ZmqTransport:
+class QueuedTransport:
+    """The side every threaded transport shares: the training thread hands items to a bounded
+    queue it never blocks on and sets status fields for heartbeats; the I/O thread takes the
+    items off and finalises them into records (``_finalized``)."""
+
+    stats: TransportStats
+    _queue: queue.Queue[Pending]
+    _status: dict[str, Any]
+
+    def send(self, item: Pending) -> None:
+        """Never blocks: a full queue drops the item and counts it."""
+        try:
+            self._queue.put_nowait(item)
+            self.stats.enqueued += 1
+        except queue.Full:
+            self.stats.dropped_queue_full += 1
+
+    def set_status(self, **status: Any) -> None:
+        """Status fields that ride on heartbeats (state, step, overhead...)."""
+        self._status = {**self._status, **status}
+
+    def _finalized(self, limit: int) -> Iterator[Record]:
+        """Records of up to ``limit`` queued items (I/O thread); an item that fails to
+        finalise is counted and skipped."""
+        for _ in range(limit):
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                records = _finalize(item)
+            except Exception:
+                self.stats.finalize_errors += 1
+                log.debug("record could not be finalised", exc_info=True)
+                continue
+            yield from records
+
+
+class ZmqTransport(QueuedTransport):
     """PUB + ROUTER owned by one background I/O thread."""
 
     def __init__(
@@ -266,19 +304,7 @@ class ZmqTransport:
         self._thread = threading.Thread(target=self._loop, name="edgewatch-io", daemon=True)
         self._thread.start()
 
-    # -- training-thread side -------------------------------------------------------------
-    def send(self, item: Pending) -> None:
-        """Never blocks: a full queue drops the item and counts it."""
-        try:
-            self._queue.put_nowait(item)
-            self.stats.enqueued += 1
-        except queue.Full:
-            self.stats.dropped_queue_full += 1
-
-    def set_status(self, **status: Any) -> None:
-        """Status fields that ride on heartbeats (state, step, overhead...)."""
-        self._status = {**self._status, **status}
-
+    # -- training-thread side (send, set_status: QueuedTransport) -------------------------
     def poll_commands(self) -> list[Command]:
         """Commands received since the last call, oldest first, at most
         ``MAX_COMMANDS_PER_POLL`` (the rest wait for the next step boundary)."""
@@ -366,24 +392,13 @@ class ZmqTransport:
         while self._replies:
             reply = self._replies.popleft()
             self._reply(reply.peer, b"ack", reply.body)
-        for _ in range(limit):
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            try:
-                records = _finalize(item)
-            except Exception:
-                self.stats.finalize_errors += 1
-                log.debug("record could not be finalised", exc_info=True)
-                continue
-            for record in records:
-                payload = encode(self._seq.stamp(record))
-                self._history.add(record.seq, payload, record.kind == "meta")
-                self._publish(payload)
-                if self.store is not None:
-                    self.store.append(record, payload)
-                sent = True
+        for record in self._finalized(limit):
+            payload = encode(self._seq.stamp(record))
+            self._history.add(record.seq, payload, record.kind == "meta")
+            self._publish(payload)
+            if self.store is not None:
+                self.store.append(record, payload)
+            sent = True
         return sent
 
     def _publish(self, payload: bytes) -> None:
