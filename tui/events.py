@@ -9,17 +9,13 @@ dashboard.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
-from textual.widgets import Footer, Static
 
-from tui.help import binding_rows
 from tui.state import CommandItem, EventItem, RunState
+from tui.table_screen import TableScreen
 from tui.widgets.event_table import EventTable
 
 KINDS = ("all", "command", "alert", "run", "probe", "other")
@@ -64,15 +60,8 @@ def _event_row(item: EventItem) -> EventRow:
     return EventRow(item.t, item.step, kind, item.level, item.text)
 
 
-class EventsScreen(Screen[None]):
+class EventsScreen(TableScreen):
     """Every command, alert and run event of the selected run, filterable by kind."""
-
-    DEFAULT_CSS = """
-    EventsScreen {
-        layout: vertical;
-        #events-title { height: 1; padding: 0 1; background: $boost; }
-    }
-    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
@@ -83,34 +72,16 @@ class EventsScreen(Screen[None]):
     AUTO_FOCUS = "#event-table"
 
     def __init__(self) -> None:
-        super().__init__(id="events-screen")
-        self.table = EventTable(id="event-table")
-        self.title_bar = Static(id="events-title", markup=False)
+        super().__init__(
+            EventTable(id="event-table"), screen_id="events-screen", title_id="events-title"
+        )
         self.kind = "all"
-        self._state: RunState | None = None
-        self._version = -1
 
-    def compose(self) -> ComposeResult:
-        yield self.title_bar
-        yield self.table
-        yield Footer()
-
-    def show(self, state: RunState, *, force: bool = False) -> None:
-        """Rebuild when the state (or the filter) changed; a no-op otherwise."""
-        if not force and state is self._state and state.version == self._version:
-            return
-        self._state, self._version = state, state.version
+    def fill(self, state: RunState) -> None:
         rows = event_rows(state, self.kind)
         self.table.show(rows)
         run = state.meta.get("run") or state.run or "—"
         self.title_bar.update(f"events · {run} · showing {self.kind} ({len(rows)})  t: filter")
-
-    def binding_rows(self, key_display: Callable[[Binding], str]) -> list[tuple[str, str]]:
-        """This screen's keys, for the help screen."""
-        return binding_rows([b for b in self.BINDINGS if isinstance(b, Binding)], key_display)
-
-    def action_back(self) -> None:
-        self.app.pop_screen()
 
     def action_cycle_kind(self) -> None:
         self.kind = KINDS[(KINDS.index(self.kind) + 1) % len(KINDS)]

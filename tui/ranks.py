@@ -11,24 +11,15 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
-from textual.widgets import Footer, Static
 
 from tui.state import RunState
+from tui.table_screen import TableScreen
 from tui.widgets.ranks import RankTable
 
 
-class RanksScreen(Screen[None]):
+class RanksScreen(TableScreen):
     """Per-rank latest metrics (see :class:`~tui.widgets.ranks.RankTable`)."""
-
-    DEFAULT_CSS = """
-    RanksScreen {
-        layout: vertical;
-        #ranks-title { height: 1; padding: 0 1; background: $boost; }
-    }
-    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
@@ -38,22 +29,9 @@ class RanksScreen(Screen[None]):
     AUTO_FOCUS = "#rank-table"
 
     def __init__(self) -> None:
-        super().__init__(id="ranks")
-        self.table = RankTable(id="rank-table")
-        self.title_bar = Static(id="ranks-title")
-        self._state: RunState | None = None
-        self._version = -1
+        super().__init__(RankTable(id="rank-table"), screen_id="ranks", title_id="ranks-title")
 
-    def compose(self) -> ComposeResult:
-        yield self.title_bar
-        yield self.table
-        yield Footer()
-
-    def show(self, state: RunState) -> None:
-        """Bring the table up to date; a no-op when the state has not changed."""
-        if state is self._state and state.version == self._version:
-            return
-        self._state, self._version = state, state.version
+    def fill(self, state: RunState) -> None:
         self.table.show(state.ranks)
         lost = [r for r, h in state.ranks.health.items() if h == "lost"]
         ranks = len(state.ranks.known())
@@ -61,6 +39,3 @@ class RanksScreen(Screen[None]):
         if lost:
             text += " · lost: " + ", ".join(str(r) for r in sorted(lost))
         self.title_bar.update(text)
-
-    def action_back(self) -> None:
-        self.app.pop_screen()
