@@ -148,27 +148,25 @@ class ClientKeys:
 
 
 def _load_public(path: Path, whose: str) -> bytes:
-    if not path.is_file():
-        raise KeysError(f"no public key for {whose} at {path} (create one with `diag keys`)")
-    try:
-        public, _ = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as exc:
-        raise KeysError(f"{path} is not a CurveZMQ key file: {exc}") from None
-    return public
+    return _load_certificate(path, f"no public key for {whose}")[0]
 
 
 def _load_pair(path: Path, whose: str) -> tuple[bytes, bytes]:
-    if not path.is_file():
-        raise KeysError(f"no secret key for {whose} at {path} (create one with `diag keys`)")
-    try:
-        public, secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as exc:
-        raise KeysError(f"{path} is not a CurveZMQ key file: {exc}") from None
+    public, secret = _load_certificate(path, f"no secret key for {whose}")
     if secret is None:
         raise KeysError(f"{path} holds no secret key (use the .key_secret file)")
     if path.stat().st_mode & 0o077:
         log.warning("%s is readable by other users; chmod 600 it", path)
     return public, secret
+
+
+def _load_certificate(path: Path, missing: str) -> tuple[bytes, bytes | None]:
+    if not path.is_file():
+        raise KeysError(f"{missing} at {path} (create one with `diag keys`)")
+    try:
+        return zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise KeysError(f"{path} is not a CurveZMQ key file: {exc}") from None
 
 
 def _public_keys(folder: Path) -> set[bytes]:

@@ -63,6 +63,19 @@ COMPACT_BELOW = (100, 30)
 """Terminals narrower or shorter than this get the compact layout (class ``-compact``)."""
 
 
+RANK_BINDINGS: list[BindingType] = [
+    Binding("n", "ranks", "Ranks"),
+    Binding("N", "cycle_rank", "Next rank/mean", key_display="N"),
+]
+"""The ranks view and the rank the dashboard follows (live and replay)."""
+CHART_BINDINGS: list[BindingType] = [
+    Binding("1", "maximise(1)", "Maximise chart N (1–9)", key_display="1–9", show=False),
+    *[Binding(str(n), f"maximise({n})", "", show=False) for n in range(2, 10)],
+    Binding("escape", "restore", "", show=False),
+]
+"""Number keys maximise the n-th chart; escape restores (live and replay)."""
+
+
 class EdgewatchApp(App[None]):
     """Watch one run from any :class:`RecordSource` (ZeroMQ endpoint, memory queue, replay)."""
 
@@ -84,8 +97,7 @@ class EdgewatchApp(App[None]):
         Binding("y", "toggle_log", "Log y"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("l", "layers", "Layers"),
-        Binding("n", "ranks", "Ranks"),
-        Binding("N", "cycle_rank", "Next rank/mean", key_display="N"),
+        *RANK_BINDINGS,
         Binding("t", "toggle_theme", "Theme"),
         Binding("s", "toggle('stablemax')", "StableMax"),
         Binding("g", "toggle('perpgrad')", "⊥Grad"),
@@ -101,9 +113,7 @@ class EdgewatchApp(App[None]):
         Binding("o", "launcher", "Launch a run"),
         Binding("w", "next_run", "Next run"),
         Binding("W", "run_list", "List runs", show=False),
-        Binding("1", "maximise(1)", "Maximise chart N (1–9)", key_display="1–9", show=False),
-        *[Binding(str(n), f"maximise({n})", "", show=False) for n in range(2, 10)],
-        Binding("escape", "restore", "", show=False),
+        *CHART_BINDINGS,
     ]
 
     paused: reactive[bool] = reactive(False, init=False)

@@ -59,6 +59,7 @@ from textual.widgets import Footer, Input, Static
 from probes.client import CloneSession
 from probes.store import StoreReader, open_store
 from probes.wire import Record
+from tui.app import CHART_BINDINGS, RANK_BINDINGS
 from tui.compare import OverlaidApp, Overlay, read_overlays
 from tui.controls import ControlBoard
 from tui.ingest import SLICE
@@ -519,11 +520,8 @@ class ReplayApp(_ReadOnlyControls):
         Binding("l", "layers", "Layers"),
         Binding("t", "toggle_theme", "Theme"),
         Binding("e", "events", "Events"),
-        Binding("n", "ranks", "Ranks"),
-        Binding("N", "cycle_rank", "Next rank/mean", key_display="N"),
-        Binding("1", "maximise(1)", "Maximise chart N (1–9)", key_display="1–9", show=False),
-        *[Binding(str(n), f"maximise({n})", "", show=False) for n in range(2, 10)],
-        Binding("escape", "restore", "", show=False),
+        *RANK_BINDINGS,
+        *CHART_BINDINGS,
     ]
 
     source: ReplaySource
