@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 import sqlite3
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import downgrade_to_v1, until
 from textual.widgets import Input
 
 from probes.store import RunStore, StoreError, open_store
@@ -40,14 +39,6 @@ def write_store(path: Path, steps: int = STEPS) -> Path:
 @pytest.fixture
 def store_path(tmp_path: Path) -> Path:
     return write_store(tmp_path / "run.db")
-
-
-async def until(pilot, condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout:.1f}s")
-        await pilot.pause(0.02)
 
 
 def loss_steps(app: ReplayApp) -> list[float]:
@@ -340,15 +331,6 @@ async def test_version_1_store_replays_by_reapplying(tmp_path: Path) -> None:
         await settled(pilot, app)
         assert app.source.resets == 1 and app.source.position > 123
         assert_same_state(app.state, reference_state(path, 123))
-
-
-def downgrade_to_v1(path: Path) -> None:
-    """What a version-1 writer left: no column tables, user_version 1."""
-    with sqlite3.connect(path) as conn:
-        conn.execute("DROP TABLE metric_chunks")
-        conn.execute("DROP TABLE scalar_chunks")
-        conn.execute("PRAGMA user_version=1")
-    conn.close()
 
 
 def write_simple(path: Path, steps: int, loss, extra: dict | None = None) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import downgrade_to_v1
 
 from probes.store import (
     RunStore,
@@ -370,14 +371,6 @@ def test_list_runs(tmp_path: Path) -> None:
     assert list_runs(tmp_path / "nothing") == []
 
 
-def _downgrade_to_v1(path: Path) -> None:
-    with sqlite3.connect(path) as conn:
-        conn.execute("DROP TABLE metric_chunks")
-        conn.execute("DROP TABLE scalar_chunks")
-        conn.execute("PRAGMA user_version=1")
-    conn.close()
-
-
 def _mixed_store(path: Path) -> None:
     """3000 steps flushed in odd-sized chunks; "rare" in every 7th record; events between."""
     store = RunStore(path, batch=113)
@@ -401,7 +394,7 @@ def test_column_reads_match_payload_reads_and_version_1_stays_readable(tmp_path:
     new, old = tmp_path / "v2.db", tmp_path / "v1.db"
     _mixed_store(new)
     _mixed_store(old)
-    _downgrade_to_v1(old)
+    downgrade_to_v1(old)
     with open_store(new) as v2, open_store(old) as v1:
         assert v2.columnar and not v1.columnar and v1.version == 1
         assert v2.scalar_names() == v1.scalar_names() == ["loss", "acc", "rare"]

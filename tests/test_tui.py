@@ -11,10 +11,11 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
+from helpers import until
 from textual import events
 
 import probes.client
@@ -52,15 +53,6 @@ def metrics(step: int, run: str = "run-1", seq: int | None = None, **scalars: fl
 def heartbeat(state: str, step: int, run: str = "run-1") -> Record:
     data = {"state": state, "step": step, "stats": {}, "queued": 0, "last_seq": step}
     return Record(kind="heartbeat", run=run, step=step, seq=step, data=data)
-
-
-async def until(pilot, condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Let the app run until ``condition()`` holds; fail with a clear message on timeout."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout:.1f}s")
-        await pilot.pause(0.05)
 
 
 # -- series ----------------------------------------------------------------------------------

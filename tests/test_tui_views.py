@@ -8,10 +8,10 @@ real one: the launcher starts a real trainer child process and the app attaches 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 import torch
+from helpers import until
 from typer.testing import CliRunner
 
 from diag.cli import app as cli_app
@@ -50,14 +50,6 @@ def ack(cid: str, cmd: str, step: int, seq: int, **data: object) -> Record:
 
 def event(name: str, step: int, seq: int, **data: object) -> Record:
     return Record(kind="event", run="run-1", step=step, seq=seq, data={"event": name, **data})
-
-
-async def until(pilot, condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout:.1f}s")
-        await pilot.pause(0.05)
 
 
 def header_text(app: EdgewatchApp) -> str:
