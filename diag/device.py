@@ -6,7 +6,10 @@ Kept apart from the trainers so the rules are unit-tested on a CPU-only machine 
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 class DeviceError(ValueError):
@@ -14,11 +17,17 @@ class DeviceError(ValueError):
 
 
 def cuda_available() -> bool:
+    """Imports torch on first use: the viewer shows this in its launcher, and a viewer that
+    never opens it should not pay seconds of start-up (and a larger heap) for torch."""
+    import torch
+
     return torch.cuda.is_available()
 
 
 def resolve_device(request: str = "auto") -> torch.device:
     """Turn a ``--device`` value into a torch.device, or explain why not."""
+    import torch
+
     text = request.strip().lower()
     if text == "auto":
         return torch.device("cuda" if cuda_available() else "cpu")

@@ -7,11 +7,14 @@ tests drive the real app with Pilot and read back classes, colours and drawn cha
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import probes
 from diag.cli import app as cli_app
 from probes.wire import Record, WireError, decode, encode, metrics_data
 from tests.test_tui import metrics, until
@@ -95,6 +98,46 @@ def test_decode_still_rejects_bools_and_strings_in_metrics() -> None:
                         ({"layers": ["a"], "per_layer": {"g": ["1"]}}, "non-number")):  # fmt: skip
         with pytest.raises(WireError, match=reason.replace("[", r"\[")):
             decode(encode(Record("metrics", "r", 0, bad)))
+
+
+# -- the viewer process ---------------------------------------------------------------------------
+def test_the_viewer_imports_without_torch() -> None:
+    """torch costs seconds and ~150 k objects that every full collection would walk; the viewer
+    needs it only once the launcher asks about CUDA."""
+    code = (
+        "import sys, tui.app, tui.replay, probes.client\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "from probes import Monitor, Record\n"  # the package's lazy exports still resolve
+        "assert Monitor.__module__ == 'probes.monitor' and 'torch' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(AttributeError, match="no attribute 'Monitr'"):
+        probes.Monitr  # noqa: B018
+
+
+def test_settle_gc_freezes_the_startup_heap_and_raises_the_young_threshold() -> None:
+    code = (
+        "import gc\n"
+        "from tui.gc_policy import YOUNG_THRESHOLD, settle_gc\n"
+        "before = gc.get_threshold()\n"
+        "assert settle_gc() == before\n"
+        "assert gc.get_threshold() == (YOUNG_THRESHOLD, *before[1:])\n"
+        "assert gc.get_freeze_count() > 1000\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+async def test_only_an_app_that_owns_its_process_tunes_the_collector(monkeypatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr("tui.app.settle_gc", lambda: calls.append("settled"))
+    for owns in (False, True):
+        app = EdgewatchApp(MemorySource(), title="gc")
+        app.owns_process = owns
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+        assert calls == (["settled"] if owns else [])
 
 
 # -- themes and ASCII ------------------------------------------------------------------------------

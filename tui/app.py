@@ -30,6 +30,7 @@ from textual.screen import Screen
 
 from tui.controls import ControlBoard
 from tui.events import EventsScreen
+from tui.gc_policy import settle_gc
 from tui.help import HelpScreen, binding_rows
 from tui.ingest import RecordSource, ZmqSource
 from tui.launcher import LauncherScreen
@@ -135,6 +136,9 @@ class EdgewatchApp(App[None]):
         ``launcher`` opens the launcher screen on start.
         """
         super().__init__()
+        self.owns_process = False
+        """Set by the ``diag`` entry points: the app may tune process-wide settings (the
+        garbage collector, :mod:`tui.gc_policy`) once mounted."""
         if theme is not None:
             self.theme = resolve_theme(theme, list(self.available_themes))
         self.ascii_only = ascii_requested(ascii_only)
@@ -216,6 +220,8 @@ class EdgewatchApp(App[None]):
         self.set_interval(self._refresh_s, self.flush, name="render")
         if self._open_launcher:
             self.call_after_refresh(self.action_launcher)
+        if self.owns_process:
+            self.call_after_refresh(settle_gc)
 
     # -- the two loops -------------------------------------------------------------------------
     def _start_ingest(self, slot: RunSlot) -> None:
@@ -540,6 +546,7 @@ def run_tui(
     endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
     sources = [ZmqSource(e) for e in endpoints]
     app = EdgewatchApp(sources, title=title, launcher=launcher, theme=theme, ascii_only=ascii_only)
+    app.owns_process = True
     try:
         app.run()
     finally:

@@ -120,7 +120,9 @@ def run_compare_live(
     overlays = read_overlays(stores)
     source = ZmqSource(endpoint)
     try:
-        OverlaidApp(source, title=title, overlays=overlays).run()
+        app = OverlaidApp(source, title=title, overlays=overlays)
+        app.owns_process = True
+        app.run()
     finally:
         with contextlib.suppress(Exception):
             source.close()

@@ -647,6 +647,8 @@ def run_replay(
     overlays = read_overlays(compare)
     source = ReplaySource.open(path, playing=True)
     try:
-        ReplayApp(source, title=title, overlays=overlays, **options).run()
+        app = ReplayApp(source, title=title, overlays=overlays, **options)
+        app.owns_process = True
+        app.run()
     finally:
         source.close()

@@ -12,6 +12,7 @@ import math
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Protocol
 
 from probes.wire import Record
@@ -272,19 +273,29 @@ class RunState:
             per_layer = {m: v for m, v in per_layer.items() if isinstance(v, list)}
         metrics = tuple(per_layer)
         names = self._layer_names.get(metrics)
-        count = len(self.layers)
-        row: list[float] = []
-        for metric, values in per_layer.items():
-            floats = _floats(values)
-            self.per_layer[metric] = floats
-            if len(floats) != count:  # unvalidated source: pad/truncate to the known layers
-                floats = (floats + [math.nan] * count)[:count]
-            row += floats
         if names is None:
             names = tuple(f"{m}/{layer}" for m in metrics for layer in self.layers)
             self._layer_names[metrics] = names
+        values = per_layer.values()
+        if set(map(len, values)) <= {len(self.layers)} and (  # the common case, decided in C
+            set(map(type, chain.from_iterable(values))) <= _FLOAT_ONLY
+        ):
+            self.per_layer.update(per_layer)
+            row = list(chain.from_iterable(values))
+        else:
+            row = self._per_layer_row(per_layer)
         if names:
             self.layer_series.append_row(step, names, row)
+
+    def _per_layer_row(self, per_layer: Mapping[str, list]) -> list[float]:
+        """An unvalidated source's row: values made floats, each array padded or truncated
+        to the known layers."""
+        count = len(self.layers)
+        row: list[float] = []
+        for metric, values in per_layer.items():
+            floats = self.per_layer[metric] = _floats(values)
+            row += (floats + [math.nan] * count)[:count]
+        return row
 
     def _on_heartbeat(self, record: Record) -> None:
         data = record.data
