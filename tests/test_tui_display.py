@@ -170,8 +170,7 @@ async def test_ascii_mode_draws_charts_and_labels_in_ascii(monkeypatch) -> None:
         await until(pilot, lambda: "loss" in app.charts and app.charts["loss"].points_drawn)
         loss = app.charts["loss"]
         await pilot.pause(0.3)
-        canvases = loss._plot.query("Canvas")
-        drawn = "".join("".join(row) for c in canvases for row in c._buffer)
+        drawn = "".join(loss.render_line(y).text for y in range(loss.size.height))
         assert drawn.isascii() and any(ch in drawn for ch in "'-.|")
         assert app.has_class("-ascii") and loss.styles.border_top[0] == "ascii"
         assert "perpGrad off" in str(app.controls_bar.content)
