@@ -138,6 +138,8 @@ async def test_set_latest_keeps_the_cached_strips() -> None:
         chart.set_data(np.arange(50.0), np.sin(np.arange(50.0)))
         await pilot.pause()
         strips, cost = chart._strips, chart.draw_cost
+        segments = [len(list(chart.render_line(y))) for y in range(3)]
+        assert max(segments) <= 3, f"label, axis, one run for one line: {segments}"
         for value in (1.0, 2.0, 3.0):
             chart.set_latest(value)
             await pilot.pause()

@@ -284,6 +284,7 @@ class Chart(Widget):
             rows,
         )
         texts = cell_text(codes)
+        owner = _fill_blanks(owner)
         styles = [_line_style(base, style) for style, *_ in self._plotted]
         axis_style = base + Style(dim=True)
         plain = to_ascii if ascii_only else str
@@ -349,6 +350,17 @@ def _ranges(lines: list[Line]) -> tuple[Range, Range, bool]:
     if y_lo is None or y_hi is None:
         y_lo, y_hi = float(ys.min()), float(ys.max())
     return (x_lo, x_hi), (y_lo, y_hi), flat_x
+
+
+def _fill_blanks(owner: np.ndarray) -> np.ndarray:
+    """Empty cells (-1) take the owner of the nearest drawn cell to their left, or right for
+    leading ones: a blank looks the same in any colour, so a row then splits into segments
+    only where the colour changes (one segment for a single line), not at every gap."""
+    columns = np.arange(owner.shape[1])
+    last = np.maximum.accumulate(np.where(owner >= 0, columns, -1), axis=1)
+    filled = np.where(last >= 0, np.take_along_axis(owner, np.maximum(last, 0), axis=1), -1)
+    first = np.argmax(filled >= 0, axis=1)[:, None]
+    return np.where(filled >= 0, filled, np.take_along_axis(filled, first, axis=1))
 
 
 def _runs(text: str, owner: np.ndarray, styles: list[Style], blank: Style) -> list[Segment]:
