@@ -125,11 +125,18 @@ async def test_t_toggles_light_and_dark_and_recolours_the_charts() -> None:
         source.push(*[metrics(s) for s in range(5)])
         await until(pilot, lambda: "loss" in app.charts and app.charts["loss"].points_drawn)
         assert app.theme == "textual-dark" and app.charts["loss"].color in DARK_PALETTE
+        loss = app.charts["loss"]
+        dark = {s.style.bgcolor for y in range(loss.size.height) for s in loss.render_line(y)}
         await pilot.press("t")
         assert app.theme == "textual-light"
         await until(pilot, lambda: all(c.color in LIGHT_PALETTE for c in app.charts.values()))
         loss_line = app.charts["loss"].lines()[-1]
         assert loss_line[0] in LIGHT_PALETTE, "the drawn line itself changed colour"
+        await pilot.pause(0.1)
+        light = {s.style.bgcolor for y in range(loss.size.height) for s in loss.render_line(y)}
+        assert light == {loss.visual_style.rich_style.bgcolor} and light != dark, (
+            "the plot's cells take the theme's background"
+        )
         await pilot.press("t")
         assert app.theme == "textual-dark"
 
