@@ -112,6 +112,10 @@ async def test_chart_draws_line_threshold_and_axes_exactly() -> None:
         bottom = [s for s in chart.render_line(2) if s.text.startswith("⣀")]
         assert len(bottom) == 1 and bottom[0].style.color.name == "green", "one run a row"
         assert chart.border_title == "r  0" and chart.has_class("-ok")
+        chart.set_data(np.array([3.0]), np.array([0.0]))  # one point: the limit still spans
+        await pilot.pause()
+        assert texts(chart)[0] == "      1┤⠉⠉⠉⠉⠉⠉⠉⠉⠉⠉"
+        assert chart.lines()[0][1].tolist() == [3.0, 3.0], "lines(): the data's x range"
 
 
 async def test_log_y_places_decades_and_labels_them() -> None:

@@ -217,8 +217,12 @@ class Chart(Widget):
                 plotted.append((style, *line))
         if len(main[0]):
             plotted.append((self.color, *main))
-        self._plotted = plotted
         self.x_range, self.y_range, self._flat_x = _ranges(plotted)
+        if limit is not None and plotted and plotted[0][0] == THRESHOLD_STYLE:
+            # drawn across the whole plot (a single point's padded range included)
+            style, ends, level, _, _ = plotted[0]
+            plotted[0] = (style, ends, level, np.array(self.x_range), level)
+        self._plotted = plotted
         self.points_drawn = len(main[0])
         self.drawn_at = time.monotonic()
         self._prepared_columns = self._columns()
