@@ -251,10 +251,12 @@ class Chart(Widget):
 
     # -- drawing -------------------------------------------------------------------------------
     def render_lines(self, crop: Region) -> list[Strip]:
+        """Check the strip cache once per paint, not once per row."""
         self._ensure_strips()
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
+        """A cached row: Textual adds the border around it."""
         if 0 <= y < len(self._strips):
             return self._strips[y]
         return Strip.blank(self.size.width, self.visual_style.rich_style)
