@@ -15,7 +15,8 @@ module; "old"), printed side by side:
 2. **A dashboard frame** at 160×48 (``EdgewatchApp``, ~20 charts fed records shaped like a
    real run's, ``bench/tui_load.py``'s): 50 new steps folded into the state, every chart
    given its new line (``MetricGrid.show``, no budget), then the frame rendered as above;
-   and a frame where only the titles changed.
+   a frame where only the titles changed, and one where nothing did (Textual's compositing
+   of the whole screen from cached lines: the floor under the other two).
 
 Timings are synchronous slices (no event-loop waits inside them): median and p90 in ms.
 Nothing here asserts: the figures depend on the machine.
@@ -119,8 +120,9 @@ async def dashboard(chart_cls: type, rounds: int, profile: bool) -> dict[str, li
     metric_grid.Chart = chart_cls  # the grid mounts this class
     datas = [sample_data(s, 8) for s in range(1000)]
     app = EdgewatchApp(MemorySource(), title="bench", refresh_hz=0.1)  # the bench drives it
-    out: dict[str, list[float]] = {"set_data, all charts": [], "frame, all changed": [],
-                                   "frame, titles only": []}  # fmt: skip
+    kinds = ("set_data, all charts", "frame, all changed", "frame, titles only",
+             "frame, nothing changed")  # fmt: skip
+    out: dict[str, list[float]] = {kind: [] for kind in kinds}
     prof = cProfile.Profile()
     async with app.run_test(size=SIZE) as pilot:
         app.state.apply([Record("meta", "bench", 0, {"run": "bench"})])
@@ -147,6 +149,8 @@ async def dashboard(chart_cls: type, rounds: int, profile: bool) -> dict[str, li
             for chart in app.charts.values():
                 chart.set_latest(chart.latest + 1.0)
             out["frame, titles only"].append(time.perf_counter() - start + _render(app))
+            await pilot.pause()
+            out["frame, nothing changed"].append(_render(app))
             await pilot.pause()
         charts = len(app.charts)
         await pilot.press("q")
