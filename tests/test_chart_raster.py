@@ -188,3 +188,21 @@ async def test_a_nan_step_leaves_a_gap_in_the_chart() -> None:
         # flat at 0 → limits ±0.5, dot row 5.5→6 (dots 3, 6 of cell row 1); steps 4 and 6 sit
         # at dot columns 8 and 13: nothing joins them across step 5
         assert texts(chart)[1][8:] == "⠤⠤⠤⠤⠄ ⠠⠤⠤⠤"
+
+
+async def test_a_title_change_repaints_the_top_border_row_only() -> None:
+    app = OneChart(chart := Chart("loss"))
+    async with app.run_test(size=(30, 8)) as pilot:
+        chart.set_data(np.arange(50.0), np.sin(np.arange(50.0)))
+        await pilot.pause()
+        rows: list[int] = []
+        render_line = chart.render_line
+        chart.render_line = lambda y: rows.append(y) or render_line(y)  # type: ignore[method-assign]
+        chart.set_latest(5.0)
+        await pilot.pause()
+        shown = chart.render_lines(chart.outer_size.region)
+        assert "loss  5" in shown[0].text, "the screen shows the new title"
+        assert rows == [], "no plot row was composed again"
+        chart.set_data(np.arange(50.0), np.cos(np.arange(50.0)))
+        await pilot.pause()
+        assert sorted(set(rows)) == list(range(chart.size.height)), "new data: every row"

@@ -107,6 +107,8 @@ class Chart(Widget):
     """
 
     log_y: reactive[bool] = reactive(False)
+    _title_only = False
+    """Set while the border title is assigned: :meth:`refresh` then repaints the top row only."""
 
     def __init__(
         self,
@@ -241,13 +243,30 @@ class Chart(Widget):
         return math.log10(limit) if limit > 0 else None
 
     def _update_titles(self) -> None:
-        """Set only what changed: each assignment repaints the border."""
+        """Set only what changed: a new title repaints the top border row, a new subtitle (with
+        log y, which redraws the plot anyway) the whole chart."""
         title = f"{self.metric}  {fmt_value(self.latest)}"
         subtitle = "log y" if self.log_y else ""
         if title != self.border_title:
-            self.border_title = title
+            self._title_only = True
+            try:
+                self.border_title = title
+            finally:
+                self._title_only = False
         if subtitle != self.border_subtitle:
             self.border_subtitle = subtitle
+
+    def refresh(
+        self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False
+    ) -> Chart:
+        """As Widget's; but a title change marks only the top border row dirty. Textual's title
+        setter refreshes the whole widget, which re-composes every row around the cached plot:
+        with ~20 titles changing every tick, that was most of a frame's cost."""
+        top = self.styles.gutter.top
+        if self._title_only and top and not (regions or layout or recompose):
+            # regions are relative to the content: the border row is above it
+            regions = (Region(-self.styles.gutter.left, -top, self.outer_size.width, top),)
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     # -- drawing -------------------------------------------------------------------------------
     def render_lines(self, crop: Region) -> list[Strip]:
