@@ -256,10 +256,12 @@ async def test_layout_follows_terminal_size(size: tuple[int, int], columns: int,
             assert grid.max_scroll_y > 0, "more charts than fit: the grid scrolls"
             # the wheel over a chart scrolls the grid instead of zooming that chart
             # (Pilot has no public wheel helper in Textual 8)
-            plot = app.charts["loss"]._plot
-            await pilot._post_mouse_events([events.MouseScrollDown], widget=plot, offset=(20, 2))
+            chart = app.charts["loss"]
+            await pilot._post_mouse_events([events.MouseScrollDown], widget=chart, offset=(20, 2))
             await until(pilot, lambda: grid.scroll_y > 0)
-            assert plot._auto_x_min and plot._auto_y_max, "the chart still autoscales"
+            ((_, x, y),) = chart.lines()
+            extent = ((x.min(), x.max()), (y.min(), y.max()))
+            assert (chart.x_range, chart.y_range) == extent, "the chart still autoscales"
 
 
 async def test_chart_redraws_round_robin_within_the_budget() -> None:
@@ -272,7 +274,7 @@ async def test_chart_redraws_round_robin_within_the_budget() -> None:
         assert grid.show(state.series, budget_s=10.0)
         await until(pilot, lambda: all(c.points_drawn for c in grid.charts.values()))
         for chart in grid.charts.values():
-            chart._plot.draw_cost = 1.0  # pretend every redraw is slow
+            chart.draw_cost = 1.0  # pretend every redraw is slow
         state.apply([metrics(1, loss=9.0)])
         rounds = 0
         while not grid.show(state.series, budget_s=0.5):

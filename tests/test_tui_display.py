@@ -168,11 +168,18 @@ async def test_t_toggles_light_and_dark_and_recolours_the_charts() -> None:
         source.push(*[metrics(s) for s in range(5)])
         await until(pilot, lambda: "loss" in app.charts and app.charts["loss"].points_drawn)
         assert app.theme == "textual-dark" and app.charts["loss"].color in DARK_PALETTE
+        loss = app.charts["loss"]
+        dark = {s.style.bgcolor for y in range(loss.size.height) for s in loss.render_line(y)}
         await pilot.press("t")
         assert app.theme == "textual-light"
         await until(pilot, lambda: all(c.color in LIGHT_PALETTE for c in app.charts.values()))
         loss_line = app.charts["loss"].lines()[-1]
         assert loss_line[0] in LIGHT_PALETTE, "the drawn line itself changed colour"
+        await pilot.pause(0.1)
+        light = {s.style.bgcolor for y in range(loss.size.height) for s in loss.render_line(y)}
+        assert light == {loss.visual_style.rich_style.bgcolor} and light != dark, (
+            "the plot's cells take the theme's background"
+        )
         await pilot.press("t")
         assert app.theme == "textual-dark"
 
@@ -213,8 +220,7 @@ async def test_ascii_mode_draws_charts_and_labels_in_ascii(monkeypatch) -> None:
         await until(pilot, lambda: "loss" in app.charts and app.charts["loss"].points_drawn)
         loss = app.charts["loss"]
         await pilot.pause(0.3)
-        canvases = loss._plot.query("Canvas")
-        drawn = "".join("".join(row) for c in canvases for row in c._buffer)
+        drawn = "".join(loss.render_line(y).text for y in range(loss.size.height))
         assert drawn.isascii() and any(ch in drawn for ch in "'-.|")
         assert app.has_class("-ascii") and loss.styles.border_top[0] == "ascii"
         assert "perpGrad off" in str(app.controls_bar.content)

@@ -1,8 +1,7 @@
 """Tick placement and labels for the small charts: few ticks, short labels, never two alike.
 
-The plot library's default asks for up to 8 ticks whatever the chart's size, which on a
-5-row, 30-column chart prints labels over each other. Each formatter here has a ``limit`` that
-the chart sets from its current size.
+A fixed tick count (plot libraries default to 8) prints labels over each other on a 5-row,
+30-column chart. Each axis here has a ``limit`` that the chart sets from its current size.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from textual_plot import AxisFormatter
 
 LABEL_WIDTH = 7
 """Characters a y label may use (the chart's left margin minus one)."""
@@ -30,7 +28,7 @@ def nice_ticks(lo: float, hi: float, limit: int) -> list[float]:
     return [lo]
 
 
-class Axis(AxisFormatter):
+class Axis:
     """Nice ticks, at most :attr:`limit` of them."""
 
     def __init__(self, limit: int = 5) -> None:
