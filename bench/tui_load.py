@@ -174,6 +174,7 @@ async def live(rates: list[int], seconds: float, layers: int, size: tuple[int, i
     proc.start()
     source = ZmqSource(endpoint)
     app = EdgewatchApp(source, title="bench")
+    app.owns_process = True  # as under `diag watch`: this process is the viewer's
     frames = [0]
     display = app._display
 
