@@ -37,11 +37,12 @@ class NormTracker:
         self._track_updates = track_updates
 
     @torch.no_grad()
-    def snapshot(self, step: int | None = None) -> NormSnapshot:
+    def snapshot(self, step: int | None = None, keep_update: bool = True) -> NormSnapshot:
         """Norms at ``step``; the update is θ_step − θ_(step−1) when the parameters were
-        captured at the step before (always, when ``step`` is None), else None."""
-        diffs = self._updates(step)
-        update = torch.stack(_norms(diffs)) if diffs else None
+        captured at the step before (always, when ``step`` is None), else None. The update
+        tensors themselves are returned only with ``keep_update`` (a probe that reads them is
+        due): that is the one extra pass over the parameters they cost."""
+        update, diffs = self._updates(step, keep_update)
         return NormSnapshot(grad=self._grad_norms(), update=update, update_tensors=diffs)
 
     @torch.no_grad()
@@ -59,16 +60,25 @@ class NormTracker:
         dense = [g.to_dense() if g.is_sparse else g for g in grads]
         return torch.stack(_norms(dense))
 
-    def _updates(self, step: int | None) -> list[torch.Tensor] | None:
-        """θ_t − θ_{t−1} per parameter (fresh tensors: the safe-step probe reads them too)."""
+    def _updates(
+        self, step: int | None, keep: bool
+    ) -> tuple[torch.Tensor | None, list[torch.Tensor] | None]:
+        """Norms of θ_t − θ_{t−1} per parameter, and (``keep``) the differences as fresh
+        tensors (the safe-step probe reads them). Computed in place in the copy of θ_{t−1}
+        (θ_{t−1} − θ_t, the same numbers negated) before it takes θ_t: no allocation."""
         if not self._track_updates or not self._params:
-            return None
+            return None, None
         current = [p.detach() for p in self._params]
         previous, previous_step = self._previous, self._previous_step
         consecutive = step is None or previous_step is None or previous_step == step - 1
-        diffs = list(torch._foreach_sub(current, previous)) if previous and consecutive else None
+        if previous is None or not consecutive:
+            self._store_previous(current, step)
+            return None, None
+        torch._foreach_sub_(previous, current)
+        norms = torch.stack(_norms(previous))
+        diffs = list(torch._foreach_neg(previous)) if keep else None
         self._store_previous(current, step)
-        return diffs
+        return norms, diffs
 
     def _store_previous(self, current: list[torch.Tensor], step: int | None) -> None:
         if self._previous is None:
