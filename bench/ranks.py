@@ -1,18 +1,23 @@
 """Step time of a 2-rank gloo DDP job with monitoring on vs off, and where the overhead goes.
 
 Run by hand: ``python bench/ranks.py [--nproc 2] [--steps 100] [--rounds 5] [--hidden 512]
-[--every 1] [--probes default|none] [--store]`` (it relaunches itself under ``torchrun``). One
-Monitor per rank for the whole run (rank 0 hosts the endpoint, rank 1 forwards); "off" rounds
-skip ``observe``, "on" rounds call it with ``--probes`` (``none``: basic metrics only) and the
-5 % budget; ``--store`` gives rank 0 a run store (in a temporary folder) as ``diag run`` does.
-Rounds alternate so drift in machine load hits both, and every rank measures its own steps.
+[--every 1] [--probes default|none] [--store] [--warmup 200]`` (it relaunches itself under
+``torchrun``). One Monitor per rank for the whole run (rank 0 hosts the endpoint, rank 1
+forwards); "off" rounds skip ``observe``, "on" rounds call it with ``--probes`` (``none``: basic
+metrics only) and the 5 % budget; ``--store`` gives rank 0 a run store (in a temporary folder)
+as ``diag run`` does. Before the timed rounds, ``--warmup`` monitored steps are not timed: the
+probes' first calls (warm-up, by design not charged to the budget) and their cadences settle
+there; the budget is a long-run share. Rounds alternate so drift in machine load hits both, and
+every rank measures its own steps.
 
-Rank 0 prints, per rank: the median step time per variant and the on/off ratio; the mean time
-inside ``observe`` per on-step; the steps at which a probe ran; and the CPU time per step of the
-rank's threads during on and off rounds (training thread, edgewatch I/O thread, ZeroMQ's
-background threads, the rest: gloo). Across ranks: the mean over steps of the slowest rank's
-``observe`` (what a synchronised job pays when probe calls line up) vs of the ranks' sum (when
-they never do), and how many steps had a probe call on some rank. Never asserts a timing.
+Rank 0 prints, per rank: the median and the mean step time per variant and their on/off ratios
+(the budget bounds the mean: probe calls are rare, so the median shows the per-step basic
+metrics); the mean time inside ``observe`` per on-step; how many on-steps ran a probe; and the
+CPU time per step of the rank's threads during on and off rounds (training thread, edgewatch
+I/O thread, ZeroMQ's background threads, the rest: gloo). Across ranks: the mean over steps of
+the slowest rank's ``observe`` (what a synchronised job pays when probe calls line up) vs of
+the ranks' sum (when they never do), and how many steps had a probe call on some rank. Never
+asserts a timing.
 """
 
 from __future__ import annotations
@@ -130,8 +135,13 @@ def worker(args: argparse.Namespace) -> None:
     rec = Recorder(mon)
     times: dict[str, list[float]] = {"off": [], "on": []}
     cpu = {name: dict.fromkeys(GROUPS, 0.0) for name in times}
-    step = 0
-    step_times(ddp, opt, x, y, None, None, 10, step)  # warm-up
+    step_times(ddp, opt, x, y, None, None, 10, 0)  # warm-up
+    step = 10
+    if args.warmup:  # probes' first calls (warm-up by design) and cadences settle, untimed
+        step_times(ddp, opt, x, y, mon, rec, args.warmup, step)
+        step += args.warmup
+        rec.observe.clear()
+        rec.probed.clear()
     for _ in range(args.rounds):
         for name in times:
             step += 10  # leave room: a variant's steps never reuse another's numbers
@@ -147,10 +157,12 @@ def worker(args: argparse.Namespace) -> None:
     summary = [
         statistics.median(times["off"]),
         statistics.median(times["on"]),
+        statistics.mean(times["off"]),
+        statistics.mean(times["on"]),
         statistics.mean(rec.observe),
         sum(rec.probed),
     ]
-    summary += [cpu[name][g] / n for name in times for g in GROUPS]
+    summary += [cpu[name][g] / n for name in times for g in GROUPS]  # [6:10] off, [10:14] on
     gathered = _gather(torch.tensor(summary, dtype=torch.float64), world)
     per_step = _gather(torch.tensor([rec.observe, rec.probed], dtype=torch.float64), world)
     if rank == 0:
@@ -168,21 +180,22 @@ def report(args: argparse.Namespace, gathered: list[torch.Tensor], per_step: tor
     print(
         f"{len(gathered)} ranks · gloo · hidden {args.hidden} · every {args.every} · probes "
         f"{args.probes} · store {'on' if args.store else 'off'} · {args.steps} steps × "
-        f"{args.rounds} rounds per variant"
+        f"{args.rounds} rounds per variant after {args.warmup} untimed monitored steps"
     )
     print(
-        f"{'rank':>4}  {'off ms':>7}  {'on ms':>7}  {'on/off':>6}  {'observe':>7}  "
-        f"{'probe steps':>11}  CPU ms/step on (off): " + " · ".join(GROUPS)
+        f"{'rank':>4}  {'median off → on ms':>18}  {'ratio':>5}  {'mean off → on ms':>16}  "
+        f"{'ratio':>5}  {'observe':>7}  {'probed':>6}  CPU ms/step on (off): " + " · ".join(GROUPS)
     )
     for r, row in enumerate(t.tolist() for t in gathered):
-        off, on, observe, probed = row[:4]
-        cpu_off, cpu_on = row[4:8], row[8:12]
+        off, on, off_mean, on_mean, observe, probed = row[:6]
+        cpu_off, cpu_on = row[6:10], row[10:14]
         cpus = " · ".join(
             f"{a * 1e3:.2f} ({b * 1e3:.2f})" for a, b in zip(cpu_on, cpu_off, strict=True)
         )
         print(
-            f"{r:>4}  {off * 1e3:7.2f}  {on * 1e3:7.2f}  {on / off:6.3f}  "
-            f"{observe * 1e3:7.3f}  {int(probed):>11}  {cpus}"
+            f"{r:>4}  {off * 1e3:8.2f} → {on * 1e3:7.2f}  {on / off:5.3f}  "
+            f"{off_mean * 1e3:7.2f} → {on_mean * 1e3:6.2f}  {on_mean / off_mean:5.3f}  "
+            f"{observe * 1e3:7.3f}  {int(probed):>6}  {cpus}"
         )
     observe, probed = per_step[:, 0], per_step[:, 1]
     union = int((probed.sum(0) > 0).sum())
@@ -205,6 +218,9 @@ def main() -> None:
         "--probes", choices=("default", "none"), default="default", help="none: basic metrics only"
     )
     parser.add_argument("--store", action="store_true", help="rank 0 keeps a run store")
+    parser.add_argument(
+        "--warmup", type=int, default=200, help="untimed monitored steps before the rounds"
+    )
     args = parser.parse_args()
     if "WORLD_SIZE" not in os.environ:
         cmd = [

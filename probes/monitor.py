@@ -510,6 +510,8 @@ def _detached(value: Any) -> Any:
 
 def _to_float(value: float | torch.Tensor) -> float:
     if isinstance(value, torch.Tensor):
+        if value.numel() == 1:  # a loss: one host copy, no reduction kernels
+            return float(value.item())
         return float(value.detach().float().mean().item())
     return float(value)
 
