@@ -12,7 +12,8 @@ every rank measures its own steps.
 
 Rank 0 prints, per rank: the median and the mean step time per variant and their on/off ratios
 (the budget bounds the mean: probe calls are rare, so the median shows the per-step basic
-metrics); the mean time inside ``observe`` per on-step; how many on-steps ran a probe; and the
+metrics); the mean time inside ``observe`` per on-step; how many on-steps ran a probe (and each
+probe's time per on-step and calls); and the
 CPU time per step of the rank's threads during on and off rounds (training thread, edgewatch
 I/O thread, ZeroMQ's background threads, the rest: gloo). Across ranks: the mean over steps of
 the slowest rank's ``observe`` (what a synchronised job pays when probe calls line up) vs of
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from demos.ddp import make_shard
+from probes.builtin import DEFAULT_PROBES
 from probes.monitor import Monitor
 
 GROUPS = ("train", "edgewatch", "zmq", "other")
@@ -72,10 +74,13 @@ class Recorder:
         self.observe: list[float] = []
         self.probed: list[float] = []
         self._ran_at: set[int] = set()
+        self.by_probe = {name: [0.0, 0.0] for name in DEFAULT_PROBES}  # calls, seconds
         ran = mon.scheduler.ran
 
         def counting(probe, step: int, seconds: float) -> None:
             self._ran_at.add(step)
+            self.by_probe[probe.name][0] += 1
+            self.by_probe[probe.name][1] += seconds
             ran(probe, step, seconds)
 
         mon.scheduler.ran = counting  # type: ignore[method-assign]
@@ -142,6 +147,7 @@ def worker(args: argparse.Namespace) -> None:
         step += args.warmup
         rec.observe.clear()
         rec.probed.clear()
+        rec.by_probe = {name: [0.0, 0.0] for name in DEFAULT_PROBES}
     for _ in range(args.rounds):
         for name in times:
             step += 10  # leave room: a variant's steps never reuse another's numbers
@@ -163,6 +169,7 @@ def worker(args: argparse.Namespace) -> None:
         sum(rec.probed),
     ]
     summary += [cpu[name][g] / n for name in times for g in GROUPS]  # [6:10] off, [10:14] on
+    summary += [v for name in DEFAULT_PROBES for v in rec.by_probe[name]]  # [14:]: calls, s
     gathered = _gather(torch.tensor(summary, dtype=torch.float64), world)
     per_step = _gather(torch.tensor([rec.observe, rec.probed], dtype=torch.float64), world)
     if rank == 0:
@@ -197,6 +204,16 @@ def report(args: argparse.Namespace, gathered: list[torch.Tensor], per_step: tor
             f"{off_mean * 1e3:7.2f} → {on_mean * 1e3:6.2f}  {on_mean / off_mean:5.3f}  "
             f"{observe * 1e3:7.3f}  {int(probed):>6}  {cpus}"
         )
+    n = args.steps * args.rounds
+    for r, row in enumerate(t.tolist() for t in gathered):
+        calls = row[14::2]
+        seconds = row[15::2]
+        parts = [
+            f"{name} {s * 1e3 / n:.3f} ({int(c)})"
+            for name, c, s in zip(DEFAULT_PROBES, calls, seconds, strict=True)
+            if c
+        ]
+        print(f"rank {r} probe ms per on-step (calls): {' · '.join(parts) or 'none'}")
     observe, probed = per_step[:, 0], per_step[:, 1]
     union = int((probed.sum(0) > 0).sum())
     print(

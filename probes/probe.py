@@ -22,6 +22,9 @@ import torch
 COSTS = ("cheap", "forward", "jvp", "hvp")
 """Cost classes, cheapest first: a few reductions; one forward; one forward-mode JVP; K
 Hessian-vector products (double backward). They set each probe's default cadence."""
+STEP_WINDOW = 15
+"""Step time is the median of this many observe-to-observe intervals: an evaluation pause
+between two steps must not read as a slow step (it would shrink every cadence for a while)."""
 MAX_DOUBLINGS = 20
 """A cadence stretches to at most ``base × 2^20`` steps (a probe far too costly to run)."""
 
@@ -132,7 +135,8 @@ class ProbeScheduler:
         self._costs: dict[str, deque[float]] = {}
         self._last_run: dict[str, int] = {}
         self._first_seen: dict[str, int] = {}
-        self.step_time = math.nan
+        self._intervals: deque[float] = deque(maxlen=STEP_WINDOW)
+        self.step_time = math.nan  # median of the last STEP_WINDOW training intervals
         self.base_time: float | None = None  # Monitor time outside probes (basic metrics)
         self._probe_seconds = 0.0
         self._total_monitor = 0.0
@@ -204,7 +208,8 @@ class ProbeScheduler:
     def step_finished(self, training_seconds: float, monitor_seconds: float) -> None:
         """One observe-to-observe interval, split into the loop's own time and ours."""
         if training_seconds > 0:
-            self.step_time = self._ema(_none_if_nan(self.step_time), training_seconds)
+            self._intervals.append(training_seconds)
+            self.step_time = statistics.median(self._intervals)
         self._total_monitor += monitor_seconds
         self._total_training += max(0.0, training_seconds)
         self.base_time = self._ema(self.base_time, max(0.0, monitor_seconds - self._probe_seconds))
@@ -220,7 +225,3 @@ class ProbeScheduler:
 
     def _ema(self, old: float | None, new: float) -> float:
         return new if old is None else (1 - self._alpha) * old + self._alpha * new
-
-
-def _none_if_nan(value: float) -> float | None:
-    return None if math.isnan(value) else value

@@ -53,6 +53,7 @@ from probes.endpoints import EndpointError
 from probes.store import RunStore
 from probes.transport import (
     HEARTBEAT_S,
+    IO_WAKE_MS,
     SNAPSHOT_CHUNK,
     Pending,
     QueuedTransport,
@@ -524,7 +525,7 @@ class RankForwarder(QueuedTransport):
                 if time.monotonic() - last_sent >= self._heartbeat_s:
                     self._heartbeat()
                     last_sent = time.monotonic()
-                if self._sub.poll(10):
+                if self._sub.poll(IO_WAKE_MS):
                     self._read_commands()
         except Exception:  # never take the training process down
             log.exception("rank forwarder stopped")

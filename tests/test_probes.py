@@ -211,6 +211,16 @@ def test_cadences_are_aligned_across_ranks_that_measure_different_costs():
         assert all(step % 5 == 0 for step in ran)
 
 
+def test_a_pause_between_steps_does_not_shrink_the_cadences():
+    probe = _FakeProbe(every=1)
+    sched = ProbeScheduler([probe], budget=0.05)
+    _steps_run(sched, probe, 40, cost=0.020, training=0.100)
+    assert sched.cadence(probe) == 4  # 20 ms against 5 ms a step
+    sched.step_finished(training_seconds=60.0, monitor_seconds=0.0)  # an evaluation, say
+    assert sched.step_time == pytest.approx(0.100)
+    assert sched.cadence(probe) == 4
+
+
 def test_stride_and_step_numbers_that_skip_the_multiples():
     probe = _FakeProbe(every=5)
     sched = ProbeScheduler([probe], budget=None, stride=4)  # Monitor(every=4) publishes 0, 4, …
