@@ -120,8 +120,9 @@ def detect_rank(env: dict[str, str] | None = None) -> RankInfo:
 def unwrap_ddp(model: Any) -> Any:
     """The module inside ``DistributedDataParallel`` (or FSDP-style ``.module`` wrappers).
 
-    The probes run extra forwards and ``autograd.grad`` calls at their own cadence, which differs
-    between ranks; through DDP they would arm its gradient reducer (and could issue collectives
+    The probes run extra forwards and ``autograd.grad`` calls at their own cadence, which may
+    differ between ranks (aligned, but a rank that measures a larger cost skips some of the
+    others' calls); through DDP they would arm its gradient reducer (and could issue collectives
     on one rank only). On the inner module they are plain local computations.
     """
     from torch.nn.parallel import DistributedDataParallel
