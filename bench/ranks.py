@@ -1,24 +1,24 @@
 """Step time of a 2-rank gloo DDP job with monitoring on vs off, and where the overhead goes.
 
 Run by hand: ``python bench/ranks.py [--nproc 2] [--steps 100] [--rounds 5] [--hidden 512]
-[--every 1] [--probes default|none] [--store] [--warmup 200]`` (it relaunches itself under
-``torchrun``). One Monitor per rank for the whole run (rank 0 hosts the endpoint, rank 1
-forwards); "off" rounds skip ``observe``, "on" rounds call it with ``--probes`` (``none``: basic
-metrics only) and the 5 % budget; ``--store`` gives rank 0 a run store (in a temporary folder)
-as ``diag run`` does. Before the timed rounds, ``--warmup`` monitored steps are not timed: the
-probes' first calls (warm-up, by design not charged to the budget) and their cadences settle
+[--every 1] [--probes default|none] [--store] [--no-updates] [--warmup 200]`` (it relaunches
+itself under ``torchrun``). One Monitor per rank for the whole run (rank 0 hosts the endpoint,
+rank 1 forwards); "off" rounds skip ``observe``, "on" rounds call it with ``--probes``
+(``none``: basic metrics only) and the 5 % budget; ``--store`` gives rank 0 a run store (in a
+temporary folder) as ``diag run`` does; ``--no-updates`` drops the update norms and the
+parameter copy they need. Before the timed rounds, ``--warmup`` monitored steps are not timed:
+the probes' first calls (warm-up, by design not charged to the budget) and their cadences settle
 there; the budget is a long-run share. Rounds alternate so drift in machine load hits both, and
 every rank measures its own steps.
 
 Rank 0 prints, per rank: the median and the mean step time per variant and their on/off ratios
 (the budget bounds the mean: probe calls are rare, so the median shows the per-step basic
 metrics); the mean time inside ``observe`` per on-step; how many on-steps ran a probe (and each
-probe's time per on-step and calls); and the
-CPU time per step of the rank's threads during on and off rounds (training thread, edgewatch
-I/O thread, ZeroMQ's background threads, the rest: gloo). Across ranks: the mean over steps of
-the slowest rank's ``observe`` (what a synchronised job pays when probe calls line up) vs of
-the ranks' sum (when they never do), and how many steps had a probe call on some rank. Never
-asserts a timing.
+probe's time per on-step and calls); and the CPU time per step of the rank's threads during on
+and off rounds (training thread, edgewatch I/O thread, ZeroMQ's background threads, the rest:
+gloo). Across ranks: the mean over steps of the slowest rank's ``observe`` (what a synchronised
+job pays when probe calls line up) vs of the ranks' sum (when they never do), and how many steps
+had a probe call on some rank. Never asserts a timing.
 """
 
 from __future__ import annotations
@@ -136,7 +136,9 @@ def worker(args: argparse.Namespace) -> None:
     folder = tempfile.mkdtemp(prefix="bench-ranks-")
     store = os.path.join(folder, "run.db") if args.store else None
     probes = None if args.probes == "none" else "default"
-    mon = Monitor("bench-ranks", store=store, every=args.every, probes=probes)
+    mon = Monitor(
+        "bench-ranks", store=store, every=args.every, probes=probes, track_updates=args.updates
+    )
     rec = Recorder(mon)
     times: dict[str, list[float]] = {"off": [], "on": []}
     cpu = {name: dict.fromkeys(GROUPS, 0.0) for name in times}
@@ -186,7 +188,8 @@ def _gather(tensor: torch.Tensor, world: int) -> list[torch.Tensor]:
 def report(args: argparse.Namespace, gathered: list[torch.Tensor], per_step: torch.Tensor) -> None:
     print(
         f"{len(gathered)} ranks · gloo · hidden {args.hidden} · every {args.every} · probes "
-        f"{args.probes} · store {'on' if args.store else 'off'} · {args.steps} steps × "
+        f"{args.probes} · store {'on' if args.store else 'off'} · updates "
+        f"{'on' if args.updates else 'off'} · {args.steps} steps × "
         f"{args.rounds} rounds per variant after {args.warmup} untimed monitored steps"
     )
     print(
@@ -235,6 +238,12 @@ def main() -> None:
         "--probes", choices=("default", "none"), default="default", help="none: basic metrics only"
     )
     parser.add_argument("--store", action="store_true", help="rank 0 keeps a run store")
+    parser.add_argument(
+        "--no-updates",
+        dest="updates",
+        action="store_false",
+        help="Monitor(track_updates=False): no parameter copy, no update norms",
+    )
     parser.add_argument(
         "--warmup", type=int, default=200, help="untimed monitored steps before the rounds"
     )
