@@ -33,6 +33,7 @@ blocks rank 0's I/O thread. If rank 0 dies, the other ranks' records are dropped
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -125,11 +126,18 @@ def unwrap_ddp(model: Any) -> Any:
     others' calls); through DDP they would arm its gradient reducer (and could issue collectives
     on one rank only). On the inner module they are plain local computations.
     """
-    from torch.nn.parallel import DistributedDataParallel
-
-    while isinstance(model, DistributedDataParallel):
+    while isinstance(model, _ddp_class()):
         model = model.module
     return model
+
+
+@functools.cache
+def _ddp_class() -> type:
+    """Imported once: ``observe`` calls ``unwrap_ddp`` every step, and a function-level import
+    statement costs tens of µs a call under CPU contention."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel
 
 
 def _env_int(env: Any, name: str, default: int) -> int:

@@ -118,6 +118,8 @@ class _Reply:
 
 
 def _drain_queue(q: queue.Queue, limit: int | None = None) -> list:
+    if q.empty():  # the usual case, every step: no exception raised and caught
+        return []
     out: list = []
     while limit is None or len(out) < limit:
         try:
