@@ -211,6 +211,20 @@ def test_cadences_are_aligned_across_ranks_that_measure_different_costs():
         assert all(step % 5 == 0 for step in ran)
 
 
+def test_monitor_runs_probes_at_multiples_of_their_cadence_with_the_update_they_need():
+    tr = InProcessTransport()
+    probes = [PROBES["nlm"](every=3), PROBES["safe_step"](every=2)]
+    mon = Monitor(run="at", transport=tr, probes=probes, budget=None, every=2)
+    _train(_mlp, mon, steps=17)
+    mon.close()
+    metrics = [r for r in tr.records if r.kind == "metrics"]
+    nlm = [r.step for r in metrics if "nlm_cos" in r.data["scalars"]]
+    rho = [r.step for r in metrics if "rho_a" in r.data["scalars"]]
+    assert nlm == [0, 4, 8, 12, 16]  # every 3, published every 2: a multiple of 4
+    assert rho == [2, 4, 6, 8, 10, 12, 14, 16]  # step 0 has no last update yet
+    assert all(math.isfinite(r.data["scalars"]["rho_a"]) for r in metrics if r.step in rho)
+
+
 def test_a_pause_between_steps_does_not_shrink_the_cadences():
     probe = _FakeProbe(every=1)
     sched = ProbeScheduler([probe], budget=0.05)
