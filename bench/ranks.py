@@ -1,11 +1,24 @@
-"""Step time of a 2-rank gloo DDP job with monitoring on vs off.
+"""Step time of a 2-rank gloo DDP job with monitoring on vs off, and where the overhead goes.
 
-Run by hand: ``python bench/ranks.py [--nproc 2] [--steps 100] [--rounds 5] [--hidden 512]``
-(it relaunches itself under ``torchrun``). One Monitor per rank for the whole run (rank 0 hosts
-the endpoint, rank 1 forwards); "off" rounds skip ``observe``, "on" rounds call it with the
-default probes and the 5 % budget. Rounds alternate so drift in machine load hits both, and
-every rank measures its own steps; rank 0 prints the median step time per rank and variant and
-the on/off ratio. Never asserts a timing.
+Run by hand: ``python bench/ranks.py [--nproc 2] [--steps 100] [--rounds 5] [--hidden 512]
+[--every 1] [--probes default|none] [--store] [--no-updates] [--warmup 200]`` (it relaunches
+itself under ``torchrun``). One Monitor per rank for the whole run (rank 0 hosts the endpoint,
+rank 1 forwards); "off" rounds skip ``observe``, "on" rounds call it with ``--probes``
+(``none``: basic metrics only) and the 5 % budget; ``--store`` gives rank 0 a run store (in a
+temporary folder) as ``diag run`` does; ``--no-updates`` drops the update norms and the
+parameter copy they need. Before the timed rounds, ``--warmup`` monitored steps are not timed:
+the probes' first calls (warm-up, by design not charged to the budget) and their cadences settle
+there; the budget is a long-run share. Rounds alternate so drift in machine load hits both, and
+every rank measures its own steps.
+
+Rank 0 prints, per rank: the median and the mean step time per variant and their on/off ratios
+(the budget bounds the mean: probe calls are rare, so the median shows the per-step basic
+metrics); the mean time inside ``observe`` per on-step; how many on-steps ran a probe (and each
+probe's time per on-step and calls); and the CPU time per step of the rank's threads during on
+and off rounds (training thread, edgewatch I/O thread, ZeroMQ's background threads, the rest:
+gloo). Across ranks: the mean over steps of the slowest rank's ``observe`` (what a synchronised
+job pays when probe calls line up) vs of the ranks' sum (when they never do), and how many steps
+had a probe call on some rank. Never asserts a timing.
 """
 
 from __future__ import annotations
@@ -14,6 +27,8 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
+import threading
 import time
 
 import torch
@@ -22,10 +37,62 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from demos.ddp import make_shard
+from probes.builtin import DEFAULT_PROBES
 from probes.monitor import Monitor
 
+GROUPS = ("train", "edgewatch", "zmq", "other")
 
-def step_times(ddp, opt, x, y, mon: Monitor | None, steps: int, start: int) -> list[float]:
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of this process's threads, grouped (Linux: per-thread CPU clocks)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    main = threading.main_thread().native_id
+    out = dict.fromkeys(GROUPS, 0.0)
+    for tid in map(int, os.listdir("/proc/self/task")):
+        try:
+            seconds = time.clock_gettime(((~tid) << 3) | 6)  # CPUCLOCK_SCHED | per-thread
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        if tid == main:
+            group = "train"
+        elif names.get(tid, "").startswith("edgewatch"):
+            group = "edgewatch"
+        elif comm.startswith("ZMQbg"):
+            group = "zmq"
+        else:
+            group = "other"
+        out[group] += seconds
+    return out
+
+
+class Recorder:
+    """Per on-step: seconds inside ``observe`` and whether any probe ran."""
+
+    def __init__(self, mon: Monitor) -> None:
+        self.observe: list[float] = []
+        self.probed: list[float] = []
+        self._ran_at: set[int] = set()
+        self.by_probe = {name: [0.0, 0.0] for name in DEFAULT_PROBES}  # calls, seconds
+        ran = mon.scheduler.ran
+
+        def counting(probe, step: int, seconds: float) -> None:
+            self._ran_at.add(step)
+            self.by_probe[probe.name][0] += 1
+            self.by_probe[probe.name][1] += seconds
+            ran(probe, step, seconds)
+
+        mon.scheduler.ran = counting  # type: ignore[method-assign]
+
+    def add(self, step: int, seconds: float) -> None:
+        self.observe.append(seconds)
+        self.probed.append(float(step in self._ran_at))
+
+
+def step_times(
+    ddp, opt, x, y, mon: Monitor | None, rec: Recorder | None, steps: int, start: int
+) -> list[float]:
     out = []
     for step in range(start, start + steps):
         begin = time.perf_counter()
@@ -33,7 +100,8 @@ def step_times(ddp, opt, x, y, mon: Monitor | None, steps: int, start: int) -> l
         logits = ddp(x)
         loss = F.cross_entropy(logits, y)
         loss.backward()
-        if mon is not None:
+        if mon is not None and rec is not None:
+            observed = time.perf_counter()
             mon.observe(
                 step,
                 model=ddp,
@@ -44,6 +112,7 @@ def step_times(ddp, opt, x, y, mon: Monitor | None, steps: int, start: int) -> l
                 inputs=x,
                 loss_fn=F.cross_entropy,
             )
+            rec.add(step, time.perf_counter() - observed)
         opt.step()
         out.append(time.perf_counter() - begin)
     return out
@@ -64,30 +133,97 @@ def worker(args: argparse.Namespace) -> None:
     ddp = DDP(model)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.01)
     x, y = make_shard(rank, world, n=256 * world)
-    mon = Monitor("bench-ranks", store=None, every=args.every)
+    folder = tempfile.mkdtemp(prefix="bench-ranks-")
+    store = os.path.join(folder, "run.db") if args.store else None
+    probes = None if args.probes == "none" else "default"
+    mon = Monitor(
+        "bench-ranks", store=store, every=args.every, probes=probes, track_updates=args.updates
+    )
+    rec = Recorder(mon)
     times: dict[str, list[float]] = {"off": [], "on": []}
-    step = 0
-    step_times(ddp, opt, x, y, None, 10, step)  # warm-up
+    cpu = {name: dict.fromkeys(GROUPS, 0.0) for name in times}
+    step_times(ddp, opt, x, y, None, None, 10, 0)  # warm-up
+    step = 10
+    if args.warmup:  # probes' first calls (warm-up by design) and cadences settle, untimed
+        step_times(ddp, opt, x, y, mon, rec, args.warmup, step)
+        step += args.warmup
+        rec.observe.clear()
+        rec.probed.clear()
+        rec.by_probe = {name: [0.0, 0.0] for name in DEFAULT_PROBES}
     for _ in range(args.rounds):
         for name in times:
             step += 10  # leave room: a variant's steps never reuse another's numbers
-            times[name] += step_times(
-                ddp, opt, x, y, mon if name == "on" else None, args.steps, step
-            )
+            before = thread_cpu()
+            on = name == "on"
+            times[name] += step_times(ddp, opt, x, y, mon if on else None, rec, args.steps, step)
+            after = thread_cpu()
+            for group in GROUPS:
+                cpu[name][group] += after[group] - before[group]
             step += args.steps
     mon.close()
-    medians = torch.tensor([statistics.median(times["off"]), statistics.median(times["on"])])
-    gathered = [torch.zeros(2, dtype=medians.dtype) for _ in range(world)]
-    dist.all_gather(gathered, medians)  # after the timed loops: the bench's own sync point
+    n = args.steps * args.rounds
+    summary = [
+        statistics.median(times["off"]),
+        statistics.median(times["on"]),
+        statistics.mean(times["off"]),
+        statistics.mean(times["on"]),
+        statistics.mean(rec.observe),
+        sum(rec.probed),
+    ]
+    summary += [cpu[name][g] / n for name in times for g in GROUPS]  # [6:10] off, [10:14] on
+    summary += [v for name in DEFAULT_PROBES for v in rec.by_probe[name]]  # [14:]: calls, s
+    gathered = _gather(torch.tensor(summary, dtype=torch.float64), world)
+    per_step = _gather(torch.tensor([rec.observe, rec.probed], dtype=torch.float64), world)
     if rank == 0:
-        print(
-            f"{world} ranks · gloo · hidden {args.hidden} · every {args.every} · "
-            f"{args.steps} steps × {args.rounds} rounds per variant"
-        )
-        print(f"{'rank':>4}  {'off ms':>8}  {'on ms':>8}  {'on/off':>7}")
-        for r, (off, on) in enumerate(t.tolist() for t in gathered):
-            print(f"{r:>4}  {off * 1e3:8.2f}  {on * 1e3:8.2f}  {on / off:7.3f}")
+        report(args, gathered, torch.stack(per_step))
     dist.destroy_process_group()
+
+
+def _gather(tensor: torch.Tensor, world: int) -> list[torch.Tensor]:
+    out = [torch.zeros_like(tensor) for _ in range(world)]
+    dist.all_gather(out, tensor)  # after the timed loops: the bench's own sync point
+    return out
+
+
+def report(args: argparse.Namespace, gathered: list[torch.Tensor], per_step: torch.Tensor) -> None:
+    print(
+        f"{len(gathered)} ranks · gloo · hidden {args.hidden} · every {args.every} · probes "
+        f"{args.probes} · store {'on' if args.store else 'off'} · updates "
+        f"{'on' if args.updates else 'off'} · {args.steps} steps × "
+        f"{args.rounds} rounds per variant after {args.warmup} untimed monitored steps"
+    )
+    print(
+        f"{'rank':>4}  {'median off → on ms':>18}  {'ratio':>5}  {'mean off → on ms':>16}  "
+        f"{'ratio':>5}  {'observe':>7}  {'probed':>6}  CPU ms/step on (off): " + " · ".join(GROUPS)
+    )
+    for r, row in enumerate(t.tolist() for t in gathered):
+        off, on, off_mean, on_mean, observe, probed = row[:6]
+        cpu_off, cpu_on = row[6:10], row[10:14]
+        cpus = " · ".join(
+            f"{a * 1e3:.2f} ({b * 1e3:.2f})" for a, b in zip(cpu_on, cpu_off, strict=True)
+        )
+        print(
+            f"{r:>4}  {off * 1e3:8.2f} → {on * 1e3:7.2f}  {on / off:5.3f}  "
+            f"{off_mean * 1e3:7.2f} → {on_mean * 1e3:6.2f}  {on_mean / off_mean:5.3f}  "
+            f"{observe * 1e3:7.3f}  {int(probed):>6}  {cpus}"
+        )
+    n = args.steps * args.rounds
+    for r, row in enumerate(t.tolist() for t in gathered):
+        calls = row[14::2]
+        seconds = row[15::2]
+        parts = [
+            f"{name} {s * 1e3 / n:.3f} ({int(c)})"
+            for name, c, s in zip(DEFAULT_PROBES, calls, seconds, strict=True)
+            if c
+        ]
+        print(f"rank {r} probe ms per on-step (calls): {' · '.join(parts) or 'none'}")
+    observe, probed = per_step[:, 0], per_step[:, 1]
+    union = int((probed.sum(0) > 0).sum())
+    print(
+        f"observe ms per on-step, across ranks: slowest {observe.max(0).values.mean() * 1e3:.3f}"
+        f" · sum {observe.sum(0).mean() * 1e3:.3f}; steps with a probe call on any rank: "
+        f"{union} (per rank {', '.join(str(int(p)) for p in probed.sum(1))})"
+    )
 
 
 def main() -> None:
@@ -98,6 +234,19 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--every", type=int, default=1, help="Monitor(every=N)")
+    parser.add_argument(
+        "--probes", choices=("default", "none"), default="default", help="none: basic metrics only"
+    )
+    parser.add_argument("--store", action="store_true", help="rank 0 keeps a run store")
+    parser.add_argument(
+        "--no-updates",
+        dest="updates",
+        action="store_false",
+        help="Monitor(track_updates=False): no parameter copy, no update norms",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=200, help="untimed monitored steps before the rounds"
+    )
     args = parser.parse_args()
     if "WORLD_SIZE" not in os.environ:
         cmd = [

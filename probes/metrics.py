@@ -37,12 +37,22 @@ class NormTracker:
         self._track_updates = track_updates
 
     @torch.no_grad()
-    def snapshot(self, step: int | None = None) -> NormSnapshot:
+    def snapshot(self, step: int | None = None, keep_update: bool = True) -> NormSnapshot:
         """Norms at ``step``; the update is θ_step − θ_(step−1) when the parameters were
-        captured at the step before (always, when ``step`` is None), else None."""
-        diffs = self._updates(step)
-        update = torch.stack(_norms(diffs)) if diffs else None
-        return NormSnapshot(grad=self._grad_norms(), update=update, update_tensors=diffs)
+        captured at the step before (always, when ``step`` is None), else None. The update
+        tensors themselves are returned only with ``keep_update`` (a probe that reads them is
+        due): that is the one extra pass over the parameters they cost."""
+        if not self._params:
+            return NormSnapshot(None, None)
+        current = [p.detach() for p in self._params]
+        back = self._step_back(current, step)
+        grads = self._grads()
+        norms = _norms(grads + back) if back else _norms(grads)  # one fused call for both
+        diffs = list(torch._foreach_neg(back)) if back and keep_update else None
+        if self._track_updates:
+            self._store_previous(current, step)
+        update = torch.stack(norms[len(grads) :]) if back else None
+        return NormSnapshot(torch.stack(norms[: len(grads)]), update, diffs)
 
     @torch.no_grad()
     def capture(self, step: int) -> None:
@@ -51,24 +61,22 @@ class NormTracker:
         if self._track_updates and self._params:
             self._store_previous([p.detach() for p in self._params], step)
 
-    def _grad_norms(self) -> torch.Tensor | None:
-        if not self._params:
-            return None
+    def _grads(self) -> list[torch.Tensor]:
         grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device)
-                 for p in self._params]
-        dense = [g.to_dense() if g.is_sparse else g for g in grads]
-        return torch.stack(_norms(dense))
+                 for p in self._params]  # fmt: skip
+        return [g.to_dense() if g.is_sparse else g for g in grads]
 
-    def _updates(self, step: int | None) -> list[torch.Tensor] | None:
-        """θ_t − θ_{t−1} per parameter (fresh tensors: the safe-step probe reads them too)."""
-        if not self._track_updates or not self._params:
-            return None
-        current = [p.detach() for p in self._params]
+    def _step_back(self, current: list[torch.Tensor], step: int | None) -> list[torch.Tensor]:
+        """θ_{t−1} − θ_t per parameter (the update, negated: the same norms), computed in place
+        in the copy of θ_{t−1}, which ``snapshot`` then overwrites with θ_t: no allocation.
+        Empty when no update is known (no copy yet, or it is not from the step before)."""
         previous, previous_step = self._previous, self._previous_step
-        consecutive = step is None or previous_step is None or previous_step == step - 1
-        diffs = list(torch._foreach_sub(current, previous)) if previous and consecutive else None
-        self._store_previous(current, step)
-        return diffs
+        if not self._track_updates or previous is None:
+            return []
+        if step is not None and previous_step is not None and previous_step != step - 1:
+            return []
+        torch._foreach_sub_(previous, current)
+        return previous
 
     def _store_previous(self, current: list[torch.Tensor], step: int | None) -> None:
         if self._previous is None:

@@ -125,7 +125,7 @@ class Monitor:
         self._model_id: int | None = None
         self._last_observe: float | None = None
         self._closed = False
-        self.scheduler = ProbeScheduler(_make_probes(probes), budget)
+        self.scheduler = ProbeScheduler(_make_probes(probes), budget, stride=every)
         self._failures: dict[str, int] = {}
         self._alerts = AlertTracker()  # touched only by the I/O thread (inside thunks)
         self._monitor_seconds = 0.0
@@ -334,14 +334,16 @@ class Monitor:
             if self._tracker and (ctx.step + 1) % self.every == 0:
                 self._tracker.capture(ctx.step)  # θ for the next (published) step's update
             return
+        due = self.scheduler.due(ctx.step)
         norms = NormSnapshot(None, None)
         if self._tracker:  # every=1: any step numbering; every=N: θ_t − θ_(t−1) as captured
-            norms = self._tracker.snapshot(ctx.step if self.every > 1 else None)
+            keep = any("last_update" in probe.requires for probe in due)
+            norms = self._tracker.snapshot(ctx.step if self.every > 1 else None, keep)
         lrs = learning_rates(ctx.optimizer)
         ctx.lr = lrs[0] if lrs else math.nan
         ctx.layers = self._tracker.names if self._tracker else []
         ctx.last_update = norms.update_tensors
-        probed = self._run_probes(ctx)
+        probed = self._run_probes(ctx, due)
         batch = batch_size or _batch_size(ctx.logits, ctx.targets)
         host = {
             "lr": lrs,
@@ -358,10 +360,10 @@ class Monitor:
         self.transport.set_status(step=ctx.step, state="running",
                                   cadences=self.scheduler.cadences())
 
-    def _run_probes(self, ctx: StepContext) -> ProbeOutput:
+    def _run_probes(self, ctx: StepContext, due: list[Probe]) -> ProbeOutput:
         """Run the probes due now; a probe that cannot handle this model is retired, loudly."""
         merged = ProbeOutput()
-        for probe in self.scheduler.due(ctx.step):
+        for probe in due:
             if probe.missing(ctx):
                 continue
             start = time.perf_counter()
@@ -508,6 +510,8 @@ def _detached(value: Any) -> Any:
 
 def _to_float(value: float | torch.Tensor) -> float:
     if isinstance(value, torch.Tensor):
+        if value.numel() == 1:  # a loss: one host copy, no reduction kernels
+            return float(value.item())
         return float(value.detach().float().mean().item())
     return float(value)
 

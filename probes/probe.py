@@ -3,13 +3,16 @@
 A probe reads a :class:`StepContext` (what ``Monitor.observe`` was given) and returns a
 :class:`ProbeOutput` (scalars and per-layer arrays). The math lives in ``probes.diagnostics``;
 a probe only adapts it to the stream, Cockpit-style. :class:`ProbeScheduler` decides which
-probes run at a step so that their measured cost stays within a budget of the step time.
+probes run at a step so that their measured cost stays within a budget of the step time, at
+the same steps on every rank of a distributed job.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -19,6 +22,11 @@ import torch
 COSTS = ("cheap", "forward", "jvp", "hvp")
 """Cost classes, cheapest first: a few reductions; one forward; one forward-mode JVP; K
 Hessian-vector products (double backward). They set each probe's default cadence."""
+STEP_WINDOW = 15
+"""Step time is the median of this many observe-to-observe intervals: an evaluation pause
+between two steps must not read as a slow step (it would shrink every cadence for a while)."""
+MAX_DOUBLINGS = 20
+"""A cadence stretches to at most ``base × 2^20`` steps (a probe far too costly to run)."""
 
 
 @dataclass
@@ -85,31 +93,50 @@ def register_probe(cls: type[Probe]) -> type[Probe]:
 class ProbeScheduler:
     """Keeps the Monitor's whole cost within ``budget`` of the training step time.
 
-    Time credit, per probe: after every step each probe earns ``share × step time`` and every
-    call spends the seconds it actually took; a probe runs when its ``every`` has elapsed and
-    its credit is not negative. So a probe's long-run share of step time never exceeds its
-    share, an expensive call (the first JVP or double backward included) is paid back by
-    waiting, and no cost has to be predicted. Credit never grows above zero: a probe that was
-    idle cannot later burst.
+    Aligned cadences: a probe runs exactly at the steps that are multiples of its cadence
+    ``c = base × 2^k``, where ``base`` is its ``every`` (rounded up to a multiple of the
+    Monitor's ``stride``, the steps it publishes) and ``k`` the smallest that makes the
+    measured cost fit: ``cost / c ≤ share × step time``. So the long-run share of step time
+    stays within the probe's share (by up to a factor 2 under it), and the decision needs only
+    the step number and local measurements. That is what a distributed job needs: under DDP
+    every step waits for the slowest rank, so probes that ran at different steps on different
+    ranks would add their costs up (≈ world × budget). Ranks measure similar costs; when two
+    ranks disagree on ``k``, the larger cadence's steps are a subset of the smaller's, so the
+    job pays about the costliest rank's share, with no communication.
+
+    Cost: the median of a probe's last three calls, its first call (warm-up: allocation, a
+    cold power iteration) left out, so a slow first call does not leave a chart empty for
+    hundreds of steps; until a second call is measured the probe runs at ``base``. The first
+    call comes at the first step that is a multiple of ``base`` (on every rank alike).
 
     Shares: the basic metrics (which run every step) are paid first; what they leave of the
     budget is split equally among the probes (a probe's own ``budget`` overrides its share). If
     the basic metrics alone exceed the budget, the probes still get a tenth of it rather than
-    never running. ``budget=None``: every probe runs at its ``every``, whatever it costs.
+    never running. ``budget=None``: every probe runs at its ``base``, whatever it costs.
+    Step numbers that skip the multiples (a loop observing every third step) still get calls:
+    a probe not run for ``2c`` steps runs at the next step seen.
     """
 
     def __init__(
-        self, probes: list[Probe], budget: float | None = 0.05, smoothing: float = 0.2
+        self,
+        probes: list[Probe],
+        budget: float | None = 0.05,
+        smoothing: float = 0.2,
+        stride: int = 1,
     ) -> None:
         if budget is not None and not 0 < budget <= 1:
             raise ValueError(f"budget must be in (0, 1] or None (no limit), got {budget}")
+        if stride < 1:
+            raise ValueError(f"stride must be ≥ 1, got {stride}")
         self.probes = probes
         self.budget = budget
+        self.stride = stride
         self._alpha = smoothing
-        self._credit: dict[str, float] = {}
-        self._cost: dict[str, float] = {}
+        self._costs: dict[str, deque[float]] = {}
         self._last_run: dict[str, int] = {}
-        self.step_time = math.nan
+        self._first_seen: dict[str, int] = {}
+        self._intervals: deque[float] = deque(maxlen=STEP_WINDOW)
+        self.step_time = math.nan  # median of the last STEP_WINDOW training intervals
         self.base_time: float | None = None  # Monitor time outside probes (basic metrics)
         self._probe_seconds = 0.0
         self._total_monitor = 0.0
@@ -128,37 +155,65 @@ class ProbeScheduler:
             return probe.budget
         return self.probe_budget() / max(1, len(self.probes))
 
-    def credit(self, probe: Probe) -> float:
-        """Seconds of probe time this probe may still spend (≤ 0; negative = in debt)."""
-        return self._credit.get(probe.name, 0.0)
+    def cost(self, probe: Probe) -> float | None:
+        """Seconds a call of ``probe`` takes (median of its last three, the first call left
+        out), or None before that is known."""
+        calls = self._costs.get(probe.name)
+        return statistics.median(calls) if calls else None
+
+    def base(self, probe: Probe) -> int:
+        """The probe's ``every`` rounded up to a multiple of the Monitor's stride."""
+        return -(-probe.every // self.stride) * self.stride
+
+    def cadence(self, probe: Probe) -> int:
+        """Steps between calls now: ``base × 2^k``, the least that fits the probe's share."""
+        base = self.base(probe)
+        cost = self.cost(probe)
+        share = self.share(probe)
+        if cost is None or math.isinf(share) or not self.step_time > 0:
+            return base
+        need = cost / (share * self.step_time)  # steps between calls at exactly the share
+        if need <= base:
+            return base
+        return base << min(MAX_DOUBLINGS, math.ceil(math.log2(need / base) - 1e-9))
+
+    def cadences(self) -> dict[str, int]:
+        return {p.name: self.cadence(p) for p in self.probes}
 
     def due(self, step: int) -> list[Probe]:
-        out = []
-        for probe in self.probes:
-            last = self._last_run.get(probe.name)
-            waited = last is None or step - last >= probe.every or step < last
-            if waited and (self.budget is None or self.credit(probe) >= 0):
-                out.append(probe)
-        return out
+        return [probe for probe in self.probes if self._is_due(probe, step)]
+
+    def _is_due(self, probe: Probe, step: int) -> bool:
+        c = self.cadence(probe)
+        last = self._last_run.get(probe.name)
+        if last is not None and step < last:  # the loop restarted its step numbering
+            del self._last_run[probe.name]
+            last = None
+        if last is None:
+            first = self._first_seen.setdefault(probe.name, step)
+            if step < first:
+                first = self._first_seen[probe.name] = step
+            return step % c == 0 or step - first >= 2 * c
+        return (step % c == 0 and step != last) or step - last >= 2 * c
 
     def ran(self, probe: Probe, step: int, seconds: float) -> None:
+        calls = self._costs.get(probe.name)
+        if calls is None:  # the first call is the warm-up: no estimate of later calls
+            self._costs[probe.name] = deque(maxlen=3)
+        else:
+            calls.append(seconds)
         self._last_run[probe.name] = step
         self._probe_seconds += seconds
-        self._credit[probe.name] = self.credit(probe) - seconds
-        self._cost[probe.name] = self._ema(self._cost.get(probe.name), seconds)
 
     def step_finished(self, training_seconds: float, monitor_seconds: float) -> None:
         """One observe-to-observe interval, split into the loop's own time and ours."""
         if training_seconds > 0:
-            self.step_time = self._ema(_none_if_nan(self.step_time), training_seconds)
+            self._intervals.append(training_seconds)
+            self.step_time = statistics.median(self._intervals)
         self._total_monitor += monitor_seconds
         self._total_training += max(0.0, training_seconds)
         self.base_time = self._ema(self.base_time, max(0.0, monitor_seconds - self._probe_seconds))
         self._probe_seconds = 0.0
-        if training_seconds > 0 and self.budget is not None:
-            for probe in self.probes:
-                earned = self.share(probe) * training_seconds
-                self._credit[probe.name] = min(0.0, self.credit(probe) + earned)
 
     @property
     def overhead(self) -> float:
@@ -168,20 +223,5 @@ class ProbeScheduler:
             return math.nan
         return self._total_monitor / self._total_training
 
-    def cadence(self, probe: Probe) -> int:
-        """Typical steps between calls at the measured cost (for display; ``due`` decides)."""
-        cost = self._cost.get(probe.name)
-        share = self.share(probe)
-        if cost is None or math.isinf(share) or not self.step_time > 0:
-            return probe.every
-        return max(probe.every, math.ceil(cost / (share * self.step_time)))
-
-    def cadences(self) -> dict[str, int]:
-        return {p.name: self.cadence(p) for p in self.probes}
-
     def _ema(self, old: float | None, new: float) -> float:
         return new if old is None else (1 - self._alpha) * old + self._alpha * new
-
-
-def _none_if_nan(value: float) -> float | None:
-    return None if math.isnan(value) else value

@@ -33,6 +33,7 @@ blocks rank 0's I/O thread. If rank 0 dies, the other ranks' records are dropped
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -53,6 +54,7 @@ from probes.endpoints import EndpointError
 from probes.store import RunStore
 from probes.transport import (
     HEARTBEAT_S,
+    IO_WAKE_MS,
     SNAPSHOT_CHUNK,
     Pending,
     QueuedTransport,
@@ -119,15 +121,23 @@ def detect_rank(env: dict[str, str] | None = None) -> RankInfo:
 def unwrap_ddp(model: Any) -> Any:
     """The module inside ``DistributedDataParallel`` (or FSDP-style ``.module`` wrappers).
 
-    The probes run extra forwards and ``autograd.grad`` calls at their own cadence, which differs
-    between ranks; through DDP they would arm its gradient reducer (and could issue collectives
+    The probes run extra forwards and ``autograd.grad`` calls at their own cadence, which may
+    differ between ranks (aligned, but a rank that measures a larger cost skips some of the
+    others' calls); through DDP they would arm its gradient reducer (and could issue collectives
     on one rank only). On the inner module they are plain local computations.
     """
-    from torch.nn.parallel import DistributedDataParallel
-
-    while isinstance(model, DistributedDataParallel):
+    while isinstance(model, _ddp_class()):
         model = model.module
     return model
+
+
+@functools.cache
+def _ddp_class() -> type:
+    """Imported once: ``observe`` calls ``unwrap_ddp`` every step, and a function-level import
+    statement costs tens of µs a call under CPU contention."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel
 
 
 def _env_int(env: Any, name: str, default: int) -> int:
@@ -524,7 +534,7 @@ class RankForwarder(QueuedTransport):
                 if time.monotonic() - last_sent >= self._heartbeat_s:
                     self._heartbeat()
                     last_sent = time.monotonic()
-                if self._sub.poll(10):
+                if self._sub.poll(IO_WAKE_MS):
                     self._read_commands()
         except Exception:  # never take the training process down
             log.exception("rank forwarder stopped")

@@ -78,6 +78,31 @@ def test_basic_metrics_match_an_exact_computation():
     assert scalars["samples_per_s"] == pytest.approx(7 * scalars["steps_per_s"])
 
 
+def test_update_tensors_are_the_exact_step_and_only_kept_when_asked():
+    from probes.metrics import NormTracker
+
+    torch.manual_seed(2)
+    model = nn.Linear(4, 3)
+    tracker = NormTracker(list(model.named_parameters()), track_updates=True)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    assert tracker.snapshot().update is None  # nothing to diff against yet
+    before = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p), alpha=0.1)
+    kept = tracker.snapshot(keep_update=True)
+    exact = [p.detach() - b for p, b in zip(model.parameters(), before, strict=True)]
+    for got, want in zip(kept.update_tensors, exact, strict=True):
+        assert torch.equal(got, want)  # θ_t − θ_(t−1), bit for bit
+    assert kept.update.tolist() == pytest.approx([e.norm().item() for e in exact], rel=1e-6)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    lean = tracker.snapshot(keep_update=False)
+    assert lean.update_tensors is None
+    assert lean.update.tolist() == pytest.approx([math.sqrt(12), 0.0], rel=1e-6)
+
+
 def test_records_follow_the_envelope_and_seq_is_gap_free():
     tr = InProcessTransport()
     with Monitor(run="seq", transport=tr) as mon:

@@ -148,36 +148,103 @@ class _FakeProbe(Probe):
 
 
 def _steps_run(sched: ProbeScheduler, probe: Probe, steps: int, cost: float,
-               training: float) -> list[int]:
+               training: float, first_cost: float | None = None) -> list[int]:
     """Drive the scheduler like the Monitor does; returns the steps at which ``probe`` ran."""
     ran = []
     for step in range(steps):
+        spent = 0.0
         if probe in sched.due(step):
-            sched.ran(probe, step, cost)
+            spent = first_cost if first_cost is not None and not ran else cost
+            sched.ran(probe, step, spent)
             ran.append(step)
-        sched.step_finished(training_seconds=training, monitor_seconds=cost if ran and
-                            ran[-1] == step else 0.0)
+        sched.step_finished(training_seconds=training, monitor_seconds=spent)
     return ran
+
+
+def _share(ran: list[int], steps: int, cost: float, training: float) -> float:
+    """Probe time over training time for the calls after the first (the warm-up)."""
+    return (len(ran) - 1) * cost / (steps * training)
 
 
 def test_scheduler_holds_the_long_run_share_to_the_budget():
     probe = _FakeProbe(every=1)
     sched = ProbeScheduler([probe], budget=0.05)
     ran = _steps_run(sched, probe, 400, cost=0.010, training=0.100)
-    # 10 ms a call against 5 % of 100 ms = 5 ms earned a step: every other step
-    assert ran[:4] == [0, 2, 4, 6]
-    assert len(ran) * 0.010 <= 0.05 * 400 * 0.100 + 0.010  # share ≤ budget (+ one call)
+    # the first call is the warm-up; the second, at `every`, measures 10 ms a call against
+    # 5 % of 100 ms = 5 ms a step: every other step from then on, at the even steps
+    assert ran[:5] == [0, 1, 2, 4, 6]
+    assert _share(ran, 400, 0.010, 0.100) <= 0.05
+    sched = ProbeScheduler([probe], budget=0.05)
+    ran = _steps_run(sched, probe, 400, cost=0.013, training=0.100)  # 2.6 steps' share: 4
+    assert ran[2:5] == [4, 8, 12] and _share(ran, 400, 0.013, 0.100) <= 0.05
 
 
-def test_an_expensive_first_call_is_paid_back_by_waiting():
+def test_a_slow_first_call_is_warm_up_but_a_slow_probe_is_stretched():
+    probe = _FakeProbe(every=10)
+    sched = ProbeScheduler([probe], budget=0.05)
+    # a 1 s first call (warm-up), then 1 ms calls: the chart keeps its cadence of 10
+    ran = _steps_run(sched, probe, 100, cost=0.001, training=0.100, first_cost=1.0)
+    assert ran == list(range(0, 100, 10))
+    # a probe whose every call takes 1 s: 1 s / (5 % of 100 ms) = 200 steps → 10 × 2⁵ = 320
+    sched = ProbeScheduler([probe], budget=0.05)
+    ran = _steps_run(sched, probe, 1000, cost=1.0, training=0.100)
+    assert ran == [0, 10, 320, 640, 960]
+    assert sched.cadence(probe) == 320
+
+
+def test_cadences_are_aligned_across_ranks_that_measure_different_costs():
+    """Two ranks of one job: each rank's probe steps are multiples of its cadence, so the
+    cheaper rank's steps contain the dearer rank's and the job pays ~one rank's share."""
+    costs = (0.0090, 0.0105)  # 4 % apart around the 2-step boundary: cadences 2 and 4
+    runs = []
+    for cost in costs:
+        probe = _FakeProbe(every=1)
+        runs.append(set(_steps_run(ProbeScheduler([probe], 0.05), probe, 400, cost, 0.100)))
+    cheap, dear = runs
+    assert dear < cheap  # nested: every step the dear rank probes, the cheap one does too
+    assert len(cheap | dear) == len(cheap)  # the union is one rank's calls, not the sum
+    for ran, cost in zip(runs, costs, strict=True):
+        assert _share(sorted(ran), 400, cost, 0.100) <= 0.05
+    for cost in (0.0090, 0.0105, 0.030, 0.100):  # and cadences are multiples of `every`
+        probe = _FakeProbe(every=5)
+        ran = _steps_run(ProbeScheduler([probe], 0.05), probe, 2000, cost, 0.100)
+        assert all(step % 5 == 0 for step in ran)
+
+
+def test_monitor_runs_probes_at_multiples_of_their_cadence_with_the_update_they_need():
+    tr = InProcessTransport()
+    probes = [PROBES["nlm"](every=3), PROBES["safe_step"](every=2)]
+    mon = Monitor(run="at", transport=tr, probes=probes, budget=None, every=2)
+    _train(_mlp, mon, steps=17)
+    mon.close()
+    metrics = [r for r in tr.records if r.kind == "metrics"]
+    nlm = [r.step for r in metrics if "nlm_cos" in r.data["scalars"]]
+    rho = [r.step for r in metrics if "rho_a" in r.data["scalars"]]
+    assert nlm == [0, 4, 8, 12, 16]  # every 3, published every 2: a multiple of 4
+    assert rho == [2, 4, 6, 8, 10, 12, 14, 16]  # step 0 has no last update yet
+    assert all(math.isfinite(r.data["scalars"]["rho_a"]) for r in metrics if r.step in rho)
+
+
+def test_a_pause_between_steps_does_not_shrink_the_cadences():
     probe = _FakeProbe(every=1)
     sched = ProbeScheduler([probe], budget=0.05)
-    sched.ran(probe, 0, 1.0)  # a 1 s warm-up call
-    waits = 0
-    while probe not in sched.due(waits + 1):
-        sched.step_finished(training_seconds=0.100, monitor_seconds=0.0)
-        waits += 1
-    assert waits == 200  # 1 s / (5 % of 100 ms)
+    _steps_run(sched, probe, 40, cost=0.020, training=0.100)
+    assert sched.cadence(probe) == 4  # 20 ms against 5 ms a step
+    sched.step_finished(training_seconds=60.0, monitor_seconds=0.0)  # an evaluation, say
+    assert sched.step_time == pytest.approx(0.100)
+    assert sched.cadence(probe) == 4
+
+
+def test_stride_and_step_numbers_that_skip_the_multiples():
+    probe = _FakeProbe(every=5)
+    sched = ProbeScheduler([probe], budget=None, stride=4)  # Monitor(every=4) publishes 0, 4, …
+    ran = [s for s in range(0, 60, 4) if probe in sched.due(s) and not sched.ran(probe, s, 0.0)]
+    assert ran == [0, 8, 16, 24, 32, 40, 48, 56]  # every 5 rounded up to the stride: 8
+    probe = _FakeProbe(every=2)
+    sched = ProbeScheduler([probe], budget=None)  # a loop observing odd steps only
+    ran = [s for s in range(1, 30, 2) if probe in sched.due(s) and not sched.ran(probe, s, 0.0)]
+    assert ran == [5, 9, 13, 17, 21, 25, 29]  # never a multiple of 2: after 2 × cadence
+    assert probe not in sched.due(29)  # once per step, even if observed twice
 
 
 def test_declared_cadence_is_a_floor_and_budget_none_ignores_cost():
@@ -228,10 +295,13 @@ def test_monitor_streams_an_alert_record_for_collapsed_logits():
 def test_basic_metrics_time_comes_out_of_the_probes_budget():
     probe = _FakeProbe(every=1)
     sched = ProbeScheduler([probe], budget=0.05)
-    sched.ran(probe, 0, seconds=0.002)  # probe: 2 ms of this observe's 5 ms
-    sched.step_finished(training_seconds=0.100, monitor_seconds=0.005)
+    sched.ran(probe, 0, seconds=0.500)  # warm-up
+    sched.step_finished(training_seconds=0.100, monitor_seconds=0.503)
+    sched.ran(probe, 1, seconds=0.0015)  # probe: 1.5 ms of this observe's 4.5 ms
+    sched.step_finished(training_seconds=0.100, monitor_seconds=0.0045)
     # 3 ms of basic metrics use 3 % of the 5 % budget: 2 % is left for probes
     assert sched.probe_budget() == pytest.approx(0.02)
-    assert sched.credit(probe) == pytest.approx(0.0)  # −2 ms + 2 % · 100 ms
+    assert sched.cadence(probe) == 1  # 1.5 ms ≤ 2 % of 100 ms
     sched.step_finished(training_seconds=0.100, monitor_seconds=0.050)  # basic metrics > budget
     assert sched.probe_budget() == pytest.approx(0.005)  # a tenth of the budget remains
+    assert sched.cadence(probe) == 4  # 1.5 ms against 0.5 ms a step: 3 steps → 4
