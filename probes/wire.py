@@ -85,7 +85,7 @@ def from_map(obj: Any) -> Record:
     The hot path of every viewer (tens of thousands of records a second): checks are done on
     whole sets of types in C where possible, and a plain ``dict`` (what msgpack gives) is
     neither copied nor re-wrapped."""
-    if not isinstance(obj, Mapping):
+    if type(obj) is not dict and not isinstance(obj, Mapping):  # dict: no ABC check
         raise WireError(f"envelope is {type(obj).__name__}, not a map")
     if not obj.keys() >= _ENVELOPE_KEYS:
         missing = _ENVELOPE_KEYS - obj.keys()
