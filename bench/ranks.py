@@ -160,6 +160,7 @@ def worker(args: argparse.Namespace) -> None:
             for group in GROUPS:
                 cpu[name][group] += after[group] - before[group]
             step += args.steps
+    norm_stride = float(mon.scheduler.norm_stride)
     mon.close()
     n = args.steps * args.rounds
     summary = [
@@ -174,8 +175,11 @@ def worker(args: argparse.Namespace) -> None:
     summary += [v for name in DEFAULT_PROBES for v in rec.by_probe[name]]  # [14:]: calls, s
     gathered = _gather(torch.tensor(summary, dtype=torch.float64), world)
     per_step = _gather(torch.tensor([rec.observe, rec.probed], dtype=torch.float64), world)
+    strides = _gather(torch.tensor([norm_stride], dtype=torch.float64), world)
     if rank == 0:
         report(args, gathered, torch.stack(per_step))
+        print(f"basic norms measured every {', '.join(str(int(s)) for s in strides)} steps "
+              "(per rank; the budget's stride)")  # fmt: skip
     dist.destroy_process_group()
 
 

@@ -330,15 +330,19 @@ class Monitor:
             self.scheduler.step_finished(training, self._monitor_seconds)
         if ctx.model is not None and id(ctx.model) != self._model_id:
             self._attach(ctx.model)
+        measure = self._tracker is not None and self.scheduler.norms_due(ctx.step)
+        if self._tracker and not measure and self.scheduler.norms_due(ctx.step + 1):
+            self._tracker.capture(ctx.step)  # θ for the next measuring step's update
         if ctx.step % self.every:
-            if self._tracker and (ctx.step + 1) % self.every == 0:
-                self._tracker.capture(ctx.step)  # θ for the next (published) step's update
             return
         due = self.scheduler.due(ctx.step)
         norms = NormSnapshot(None, None)
-        if self._tracker:  # every=1: any step numbering; every=N: θ_t − θ_(t−1) as captured
+        if measure:  # stride 1: any step numbering; else θ_t − θ_(t−1) as captured
+            start = time.perf_counter()
             keep = any("last_update" in probe.requires for probe in due)
-            norms = self._tracker.snapshot(ctx.step if self.every > 1 else None, keep)
+            sparse = self.every * self.scheduler.norm_stride > 1
+            norms = self._tracker.snapshot(ctx.step if sparse else None, keep)
+            self.scheduler.norms_ran(time.perf_counter() - start)
         lrs = learning_rates(ctx.optimizer)
         ctx.lr = lrs[0] if lrs else math.nan
         ctx.layers = self._tracker.names if self._tracker else []

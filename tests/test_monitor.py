@@ -10,6 +10,7 @@ from torch import nn
 
 from probes import InProcessTransport, Monitor
 from probes.client import Subscriber
+from probes.probe import MAX_DOUBLINGS
 
 
 def _cnn_with_batchnorm() -> nn.Module:
@@ -138,7 +139,7 @@ def test_exception_in_the_loop_marks_the_run_crashed():
 
 def test_every_n_publishes_a_subset_but_update_norms_stay_per_step():
     tr = InProcessTransport()
-    mon = Monitor(run="every", transport=tr, every=3)
+    mon = Monitor(run="every", transport=tr, every=3, budget=None)  # norms on every published
     model = nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for step in range(7):
@@ -153,6 +154,49 @@ def test_every_n_publishes_a_subset_but_update_norms_stay_per_step():
     for record in published[1:]:  # θ_t − θ_(t−1) from a copy taken at t−1 only, not every step
         weight, bias = record.data["per_layer"]["update_norm"]
         assert weight == pytest.approx(0.1 * 2**0.5) and bias == pytest.approx(0.1)
+
+
+def test_norms_too_costly_for_the_budget_stretch_but_the_loss_stays_per_step():
+    """A budget the norms cannot fit: they stretch (to multiples of a power of two, see the
+    scheduler test below) while every step still carries the loss."""
+    tr = InProcessTransport()
+    mon = Monitor(run="sparse", transport=tr, probes=None, budget=1e-9)
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(40):
+        opt.zero_grad()
+        model(torch.ones(1, 2)).sum().backward()
+        mon.observe(step, model=model, optimizer=opt, loss=torch.tensor(float(step)))
+        opt.step()
+    mon.close()
+    records = [r for r in tr.records if r.kind == "metrics"]
+    assert [r.data["scalars"]["loss"] for r in records] == [float(s) for s in range(40)]
+    measured = [r for r in records if "grad_norm" in r.data["scalars"]]
+    # step 0 has no step time yet; step 1 measures, then the stride jumps past the run
+    assert [r.step for r in measured] == [0, 1]
+    assert mon.scheduler.norm_stride == 2**MAX_DOUBLINGS
+    assert mon.scheduler.cadences()["norms"] == 2**MAX_DOUBLINGS
+    weight, bias = measured[1].data["per_layer"]["update_norm"]
+    assert weight == pytest.approx(0.1 * 2**0.5) and bias == pytest.approx(0.1)
+
+
+def test_norm_stride_fits_the_share_and_never_outgrows_an_update_reader():
+    from probes.builtin import SafeStepProbe
+    from probes.probe import NORM_SHARE, ProbeScheduler
+
+    scheduler = ProbeScheduler([], budget=0.05)
+    for _ in range(5):
+        scheduler.step_finished(0.010, 0.0)  # 10 ms steps
+    scheduler.norms_ran(0.001)  # 1 ms a measurement: 4 steps at 2.5 % of each
+    assert NORM_SHARE * 0.05 == 0.025 and scheduler.norm_stride == 4
+    assert [s for s in range(13) if scheduler.norms_due(s)] == [0, 4, 8, 12]
+    reader = SafeStepProbe(every=2)
+    scheduler = ProbeScheduler([reader], budget=0.05, stride=3)
+    for _ in range(5):
+        scheduler.step_finished(0.010, 0.0)
+    scheduler.norms_ran(0.004)
+    assert scheduler.cadence(reader) == 3 and scheduler.norm_stride == 1
+    assert ProbeScheduler([], budget=None).norm_stride == 1
 
 
 def test_monitor_streams_over_zeromq_to_a_subscriber():
