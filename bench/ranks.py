@@ -1,6 +1,6 @@
 """Step time of a 2-rank gloo DDP job with monitoring on vs off, and where the overhead goes.
 
-Run by hand: ``python bench/ranks.py [--nproc 2] [--steps 100] [--rounds 5] [--hidden 512]
+Run by hand: ``python bench/ranks.py [--ranks 2] [--steps 100] [--rounds 5] [--hidden 512]
 [--every 1] [--probes default|none] [--store] [--no-updates] [--warmup 200]`` (it relaunches
 itself under ``torchrun``). One Monitor per rank for the whole run (rank 0 hosts the endpoint,
 rank 1 forwards); "off" rounds skip ``observe``, "on" rounds call it with ``--probes``
@@ -232,7 +232,9 @@ def report(args: argparse.Namespace, gathered: list[torch.Tensor], per_step: tor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument(
+        "--ranks", type=int, default=2, help="processes (not --nproc: torchrun would take it)"
+    )
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--hidden", type=int, default=512)
@@ -258,7 +260,7 @@ def main() -> None:
             "-m",
             "torch.distributed.run",
             "--standalone",
-            f"--nproc_per_node={args.nproc}",
+            f"--nproc_per_node={args.ranks}",
             __file__,
             *sys.argv[1:],
         ]

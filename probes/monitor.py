@@ -388,7 +388,7 @@ class Monitor:
         return merged
 
     def _retire(self, probe: Probe, reason: str) -> None:
-        self.scheduler.probes.remove(probe)
+        self.scheduler.remove(probe)
         self.event("probe_skipped", probe=probe.name, reason=reason)
         log.warning("edgewatch: probe %s disabled: %s", probe.name, reason)
 

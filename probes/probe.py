@@ -144,6 +144,8 @@ class ProbeScheduler:
         self.norm_cost: float | None = None
         """Seconds one measurement of the basic norms takes (moving average)."""
         self._norm_stride = 1
+        self._cadences: dict[str, int] = {}
+        self._steps_since_fit = 0
         self._probe_seconds = 0.0
         self._total_monitor = 0.0
         self._total_training = 0.0
@@ -172,7 +174,17 @@ class ProbeScheduler:
         return -(-probe.every // self.stride) * self.stride
 
     def cadence(self, probe: Probe) -> int:
-        """Steps between calls now: ``base × 2^k``, the least that fits the probe's share."""
+        """Steps between calls now: ``base × 2^k``, the least that fits the probe's share.
+
+        Memoised: ``observe`` asks for every probe's cadence several times a step, and the
+        answer changes only with a new cost measurement or a drift in step time (re-read
+        every ``STEP_WINDOW`` steps)."""
+        cadence = self._cadences.get(probe.name)
+        if cadence is None:
+            cadence = self._cadences[probe.name] = self._fit_cadence(probe)
+        return cadence
+
+    def _fit_cadence(self, probe: Probe) -> int:
         base = self.base(probe)
         cost = self.cost(probe)
         share = self.share(probe)
@@ -220,6 +232,11 @@ class ProbeScheduler:
                    if "last_update" in p.requires]  # fmt: skip
         return min([stride, *(c & -c for c in readers)])
 
+    def remove(self, probe: Probe) -> None:
+        """Retire a probe: the others' shares grow."""
+        self.probes.remove(probe)
+        self._cadences.clear()
+
     def due(self, step: int) -> list[Probe]:
         return [probe for probe in self.probes if self._is_due(probe, step)]
 
@@ -242,6 +259,7 @@ class ProbeScheduler:
             self._costs[probe.name] = deque(maxlen=3)
         else:
             calls.append(seconds)
+            self._cadences.clear()
         self._last_run[probe.name] = step
         self._probe_seconds += seconds
 
@@ -249,7 +267,11 @@ class ProbeScheduler:
         """One observe-to-observe interval, split into the loop's own time and ours."""
         if training_seconds > 0:
             self._intervals.append(training_seconds)
-            self.step_time = statistics.median(self._intervals)
+            self._steps_since_fit += 1
+            if self._steps_since_fit >= STEP_WINDOW or len(self._intervals) < STEP_WINDOW:
+                self.step_time = statistics.median(self._intervals)
+                self._steps_since_fit = 0
+                self._cadences.clear()
         self._total_monitor += monitor_seconds
         self._total_training += max(0.0, training_seconds)
         self.base_time = self._ema(self.base_time, max(0.0, monitor_seconds - self._probe_seconds))
