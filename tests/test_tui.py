@@ -576,14 +576,20 @@ async def test_layers_screen_lists_sorts_filters_and_charts_layers() -> None:
         assert values["history"] == sparkline(app.state.layer_series["grad_norm/block.0.mlp"].y)
         assert values["history"][0] == "▁" and values["history"][-1] == "█", "grad_norm grew"
 
+        # each key is awaited by what it does: under load a key can still be on its way to
+        # the table when press() returns
+        def shows(*order: str):
+            return lambda: table.visible == list(order)
+
         await pilot.press("2")  # update_norm, largest first
-        assert table.visible == ["embed", "block.0.mlp", "head", "block.0.attn"]
+        await until(pilot, shows("embed", "block.0.mlp", "head", "block.0.attn"))
         await pilot.press("2")  # again: reversed
-        assert table.visible == ["block.0.attn", "head", "block.0.mlp", "embed"]
+        await until(pilot, shows("block.0.attn", "head", "block.0.mlp", "embed"))
         await pilot.press("3")  # sigma_max: the NaN row goes last
-        assert table.visible == ["block.0.mlp", "head", "embed", "block.0.attn"]
+        await until(pilot, shows("block.0.mlp", "head", "embed", "block.0.attn"))
         await pilot.press("o")  # cycles on to sigma_max_update (all NaN: model order kept)
-        assert table.sort_column == "sigma_max_update" and table.visible == LAYERS
+        await until(pilot, lambda: table.sort_column == "sigma_max_update")
+        assert table.visible == LAYERS
         # a click on the nlm_cos header sorts by it
         x = sum(c.get_render_width(table) for c in table.ordered_columns[: 2 + 6]) + 2
         await pilot.click(LayerTable, offset=(x, 0))
@@ -599,7 +605,7 @@ async def test_layers_screen_lists_sorts_filters_and_charts_layers() -> None:
 
         await pilot.press("slash")
         await pilot.press(*"BLOCK.0")
-        await until(pilot, lambda: table.visible == ["block.0.attn", "block.0.mlp"])
+        await until(pilot, shows("block.0.attn", "block.0.mlp"))
         assert table.row_count == 2
         await pilot.press("escape")  # leaves the filter box, keeps the filter
         assert table.has_focus and table.row_count == 2
