@@ -74,9 +74,11 @@ class Monitor:
         probes: ``"default"`` (all built-in diagnostics), a list of probe names or instances,
             or ``None`` for basic metrics only. A probe runs only when ``observe`` was given
             what it needs (``inputs=`` and ``loss_fn=`` enable ρ_a and the curvature probes).
-        budget: the fraction of step time all probes together may take (default 5 %); cadences
-            stretch to stay within it. A probe's own ``budget=`` overrides its share. ``None``
-            runs every probe at its declared cadence whatever it costs.
+        budget: the fraction of step time the Monitor may take (default 5 %): the gradient and
+            update norms half of it, the probes what is left; cadences stretch to stay within
+            it (the norms' too, to multiples of ``every × 2^k``; loss and step time stay in
+            every record). A probe's own ``budget=`` overrides its share. ``None`` runs
+            everything at its declared cadence whatever it costs.
         keys: a keys folder from ``diag keys`` (default ``$EDGEWATCH_KEYS``): PUB and ROUTER use
             CURVE and admit only allow-listed viewers (see :mod:`probes.security`).
         insecure: bind a non-loopback address without keys anyway (otherwise that raises

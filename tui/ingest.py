@@ -75,6 +75,9 @@ class RecordSource(Protocol):
 class MemorySource:
     """Records pushed by the test (or a replay) through an asyncio queue; no dedupe, no wire."""
 
+    slice_size = SLICE
+    """Records handed to the app at a time (the loop renders and reads keys in between)."""
+
     def __init__(self, label: str = "memory") -> None:
         self.label = label
         self.session = CloneSession()
@@ -100,8 +103,8 @@ class MemorySource:
     async def stream(self) -> AsyncIterator[list[Record]]:
         while (batch := await self._queue.get()) is not None:
             self.session.last_heard = time.monotonic()
-            for start in range(0, len(batch), SLICE):
-                yield batch[start : start + SLICE]
+            for start in range(0, len(batch), self.slice_size):
+                yield batch[start : start + self.slice_size]
 
     def connection_state(self, now: float | None = None) -> tuple[str, float]:
         return self.session.connection_state(now)

@@ -34,7 +34,11 @@ VIEWS = ("dashboard", "layers", "help")
 
 
 class FrozenSource(MemorySource):
-    """A memory source whose link always reads "live, 0 s" (no clock in the picture)."""
+    """A memory source whose link always reads "live, 0 s" (no clock in the picture) and that
+    hands each push over whole: a picture must not depend on which render ticks fell between
+    slices (a health badge keeps the widest value it has shown)."""
+
+    slice_size = 1_000_000
 
     def connection_state(self, now: float | None = None) -> tuple[str, float]:
         return ("live", 0.0)
