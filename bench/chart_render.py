@@ -1,6 +1,6 @@
 """What drawing the charts costs: one chart's redraw, and a whole 160×48 frame.
 
-Run by hand: ``python bench/chart_render.py [--old-ref main] [--rounds 30] [--profile]``.
+Run by hand: ``python bench/chart_render.py [--old-ref f453f9c] [--rounds 30] [--profile]``.
 
 Two measurements, each for this tree's :class:`tui.widgets.chart.Chart` ("new") and, when
 ``textual_plot`` is importable, for the chart of ``--old-ref`` (loaded from git into a temporary
@@ -42,6 +42,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 SIZE = (160, 48)
 CHART_SIZE = (52, 10)
+
+
+TEXTUAL_PLOT_CHART = "f453f9c"
+"""The last commit whose chart drew with textual-plot."""
 
 
 def load_old_chart(ref: str) -> type | None:
@@ -164,7 +168,11 @@ async def dashboard(chart_cls: type, rounds: int, profile: bool) -> dict[str, li
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--old-ref", default="main", help="git ref of the chart to compare")
+    parser.add_argument(
+        "--old-ref",
+        default=TEXTUAL_PLOT_CHART,
+        help="git ref of the chart to compare (default: the last textual-plot chart)",
+    )
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--profile", action="store_true", help="cProfile the dashboard frames")
     args = parser.parse_args()
