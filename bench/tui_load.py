@@ -13,7 +13,9 @@ Three measurements, printed side by side in one run:
    over tcp loopback, as ``diag watch`` does. Per rate: records applied per second, the
    backlog (published − applied) at the end of the phase and its trend, lost records, flush
    ticks and frames written per second (the render rate), and the keypress latency (``y``,
-   log scale: from the key event to every chart showing it) while under load.
+   log scale: from the key event to every chart showing it) while under load; then where the
+   app's main thread spent the wall time (fold, decode + session, ZeroMQ reads, frames, the
+   widget tick) and the CPU the app process got.
 3. **Memory** — ``--memory-steps`` (1 M) steps folded into a RunState, then charted by the
    app's grid: RSS and traced Python allocations before and after, and the points kept.
 
@@ -246,6 +248,57 @@ async def _key_latency(app, pilot) -> float:
     return latency
 
 
+class StageClock:
+    """Wall time the app's main thread spends in each stage of the live part (``perf_counter``
+    around the stage's function): where the one core goes. cProfile cannot say it — the ingest
+    is an async generator, and it slows Python-heavy stages more than C-heavy ones."""
+
+    def __init__(self) -> None:
+        from textual._compositor import Compositor
+
+        from probes.client import CloneSession
+        from tui import ingest
+        from tui.app import EdgewatchApp
+        from tui.state import RunState
+
+        self.stages = {
+            "fold into RunState": (RunState, "apply"),
+            "decode + session": (CloneSession, "accept_payload"),
+            "ZeroMQ reads": (ingest, "_drain"),
+            "compositor (frames)": (Compositor, "render_update"),
+            "widget updates (tick)": (EdgewatchApp, "flush"),
+        }
+        self.seconds = dict.fromkeys(self.stages, 0.0)
+
+    def __enter__(self) -> StageClock:
+        self._originals = {name: getattr(*where) for name, where in self.stages.items()}
+        for name, (owner, attr) in self.stages.items():
+            setattr(owner, attr, self._timed(name, self._originals[name]))
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._wall, self._cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+        for name, (owner, attr) in self.stages.items():
+            setattr(owner, attr, self._originals[name])
+
+    def _timed(self, name: str, function):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+
+        return timed
+
+    def report(self) -> None:
+        print(f"   main thread, whole live part ({self._wall:.1f} s wall; the app process used "
+              f"{self._cpu:.1f} s CPU, all its threads):")  # fmt: skip
+        for name, seconds in sorted(self.seconds.items(), key=lambda item: -item[1]):
+            print(f"     {name:<28}{seconds:6.2f} s  {100 * seconds / self._wall:5.1f} %")
+
+
 # -- 3. memory over a long run -----------------------------------------------------------------
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
@@ -326,12 +379,14 @@ def main() -> None:
         profiler = cProfile.Profile() if args.profile else None
         if profiler:
             profiler.enable()
-        phases = asyncio.run(live([int(r) for r in args.rates.split(",")], args.seconds,
-                                  args.layers, (cols, rows)))  # fmt: skip
+        with StageClock() as clock:
+            phases = asyncio.run(live([int(r) for r in args.rates.split(",")], args.seconds,
+                                      args.layers, (cols, rows)))  # fmt: skip
         if profiler:
             profiler.disable()
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         _print_phases(phases)
+        clock.report()
     if "memory" not in skip:
         print(f"\n3. memory over {args.memory_steps:,} steps (in-memory source, app charting)")
         for name, value in asyncio.run(memory(args.memory_steps, args.layers)).items():
