@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
-from helpers import until
+from helpers import press_or_run, until
 from textual import events
 
 import probes.client
@@ -407,9 +407,20 @@ async def test_controller_keys_send_commands_and_acks_update_the_toggle_bar():
         sent = source.sent[-1]
         assert (sent["cmd"], sent["args"]) == ("perpgrad", {"on": True})
         assert app.controls.toggles["perpgrad"].describe() == "sent"
-        source.push(Record("ack", "t", 42, {"id": sent["id"], "cmd": "perpgrad",
-                                             "args": sent["args"], "on": True,
-                                             "applied_at_step": 42}))
+        source.push(
+            Record(
+                "ack",
+                "t",
+                42,
+                {
+                    "id": sent["id"],
+                    "cmd": "perpgrad",
+                    "args": sent["args"],
+                    "on": True,
+                    "applied_at_step": 42,
+                },
+            )
+        )
         await pilot.pause(0.3)
         assert app.controls.toggles["perpgrad"].describe() == "on since 42"
         await pilot.press("plus")
@@ -480,8 +491,9 @@ def gauge_metrics(step: int, seq: int | None = None, **scalars: float) -> Record
         "nlm_cos": [0.9, 0.1, -0.5, NAN],
     }
     data = metrics_data({"loss": 1.0, **scalars}, LAYERS, per_layer)
-    return Record(kind="metrics", run="run-1", step=step, seq=step + 1 if seq is None else seq,
-                  data=data)
+    return Record(
+        kind="metrics", run="run-1", step=step, seq=step + 1 if seq is None else seq, data=data
+    )
 
 
 @pytest.mark.parametrize(
@@ -499,8 +511,11 @@ async def test_gauge_chart_draws_its_threshold_and_colours_its_title(
     app = EdgewatchApp(source)
     async with app.run_test(size=(120, 36)) as pilot:
         # loss arrives first, yet the gauges are placed first, in THRESHOLDS order
-        source.push(meta(), metrics(0, seq=1), *[gauge_metrics(s, seq=s + 2, sc_fraction=0.0,
-                                                               r=r) for s in range(1, 6)])
+        source.push(
+            meta(),
+            metrics(0, seq=1),
+            *[gauge_metrics(s, seq=s + 2, sc_fraction=0.0, r=r) for s in range(1, 6)],
+        )
         await until(pilot, lambda: "r" in app.charts and app.charts["r"].points_drawn == 5)
         chart = app.charts["r"]
         (style, tx, ty), (data_style, _, dy) = chart.lines()
@@ -537,7 +552,9 @@ async def test_health_badges_show_only_published_gauges_with_their_level() -> No
         source.push(gauge_metrics(1, r=0.7, trace_gauge=0.1, eos_gauge=1.5))
         await until(pilot, lambda: len(bar.shown) == 3)
         assert {name: b.level for name, b in bar.shown.items()} == {
-            "r": "warn", "trace_gauge": "ok", "eos_gauge": "alert"
+            "r": "warn",
+            "trace_gauge": "ok",
+            "eos_gauge": "alert",
         }
         assert bar.region.height == 1 and bar.region.y < app.grid.region.y, "under the header"
         badge = bar.shown["eos_gauge"]
@@ -576,19 +593,23 @@ async def test_layers_screen_lists_sorts_filters_and_charts_layers() -> None:
         assert values["history"] == sparkline(app.state.layer_series["grad_norm/block.0.mlp"].y)
         assert values["history"][0] == "▁" and values["history"][-1] == "█", "grad_norm grew"
 
-        # each key is awaited by what it does: under load a key can still be on its way to
-        # the table when press() returns
         def shows(*order: str):
             return lambda: table.visible == list(order)
 
-        await pilot.press("2")  # update_norm, largest first
-        await until(pilot, shows("embed", "block.0.mlp", "head", "block.0.attn"))
-        await pilot.press("2")  # again: reversed
-        await until(pilot, shows("block.0.attn", "head", "block.0.mlp", "embed"))
-        await pilot.press("3")  # sigma_max: the NaN row goes last
-        await until(pilot, shows("block.0.mlp", "head", "embed", "block.0.attn"))
-        await pilot.press("o")  # cycles on to sigma_max_update (all NaN: model order kept)
-        await until(pilot, lambda: table.sort_column == "sigma_max_update")
+        # update_norm, largest first; again: reversed; sigma_max: the NaN row goes last
+        await press_or_run(
+            pilot, "2", "sort_by(2)", shows("embed", "block.0.mlp", "head", "block.0.attn")
+        )
+        await press_or_run(
+            pilot, "2", "sort_by(2)", shows("block.0.attn", "head", "block.0.mlp", "embed")
+        )
+        await press_or_run(
+            pilot, "3", "sort_by(3)", shows("block.0.mlp", "head", "embed", "block.0.attn")
+        )
+        # o cycles on to sigma_max_update (all NaN: model order kept)
+        await press_or_run(
+            pilot, "o", "cycle_sort", lambda: table.sort_column == "sigma_max_update"
+        )
         assert table.visible == LAYERS
         # a click on the nlm_cos header sorts by it
         x = sum(c.get_render_width(table) for c in table.ordered_columns[: 2 + 6]) + 2
@@ -638,8 +659,9 @@ async def test_each_alert_record_raises_one_warning_toast() -> None:
         (toast,) = toasts()
         assert toast.severity == "warning" and "step too long" in toast.message
         assert "value=1.5" in toast.message and toast.title == "alert · step 2"
-        source.push(metrics(3), Record(kind="event", run="run-1", step=3, seq=4,
-                                       data={"event": "note"}))
+        source.push(
+            metrics(3), Record(kind="event", run="run-1", step=3, seq=4, data={"event": "note"})
+        )
         await until(pilot, lambda: app.state.step == 3)
         await pilot.pause(0.3)
         assert len(toasts()) == 1, "once per alert record"
