@@ -18,22 +18,6 @@ async def until(pilot, condition: Callable[[], bool], timeout: float = 15.0) -> 
         await pilot.pause(0.02)
 
 
-async def press_or_run(pilot, key: str, action: str, done: Callable[[], bool]) -> None:
-    """Press ``key``; if its effect has not shown within 3 s, run its ``action`` on the focused
-    widget instead, so the test goes on to check what the action does.
-
-    Why: in the full suite (and about 1 run in 3 right after ``test_replay``'s step-keys test)
-    Textual's Pilot stops delivering keys to the layers screen's app — the events never reach
-    ``App.on_event``, for every later key. Not understood yet; the fallback keeps the binding
-    tested whenever the harness delivers keys, and the test exact either way."""
-    await pilot.press(key)
-    try:
-        await until(pilot, done, timeout=3.0)
-    except AssertionError:
-        await pilot.app.focused.run_action(action)
-        await until(pilot, done)
-
-
 def downgrade_to_v1(path: Path) -> None:
     """What a version-1 store writer left: no column tables, user_version 1."""
     with sqlite3.connect(path) as conn:

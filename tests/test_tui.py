@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
-from helpers import press_or_run, until
+from helpers import until
 from textual import events
 
 import probes.client
@@ -570,6 +570,21 @@ def cell_texts(table, layer: str) -> list[str]:
     return [str(cell) for cell in table.get_row(layer)]
 
 
+async def test_layers_screen_takes_the_state_before_it_is_composed() -> None:
+    """The render tick can reach a just-pushed screen before compose has mounted its children:
+    showing the state then must not raise (it stopped the app, and every later key was lost)."""
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(120, 36)) as pilot:
+        source.push(meta(), *[gauge_metrics(s) for s in range(3)])
+        await until(pilot, lambda: app.state.step == 2)
+        assert not app.layers_screen.is_mounted
+        app.layers_screen.show(app.state)
+        await pilot.press("l")
+        await until(pilot, lambda: app.layers_screen.table.row_count == len(LAYERS))
+        assert "4 layers" in str(app.layers_screen.title_bar.render())
+
+
 async def test_layers_screen_lists_sorts_filters_and_charts_layers() -> None:
     from tui.layers import LayersScreen
     from tui.widgets.layers import COLUMNS, LayerTable, sparkline
@@ -596,20 +611,14 @@ async def test_layers_screen_lists_sorts_filters_and_charts_layers() -> None:
         def shows(*order: str):
             return lambda: table.visible == list(order)
 
-        # update_norm, largest first; again: reversed; sigma_max: the NaN row goes last
-        await press_or_run(
-            pilot, "2", "sort_by(2)", shows("embed", "block.0.mlp", "head", "block.0.attn")
-        )
-        await press_or_run(
-            pilot, "2", "sort_by(2)", shows("block.0.attn", "head", "block.0.mlp", "embed")
-        )
-        await press_or_run(
-            pilot, "3", "sort_by(3)", shows("block.0.mlp", "head", "embed", "block.0.attn")
-        )
-        # o cycles on to sigma_max_update (all NaN: model order kept)
-        await press_or_run(
-            pilot, "o", "cycle_sort", lambda: table.sort_column == "sigma_max_update"
-        )
+        await pilot.press("2")  # update_norm, largest first
+        await until(pilot, shows("embed", "block.0.mlp", "head", "block.0.attn"))
+        await pilot.press("2")  # again: reversed
+        await until(pilot, shows("block.0.attn", "head", "block.0.mlp", "embed"))
+        await pilot.press("3")  # sigma_max: the NaN row goes last
+        await until(pilot, shows("block.0.mlp", "head", "embed", "block.0.attn"))
+        await pilot.press("o")  # cycles on to sigma_max_update (all NaN: model order kept)
+        await until(pilot, lambda: table.sort_column == "sigma_max_update")
         assert table.visible == LAYERS
         # a click on the nlm_cos header sorts by it
         x = sum(c.get_render_width(table) for c in table.ordered_columns[: 2 + 6]) + 2

@@ -63,6 +63,10 @@ class LayersScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__(id="layers")
+        # Held, not queried: the app's render tick can show the state before compose has
+        # mounted them (a query then raised NoMatches and stopped the app).
+        self.title_bar = Static(id="layers-title")
+        self.chart_box = Horizontal(id="layer-charts")
         self.table = LayerTable(id="layer-table")
         self.filter = Input(
             placeholder="filter layers by name (enter: done)", compact=True, id="layer-filter"
@@ -78,10 +82,10 @@ class LayersScreen(Screen[None]):
         self._charted: dict[str, tuple[Series | None, int]] = {}
 
     def compose(self) -> ComposeResult:
-        yield Static(id="layers-title")
+        yield self.title_bar
         yield self.filter
         yield self.table
-        with Horizontal(id="layer-charts"):
+        with self.chart_box:
             yield from self.charts.values()
         yield Footer()
 
@@ -154,12 +158,12 @@ class LayersScreen(Screen[None]):
             parts += [" · filter ", (table.name_filter, "bold $warning")]
         if total == 0:
             parts.append(" · waiting for per-layer metrics")
-        self.query_one("#layers-title", Static).update(Content.assemble(*parts))
+        self.title_bar.update(Content.assemble(*parts))
 
     def _update_charts(self) -> None:
         """Chart the highlighted layer's histories, redrawing only series that grew."""
         state, layer = self._state, self.selected
-        box = self.query_one("#layer-charts")
+        box = self.chart_box
         box.border_title = layer or "no layer selected"
         for metric, chart in self.charts.items():
             name = f"{metric}/{layer}"
