@@ -26,10 +26,10 @@ STEP_WINDOW = 15
 """Step time is the median of this many observe-to-observe intervals: an evaluation pause
 between two steps must not read as a slow step (it would shrink every cadence for a while)."""
 MAX_DOUBLINGS = 20
+"""A cadence stretches to at most ``base × 2^20`` steps (a probe far too costly to run)."""
 NORM_SHARE = 0.5
 """The fraction of the budget the basic norms (gradient and update norms) may take; the probes
 share what the basic metrics leave."""
-"""A cadence stretches to at most ``base × 2^20`` steps (a probe far too costly to run)."""
 
 
 @dataclass
@@ -112,8 +112,9 @@ class ProbeScheduler:
     hundreds of steps; until a second call is measured the probe runs at ``base``. The first
     call comes at the first step that is a multiple of ``base`` (on every rank alike).
 
-    Shares: the basic metrics (which run every step) are paid first; what they leave of the
-    budget is split equally among the probes (a probe's own ``budget`` overrides its share). If
+    Shares: the basic metrics (loss and step time every step, the norms at their own aligned
+    stride, see :meth:`norms_due`) are paid first; what they leave of the budget is split
+    equally among the probes (a probe's own ``budget`` overrides its share). If
     the basic metrics alone exceed the budget, the probes still get a tenth of it rather than
     never running. ``budget=None``: every probe runs at its ``base``, whatever it costs.
     Step numbers that skip the multiples (a loop observing every third step) still get calls:
@@ -143,7 +144,8 @@ class ProbeScheduler:
         self.base_time: float | None = None  # Monitor time outside probes (basic metrics)
         self.norm_cost: float | None = None
         """Seconds one measurement of the basic norms takes (moving average)."""
-        self._norm_stride = 1
+        self.norm_stride = 1
+        """Published steps between measurements of the basic norms (a power of two)."""
         self._cadences: dict[str, int] = {}
         self._steps_since_fit = 0
         self._probe_seconds = 0.0
@@ -200,11 +202,6 @@ class ProbeScheduler:
             p.name: self.cadence(p) for p in self.probes
         }
 
-    @property
-    def norm_stride(self) -> int:
-        """Published steps between measurements of the basic norms (a power of two)."""
-        return self._norm_stride
-
     def norms_due(self, step: int) -> bool:
         """Whether ``observe`` at ``step`` measures gradient and update norms.
 
@@ -215,12 +212,12 @@ class ProbeScheduler:
         — aligned across ranks as the probes are. Never sparser than a probe that reads the
         update (safe-step): its steps stay a subset of these. The stride is re-decided only
         on a measuring step, so the parameter copy taken the step before is not wasted."""
-        return step % (self._norm_stride * self.stride) == 0
+        return step % (self.norm_stride * self.stride) == 0
 
     def norms_ran(self, seconds: float) -> None:
         """Account one measurement of the basic norms and re-decide their stride."""
         self.norm_cost = self._ema(self.norm_cost, seconds)
-        self._norm_stride = self._fit_norm_stride()
+        self.norm_stride = self._fit_norm_stride()
 
     def _fit_norm_stride(self) -> int:
         if self.budget is None or self.norm_cost is None or not self.step_time > 0:
