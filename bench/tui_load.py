@@ -68,21 +68,25 @@ def sample_record(step: int, layers: int, seq: int = 0) -> Record:
 
 # -- 1. the receive path without sockets -------------------------------------------------------
 def pipeline_costs(records: int, layers: int, profile: bool, repeats: int = 3) -> dict[str, float]:
-    """µs per record of each stage, best of ``repeats`` (the machine may be shared)."""
+    """µs per record of each stage, best of ``repeats`` (the machine may be shared): record by
+    record (``decode``, ``CloneSession.accept_payload``, ``RunState.apply`` on records), then
+    the path the app takes on a live flood (layouts learned, ``accept_run`` on runs of 512
+    payloads as ZeroMQ reads hand them over, ``RunState.apply`` on blocks)."""
     from tui.state import RunState
 
     payloads = [encode(sample_record(s, layers, seq=s)) for s in range(records)]
     best = {"decode (msgpack + validation)": math.inf, "decode + session": math.inf,
-            "apply to RunState": math.inf}  # fmt: skip
+            "apply to RunState": math.inf, "blocks: decode + session": math.inf,
+            "blocks: apply to RunState": math.inf}  # fmt: skip
     for _ in range(repeats):
         t0 = time.perf_counter()
         for payload in payloads:
             decode(payload)
         t1 = time.perf_counter()
         session = CloneSession()
-        slices = [payloads[start : start + 250] for start in range(0, records, 250)]
+        slices = [payloads[start : start + 64] for start in range(0, records, 64)]
         count = 0
-        for chunk in slices:  # as the app does: a slice at a time, nothing kept
+        for chunk in slices:  # a slice at a time, nothing kept
             count += len([r for p in chunk for r in session.accept_payload(p)])
         t2 = time.perf_counter()
         assert count == records
@@ -93,24 +97,39 @@ def pipeline_costs(records: int, layers: int, profile: bool, repeats: int = 3) -
             state.apply(batch)
         state.series.names()  # the staged rows are split into series on first read
         t3 = time.perf_counter() - (t2b - t2)
-        for name, seconds in zip(best, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+        session, state, blocks = CloneSession(), RunState(), []
+        t4 = time.perf_counter()
+        for start in range(0, records, 512):
+            for layout, run in session.layouts.runs(payloads[start : start + 512]):
+                blocks.append(session.accept_run(layout, run))
+        t5 = time.perf_counter()
+        for batch in blocks:
+            state.apply(batch)
+        state.series.names()
+        t6 = time.perf_counter()
+        assert state.records == records
+        spans = (t1 - t0, t2 - t1, t3 - t2, t5 - t4, t6 - t5)
+        for name, seconds in zip(best, spans, strict=True):
             best[name] = min(best[name], seconds / records * 1e6)
     if profile:
         profiler = cProfile.Profile()
         state, session = RunState(), CloneSession()
         profiler.enable()
-        for start in range(0, len(payloads), 250):
-            state.apply([r for p in payloads[start : start + 250] for r in
-                         session.accept_payload(p)])  # fmt: skip
+        for start in range(0, len(payloads), 512):
+            for layout, run in session.layouts.runs(payloads[start : start + 512]):
+                state.apply(session.accept_run(layout, run))
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
-    total = best["decode + session"] + best["apply to RunState"]
-    return {**best, "total": total, "bytes/record": float(len(payloads[0]))}
+    by_record = best["decode + session"] + best["apply to RunState"]
+    by_block = best["blocks: decode + session"] + best["blocks: apply to RunState"]
+    return {**best, "total, record by record": by_record, "total, blocks": by_block,
+            "bytes/record": float(len(payloads[0]))}  # fmt: skip
 
 
 # -- 2. live: a publisher process and a headless app -------------------------------------------
-def publisher(endpoint: str, rate, published, stop, layers: int) -> None:
-    """Send metrics records at ``rate.value`` records/s (0: idle) until ``stop`` is set."""
+def publisher(endpoint: str, rate, published, sent, stop, layers: int) -> None:
+    """Send metrics records at ``rate.value`` records/s (0: idle) until ``stop`` is set;
+    ``published`` counts records handed to the transport, ``sent`` those it put on the wire."""
     from probes.transport import ZmqTransport
 
     transport = ZmqTransport(endpoint, run="bench", queue_size=1_000_000)
@@ -135,6 +154,7 @@ def publisher(endpoint: str, rate, published, stop, layers: int) -> None:
             transport.send(Record("metrics", "bench", step, datas[step % 1000]))
             step += 1
         published.value = step
+        sent.value = transport.stats.published
         if time.perf_counter() - next_t > 0.5:  # cannot keep up: do not burst later
             next_t = time.perf_counter()
     transport.close()
@@ -143,6 +163,8 @@ def publisher(endpoint: str, rate, published, stop, layers: int) -> None:
 @dataclass
 class Phase:
     rate: int
+    sent_per_s: float = 0.0
+    """Records the publisher's transport put on the wire per second (its I/O thread)."""
     applied_per_s: float = 0.0
     backlog_end: int = 0
     backlog_slope: float = 0.0
@@ -171,8 +193,9 @@ async def live(rates: list[int], seconds: float, layers: int, size: tuple[int, i
 
     endpoint = f"tcp://127.0.0.1:{free_port_pair()}"
     spawn = mp.get_context("spawn")
-    rate, published, stop = spawn.Value("d", 0.0), spawn.Value("q", 0), spawn.Event()
-    proc = spawn.Process(target=publisher, args=(endpoint, rate, published, stop, layers))
+    rate, published, sent = spawn.Value("d", 0.0), spawn.Value("q", 0), spawn.Value("q", 0)
+    stop = spawn.Event()
+    proc = spawn.Process(target=publisher, args=(endpoint, rate, published, sent, stop, layers))
     proc.start()
     source = ZmqSource(endpoint)
     app = EdgewatchApp(source, title="bench")
@@ -193,8 +216,8 @@ async def live(rates: list[int], seconds: float, layers: int, size: tuple[int, i
             while app.state.by_kind["meta"] == 0 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             for r in rates:
-                phases.append(await _phase(app, pilot, r, seconds, rate, published, applied,
-                                           frames))  # fmt: skip
+                phases.append(await _phase(app, pilot, r, seconds, rate, (published, sent),
+                                           applied, frames))  # fmt: skip
                 print(f"  {r:>6}/s phase done", flush=True)
             await pilot.press("q")
     finally:
@@ -205,10 +228,11 @@ async def live(rates: list[int], seconds: float, layers: int, size: tuple[int, i
     return phases
 
 
-async def _phase(app, pilot, r, seconds, rate, published, applied, frames) -> Phase:
+async def _phase(app, pilot, r, seconds, rate, counters, applied, frames) -> Phase:
+    published, sent = counters
     phase = Phase(r)
     await asyncio.sleep(0.5)
-    base_applied, ticks0, frames0 = applied(), app.ticks, frames[0]
+    base_applied, ticks0, frames0, sent0 = applied(), app.ticks, frames[0], sent.value
     lost0, repairs0 = app.state.lost, app.state.repairs
     rate.value = r
     start = time.monotonic()
@@ -222,6 +246,7 @@ async def _phase(app, pilot, r, seconds, rate, published, applied, frames) -> Ph
         await asyncio.sleep(0.1)
     elapsed = time.monotonic() - start
     phase.applied_per_s = (applied() - base_applied) / elapsed
+    phase.sent_per_s = (sent.value - sent0) / elapsed
     phase.ticks_per_s = (app.ticks - ticks0) / elapsed
     phase.frames_per_s = (frames[0] - frames0) / elapsed
     rate.value = 0
@@ -263,7 +288,7 @@ class StageClock:
 
         self.stages = {
             "fold into RunState": (RunState, "apply"),
-            "decode + session": (CloneSession, "accept_payload"),
+            "decode + session": (CloneSession, "accept_run"),
             "ZeroMQ reads": (ingest, "_drain"),
             "compositor (frames)": (Compositor, "render_update"),
             "widget updates (tick)": (EdgewatchApp, "flush"),
@@ -372,8 +397,10 @@ def main() -> None:
         print(f"\n1. receive path, no sockets ({args.pipeline_records:,} records)")
         for name, value in costs.items():
             unit = "" if name.startswith("bytes") else " µs"
-            print(f"   {name:<30}{value:>9.1f}{unit}")
-        print(f"   {'→ one core could fold':<30}{1e6 / costs['total']:>9,.0f} records/s")
+            print(f"   {name:<36}{value:>9.1f}{unit}")
+        for way in ("record by record", "blocks"):
+            rate = 1e6 / costs[f"total, {way}"]
+            print(f"   {'→ one core folds, ' + way:<36}{rate:>9,.0f} records/s")
     if "live" not in skip:
         print(f"\n2. live over tcp loopback, headless app {cols}×{rows}, {args.seconds:g} s a rate")
         profiler = cProfile.Profile() if args.profile else None
@@ -394,18 +421,23 @@ def main() -> None:
 
 
 def _print_phases(phases: list[Phase]) -> None:
-    head = ("offered/s", "applied/s", "backlog", "trend/s", "drain", "lost", "ticks/s",
+    head = ("offered/s", "sent/s", "applied/s", "backlog", "trend/s", "drain", "lost", "ticks/s",
             "frames/s", "key p50", "key max")  # fmt: skip
     print("   " + "".join(f"{h:>10}" for h in head))
     for p in phases:
         keys = sorted(p.key_ms) or [float("nan")]
-        cells = (f"{p.rate:,}", f"{p.applied_per_s:,.0f}", f"{p.backlog_end:,}",
+        cells = (f"{p.rate:,}", f"{p.sent_per_s:,.0f}", f"{p.applied_per_s:,.0f}",
+                 f"{p.backlog_end:,}",
                  f"{p.backlog_slope:+,.0f}", f"{p.drain_s:.2f}s", f"{p.lost}",
                  f"{p.ticks_per_s:.1f}", f"{p.frames_per_s:.1f}",
                  f"{statistics.median(keys):.0f}ms", f"{keys[-1]:.0f}ms")  # fmt: skip
         print("   " + "".join(f"{c:>10}" for c in cells))
-    print("   backlog: published − applied when the phase ended; trend: its growth rate over the")
-    print("   phase's second half (≈0: keeping up); drain: time to apply the backlog afterwards.")
+    print(
+        "   sent: records the publisher's transport put on the wire (below offered: the publisher"
+    )
+    print("   process is the limit); backlog: published − applied when the phase ended; trend: its")
+    print("   growth over the phase's second half (≈0: keeping up); drain: time to apply the")
+    print("   backlog afterwards.")
 
 
 if __name__ == "__main__":

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 
 import msgpack
+import numpy as np
 import zmq
 
 from probes.endpoints import parse_endpoint
+from probes.layout import MIN_BLOCK, Layout, LayoutCache, MetricsBlock
 from probes.security import ClientKeys, make_curve_client, resolve_client_keys
 from probes.wire import MAX_MESSAGE_BYTES, Record, WireError, decode
 
@@ -53,6 +56,9 @@ class CloneSession:
     first_meta_t: dict[int, float] = field(default_factory=dict)
     """The ``t`` of each rank's seq-0 meta delivered: the same meta again (a slow joiner gets it
     both in the snapshot and live) is a duplicate, not a restart."""
+    layouts: LayoutCache = field(default_factory=LayoutCache)
+    """Byte layouts of the run's metrics payloads, learned from the first of each shape
+    (:mod:`probes.layout`): what lets :meth:`accept_run` take a flood a block at a time."""
 
     def reject(self, reason: str) -> None:
         """Count one rejected message by reason. Reasons quote what a peer sent, so both their
@@ -108,6 +114,65 @@ class CloneSession:
         self.run = record.run
         return [record]
 
+    def accept_run(
+        self, layout: Layout | None, payloads: list[bytes]
+    ) -> list[Record | MetricsBlock]:
+        """A run of live payloads from :meth:`LayoutCache.runs` → what to deliver: exactly what
+        :meth:`accept_payload` on each in turn would deliver, same-layout payloads as blocks.
+        Payloads of no known layout go one by one until one teaches the cache its layout;
+        the rest of the run is then cut again."""
+        out: list[Record | MetricsBlock] = []
+        runs: Iterator[tuple[Layout | None, list[bytes]]] = iter([(layout, payloads)])
+        while (run := next(runs, None)) is not None:
+            layout, payloads = run
+            if layout is not None:
+                out += self._accept_blocks(layout, payloads)
+                continue
+            for i, payload in enumerate(payloads):
+                records = self.accept_payload(payload)
+                out += records
+                if records and self.layouts.learn(payload, records[0]) is not None:
+                    runs = chain(self.layouts.runs(payloads[i + 1 :]), runs)
+                    break
+        return out
+
+    def _accept_blocks(self, layout: Layout, payloads: list[bytes]) -> list[Record | MetricsBlock]:
+        """Blocks of the payloads that fit ``layout``; one that does not goes the slow way."""
+        out: list[Record | MetricsBlock] = []
+        while len(payloads) >= MIN_BLOCK:
+            block, count = layout.decode(payloads)
+            if block is not None:
+                out += self._accept_rows(block)
+            if count < len(payloads):
+                out += self.accept_payload(payloads[count])
+                count += 1
+            payloads = payloads[count:]
+        for payload in payloads:
+            out += self.accept_payload(payload)
+        return out
+
+    def _accept_rows(self, block: MetricsBlock) -> list[MetricsBlock]:
+        """The rows of a block that :meth:`accept_payload` would deliver: the new ones that
+        follow on (a duplicate is dropped, a gap held back and repaired)."""
+        self.last_heard = time.monotonic()
+        seen = self.seen(block.rank)
+        seqs = block.seqs
+        if not (seqs[0] == seen + 1 and (np.diff(seqs) == 1).all()):  # the usual case: all
+            keep = []
+            for seq in seqs.tolist():
+                follows = seq == seen + 1
+                if follows:
+                    seen = seq
+                elif seq > seen:
+                    self._missing()
+                keep.append(follows)
+            block = block.select(np.array(keep))
+            if not len(block):
+                return []
+        self._saw(block.rank, int(block.seqs[-1]))
+        self.run = block.run
+        return [block]
+
     def accept_snapshot(self, payloads: list[bytes]) -> list[Record]:
         """Records from a snapshot chunk, older than anything live, deduped by seq."""
         out = []
@@ -161,10 +226,14 @@ class CloneSession:
         expected = last if inclusive else last + 1
         if seq <= expected or (last < 0 and not inclusive and seq == 0):
             return True
+        self._missing()
+        return False
+
+    def _missing(self) -> None:
+        """A seq was skipped: one repair is asked for, however many gaps show before it."""
         if not self.repair_pending:
             self.repair_pending = True
             self.repairs += 1
-        return False
 
     def _is_restart(self, record: Record) -> bool:
         """A run that restarted on the same endpoint begins again at seq 0 with a new meta."""

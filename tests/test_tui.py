@@ -350,6 +350,7 @@ async def test_late_joiner_gets_history_then_live_without_loss() -> None:
         assert app.state.series["loss"].x.tolist() == list(range(2 * n))
         assert app.state.by_kind["metrics"] == 2 * n, "no duplicates"
         assert source.session.lost == 0 and app.state.lost == 0
+        assert len(source.session.layouts) > 0, "live metrics were learned for block decoding"
         assert app.state.meta["params"] == 99
         assert "● live" in app.query_one(ConnectionBadge).render().plain
         await pilot.press("q")

@@ -26,17 +26,23 @@ import zmq.asyncio
 
 from probes.client import CloneSession, decode_reply, open_sockets, snapshot_request
 from probes.endpoints import parse_endpoint
+from probes.layout import MetricsBlock
 from probes.security import ClientKeys, resolve_client_keys
 from probes.wire import Record, WireError
 
+Batch = list[Record | MetricsBlock]
+"""What a source yields: records, and runs of metrics records decoded as columns."""
+
 SLICE = 64
-"""Payloads decoded per yielded batch. Decoding and applying a record costs 30–50 µs, so a
-slice holds the event loop for a few ms: a key's handling hops between tasks several times,
-and under a flood every hop waits for the slice in progress (at 250 a slice, keys took ~200 ms
-at 20 k records/s offered; at 64, ~100 ms)."""
+"""Payloads decoded one by one per yielded batch (those of no known layout: other kinds, a new
+shape). Decoding and applying such a record costs 30–50 µs, so a slice holds the event loop for
+a few ms: a key's handling hops between tasks several times, and under a flood every hop waits
+for the slice in progress (at 250 a slice, keys took ~200 ms at 20 k records/s offered)."""
 
 MAX_LIVE = 512
-"""Live messages taken off the SUB socket per loop turn."""
+"""Live messages taken off the SUB socket per loop turn, and the most rows of one block: a
+block of metrics records decodes and folds in ~8 µs a record (:mod:`probes.layout`), so a
+full turn holds the loop ~4 ms plus the reads."""
 
 CONTROL_BATCH = 4
 """Control replies (snapshot chunks of ≤ 1000 records) taken per loop turn."""
@@ -55,7 +61,7 @@ class RecordSource(Protocol):
     session: CloneSession
     label: str
 
-    def stream(self) -> AsyncIterator[list[Record]]:
+    def stream(self) -> AsyncIterator[Batch]:
         """Yield non-empty batches, oldest first, until the source is closed."""
         ...
 
@@ -100,7 +106,7 @@ class MemorySource:
     async def aclose(self) -> None:
         self.close()
 
-    async def stream(self) -> AsyncIterator[list[Record]]:
+    async def stream(self) -> AsyncIterator[Batch]:
         while (batch := await self._queue.get()) is not None:
             self.session.last_heard = time.monotonic()
             for start in range(0, len(batch), self.slice_size):
@@ -141,7 +147,7 @@ class ZmqSource:
     def connection_state(self, now: float | None = None) -> tuple[str, float]:
         return self.session.connection_state(now)
 
-    async def stream(self) -> AsyncIterator[list[Record]]:
+    async def stream(self) -> AsyncIterator[Batch]:
         sub, dealer = self._open()
         # Waiting is asyncio's job; taking what is already queued is not: a blocking-API twin of
         # each socket (the same libzmq socket) reads it without an asyncio future per message.
@@ -193,7 +199,7 @@ class ZmqSource:
             self._sockets = (sub, dealer)  # type: ignore[assignment]
         return self._sockets
 
-    def _on_reply(self, frames: list[bytes]) -> Iterator[list[Record]]:
+    def _on_reply(self, frames: list[bytes]) -> Iterator[Batch]:
         """One control reply → record batches (a snapshot chunk is decoded slice by slice)."""
         try:
             tag, body = decode_reply(frames)
@@ -215,14 +221,14 @@ class ZmqSource:
             error = body.get("error") if isinstance(body, dict) else None
             self._snapshot_open = isinstance(error, str) and error.startswith("rate limited")
 
-    def _accept_live(self, payloads: list[bytes]) -> Iterator[list[Record]]:
-        """Live payloads → record batches of at most ``SLICE`` payloads each."""
-        for start in range(0, len(payloads), SLICE):
-            records: list[Record] = []
-            for payload in payloads[start : start + SLICE]:
-                records.extend(self.session.accept_payload(payload))
-            if records:
-                yield records
+    def _accept_live(self, payloads: list[bytes]) -> Iterator[Batch]:
+        """Live payloads → batches: a run of same-layout metrics as one block-decoded batch
+        (µs a record), anything else at most ``SLICE`` payloads a batch (tens of µs each)."""
+        for layout, run in self.session.layouts.runs(payloads):
+            step = MAX_LIVE if layout is not None else SLICE
+            for start in range(0, len(run), step):
+                if items := self.session.accept_run(layout, run[start : start + step]):
+                    yield items
 
     def _take_buffered(self) -> list[bytes]:
         payloads = list(self._buffered)

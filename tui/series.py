@@ -242,6 +242,18 @@ class SeriesStore:
         if self._pending >= ROW_LIMIT:
             self.flush_rows()
 
+    def extend_rows(self, x: np.ndarray, names: tuple[str, ...], rows: np.ndarray) -> None:
+        """Many rows at once (a block of records): ``rows[i, j]`` at ``x[i]`` for ``names[j]``.
+        One call per series for the whole block, after the rows staged before it."""
+        if self._pending:
+            self.flush_rows()
+        x = np.asarray(x, dtype=np.float64)
+        for name, column in zip(names, np.asarray(rows, dtype=np.float64).T.copy(), strict=True):
+            series = self._series.get(name)
+            if series is None:
+                series = self._series[name] = Series(self.capacity)
+            series.extend(x, column)
+
     def flush_rows(self) -> None:
         """Split staged rows into columns and hand each series its column in one call."""
         rows, self._rows, self._pending = self._rows, {}, 0

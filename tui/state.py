@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Protocol
 
-from probes.wire import Record
+import numpy as np
+
+from probes.layout import MetricsBlock
+from probes.wire import Record, decode
 from tui.format import fmt_value
 from tui.series import DEFAULT_CAPACITY, LAYER_CAPACITY, SeriesStore
 
@@ -186,11 +189,15 @@ class RunState:
         return self.lost + sum(self.rejected.values())
 
     # -- writing -------------------------------------------------------------------------------
-    def apply(self, records: Iterable[Record]) -> bool:
-        """Fold a batch of records in; True when anything changed."""
+    def apply(self, records: Iterable[Record | MetricsBlock]) -> bool:
+        """Fold a batch of records (and blocks of metrics records) in; True when anything
+        changed."""
         changed = False
         for record in records:
-            self._apply_one(record)
+            if type(record) is MetricsBlock:
+                self._apply_block(record)
+            else:
+                self._apply_one(record)
             changed = True
         if changed:
             self.version += 1
@@ -232,6 +239,49 @@ class RunState:
         if handler is not None:
             handler(self, record)
 
+    def _apply_block(self, block: MetricsBlock) -> None:
+        """Metrics records as columns: what ``_apply_one`` does for each row, a block at a
+        time (the fast ingest path, see :mod:`probes.layout`)."""
+        other_run = self.run is not None and block.run != self.run
+        if other_run or (block.metrics and not block.layers):  # a restart; padded rows
+            for payload in block.payloads:
+                self._apply_one(decode(payload))
+            return
+        count, rank, steps = len(block), block.rank, block.steps
+        self.run = block.run
+        self.records += count
+        self.by_kind["metrics"] += count
+        self._last_seq[rank] = max(int(block.seqs.max()), self._last_seq.get(rank, -1))
+        self.step = max(self.step, int(steps.max()))
+        if self._awaiting_effect:
+            for step in steps.tolist():
+                self._mark_in_effect(step)
+        shown = self.selected_rank if self.selected_rank != MEAN else 0
+        if rank == shown:
+            recent = slice(-_RATE_WINDOW, None)
+            self._rate.extend(zip(block.ts[recent].tolist(), steps[recent].tolist(), strict=True))
+        if block.scalar_names:
+            self.ranks.metrics_rows(rank, steps, block.scalar_names, block.scalars)
+        if rank != shown:
+            return
+        if block.layers and list(block.layers) != self.layers:
+            self.layers = list(block.layers)
+            self._layer_names.clear()
+        if block.metrics:
+            names = self._names_of(block.metrics)
+            latest, width = block.per_layer[-1].tolist(), len(self.layers)
+            for i, metric in enumerate(block.metrics):
+                self.per_layer[metric] = latest[i * width : (i + 1) * width]
+            self.layer_series.extend_rows(steps, names, block.per_layer)
+
+    def _names_of(self, metrics: tuple[str, ...]) -> tuple[str, ...]:
+        """``metric/layer`` series names of a per-layer row (cached for the current layers)."""
+        names = self._layer_names.get(metrics)
+        if names is None:
+            names = tuple(f"{m}/{layer}" for m in metrics for layer in self.layers)
+            self._layer_names[metrics] = names
+        return names
+
     def _is_restart(self, record: Record) -> bool:
         fresh_meta = record.kind == "meta" and record.seq == 0 and record.rank == 0
         seen_more = self._last_seq.get(record.rank, -1) > 0
@@ -271,11 +321,7 @@ class RunState:
         """All per-layer metrics of a record as one row of ``metric/layer`` series."""
         if not set(map(type, per_layer.values())) <= _LIST_ONLY:  # unvalidated source
             per_layer = {m: v for m, v in per_layer.items() if isinstance(v, list)}
-        metrics = tuple(per_layer)
-        names = self._layer_names.get(metrics)
-        if names is None:
-            names = tuple(f"{m}/{layer}" for m in metrics for layer in self.layers)
-            self._layer_names[metrics] = names
+        names = self._names_of(tuple(per_layer))
         values = per_layer.values()
         if set(map(len, values)) <= {len(self.layers)} and (  # the common case, decided in C
             set(map(type, chain.from_iterable(values))) <= _FLOAT_ONLY
@@ -424,6 +470,29 @@ class RankBook:
         One row per record into the rank's series (no per-value Python: the ingest hot path);
         the mean over ranks is kept only once a second rank has reported — with one rank it
         *is* rank 0's series."""
+        store = self._take_latest(rank, step, names, values)
+        if store is not None:
+            store.append_row(step, names, values)
+        if len(self.latest) > 1:
+            self._add_to_mean(rank, step, dict(zip(names, values, strict=True)))
+
+    def metrics_rows(
+        self, rank: int, steps: np.ndarray, names: tuple[str, ...], rows: np.ndarray
+    ) -> None:
+        """Many records' scalars at once (``rows[i]`` at ``steps[i]``): as :meth:`metrics` on
+        each row, with one call per series for the whole block."""
+        store = self._take_latest(rank, int(steps.max()), names, rows[-1].tolist())
+        if store is not None:
+            store.extend_rows(steps, names, rows)
+        if len(self.latest) > 1:
+            for step, row in zip(steps.tolist(), rows.tolist(), strict=True):
+                self._add_to_mean(rank, step, dict(zip(names, row, strict=True)))
+
+    def _take_latest(
+        self, rank: int, step: int, names: tuple[str, ...], values: list[float]
+    ) -> SeriesStore | None:
+        """A rank's latest values, step and liveness; its chart store (None: past
+        ``MAX_RANK_SERIES``, no history kept)."""
         if rank not in self.latest and len(self.latest) == 1:  # a second rank: start the mean
             for other, latest in self.latest.items():  # from the first rank's latest step
                 self._pending.setdefault(self.steps[other], {})[other] = dict(latest)
@@ -434,10 +503,7 @@ class RankBook:
         store = self._series.get(rank)
         if store is None and len(self._series) < MAX_RANK_SERIES:
             store = self._series[rank] = SeriesStore(min(self._capacity, RANK_CAPACITY))
-        if store is not None:
-            store.append_row(step, names, values)
-        if len(self.latest) > 1:
-            self._add_to_mean(rank, step, dict(zip(names, values, strict=True)))
+        return store
 
     def heartbeat(self, rank: int, step: int, data: Mapping[str, Any]) -> None:
         state = data.get("state")
