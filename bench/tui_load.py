@@ -2,21 +2,26 @@
 
 Run by hand: ``python bench/tui_load.py [--rates 5000,10000,20000,40000] [--seconds 4]``.
 
-Three measurements, printed side by side in one run:
+Four measurements, printed side by side in one run:
 
 1. **Receive path, no sockets** — the CPU cost per record of each stage the app runs on a
    live payload (msgpack decode + validation, the Clone session's dedupe, folding into the
    :class:`~tui.state.RunState`), on realistic metrics records (the scalars of a run with every
-   probe on plus per-layer arrays). ``--profile`` prints the cProfile of that loop.
+   probe on plus per-layer arrays): record by record, and as the app takes a flood, in blocks
+   (:mod:`probes.layout`). ``--profile`` prints the cProfile of the block path.
 2. **Live** — a publisher *process* (a real :class:`~probes.transport.ZmqTransport`) streams
    those records at each rate in turn to a headless :class:`~tui.app.EdgewatchApp` watching it
-   over tcp loopback, as ``diag watch`` does. Per rate: records applied per second, the
+   over tcp loopback, as ``diag watch`` does. Per rate: records the publisher put on the wire
+   and records applied per second, the
    backlog (published − applied) at the end of the phase and its trend, lost records, flush
    ticks and frames written per second (the render rate), and the keypress latency (``y``,
    log scale: from the key event to every chart showing it) while under load; then where the
    app's main thread spent the wall time (fold, decode + session, ZeroMQ reads, frames, the
-   widget tick) and the CPU the app process got.
-3. **Memory** — ``--memory-steps`` (1 M) steps folded into a RunState, then charted by the
+   widget tick) and the CPU the app process got. ``--no-blocks`` runs it with every record
+   decoded one by one (the receive path before block decoding), for a before/after.
+3. **Late join** — a headless app attaches to a run with a ``--join-records`` history and folds
+   its snapshot: seconds with the block decoder and with every record decoded one by one.
+4. **Memory** — ``--memory-steps`` (1 M) steps folded into a RunState, then charted by the
    app's grid: RSS and traced Python allocations before and after, and the points kept.
 
 Nothing here asserts: the figures depend on the machine (see README, "Benchmarks").
@@ -324,7 +329,43 @@ class StageClock:
             print(f"     {name:<28}{seconds:6.2f} s  {100 * seconds / self._wall:5.1f} %")
 
 
-# -- 3. memory over a long run -----------------------------------------------------------------
+# -- 3. a late joiner's snapshot -----------------------------------------------------------------
+async def join(records: int, layers: int) -> dict[str, float]:
+    """Seconds from a headless app's start until a run's ``records``-record history (its join
+    snapshot) is folded, with the block decoder and with every record decoded one by one."""
+    from probes.layout import LayoutCache
+    from probes.transport import ZmqTransport
+    from tui.app import EdgewatchApp
+    from tui.ingest import ZmqSource
+
+    transport = ZmqTransport("tcp://127.0.0.1:0", run="bench", queue_size=records + 10,
+                             history=records + 10)  # fmt: skip
+    transport.send(Record("meta", "bench", 0, {"run": "bench"}))
+    datas = [sample_data(s, layers) for s in range(1000)]
+    for step in range(records):
+        transport.send(Record("metrics", "bench", step, datas[step % 1000]))
+    while transport.stats.published < records + 1:
+        await asyncio.sleep(0.05)
+    out: dict[str, float] = {}
+    learn = LayoutCache.learn
+    try:
+        for way in ("blocks", "record by record"):
+            if way != "blocks":
+                LayoutCache.learn = lambda *_: None  # type: ignore[method-assign]
+            app = EdgewatchApp(ZmqSource(transport.endpoint), title="bench")
+            start = time.perf_counter()
+            async with app.run_test(size=(160, 48)) as pilot:
+                while app.state.by_kind["metrics"] < records:
+                    await asyncio.sleep(0.01)
+                out[way] = time.perf_counter() - start
+                await pilot.press("q")
+    finally:
+        LayoutCache.learn = learn  # type: ignore[method-assign]
+        transport.close()
+    return out
+
+
+# -- 4. memory over a long run -----------------------------------------------------------------
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
@@ -386,7 +427,11 @@ def main() -> None:
     parser.add_argument("--memory-steps", type=int, default=1_000_000)
     parser.add_argument("--pipeline-records", type=int, default=20_000)
     parser.add_argument("--profile", action="store_true", help="cProfile the receive path")
-    parser.add_argument("--skip", default="", help="comma list of: pipeline,live,memory")
+    parser.add_argument("--join-records", type=int, default=100_000)
+    parser.add_argument("--skip", default="", help="comma list of: pipeline,live,join,memory")
+    parser.add_argument("--no-blocks", action="store_true",
+                        help="live part: decode every record one by one (the path before "
+                        "probes.layout), for a before/after comparison")  # fmt: skip
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     cols, rows = (int(v) for v in args.size.split("x"))
@@ -401,6 +446,10 @@ def main() -> None:
         for way in ("record by record", "blocks"):
             rate = 1e6 / costs[f"total, {way}"]
             print(f"   {'→ one core folds, ' + way:<36}{rate:>9,.0f} records/s")
+    if args.no_blocks:
+        from probes.layout import LayoutCache
+
+        LayoutCache.learn = lambda *_: None  # type: ignore[method-assign]
     if "live" not in skip:
         print(f"\n2. live over tcp loopback, headless app {cols}×{rows}, {args.seconds:g} s a rate")
         profiler = cProfile.Profile() if args.profile else None
@@ -414,8 +463,12 @@ def main() -> None:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         _print_phases(phases)
         clock.report()
+    if "join" not in skip and not args.no_blocks:
+        print(f"\n3. a late joiner: app start → a {args.join_records:,}-record history folded")
+        for way, seconds in asyncio.run(join(args.join_records, args.layers)).items():
+            print(f"   {way:<20}{seconds:6.2f} s  ({args.join_records / seconds:,.0f} records/s)")
     if "memory" not in skip:
-        print(f"\n3. memory over {args.memory_steps:,} steps (in-memory source, app charting)")
+        print(f"\n4. memory over {args.memory_steps:,} steps (in-memory source, app charting)")
         for name, value in asyncio.run(memory(args.memory_steps, args.layers)).items():
             print(f"   {name:<44}{value}")
 

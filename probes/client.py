@@ -115,43 +115,53 @@ class CloneSession:
         return [record]
 
     def accept_run(
-        self, layout: Layout | None, payloads: list[bytes]
+        self, layout: Layout | None, payloads: list[bytes], *, snapshot: bool = False
     ) -> list[Record | MetricsBlock]:
-        """A run of live payloads from :meth:`LayoutCache.runs` → what to deliver: exactly what
-        :meth:`accept_payload` on each in turn would deliver, same-layout payloads as blocks.
-        Payloads of no known layout go one by one until one teaches the cache its layout;
-        the rest of the run is then cut again."""
+        """A run of payloads from :meth:`LayoutCache.runs` → what to deliver: exactly what
+        :meth:`accept_payload` (``snapshot``: :meth:`accept_snapshot`) on each in turn would
+        deliver, same-layout payloads as blocks. Payloads of no known layout go one by one
+        until one teaches the cache its layout; the rest of the run is then cut again."""
+        one = self._snapshot_one if snapshot else self.accept_payload
         out: list[Record | MetricsBlock] = []
         runs: Iterator[tuple[Layout | None, list[bytes]]] = iter([(layout, payloads)])
         while (run := next(runs, None)) is not None:
             layout, payloads = run
             if layout is not None:
-                out += self._accept_blocks(layout, payloads)
+                out += self._accept_blocks(layout, payloads, one, snapshot)
                 continue
             for i, payload in enumerate(payloads):
-                records = self.accept_payload(payload)
+                records = one(payload)
                 out += records
                 if records and self.layouts.learn(payload, records[0]) is not None:
                     runs = chain(self.layouts.runs(payloads[i + 1 :]), runs)
                     break
+        if snapshot:
+            self.last_heard = time.monotonic()
         return out
 
-    def _accept_blocks(self, layout: Layout, payloads: list[bytes]) -> list[Record | MetricsBlock]:
+    def _accept_blocks(
+        self,
+        layout: Layout,
+        payloads: list[bytes],
+        one: Callable[[bytes], list[Record]],
+        snapshot: bool,
+    ) -> list[Record | MetricsBlock]:
         """Blocks of the payloads that fit ``layout``; one that does not goes the slow way."""
+        rows = self._snapshot_rows if snapshot else self._live_rows
         out: list[Record | MetricsBlock] = []
         while len(payloads) >= MIN_BLOCK:
             block, count = layout.decode(payloads)
             if block is not None:
-                out += self._accept_rows(block)
+                out += rows(block)
             if count < len(payloads):
-                out += self.accept_payload(payloads[count])
+                out += one(payloads[count])
                 count += 1
             payloads = payloads[count:]
         for payload in payloads:
-            out += self.accept_payload(payload)
+            out += one(payload)
         return out
 
-    def _accept_rows(self, block: MetricsBlock) -> list[MetricsBlock]:
+    def _live_rows(self, block: MetricsBlock) -> list[MetricsBlock]:
         """The rows of a block that :meth:`accept_payload` would deliver: the new ones that
         follow on (a duplicate is dropped, a gap held back and repaired)."""
         self.last_heard = time.monotonic()
@@ -167,29 +177,44 @@ class CloneSession:
                     self._missing()
                 keep.append(follows)
             block = block.select(np.array(keep))
-            if not len(block):
-                return []
-        self._saw(block.rank, int(block.seqs[-1]))
+        return self._deliver(block, int(block.seqs[-1]) if len(block) else -1)
+
+    def _snapshot_rows(self, block: MetricsBlock) -> list[MetricsBlock]:
+        """The rows of a snapshot block that :meth:`accept_snapshot` would deliver: each one
+        newer than every seq seen before it."""
+        seen = self.seen(block.rank)
+        newest_before = np.maximum.accumulate(np.concatenate(([seen], block.seqs[:-1])))
+        keep = block.seqs > newest_before
+        if not keep.all():
+            block = block.select(keep)
+        return self._deliver(block, max(seen, int(block.seqs.max())) if len(block) else -1)
+
+    def _deliver(self, block: MetricsBlock, last: int) -> list[MetricsBlock]:
+        if not len(block):
+            return []
+        self._saw(block.rank, last)
         self.run = block.run
         return [block]
 
     def accept_snapshot(self, payloads: list[bytes]) -> list[Record]:
         """Records from a snapshot chunk, older than anything live, deduped by seq."""
-        out = []
-        for payload in payloads:
-            try:
-                record = decode(payload)
-            except WireError as err:
-                self.reject(str(err))
-                continue
-            last = self.seen(record.rank)
-            if record.seq > last or (record.kind == "meta" and last < 0):
-                out.append(record)
-                self._saw(record.rank, max(last, record.seq))
-                self._note_first_meta(record)
-                self.run = record.run
+        out = [record for payload in payloads for record in self._snapshot_one(payload)]
         self.last_heard = time.monotonic()
         return out
+
+    def _snapshot_one(self, payload: bytes) -> list[Record]:
+        try:
+            record = decode(payload)
+        except WireError as err:
+            self.reject(str(err))
+            return []
+        last = self.seen(record.rank)
+        if not (record.seq > last or (record.kind == "meta" and last < 0)):
+            return []
+        self._saw(record.rank, max(last, record.seq))
+        self._note_first_meta(record)
+        self.run = record.run
+        return [record]
 
     def finish_snapshot(self, end: dict) -> None:
         """End of a snapshot: what it could not deliver is lost for good."""

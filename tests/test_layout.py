@@ -47,19 +47,27 @@ def joined(payloads: list[bytes]) -> CloneSession:
     return session
 
 
-def slow(payloads: list[bytes]) -> tuple[CloneSession, RunState]:
+def slow(payloads: list[bytes], snapshot: bool = False) -> tuple[CloneSession, RunState]:
+    """Live: ``accept_payload`` each; ``snapshot``: ``accept_snapshot`` (a session that has
+    seen nothing, as when a viewer joins)."""
+    if snapshot:
+        session, state = CloneSession(), RunState()
+        state.apply(session.accept_snapshot(payloads))
+        return session, state
     session, state = joined(payloads), RunState()
     for payload in payloads:
         state.apply(session.accept_payload(payload))
     return session, state
 
 
-def fast(payloads: list[bytes], chunk: int = 512) -> tuple[CloneSession, RunState, int]:
+def fast(
+    payloads: list[bytes], chunk: int = 512, snapshot: bool = False
+) -> tuple[CloneSession, RunState, int]:
     """Also returns how many rows went as blocks (so tests can tell the fast path ran)."""
-    session, state, rows = joined(payloads), RunState(), 0
+    session, state, rows = (CloneSession() if snapshot else joined(payloads)), RunState(), 0
     for start in range(0, len(payloads), chunk):
         for layout, run in session.layouts.runs(payloads[start : start + chunk]):
-            items = session.accept_run(layout, run)
+            items = session.accept_run(layout, run, snapshot=snapshot)
             rows += sum(len(i) for i in items if isinstance(i, MetricsBlock))
             state.apply(items)
     return session, state, rows
@@ -260,11 +268,12 @@ def streams(draw) -> list[bytes]:
 
 
 @settings(max_examples=150, deadline=None)
-@given(streams(), st.integers(1, 64))
+@given(streams(), st.integers(1, 64), st.booleans())
 def test_any_stream_leaves_session_and_state_exactly_as_the_slow_path(
-    payloads: list[bytes], chunk: int
+    payloads: list[bytes], chunk: int, snapshot: bool
 ) -> None:
-    assert_same(fast(payloads, chunk), slow(payloads))
+    """Live updates, and a snapshot reply (deduped by seq, no gaps to repair)."""
+    assert_same(fast(payloads, chunk, snapshot), slow(payloads, snapshot))
 
 
 def test_a_restarted_run_in_the_middle_of_a_block_resets_the_state_as_before() -> None:
@@ -290,6 +299,8 @@ def test_byte_flips_inside_a_layout_run_are_decided_exactly_as_the_slow_path(see
                 flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
             payloads.append(bytes(flipped))
         payloads.append(payload)
-    got = fast(payloads, chunk=rng.choice([64, 512]))
-    assert got[2] > 1000 and sum(got[0].rejected.values()) > 10
-    assert_same(got, slow(payloads))
+    for snapshot in (False, True):
+        got = fast(payloads, chunk=rng.choice([64, 512]), snapshot=snapshot)
+        # (in a snapshot, a flip to a larger seq makes every later record a duplicate)
+        assert got[2] > (100 if snapshot else 1000) and sum(got[0].rejected.values()) > 10
+        assert_same(got, slow(payloads, snapshot))

@@ -173,7 +173,7 @@ class ZmqSource:
                     if self._snapshot_open:
                         self._buffered.extend(payloads)  # applied after the snapshot's end
                     else:
-                        for batch in self._accept_live(payloads):
+                        for batch in self._batches(payloads, snapshot=False):
                             yield batch
                 await self._maybe_request()
         finally:
@@ -208,26 +208,25 @@ class ZmqSource:
             return
         if tag == "snap" and isinstance(body, list):
             self._snapshot_sent = time.monotonic()  # progress: not overdue
-            for start in range(0, len(body), SLICE):
-                if records := self.session.accept_snapshot(body[start : start + SLICE]):
-                    yield records
+            yield from self._batches(body, snapshot=True)
         elif tag == "end" and isinstance(body, dict):
             self.session.finish_snapshot(body)
             self._snapshot_open = False
-            yield from self._accept_live(self._take_buffered())
+            yield from self._batches(self._take_buffered(), snapshot=False)
         elif tag == "error":
             self.session.reject(f"control error: {reprlib.repr(body)}")
             # a rate-limited request is asked again after SNAPSHOT_RETRY_S, not at once
             error = body.get("error") if isinstance(body, dict) else None
             self._snapshot_open = isinstance(error, str) and error.startswith("rate limited")
 
-    def _accept_live(self, payloads: list[bytes]) -> Iterator[Batch]:
-        """Live payloads → batches: a run of same-layout metrics as one block-decoded batch
-        (µs a record), anything else at most ``SLICE`` payloads a batch (tens of µs each)."""
+    def _batches(self, payloads: list[bytes], snapshot: bool) -> Iterator[Batch]:
+        """Payloads → batches: same-layout metrics block-decoded, up to ``MAX_LIVE`` a batch
+        (µs a record), anything else at most ``SLICE`` a batch (tens of µs each)."""
         for layout, run in self.session.layouts.runs(payloads):
             step = MAX_LIVE if layout is not None else SLICE
             for start in range(0, len(run), step):
-                if items := self.session.accept_run(layout, run[start : start + step]):
+                chunk = run[start : start + step]
+                if items := self.session.accept_run(layout, chunk, snapshot=snapshot):
                     yield items
 
     def _take_buffered(self) -> list[bytes]:
