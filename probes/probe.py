@@ -30,6 +30,9 @@ MAX_DOUBLINGS = 20
 NORM_SHARE = 0.5
 """The fraction of the budget the basic norms (gradient and update norms) may take; the probes
 share what the basic metrics leave."""
+IO_WINDOW = 64
+"""The I/O thread's CPU per step is the mean over this many steps: the thread wakes every
+``IO_WAKE_MS`` and finishes several steps' records at once, so one step's own share is bursty."""
 
 
 @dataclass
@@ -113,9 +116,10 @@ class ProbeScheduler:
     call comes at the first step that is a multiple of ``base`` (on every rank alike).
 
     Shares: the basic metrics (loss and step time every step, the norms at their own aligned
-    stride, see :meth:`norms_due`) are paid first; what they leave of the budget is split
-    equally among the probes (a probe's own ``budget`` overrides its share). If
-    the basic metrics alone exceed the budget, the probes still get a tenth of it rather than
+    stride, see :meth:`norms_due`) and the CPU the transport's I/O thread spends on the
+    Monitor's records (``io_time``, see :meth:`step_finished`) are paid first; what they leave
+    of the budget is split equally among the probes (a probe's own ``budget`` overrides its
+    share). If those alone exceed the budget, the probes still get a tenth of it rather than
     never running. ``budget=None``: every probe runs at its ``base``, whatever it costs.
     Step numbers that skip the multiples (a loop observing every third step) still get calls:
     a probe not run for ``2c`` steps runs at the next step seen.
@@ -142,6 +146,9 @@ class ProbeScheduler:
         self._intervals: deque[float] = deque(maxlen=STEP_WINDOW)
         self.step_time = math.nan  # median of the last STEP_WINDOW training intervals
         self.base_time: float | None = None  # Monitor time outside probes (basic metrics)
+        self.io_time = 0.0
+        """CPU seconds per step of the transport's I/O thread (mean of the last IO_WINDOW)."""
+        self._io: deque[float] = deque(maxlen=IO_WINDOW)
         self.norm_cost: float | None = None
         """Seconds one measurement of the basic norms takes (moving average)."""
         self.norm_stride = 1
@@ -158,7 +165,16 @@ class ProbeScheduler:
             return math.inf
         if self.base_time is None or not math.isfinite(self.step_time) or self.step_time <= 0:
             return self.budget
-        return max(self.budget - self.base_time / self.step_time, 0.1 * self.budget)
+        paid = (self.base_time + self.io_time) / self.step_time
+        return max(self.budget - paid, 0.1 * self.budget)
+
+    def norm_budget(self) -> float:
+        """The fraction of step time the basic norms may take: ``NORM_SHARE`` of what the I/O
+        thread's CPU leaves of the budget (of at least a tenth of it, as for the probes)."""
+        if self.budget is None:
+            return math.inf
+        io = self.io_time / self.step_time if self.step_time > 0 else 0.0
+        return NORM_SHARE * max(self.budget - io, 0.1 * self.budget)
 
     def share(self, probe: Probe) -> float:
         if probe.budget is not None:
@@ -208,7 +224,7 @@ class ProbeScheduler:
         They cost a few passes over the parameters every step: for a model whose step is
         short next to its size (an MLP of 280 k parameters, 6 ms a step) that is 13 % of the
         step on its own, so they are budgeted like a probe: measured at multiples of
-        ``stride × 2^k``, ``k`` the least that keeps them within ``NORM_SHARE`` of the budget
+        ``stride × 2^k``, ``k`` the least that keeps them within :meth:`norm_budget`
         — aligned across ranks as the probes are. Never sparser than a probe that reads the
         update (safe-step): its steps stay a subset of these. The stride is re-decided only
         on a measuring step, so the parameter copy taken the step before is not wasted."""
@@ -222,7 +238,7 @@ class ProbeScheduler:
     def _fit_norm_stride(self) -> int:
         if self.budget is None or self.norm_cost is None or not self.step_time > 0:
             return 1
-        need = self.norm_cost / (NORM_SHARE * self.budget * self.step_time)
+        need = self.norm_cost / (self.norm_budget() * self.step_time)
         stride = 1 << min(MAX_DOUBLINGS, max(0, math.ceil(math.log2(max(need, 1.0)) - 1e-9)))
         # the largest power of two dividing each reader's cadence: its steps stay norm steps
         readers = [self.cadence(p) // self.stride for p in self.probes
@@ -260,8 +276,17 @@ class ProbeScheduler:
         self._last_run[probe.name] = step
         self._probe_seconds += seconds
 
-    def step_finished(self, training_seconds: float, monitor_seconds: float) -> None:
-        """One observe-to-observe interval, split into the loop's own time and ours."""
+    def step_finished(
+        self, training_seconds: float, monitor_seconds: float, io_seconds: float = 0.0
+    ) -> None:
+        """One observe-to-observe interval, split into the loop's own time and ours.
+
+        ``io_seconds``: the CPU time the transport's I/O thread spent in that interval
+        (serialising, publishing, storing, forwarding the records). Where the training
+        process's cores are all busy (torchrun on a small machine) that CPU is taken from
+        training, and the I/O thread holds the GIL while it runs Python, so it is charged like
+        the time inside ``observe``: ``io_time`` shrinks the probes' and the norms' budgets and
+        counts in ``overhead``."""
         if training_seconds > 0:
             self._intervals.append(training_seconds)
             self._steps_since_fit += 1
@@ -269,15 +294,18 @@ class ProbeScheduler:
                 self.step_time = statistics.median(self._intervals)
                 self._steps_since_fit = 0
                 self._cadences.clear()
-        self._total_monitor += monitor_seconds
+        self._io.append(max(0.0, io_seconds))
+        self.io_time = sum(self._io) / len(self._io)
+        self._total_monitor += monitor_seconds + max(0.0, io_seconds)
         self._total_training += max(0.0, training_seconds)
         self.base_time = self._ema(self.base_time, max(0.0, monitor_seconds - self._probe_seconds))
         self._probe_seconds = 0.0
 
     @property
     def overhead(self) -> float:
-        """Monitor time as a fraction of training time, over the whole run so far (a short
-        average would swing between steps with and without a probe call)."""
+        """Monitor time (inside ``observe`` and its I/O thread's CPU) as a fraction of training
+        time, over the whole run so far (a short average would swing between steps with and
+        without a probe call)."""
         if self._total_training <= 0:
             return math.nan
         return self._total_monitor / self._total_training

@@ -525,6 +525,7 @@ class RankForwarder(QueuedTransport):
         last_sent = time.monotonic()
         try:
             while True:
+                self.io_cpu_seconds = time.thread_time()  # see QueuedTransport.io_cpu_seconds
                 stopping = self._stop.is_set()
                 if self._drain():
                     last_sent = time.monotonic()

@@ -101,6 +101,9 @@ class Transport(Protocol):
 
     stats: TransportStats
     endpoint: str
+    io_cpu_seconds: float
+    """CPU seconds the transport's own threads have spent so far (0 when it has none); the
+    Monitor charges each step's increase to its budget (read with ``getattr``, default 0)."""
 
     def send(self, item: Pending) -> None: ...
     def set_status(self, **status: Any) -> None: ...
@@ -183,6 +186,7 @@ class InProcessTransport:
         self.stats = TransportStats()
         self.store = store
         self.endpoint = "inproc://memory"
+        self.io_cpu_seconds = 0.0  # no thread of its own: records are finished in send()
         self.records: list[Record] = []
         self.status: dict[str, Any] = {}
         self._seq = _Sequencer()
@@ -228,6 +232,12 @@ class QueuedTransport:
     stats: TransportStats
     _queue: queue.Queue[Pending]
     _status: dict[str, Any]
+    io_cpu_seconds: float = 0.0
+    """CPU seconds the I/O thread has used so far: ``time.thread_time()`` read by that thread at
+    the top of each pass of its loop (at least every ``IO_WAKE_MS``; a pass's work shows at the
+    next) and stored here. One float written by one thread, read by the training thread
+    without a lock (a single attribute store is atomic under the GIL); the Monitor charges
+    each step's increase to its budget. ZeroMQ's own background threads are not counted."""
 
     def send(self, item: Pending) -> None:
         """Never blocks: a full queue drops the item and counts it."""
@@ -362,6 +372,7 @@ class ZmqTransport(QueuedTransport):
         last_sent = time.monotonic()
         try:
             while True:
+                self.io_cpu_seconds = time.thread_time()
                 stopping = self._stop.is_set()
                 if self._drain():
                     last_sent = time.monotonic()

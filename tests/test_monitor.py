@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -197,6 +198,39 @@ def test_norm_stride_fits_the_share_and_never_outgrows_an_update_reader():
     scheduler.norms_ran(0.004)
     assert scheduler.cadence(reader) == 3 and scheduler.norm_stride == 1
     assert ProbeScheduler([], budget=None).norm_stride == 1
+
+
+class _ThreadedTransport(InProcessTransport):
+    """An in-process transport that reports an I/O thread's CPU the test sets."""
+
+    io_cpu_seconds = 5.0  # what a thread spent before the first observe: never charged
+
+
+def test_monitor_charges_each_step_its_transports_io_cpu():
+    tr = _ThreadedTransport()
+    mon = Monitor(run="io", transport=tr, probes=None)
+    charged: list[float] = []
+    step_finished = mon.scheduler.step_finished
+
+    def recording(training: float, monitor: float, io: float = 0.0) -> None:
+        charged.append(io)
+        step_finished(training, monitor, io)
+
+    mon.scheduler.step_finished = recording  # type: ignore[method-assign]
+    added = [0.0, 2e-5, 0.0, 0.0, 6e-5, 1e-5] * 4  # bursty, as a thread waking every 40 ms
+    mon.observe(0, loss=torch.tensor(1.0))
+    for step, io in enumerate(added, start=1):
+        time.sleep(0.004)  # a few ms of "training": the budget is a share of it
+        tr.io_cpu_seconds += io
+        mon.observe(step, loss=torch.tensor(1.0))
+    mon.close()
+    assert charged == pytest.approx(added, abs=1e-12)  # each step's increase, nothing before
+    scheduler = mon.scheduler
+    assert scheduler.io_time == pytest.approx(sum(added) / len(added))
+    paid = (scheduler.base_time + scheduler.io_time) / scheduler.step_time
+    assert scheduler.probe_budget() == pytest.approx(max(0.05 - paid, 0.005))
+    io_share = scheduler.io_time / scheduler.step_time
+    assert scheduler.norm_budget() == pytest.approx(0.5 * max(0.05 - io_share, 0.005))
 
 
 def test_monitor_streams_over_zeromq_to_a_subscriber():

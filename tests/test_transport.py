@@ -98,6 +98,20 @@ def test_idle_publisher_sends_heartbeats_with_status():
     assert beats and beats[0].data["state"] == "paused" and beats[0].step == 7
 
 
+def test_io_thread_reports_its_own_cpu_time():
+    tr = ZmqTransport("tcp://127.0.0.1:0", run="t")
+    for step in range(2000):
+        tr.send(_metrics(step))
+    deadline = time.monotonic() + 10
+    while tr.stats.published + tr.stats.send_errors < 2000 or tr.io_cpu_seconds == 0.0:
+        assert time.monotonic() < deadline, "the I/O thread did not finish the records"
+        time.sleep(0.02)
+    seen = tr.io_cpu_seconds
+    tr.close()
+    # the I/O thread's own CPU: part of the process's, none of this (main) thread's
+    assert 0 < seen <= time.process_time() - time.thread_time()
+
+
 def test_gap_in_live_updates_is_repaired_from_history():
     session = CloneSession()
     delivered = []
