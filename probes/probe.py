@@ -154,6 +154,7 @@ class ProbeScheduler:
         self.norm_stride = 1
         """Published steps between measurements of the basic norms (a power of two)."""
         self._cadences: dict[str, int] = {}
+        self._published: tuple[int, dict[str, int]] | None = None  # (norm_stride, cadences())
         self._steps_since_fit = 0
         self._probe_seconds = 0.0
         self._total_monitor = 0.0
@@ -214,9 +215,15 @@ class ProbeScheduler:
         return base << min(MAX_DOUBLINGS, math.ceil(math.log2(need / base) - 1e-9))
 
     def cadences(self) -> dict[str, int]:
-        return {"norms": self.norm_stride * self.stride} | {
-            p.name: self.cadence(p) for p in self.probes
-        }
+        """Every cadence by name (the norms' too), as the status publishes them. Memoised with
+        :meth:`cadence` (``observe`` publishes it every step): the same dict until a cadence or
+        the norm stride changes; callers must not modify it."""
+        published = self._published
+        if published is None or published[0] != self.norm_stride:
+            cadences = {"norms": self.norm_stride * self.stride}
+            cadences.update((p.name, self.cadence(p)) for p in self.probes)
+            published = self._published = (self.norm_stride, cadences)
+        return published[1]
 
     def norms_due(self, step: int) -> bool:
         """Whether ``observe`` at ``step`` measures gradient and update norms.
@@ -248,7 +255,12 @@ class ProbeScheduler:
     def remove(self, probe: Probe) -> None:
         """Retire a probe: the others' shares grow."""
         self.probes.remove(probe)
+        self._refit()
+
+    def _refit(self) -> None:
+        """Forget the memoised cadences: a cost or the step time changed."""
         self._cadences.clear()
+        self._published = None
 
     def due(self, step: int) -> list[Probe]:
         return [probe for probe in self.probes if self._is_due(probe, step)]
@@ -272,7 +284,7 @@ class ProbeScheduler:
             self._costs[probe.name] = deque(maxlen=3)
         else:
             calls.append(seconds)
-            self._cadences.clear()
+            self._refit()
         self._last_run[probe.name] = step
         self._probe_seconds += seconds
 
@@ -293,7 +305,7 @@ class ProbeScheduler:
             if self._steps_since_fit >= STEP_WINDOW or len(self._intervals) < STEP_WINDOW:
                 self.step_time = statistics.median(self._intervals)
                 self._steps_since_fit = 0
-                self._cadences.clear()
+                self._refit()
         self._io.append(max(0.0, io_seconds))
         self.io_time = sum(self._io) / len(self._io)
         self._total_monitor += monitor_seconds + max(0.0, io_seconds)
