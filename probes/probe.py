@@ -31,8 +31,10 @@ NORM_SHARE = 0.5
 """The fraction of the budget the basic norms (gradient and update norms) may take; the probes
 share what the basic metrics leave."""
 IO_WINDOW = 64
-"""The I/O thread's CPU per step is the mean over this many steps: the thread wakes every
-``IO_WAKE_MS`` and finishes several steps' records at once, so one step's own share is bursty."""
+"""The I/O thread's CPU is charged at its share of the training time over this many steps: the
+thread wakes every ``IO_WAKE_MS`` and finishes several steps' records at once, so one step's own
+share is bursty; and what it spends during a pause (idle wake-ups, heartbeats) is spread over
+the pause's length instead of being charged to the one step after it."""
 
 
 @dataclass
@@ -147,8 +149,10 @@ class ProbeScheduler:
         self.step_time = math.nan  # median of the last STEP_WINDOW training intervals
         self.base_time: float | None = None  # Monitor time outside probes (basic metrics)
         self.io_time = 0.0
-        """CPU seconds per step of the transport's I/O thread (mean of the last IO_WINDOW)."""
-        self._io: deque[float] = deque(maxlen=IO_WINDOW)
+        """CPU seconds per step of the transport's I/O thread: its share of the training time
+        over the last ``IO_WINDOW`` steps, times ``step_time``."""
+        self._io: deque[tuple[float, float]] = deque()  # (I/O CPU, training) per step
+        self._io_cpu = self._io_span = 0.0  # their sums over the window
         self.norm_cost: float | None = None
         """Seconds one measurement of the basic norms takes (moving average)."""
         self.norm_stride = 1
@@ -306,12 +310,22 @@ class ProbeScheduler:
                 self.step_time = statistics.median(self._intervals)
                 self._steps_since_fit = 0
                 self._refit()
-        self._io.append(max(0.0, io_seconds))
-        self.io_time = sum(self._io) / len(self._io)
+        self._charge_io(max(0.0, io_seconds), max(0.0, training_seconds))
         self._total_monitor += monitor_seconds + max(0.0, io_seconds)
         self._total_training += max(0.0, training_seconds)
         self.base_time = self._ema(self.base_time, max(0.0, monitor_seconds - self._probe_seconds))
         self._probe_seconds = 0.0
+
+    def _charge_io(self, io: float, training: float) -> None:
+        if len(self._io) == IO_WINDOW:
+            old_io, old_training = self._io.popleft()
+            self._io_cpu -= old_io
+            self._io_span -= old_training
+        self._io.append((io, training))
+        self._io_cpu += io
+        self._io_span += training
+        if self._io_span > 0 and self.step_time > 0:
+            self.io_time = max(0.0, self._io_cpu) / self._io_span * self.step_time
 
     @property
     def overhead(self) -> float:

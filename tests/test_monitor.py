@@ -210,10 +210,12 @@ def test_monitor_charges_each_step_its_transports_io_cpu():
     tr = _ThreadedTransport()
     mon = Monitor(run="io", transport=tr, probes=None)
     charged: list[float] = []
+    trained: list[float] = []
     step_finished = mon.scheduler.step_finished
 
     def recording(training: float, monitor: float, io: float = 0.0) -> None:
         charged.append(io)
+        trained.append(training)
         step_finished(training, monitor, io)
 
     mon.scheduler.step_finished = recording  # type: ignore[method-assign]
@@ -226,7 +228,8 @@ def test_monitor_charges_each_step_its_transports_io_cpu():
     mon.close()
     assert charged == pytest.approx(added, abs=1e-12)  # each step's increase, nothing before
     scheduler = mon.scheduler
-    assert scheduler.io_time == pytest.approx(sum(added) / len(added))
+    # its share of the training time, per step of the (median) step time
+    assert scheduler.io_time == pytest.approx(sum(added) / sum(trained) * scheduler.step_time)
     paid = (scheduler.base_time + scheduler.io_time) / scheduler.step_time
     assert scheduler.probe_budget() == pytest.approx(max(0.05 - paid, 0.005))
     io_share = scheduler.io_time / scheduler.step_time

@@ -354,4 +354,16 @@ def test_io_thread_cpu_is_the_mean_of_the_last_window_of_steps():
         bursty.step_finished(0.100, 0.001, 0.0)
     assert bursty.io_time == pytest.approx(0.008 / IO_WINDOW)  # the last burst still inside
     bursty.step_finished(0.100, 0.001, 0.0)
-    assert bursty.io_time == 0.0
+    assert bursty.io_time == pytest.approx(0.0, abs=1e-15)
+
+
+def test_io_cpu_during_a_pause_is_spread_over_the_pause():
+    probe = _FakeProbe(every=1)
+    sched = _io_fed([0.002], probe)
+    assert sched.io_time == pytest.approx(0.002) and sched.cadence(probe) == 2
+    # a 60 s evaluation: the idle I/O thread spent 4 ms a second (wake-ups, heartbeats)
+    sched.step_finished(training_seconds=60.0, monitor_seconds=0.001, io_seconds=0.240)
+    # charged at its share of the window's time (0.37 s CPU in 66.3 s), not 240 ms a step
+    io = (63 * 0.002 + 0.240) / (63 * 0.100 + 60.0) * 0.100
+    assert sched.io_time == pytest.approx(io) and io < 0.0006
+    assert sched.probe_budget() == pytest.approx(0.05 - (0.001 + io) / 0.100)
