@@ -133,6 +133,8 @@ class Monitor:
         self._alerts = AlertTracker()  # touched only by the I/O thread (inside thunks)
         self._monitor_seconds = 0.0
         self._io_seen = 0.0  # the transport's io_cpu_seconds at the last observe
+        self._given_model: Any = None  # observe's model= and the module inside its wrappers
+        self._inner_model: Any = None
         self.controllers: dict[str, Controller] = builtin_controllers()
         self.run_dir = run_dir or os.path.join(runs_folder(), self.run)
         self.model: torch.nn.Module | None = None
@@ -170,7 +172,9 @@ class Monitor:
         Never raises: failures are counted in ``errors`` and logged once.
         """
         started = time.perf_counter()
-        model = unwrap_ddp(model)  # probes' extra forwards must not touch DDP's reducer
+        if model is not self._given_model:  # unwrapped once per model object (DDP's
+            self._given_model, self._inner_model = model, unwrap_ddp(model)  # is an ABC check)
+        model = self._inner_model  # probes' extra forwards must not touch DDP's reducer
         ctx = StepContext(step, model, optimizer, logits, targets, inputs, loss_fn)
         try:
             self._remember(ctx)
