@@ -133,6 +133,7 @@ class Monitor:
         self._alerts = AlertTracker()  # touched only by the I/O thread (inside thunks)
         self._monitor_seconds = 0.0
         self._io_seen = 0.0  # the transport's io_cpu_seconds at the last observe
+        self._capture_seconds = 0.0  # the parameter copy taken for the next norm step
         self._given_model: Any = None  # observe's model= and the module inside its wrappers
         self._inner_model: Any = None
         self.controllers: dict[str, Controller] = builtin_controllers()
@@ -342,7 +343,9 @@ class Monitor:
             self._attach(ctx.model)
         measure = self._tracker is not None and self.scheduler.norms_due(ctx.step)
         if self._tracker and not measure and self.scheduler.norms_due(ctx.step + 1):
+            start = time.perf_counter()
             self._tracker.capture(ctx.step)  # θ for the next measuring step's update
+            self._capture_seconds = time.perf_counter() - start  # part of the norms' cost
         if ctx.step % self.every:
             return
         due = self.scheduler.due(ctx.step)
@@ -352,7 +355,8 @@ class Monitor:
             keep = any("last_update" in probe.requires for probe in due)
             sparse = self.every * self.scheduler.norm_stride > 1
             norms = self._tracker.snapshot(ctx.step if sparse else None, keep)
-            self.scheduler.norms_ran(time.perf_counter() - start)
+            self.scheduler.norms_ran(time.perf_counter() - start + self._capture_seconds)
+            self._capture_seconds = 0.0
         lrs = learning_rates(ctx.optimizer)
         ctx.lr = lrs[0] if lrs else math.nan
         ctx.layers = self._tracker.names if self._tracker else []

@@ -200,6 +200,28 @@ def test_norm_stride_fits_the_share_and_never_outgrows_an_update_reader():
     assert ProbeScheduler([], budget=None).norm_stride == 1
 
 
+def test_the_norms_cost_includes_the_parameter_copy_the_step_before():
+    mon = Monitor(run="copy", transport=InProcessTransport(), probes=None)
+    model = nn.Linear(4, 2)
+    mon.observe(0, model=model, loss=torch.tensor(1.0))
+    mon.scheduler.norm_stride = 4  # measured at 0, 4, 8: the copy at 3, 7
+    capture, copies, costs = mon._tracker.capture, [], []
+
+    def slow_capture(step: int) -> None:
+        copies.append(step)
+        time.sleep(0.02)  # a copy that takes at least 20 ms
+        capture(step)
+
+    norms_ran = mon.scheduler.norms_ran
+    mon._tracker.capture = slow_capture  # type: ignore[method-assign]
+    mon.scheduler.norms_ran = lambda seconds: (costs.append(seconds), norms_ran(seconds))
+    for step in range(1, 5):
+        model(torch.ones(1, 4)).sum().backward()
+        mon.observe(step, model=model, loss=torch.tensor(1.0))
+    mon.close()
+    assert copies == [3] and len(costs) == 1 and costs[0] >= 0.02  # charged to the norm step
+
+
 class _ThreadedTransport(InProcessTransport):
     """An in-process transport that reports an I/O thread's CPU the test sets."""
 
