@@ -18,12 +18,18 @@ probe's time per on-step and calls); and the CPU time per step of the rank's thr
 and off rounds (training thread, edgewatch I/O thread, ZeroMQ's background threads, the rest:
 gloo). Across ranks: the mean over steps of the slowest rank's ``observe`` (what a synchronised
 job pays when probe calls line up) vs of the ranks' sum (when they never do), and how many steps
-had a probe call on some rank. Never asserts a timing.
+had a probe call on some rank. Then, per rank, the median ``observe`` by kind of step (nothing
+measured, the parameter copy, the norms, a probe call), what the budget was charged over the
+on-steps (time inside ``observe`` and the transport's I/O-thread CPU, as shares of the
+training intervals) next to the measured on/off ratio − 1, and the scheduler's budgets at the
+end.
+Never asserts a timing.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -41,6 +47,9 @@ from probes.builtin import DEFAULT_PROBES
 from probes.monitor import Monitor
 
 GROUPS = ("train", "edgewatch", "zmq", "other")
+KINDS = ("plain", "copy", "norms", "probe")
+"""On-steps by what ``observe`` did: nothing measured, the parameter copy, the basic norms, a
+probe call."""
 
 
 def thread_cpu() -> dict[str, float]:
@@ -84,16 +93,59 @@ class Recorder:
             ran(probe, step, seconds)
 
         mon.scheduler.ran = counting  # type: ignore[method-assign]
+        self.scheduler = mon.scheduler
+        self.by_kind: dict[str, list[float]] = {kind: [] for kind in KINDS}
+        self.charged: list[tuple[float, float, float]] = []  # training, observe, I/O CPU
+        self.skip_next = False  # the first on-step after an off round: its interval spans it
+        finished = mon.scheduler.step_finished
+
+        def charging(training: float, monitor: float, io: float = 0.0) -> None:
+            if not self.skip_next:
+                self.charged.append((training, monitor, io))
+            self.skip_next = False
+            finished(training, monitor, io)
+
+        mon.scheduler.step_finished = charging  # type: ignore[method-assign]
+
+    def charges(self, scheduler) -> list[float]:
+        """What the budget was charged per on-step (observe; the I/O thread's CPU) as shares
+        of the training intervals, and the scheduler's view at the end."""
+        training, observe, io = (sum(column) for column in zip(*self.charged, strict=True))
+        return [
+            io / len(self.charged),
+            observe / training,
+            io / training,
+            scheduler.step_time,
+            scheduler.base_time or 0.0,
+            scheduler.io_time,
+            scheduler.probe_budget(),
+            scheduler.norm_budget(),
+        ]
 
     def add(self, step: int, seconds: float) -> None:
         self.observe.append(seconds)
         self.probed.append(float(step in self._ran_at))
+        if step in self._ran_at:
+            kind = "probe"
+        elif self.scheduler.norms_due(step):
+            kind = "norms"
+        elif self.scheduler.norms_due(step + 1):
+            kind = "copy"  # the parameter copy the next step's update norm needs
+        else:
+            kind = "plain"
+        self.by_kind[kind].append(seconds)
+
+    def medians(self) -> list[float]:
+        """Median seconds inside ``observe`` per kind of on-step (NaN: no such step)."""
+        return [statistics.median(v) if v else math.nan for v in self.by_kind.values()]
 
 
 def step_times(
     ddp, opt, x, y, mon: Monitor | None, rec: Recorder | None, steps: int, start: int
 ) -> list[float]:
     out = []
+    if rec is not None:
+        rec.skip_next = True
     for step in range(start, start + steps):
         begin = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -149,6 +201,8 @@ def worker(args: argparse.Namespace) -> None:
         step += args.warmup
         rec.observe.clear()
         rec.probed.clear()
+        rec.charged.clear()
+        rec.by_kind = {kind: [] for kind in KINDS}
         rec.by_probe = {name: [0.0, 0.0] for name in DEFAULT_PROBES}
     for _ in range(args.rounds):
         for name in times:
@@ -161,6 +215,7 @@ def worker(args: argparse.Namespace) -> None:
                 cpu[name][group] += after[group] - before[group]
             step += args.steps
     norm_stride = float(mon.scheduler.norm_stride)
+    charges = rec.charges(mon.scheduler)
     mon.close()
     n = args.steps * args.rounds
     summary = [
@@ -172,7 +227,9 @@ def worker(args: argparse.Namespace) -> None:
         sum(rec.probed),
     ]
     summary += [cpu[name][g] / n for name in times for g in GROUPS]  # [6:10] off, [10:14] on
-    summary += [v for name in DEFAULT_PROBES for v in rec.by_probe[name]]  # [14:]: calls, s
+    summary += charges  # [14:22]
+    summary += rec.medians() + [float(len(v)) for v in rec.by_kind.values()]  # [22:30]
+    summary += [v for name in DEFAULT_PROBES for v in rec.by_probe[name]]  # [30:]: calls, s
     gathered = _gather(torch.tensor(summary, dtype=torch.float64), world)
     per_step = _gather(torch.tensor([rec.observe, rec.probed], dtype=torch.float64), world)
     strides = _gather(torch.tensor([norm_stride], dtype=torch.float64), world)
@@ -213,14 +270,30 @@ def report(args: argparse.Namespace, gathered: list[torch.Tensor], per_step: tor
         )
     n = args.steps * args.rounds
     for r, row in enumerate(t.tolist() for t in gathered):
-        calls = row[14::2]
-        seconds = row[15::2]
+        calls = row[30::2]
+        seconds = row[31::2]
         parts = [
             f"{name} {s * 1e3 / n:.3f} ({int(c)})"
             for name, c, s in zip(DEFAULT_PROBES, calls, seconds, strict=True)
             if c
         ]
         print(f"rank {r} probe ms per on-step (calls): {' · '.join(parts) or 'none'}")
+    for r, row in enumerate(t.tolist() for t in gathered):
+        io_step, observe_share, io_share, step, base, io, probes, norms = row[14:22]
+        measured = row[3] / row[2] - 1
+        print(
+            f"rank {r} charged to the budget: observe {100 * observe_share:.2f} % + I/O thread "
+            f"{100 * io_share:.2f} % ({io_step * 1e3:.3f} ms/step; the bench's own count: "
+            f"{row[11] * 1e3:.3f}) = {100 * (observe_share + io_share):.2f} % of training time "
+            f"vs measured mean on/off − 1: {100 * measured:.2f} %; scheduler at the end: step "
+            f"{step * 1e3:.2f} ms, base {base * 1e3:.3f} ms, I/O {io * 1e3:.3f} ms → probes "
+            f"{100 * probes:.2f} %, norms {100 * norms:.2f} % of the step"
+        )
+        kinds = " · ".join(
+            f"{kind} {m * 1e3:.3f} ({int(c)})"
+            for kind, m, c in zip(KINDS, row[22:26], row[26:30], strict=True)
+        )
+        print(f"rank {r} observe ms per on-step, median by kind (steps): {kinds}")
     observe, probed = per_step[:, 0], per_step[:, 1]
     union = int((probed.sum(0) > 0).sum())
     print(

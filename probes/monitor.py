@@ -74,8 +74,9 @@ class Monitor:
         probes: ``"default"`` (all built-in diagnostics), a list of probe names or instances,
             or ``None`` for basic metrics only. A probe runs only when ``observe`` was given
             what it needs (``inputs=`` and ``loss_fn=`` enable ρ_a and the curvature probes).
-        budget: the fraction of step time the Monitor may take (default 5 %): the gradient and
-            update norms half of it, the probes what is left; cadences stretch to stay within
+        budget: the fraction of step time the Monitor may take (default 5 %), its transport's
+            I/O thread's CPU included: the gradient and update norms half of what that
+            thread leaves, the probes what is left; cadences stretch to stay within
             it (the norms' too, to multiples of ``every × 2^k``; loss and step time stay in
             every record). A probe's own ``budget=`` overrides its share. ``None`` runs
             everything at its declared cadence whatever it costs.
@@ -131,6 +132,10 @@ class Monitor:
         self._failures: dict[str, int] = {}
         self._alerts = AlertTracker()  # touched only by the I/O thread (inside thunks)
         self._monitor_seconds = 0.0
+        self._io_seen = 0.0  # the transport's io_cpu_seconds at the last observe
+        self._capture_seconds = 0.0  # the parameter copy taken for the next norm step
+        self._given_model: Any = None  # observe's model= and the module inside its wrappers
+        self._inner_model: Any = None
         self.controllers: dict[str, Controller] = builtin_controllers()
         self.run_dir = run_dir or os.path.join(runs_folder(), self.run)
         self.model: torch.nn.Module | None = None
@@ -168,7 +173,9 @@ class Monitor:
         Never raises: failures are counted in ``errors`` and logged once.
         """
         started = time.perf_counter()
-        model = unwrap_ddp(model)  # probes' extra forwards must not touch DDP's reducer
+        if model is not self._given_model:  # unwrapped once per model object (DDP's
+            self._given_model, self._inner_model = model, unwrap_ddp(model)  # is an ABC check)
+        model = self._inner_model  # probes' extra forwards must not touch DDP's reducer
         ctx = StepContext(step, model, optimizer, logits, targets, inputs, loss_fn)
         try:
             self._remember(ctx)
@@ -327,14 +334,18 @@ class Monitor:
         now = time.perf_counter()
         step_time = now - self._last_observe if self._last_observe is not None else math.nan
         self._last_observe = now
+        io_cpu = getattr(self.transport, "io_cpu_seconds", 0.0)  # the I/O thread's CPU so far
+        io_step, self._io_seen = io_cpu - self._io_seen, io_cpu
         if math.isfinite(step_time):
             training = step_time - self._monitor_seconds
-            self.scheduler.step_finished(training, self._monitor_seconds)
+            self.scheduler.step_finished(training, self._monitor_seconds, io_step)
         if ctx.model is not None and id(ctx.model) != self._model_id:
             self._attach(ctx.model)
         measure = self._tracker is not None and self.scheduler.norms_due(ctx.step)
         if self._tracker and not measure and self.scheduler.norms_due(ctx.step + 1):
+            start = time.perf_counter()
             self._tracker.capture(ctx.step)  # θ for the next measuring step's update
+            self._capture_seconds = time.perf_counter() - start  # part of the norms' cost
         if ctx.step % self.every:
             return
         due = self.scheduler.due(ctx.step)
@@ -344,7 +355,8 @@ class Monitor:
             keep = any("last_update" in probe.requires for probe in due)
             sparse = self.every * self.scheduler.norm_stride > 1
             norms = self._tracker.snapshot(ctx.step if sparse else None, keep)
-            self.scheduler.norms_ran(time.perf_counter() - start)
+            self.scheduler.norms_ran(time.perf_counter() - start + self._capture_seconds)
+            self._capture_seconds = 0.0
         lrs = learning_rates(ctx.optimizer)
         ctx.lr = lrs[0] if lrs else math.nan
         ctx.layers = self._tracker.names if self._tracker else []

@@ -30,6 +30,11 @@ MAX_DOUBLINGS = 20
 NORM_SHARE = 0.5
 """The fraction of the budget the basic norms (gradient and update norms) may take; the probes
 share what the basic metrics leave."""
+IO_WINDOW = 64
+"""The I/O thread's CPU is charged at its share of the training time over this many steps: the
+thread wakes every ``IO_WAKE_MS`` and finishes several steps' records at once, so one step's own
+share is bursty; and what it spends during a pause (idle wake-ups, heartbeats) is spread over
+the pause's length instead of being charged to the one step after it."""
 
 
 @dataclass
@@ -113,9 +118,10 @@ class ProbeScheduler:
     call comes at the first step that is a multiple of ``base`` (on every rank alike).
 
     Shares: the basic metrics (loss and step time every step, the norms at their own aligned
-    stride, see :meth:`norms_due`) are paid first; what they leave of the budget is split
-    equally among the probes (a probe's own ``budget`` overrides its share). If
-    the basic metrics alone exceed the budget, the probes still get a tenth of it rather than
+    stride, see :meth:`norms_due`) and the CPU the transport's I/O thread spends on the
+    Monitor's records (``io_time``, see :meth:`step_finished`) are paid first; what they leave
+    of the budget is split equally among the probes (a probe's own ``budget`` overrides its
+    share). If those alone exceed the budget, the probes still get a tenth of it rather than
     never running. ``budget=None``: every probe runs at its ``base``, whatever it costs.
     Step numbers that skip the multiples (a loop observing every third step) still get calls:
     a probe not run for ``2c`` steps runs at the next step seen.
@@ -142,11 +148,17 @@ class ProbeScheduler:
         self._intervals: deque[float] = deque(maxlen=STEP_WINDOW)
         self.step_time = math.nan  # median of the last STEP_WINDOW training intervals
         self.base_time: float | None = None  # Monitor time outside probes (basic metrics)
+        self.io_time = 0.0
+        """CPU seconds per step of the transport's I/O thread: its share of the training time
+        over the last ``IO_WINDOW`` steps, times ``step_time``."""
+        self._io: deque[tuple[float, float]] = deque()  # (I/O CPU, training) per step
+        self._io_cpu = self._io_span = 0.0  # their sums over the window
         self.norm_cost: float | None = None
         """Seconds one measurement of the basic norms takes (moving average)."""
         self.norm_stride = 1
         """Published steps between measurements of the basic norms (a power of two)."""
         self._cadences: dict[str, int] = {}
+        self._published: tuple[int, dict[str, int]] | None = None  # (norm_stride, cadences())
         self._steps_since_fit = 0
         self._probe_seconds = 0.0
         self._total_monitor = 0.0
@@ -158,7 +170,16 @@ class ProbeScheduler:
             return math.inf
         if self.base_time is None or not math.isfinite(self.step_time) or self.step_time <= 0:
             return self.budget
-        return max(self.budget - self.base_time / self.step_time, 0.1 * self.budget)
+        paid = (self.base_time + self.io_time) / self.step_time
+        return max(self.budget - paid, 0.1 * self.budget)
+
+    def norm_budget(self) -> float:
+        """The fraction of step time the basic norms may take: ``NORM_SHARE`` of what the I/O
+        thread's CPU leaves of the budget (of at least a tenth of it, as for the probes)."""
+        if self.budget is None:
+            return math.inf
+        io = self.io_time / self.step_time if self.step_time > 0 else 0.0
+        return NORM_SHARE * max(self.budget - io, 0.1 * self.budget)
 
     def share(self, probe: Probe) -> float:
         if probe.budget is not None:
@@ -198,9 +219,15 @@ class ProbeScheduler:
         return base << min(MAX_DOUBLINGS, math.ceil(math.log2(need / base) - 1e-9))
 
     def cadences(self) -> dict[str, int]:
-        return {"norms": self.norm_stride * self.stride} | {
-            p.name: self.cadence(p) for p in self.probes
-        }
+        """Every cadence by name (the norms' too), as the status publishes them. Memoised with
+        :meth:`cadence` (``observe`` publishes it every step): the same dict until a cadence or
+        the norm stride changes; callers must not modify it."""
+        published = self._published
+        if published is None or published[0] != self.norm_stride:
+            cadences = {"norms": self.norm_stride * self.stride}
+            cadences.update((p.name, self.cadence(p)) for p in self.probes)
+            published = self._published = (self.norm_stride, cadences)
+        return published[1]
 
     def norms_due(self, step: int) -> bool:
         """Whether ``observe`` at ``step`` measures gradient and update norms.
@@ -208,7 +235,7 @@ class ProbeScheduler:
         They cost a few passes over the parameters every step: for a model whose step is
         short next to its size (an MLP of 280 k parameters, 6 ms a step) that is 13 % of the
         step on its own, so they are budgeted like a probe: measured at multiples of
-        ``stride × 2^k``, ``k`` the least that keeps them within ``NORM_SHARE`` of the budget
+        ``stride × 2^k``, ``k`` the least that keeps them within :meth:`norm_budget`
         — aligned across ranks as the probes are. Never sparser than a probe that reads the
         update (safe-step): its steps stay a subset of these. The stride is re-decided only
         on a measuring step, so the parameter copy taken the step before is not wasted."""
@@ -222,7 +249,7 @@ class ProbeScheduler:
     def _fit_norm_stride(self) -> int:
         if self.budget is None or self.norm_cost is None or not self.step_time > 0:
             return 1
-        need = self.norm_cost / (NORM_SHARE * self.budget * self.step_time)
+        need = self.norm_cost / (self.norm_budget() * self.step_time)
         stride = 1 << min(MAX_DOUBLINGS, max(0, math.ceil(math.log2(max(need, 1.0)) - 1e-9)))
         # the largest power of two dividing each reader's cadence: its steps stay norm steps
         readers = [self.cadence(p) // self.stride for p in self.probes
@@ -232,7 +259,12 @@ class ProbeScheduler:
     def remove(self, probe: Probe) -> None:
         """Retire a probe: the others' shares grow."""
         self.probes.remove(probe)
+        self._refit()
+
+    def _refit(self) -> None:
+        """Forget the memoised cadences: a cost or the step time changed."""
         self._cadences.clear()
+        self._published = None
 
     def due(self, step: int) -> list[Probe]:
         return [probe for probe in self.probes if self._is_due(probe, step)]
@@ -256,28 +288,50 @@ class ProbeScheduler:
             self._costs[probe.name] = deque(maxlen=3)
         else:
             calls.append(seconds)
-            self._cadences.clear()
+            self._refit()
         self._last_run[probe.name] = step
         self._probe_seconds += seconds
 
-    def step_finished(self, training_seconds: float, monitor_seconds: float) -> None:
-        """One observe-to-observe interval, split into the loop's own time and ours."""
+    def step_finished(
+        self, training_seconds: float, monitor_seconds: float, io_seconds: float = 0.0
+    ) -> None:
+        """One observe-to-observe interval, split into the loop's own time and ours.
+
+        ``io_seconds``: the CPU time the transport's I/O thread spent in that interval
+        (serialising, publishing, storing, forwarding the records). Where the training
+        process's cores are all busy (torchrun on a small machine) that CPU is taken from
+        training, and the I/O thread holds the GIL while it runs Python, so it is charged like
+        the time inside ``observe``: ``io_time`` shrinks the probes' and the norms' budgets and
+        counts in ``overhead``."""
         if training_seconds > 0:
             self._intervals.append(training_seconds)
             self._steps_since_fit += 1
             if self._steps_since_fit >= STEP_WINDOW or len(self._intervals) < STEP_WINDOW:
                 self.step_time = statistics.median(self._intervals)
                 self._steps_since_fit = 0
-                self._cadences.clear()
-        self._total_monitor += monitor_seconds
+                self._refit()
+        self._charge_io(max(0.0, io_seconds), max(0.0, training_seconds))
+        self._total_monitor += monitor_seconds + max(0.0, io_seconds)
         self._total_training += max(0.0, training_seconds)
         self.base_time = self._ema(self.base_time, max(0.0, monitor_seconds - self._probe_seconds))
         self._probe_seconds = 0.0
 
+    def _charge_io(self, io: float, training: float) -> None:
+        if len(self._io) == IO_WINDOW:
+            old_io, old_training = self._io.popleft()
+            self._io_cpu -= old_io
+            self._io_span -= old_training
+        self._io.append((io, training))
+        self._io_cpu += io
+        self._io_span += training
+        if self._io_span > 0 and self.step_time > 0:
+            self.io_time = max(0.0, self._io_cpu) / self._io_span * self.step_time
+
     @property
     def overhead(self) -> float:
-        """Monitor time as a fraction of training time, over the whole run so far (a short
-        average would swing between steps with and without a probe call)."""
+        """Monitor time (inside ``observe`` and its I/O thread's CPU) as a fraction of training
+        time, over the whole run so far (a short average would swing between steps with and
+        without a probe call)."""
         if self._total_training <= 0:
             return math.nan
         return self._total_monitor / self._total_training

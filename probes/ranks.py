@@ -37,7 +37,6 @@ import functools
 import logging
 import math
 import os
-import queue
 import socket
 import threading
 import time
@@ -49,18 +48,17 @@ from typing import Any
 import msgpack
 import zmq
 
-from probes.control import Command, CommandError, parse_command
+from probes.control import Command, parse_command
 from probes.endpoints import EndpointError
 from probes.store import RunStore
 from probes.transport import (
     HEARTBEAT_S,
     IO_WAKE_MS,
     SNAPSHOT_CHUNK,
-    Pending,
+    Handoff,
     QueuedTransport,
     TransportStats,
     ZmqTransport,
-    _drain_queue,
     _Sequencer,
     heartbeat_record,
 )
@@ -186,6 +184,8 @@ class _Lockstep:
         self.pending: list[tuple[Command, int]] = []
 
     def due(self, step: int) -> list[tuple[Command, int]]:
+        if not self.pending:  # the usual case, every step
+            return []
         ready = [(c, at) for c, at in self.pending if at <= step]
         self.pending = [(c, at) for c, at in self.pending if at > step]
         return ready
@@ -462,8 +462,8 @@ class RankForwarder(QueuedTransport):
         self.endpoint = records_addr
         self.rank = rank
         self._run = run
-        self._queue: queue.Queue[Pending] = queue.Queue(maxsize=queue_size)
-        self._received: queue.Queue[tuple[Command, int]] = queue.Queue(maxsize=1000)
+        self._queue = Handoff(queue_size)  # Pending items, from the training thread
+        self._received = Handoff(1000)  # (Command, apply_at), to the training thread
         self._lockstep = _Lockstep()
         self._seq = _Sequencer()
         self._status: dict[str, Any] = {"state": "running"}
@@ -488,7 +488,7 @@ class RankForwarder(QueuedTransport):
     def poll_commands(self) -> list[Command]:
         """Commands whose ``apply_at`` has come; late ones are applied now and reported."""
         step = int(self._status.get("step", 0))
-        self._lockstep.pending += _drain_queue(self._received)
+        self._lockstep.pending += self._received.take()
         out = []
         for command, apply_at in self._lockstep.due(step):
             if apply_at < step:
@@ -525,6 +525,7 @@ class RankForwarder(QueuedTransport):
         last_sent = time.monotonic()
         try:
             while True:
+                self.io_cpu_seconds = time.thread_time()  # see QueuedTransport.io_cpu_seconds
                 stopping = self._stop.is_set()
                 if self._drain():
                     last_sent = time.monotonic()
@@ -574,8 +575,10 @@ class RankForwarder(QueuedTransport):
                 message = msgpack.unpackb(body, raw=False)
                 command = parse_command(message)
                 apply_at = int(message["apply_at"])
-                self._received.put_nowait((command, apply_at))
-            except (CommandError, KeyError, TypeError, ValueError, queue.Full, Exception):
+            except Exception:  # CommandError, KeyError, TypeError, ValueError, ...
+                self.stats.bad_requests += 1
+                continue
+            if not self._received.put((command, apply_at)):
                 self.stats.bad_requests += 1
 
 

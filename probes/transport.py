@@ -13,7 +13,6 @@ pattern), answers snapshot requests on ROUTER and sends a heartbeat when idle.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -101,6 +100,9 @@ class Transport(Protocol):
 
     stats: TransportStats
     endpoint: str
+    io_cpu_seconds: float
+    """CPU seconds the transport's own threads have spent so far (0 when it has none); the
+    Monitor charges each step's increase to its budget (read with ``getattr``, default 0)."""
 
     def send(self, item: Pending) -> None: ...
     def set_status(self, **status: Any) -> None: ...
@@ -117,16 +119,43 @@ class _Reply:
     body: dict[str, Any]
 
 
-def _drain_queue(q: queue.Queue, limit: int | None = None) -> list:
-    if q.empty():  # the usual case, every step: no exception raised and caught
-        return []
-    out: list = []
-    while limit is None or len(out) < limit:
-        try:
-            out.append(q.get_nowait())
-        except queue.Empty:
-            return out
-    return out
+class Handoff:
+    """A bounded hand-over between threads that never block on it: a deque, whose ``append``
+    and ``popleft`` are atomic under the GIL. ``queue.Queue`` takes a mutex and notifies a
+    condition on every put and every ``empty()``, for consumers that never wait on it (the I/O
+    thread sleeps in its socket poll; the training thread polls once a step): that was ~3 µs of
+    each step's ``observe``. The bound is checked before appending, so with two producers it
+    may be passed by one item."""
+
+    def __init__(self, maxsize: int | None = None) -> None:
+        self.maxsize = maxsize
+        self._items: deque = deque()
+
+    def put(self, item: Any) -> bool:
+        """Append ``item``; False (nothing appended) when the hand-over is full."""
+        if self.maxsize is not None and len(self._items) >= self.maxsize:
+            return False
+        self._items.append(item)
+        return True
+
+    def take(self, limit: int | None = None) -> list:
+        """Up to ``limit`` items (all when None), oldest first."""
+        items = self._items
+        if not items:  # the usual case, every step
+            return []
+        out: list = []
+        while limit is None or len(out) < limit:
+            try:
+                out.append(items.popleft())
+            except IndexError:
+                break
+        return out
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
 
 
 @dataclass
@@ -183,11 +212,12 @@ class InProcessTransport:
         self.stats = TransportStats()
         self.store = store
         self.endpoint = "inproc://memory"
+        self.io_cpu_seconds = 0.0  # no thread of its own: records are finished in send()
         self.records: list[Record] = []
         self.status: dict[str, Any] = {}
         self._seq = _Sequencer()
         self.closed = False
-        self.commands: queue.Queue[Command] = queue.Queue()
+        self.commands = Handoff()
         self.replies: list[tuple[bytes, dict[str, Any]]] = []
 
     def submit(self, request: Any, peer: bytes = b"test") -> None:
@@ -198,7 +228,7 @@ class InProcessTransport:
             self.reply(peer, {"id": None, "error": str(err)})
 
     def poll_commands(self) -> list[Command]:
-        return _drain_queue(self.commands)
+        return self.commands.take()
 
     def reply(self, peer: bytes, body: dict[str, Any]) -> None:
         self.replies.append((peer, body))
@@ -226,15 +256,20 @@ class QueuedTransport:
     items off and finalises them into records (``_finalized``)."""
 
     stats: TransportStats
-    _queue: queue.Queue[Pending]
+    _queue: Handoff
     _status: dict[str, Any]
+    io_cpu_seconds: float = 0.0
+    """CPU seconds the I/O thread has used so far: ``time.thread_time()`` read by that thread at
+    the top of each pass of its loop (at least every ``IO_WAKE_MS``; a pass's work shows at the
+    next) and stored here. One float written by one thread, read by the training thread
+    without a lock (a single attribute store is atomic under the GIL); the Monitor charges
+    each step's increase to its budget. ZeroMQ's own background threads are not counted."""
 
     def send(self, item: Pending) -> None:
         """Never blocks: a full queue drops the item and counts it."""
-        try:
-            self._queue.put_nowait(item)
+        if self._queue.put(item):
             self.stats.enqueued += 1
-        except queue.Full:
+        else:
             self.stats.dropped_queue_full += 1
 
     def set_status(self, **status: Any) -> None:
@@ -244,11 +279,7 @@ class QueuedTransport:
     def _finalized(self, limit: int) -> Iterator[Record]:
         """Records of up to ``limit`` queued items (I/O thread); an item that fails to
         finalise is counted and skipped."""
-        for _ in range(limit):
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
+        for item in self._queue.take(limit):
             try:
                 records = _finalize(item)
             except Exception:
@@ -285,9 +316,9 @@ class ZmqTransport(QueuedTransport):
         self.store = store
         self._run = run
         self._rank = rank
-        self._queue: queue.Queue[Pending] = queue.Queue(maxsize=queue_size)
+        self._queue = Handoff(queue_size)  # Pending items, from the training thread
         self._replies: deque[_Reply] = deque()  # acks: rare, never dropped, never blocking
-        self._commands: queue.Queue[Command] = queue.Queue(maxsize=1000)
+        self._commands = Handoff(1000)  # Commands, to the training thread
         self._history = _History(limit=history)
         self._seq = _Sequencer()
         self._heartbeat_s = heartbeat_s
@@ -315,7 +346,7 @@ class ZmqTransport(QueuedTransport):
     def poll_commands(self) -> list[Command]:
         """Commands received since the last call, oldest first, at most
         ``MAX_COMMANDS_PER_POLL`` (the rest wait for the next step boundary)."""
-        return _drain_queue(self._commands, MAX_COMMANDS_PER_POLL)
+        return self._commands.take(MAX_COMMANDS_PER_POLL)
 
     def reply(self, peer: bytes, body: dict[str, Any]) -> None:
         """Queue an ack for ``peer`` (sent by the I/O thread; never dropped, never blocks)."""
@@ -362,6 +393,7 @@ class ZmqTransport(QueuedTransport):
         last_sent = time.monotonic()
         try:
             while True:
+                self.io_cpu_seconds = time.thread_time()
                 stopping = self._stop.is_set()
                 if self._drain():
                     last_sent = time.monotonic()
@@ -467,10 +499,11 @@ class ZmqTransport(QueuedTransport):
             return
         try:
             command = parse_command(request, identity)
-            self._commands.put_nowait(command)
-        except (CommandError, queue.Full) as err:
+            if not self._commands.put(command):
+                raise CommandError("command queue full")
+        except CommandError as err:
             self.stats.commands_rejected += 1
-            reason = str(err) if isinstance(err, CommandError) else "command queue full"
+            reason = str(err)
             cid = _command_id(request)
             self._reply(identity, b"ack", {"id": cid, "cmd": _command_name(request),
                                            "error": reason})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -197,6 +198,64 @@ def test_norm_stride_fits_the_share_and_never_outgrows_an_update_reader():
     scheduler.norms_ran(0.004)
     assert scheduler.cadence(reader) == 3 and scheduler.norm_stride == 1
     assert ProbeScheduler([], budget=None).norm_stride == 1
+
+
+def test_the_norms_cost_includes_the_parameter_copy_the_step_before():
+    mon = Monitor(run="copy", transport=InProcessTransport(), probes=None)
+    model = nn.Linear(4, 2)
+    mon.observe(0, model=model, loss=torch.tensor(1.0))
+    mon.scheduler.norm_stride = 4  # measured at 0, 4, 8: the copy at 3, 7
+    capture, copies, costs = mon._tracker.capture, [], []
+
+    def slow_capture(step: int) -> None:
+        copies.append(step)
+        time.sleep(0.02)  # a copy that takes at least 20 ms
+        capture(step)
+
+    norms_ran = mon.scheduler.norms_ran
+    mon._tracker.capture = slow_capture  # type: ignore[method-assign]
+    mon.scheduler.norms_ran = lambda seconds: (costs.append(seconds), norms_ran(seconds))
+    for step in range(1, 5):
+        model(torch.ones(1, 4)).sum().backward()
+        mon.observe(step, model=model, loss=torch.tensor(1.0))
+    mon.close()
+    assert copies == [3] and len(costs) == 1 and costs[0] >= 0.02  # charged to the norm step
+
+
+class _ThreadedTransport(InProcessTransport):
+    """An in-process transport that reports an I/O thread's CPU the test sets."""
+
+    io_cpu_seconds = 5.0  # what a thread spent before the first observe: never charged
+
+
+def test_monitor_charges_each_step_its_transports_io_cpu():
+    tr = _ThreadedTransport()
+    mon = Monitor(run="io", transport=tr, probes=None)
+    charged: list[float] = []
+    trained: list[float] = []
+    step_finished = mon.scheduler.step_finished
+
+    def recording(training: float, monitor: float, io: float = 0.0) -> None:
+        charged.append(io)
+        trained.append(training)
+        step_finished(training, monitor, io)
+
+    mon.scheduler.step_finished = recording  # type: ignore[method-assign]
+    added = [0.0, 2e-5, 0.0, 0.0, 6e-5, 1e-5] * 4  # bursty, as a thread waking every 40 ms
+    mon.observe(0, loss=torch.tensor(1.0))
+    for step, io in enumerate(added, start=1):
+        time.sleep(0.004)  # a few ms of "training": the budget is a share of it
+        tr.io_cpu_seconds += io
+        mon.observe(step, loss=torch.tensor(1.0))
+    mon.close()
+    assert charged == pytest.approx(added, abs=1e-12)  # each step's increase, nothing before
+    scheduler = mon.scheduler
+    # its share of the training time, per step of the (median) step time
+    assert scheduler.io_time == pytest.approx(sum(added) / sum(trained) * scheduler.step_time)
+    paid = (scheduler.base_time + scheduler.io_time) / scheduler.step_time
+    assert scheduler.probe_budget() == pytest.approx(max(0.05 - paid, 0.005))
+    io_share = scheduler.io_time / scheduler.step_time
+    assert scheduler.norm_budget() == pytest.approx(0.5 * max(0.05 - io_share, 0.005))
 
 
 def test_monitor_streams_over_zeromq_to_a_subscriber():

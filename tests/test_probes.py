@@ -305,3 +305,65 @@ def test_basic_metrics_time_comes_out_of_the_probes_budget():
     sched.step_finished(training_seconds=0.100, monitor_seconds=0.050)  # basic metrics > budget
     assert sched.probe_budget() == pytest.approx(0.005)  # a tenth of the budget remains
     assert sched.cadence(probe) == 4  # 1.5 ms against 0.5 ms a step: 3 steps → 4
+
+
+def _io_fed(io: list[float], probe: Probe | None = None) -> ProbeScheduler:
+    """A scheduler fed 100 ms steps with 1 ms of basic metrics and a 3 ms probe call every step
+    (after a 0.5 s warm-up call), the I/O thread's CPU per step taken from ``io``, cyclically."""
+    sched = ProbeScheduler([probe] if probe else [], budget=0.05)
+    for step in range(64):
+        spent = 0.001
+        if probe is not None:
+            sched.ran(probe, step, 0.5 if step == 0 else 0.003)
+            spent += 0.5 if step == 0 else 0.003
+        sched.step_finished(0.100, spent, io[step % len(io)])
+    return sched
+
+
+def test_io_thread_cpu_is_charged_to_the_probes_and_the_norms_budgets():
+    quiet, charged = _FakeProbe(every=1), _FakeProbe(every=1)
+    without, with_io = _io_fed([0.0], quiet), _io_fed([0.002], charged)
+    assert without.io_time == 0.0 and with_io.io_time == pytest.approx(0.002)
+    # 1 ms of basic metrics: 4 % left for probes; 2 ms of I/O CPU on top: 2 % left
+    assert without.probe_budget() == pytest.approx(0.04)
+    assert with_io.probe_budget() == pytest.approx(0.02)
+    assert without.cadence(quiet) == 1  # 3 ms ≤ 4 ms a step
+    assert with_io.cadence(charged) == 2  # 3 ms against 2 ms a step: 1.5 steps → 2
+    # the norms: half of the 5 % vs half of what the I/O thread's 2 % leaves
+    assert without.norm_budget() == pytest.approx(0.025)
+    assert with_io.norm_budget() == pytest.approx(0.015)
+    without.norms_ran(0.002)  # 2 ms a measurement: 0.8 steps at 2.5 %, 1.33 at 1.5 %
+    with_io.norms_ran(0.002)
+    assert (without.norm_stride, with_io.norm_stride) == (1, 2)
+    # overhead counts the I/O CPU: 64 steps of 1 + 2 ms (and the 3 ms probe calls after 1)
+    extra = 64 * 0.002 / (64 * 0.100)
+    assert with_io.overhead - without.overhead == pytest.approx(extra)
+    # more I/O CPU than the budget: the probes keep a tenth of it, the norms half of that
+    flooded = _io_fed([0.010])
+    assert flooded.probe_budget() == pytest.approx(0.005)
+    assert flooded.norm_budget() == pytest.approx(0.0025)
+
+
+def test_io_thread_cpu_is_the_mean_of_the_last_window_of_steps():
+    from probes.probe import IO_WINDOW
+
+    assert IO_WINDOW == 64
+    bursty = _io_fed([0.0] * 7 + [0.008])  # the I/O thread finishes 8 steps' records at once
+    assert bursty.io_time == pytest.approx(0.001)
+    for _ in range(IO_WINDOW - 1):
+        bursty.step_finished(0.100, 0.001, 0.0)
+    assert bursty.io_time == pytest.approx(0.008 / IO_WINDOW)  # the last burst still inside
+    bursty.step_finished(0.100, 0.001, 0.0)
+    assert bursty.io_time == pytest.approx(0.0, abs=1e-15)
+
+
+def test_io_cpu_during_a_pause_is_spread_over_the_pause():
+    probe = _FakeProbe(every=1)
+    sched = _io_fed([0.002], probe)
+    assert sched.io_time == pytest.approx(0.002) and sched.cadence(probe) == 2
+    # a 60 s evaluation: the idle I/O thread spent 4 ms a second (wake-ups, heartbeats)
+    sched.step_finished(training_seconds=60.0, monitor_seconds=0.001, io_seconds=0.240)
+    # charged at its share of the window's time (0.37 s CPU in 66.3 s), not 240 ms a step
+    io = (63 * 0.002 + 0.240) / (63 * 0.100 + 60.0) * 0.100
+    assert sched.io_time == pytest.approx(io) and io < 0.0006
+    assert sched.probe_budget() == pytest.approx(0.05 - (0.001 + io) / 0.100)

@@ -360,6 +360,7 @@ def test_forwarder_never_blocks_without_rank_zero_and_counts_drops():
     _wait(lambda: fwd.stats.dropped_rank0_unreachable + fwd.stats.published >= 500)
     fwd.close()
     assert fwd.stats.dropped_rank0_unreachable >= 500 - 2 * 10  # at most ~HWM queued per pipe
+    assert 0 < fwd.io_cpu_seconds <= time.process_time() - time.thread_time()  # its thread's
     assert time.monotonic() - start < 30  # generous: the point is that it returns
 
 

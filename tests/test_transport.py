@@ -11,7 +11,7 @@ import zmq
 
 from probes.client import CloneSession, Subscriber, decode_reply, open_sockets
 from probes.endpoints import EndpointError, free_port_pair, parse_endpoint
-from probes.transport import ZmqTransport
+from probes.transport import Handoff, ZmqTransport
 from probes.wire import Record, encode, metrics_data
 
 
@@ -96,6 +96,30 @@ def test_idle_publisher_sends_heartbeats_with_status():
     sub.close()
     tr.close()
     assert beats and beats[0].data["state"] == "paused" and beats[0].step == 7
+
+
+def test_handoff_is_a_bounded_fifo_that_takes_at_most_a_limit():
+    handoff = Handoff(3)
+    assert [handoff.put(i) for i in range(5)] == [True, True, True, False, False]  # full: dropped
+    assert handoff.qsize() == 3 and not handoff.empty()
+    assert handoff.take(2) == [0, 1] and handoff.take() == [2]
+    assert handoff.empty() and handoff.take() == [] and handoff.put(9) and handoff.take() == [9]
+    unbounded = Handoff()
+    assert all(unbounded.put(i) for i in range(10_000)) and len(unbounded.take()) == 10_000
+
+
+def test_io_thread_reports_its_own_cpu_time():
+    tr = ZmqTransport("tcp://127.0.0.1:0", run="t")
+    for step in range(2000):
+        tr.send(_metrics(step))
+    deadline = time.monotonic() + 10
+    while tr.stats.published + tr.stats.send_errors < 2000 or tr.io_cpu_seconds == 0.0:
+        assert time.monotonic() < deadline, "the I/O thread did not finish the records"
+        time.sleep(0.02)
+    seen = tr.io_cpu_seconds
+    tr.close()
+    # the I/O thread's own CPU: part of the process's, none of this (main) thread's
+    assert 0 < seen <= time.process_time() - time.thread_time()
 
 
 def test_gap_in_live_updates_is_repaired_from_history():
