@@ -346,6 +346,7 @@ class Monitor:
             start = time.perf_counter()
             self._tracker.capture(ctx.step)  # θ for the next measuring step's update
             self._capture_seconds = time.perf_counter() - start  # part of the norms' cost
+            self.scheduler.norms_spent(self._capture_seconds)
         if ctx.step % self.every:
             return
         due = self.scheduler.due(ctx.step)
@@ -355,7 +356,9 @@ class Monitor:
             keep = any("last_update" in probe.requires for probe in due)
             sparse = self.every * self.scheduler.norm_stride > 1
             norms = self._tracker.snapshot(ctx.step if sparse else None, keep)
-            self.scheduler.norms_ran(time.perf_counter() - start + self._capture_seconds)
+            seconds = time.perf_counter() - start
+            self.scheduler.norms_spent(seconds)
+            self.scheduler.norms_ran(seconds + self._capture_seconds)
             self._capture_seconds = 0.0
         lrs = learning_rates(ctx.optimizer)
         ctx.lr = lrs[0] if lrs else math.nan

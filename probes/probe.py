@@ -28,8 +28,8 @@ between two steps must not read as a slow step (it would shrink every cadence fo
 MAX_DOUBLINGS = 20
 """A cadence stretches to at most ``base × 2^20`` steps (a probe far too costly to run)."""
 NORM_SHARE = 0.5
-"""The fraction of the budget the basic norms (gradient and update norms) may take; the probes
-share what the basic metrics leave."""
+"""The fraction of what the fixed costs leave of the budget that the basic norms (gradient and
+update norms) may take; the probes share the rest (and what the norms do not use)."""
 IO_WINDOW = 64
 """The I/O thread's CPU is charged at its share of the training time over this many steps: the
 thread wakes every ``IO_WAKE_MS`` and finishes several steps' records at once, so one step's own
@@ -117,14 +117,16 @@ class ProbeScheduler:
     hundreds of steps; until a second call is measured the probe runs at ``base``. The first
     call comes at the first step that is a multiple of ``base`` (on every rank alike).
 
-    Shares: the basic metrics (loss and step time every step, the norms at their own aligned
-    stride, see :meth:`norms_due`) and the CPU the transport's I/O thread spends on the
-    Monitor's records (``io_time``, see :meth:`step_finished`) are paid first; what they leave
-    of the budget is split equally among the probes (a probe's own ``budget`` overrides its
-    share). If those alone exceed the budget, the probes still get a tenth of it rather than
-    never running. ``budget=None``: every probe runs at its ``base``, whatever it costs.
-    Step numbers that skip the multiples (a loop observing every third step) still get calls:
-    a probe not run for ``2c`` steps runs at the next step seen.
+    Shares: the fixed costs — the basic metrics of every step (``base_time``) and the CPU the
+    transport's I/O thread spends on the Monitor's records (``io_time``, see
+    :meth:`step_finished`) — are paid first. Of what they leave, the norms may take
+    ``NORM_SHARE`` (at their own aligned stride, see :meth:`norms_due`); what the norms leave is
+    split equally among the probes (a probe's own ``budget`` overrides its share). So the total
+    stays within the budget unless the fixed costs alone come near it; then the probes still
+    get a tenth of the budget, and the norms half of that, rather than never running.
+    ``budget=None``: every probe runs at its ``base``, whatever it costs. Step numbers that
+    skip the multiples (a loop observing every third step) still get calls: a probe not run
+    for ``2c`` steps runs at the next step seen.
     """
 
     def __init__(
@@ -147,7 +149,10 @@ class ProbeScheduler:
         self._first_seen: dict[str, int] = {}
         self._intervals: deque[float] = deque(maxlen=STEP_WINDOW)
         self.step_time = math.nan  # median of the last STEP_WINDOW training intervals
-        self.base_time: float | None = None  # Monitor time outside probes (basic metrics)
+        self.base_time: float | None = None
+        """Seconds per step inside ``observe`` outside the probes and the norms: the per-step
+        basic metrics, a fixed cost (moving average)."""
+        self._norm_seconds = 0.0  # the norms' time inside this interval's observe
         self.io_time = 0.0
         """CPU seconds per step of the transport's I/O thread: its share of the training time
         over the last ``IO_WINDOW`` steps, times ``step_time``."""
@@ -164,22 +169,33 @@ class ProbeScheduler:
         self._total_monitor = 0.0
         self._total_training = 0.0
 
+    def fixed_share(self) -> float:
+        """The fraction of step time nothing can stretch: the per-step basic metrics
+        (``base_time``) and the I/O thread's CPU (``io_time``)."""
+        if self.base_time is None or not math.isfinite(self.step_time) or self.step_time <= 0:
+            return 0.0
+        return (self.base_time + self.io_time) / self.step_time
+
+    def norm_share(self) -> float:
+        """The fraction of step time the norms take at their stride (0 before a measurement)."""
+        if self.norm_cost is None or not self.step_time > 0:
+            return 0.0
+        return self.norm_cost / (self.norm_stride * self.stride * self.step_time)
+
     def probe_budget(self) -> float:
-        """The fraction of step time left for probes once the basic metrics are paid for."""
+        """The fraction of step time left for probes once the fixed costs and the norms are
+        paid for (never under a tenth of the budget: probes that never run help nobody)."""
         if self.budget is None:
             return math.inf
-        if self.base_time is None or not math.isfinite(self.step_time) or self.step_time <= 0:
-            return self.budget
-        paid = (self.base_time + self.io_time) / self.step_time
-        return max(self.budget - paid, 0.1 * self.budget)
+        left = self.budget - self.fixed_share() - self.norm_share()
+        return max(left, 0.1 * self.budget)
 
     def norm_budget(self) -> float:
-        """The fraction of step time the basic norms may take: ``NORM_SHARE`` of what the I/O
-        thread's CPU leaves of the budget (of at least a tenth of it, as for the probes)."""
+        """The fraction of step time the basic norms may take: ``NORM_SHARE`` of what the fixed
+        costs leave of the budget (of at least a tenth of it, as for the probes)."""
         if self.budget is None:
             return math.inf
-        io = self.io_time / self.step_time if self.step_time > 0 else 0.0
-        return NORM_SHARE * max(self.budget - io, 0.1 * self.budget)
+        return NORM_SHARE * max(self.budget - self.fixed_share(), 0.1 * self.budget)
 
     def share(self, probe: Probe) -> float:
         if probe.budget is not None:
@@ -241,8 +257,14 @@ class ProbeScheduler:
         on a measuring step, so the parameter copy taken the step before is not wasted."""
         return step % (self.norm_stride * self.stride) == 0
 
+    def norms_spent(self, seconds: float) -> None:
+        """Time inside this step's ``observe`` spent on the norms (the measurement, or the
+        parameter copy the step before one): not part of the fixed ``base_time``."""
+        self._norm_seconds += seconds
+
     def norms_ran(self, seconds: float) -> None:
-        """Account one measurement of the basic norms and re-decide their stride."""
+        """Account one measurement of the basic norms (with its parameter copy) and re-decide
+        their stride."""
         self.norm_cost = self._ema(self.norm_cost, seconds)
         self.norm_stride = self._fit_norm_stride()
 
@@ -313,8 +335,9 @@ class ProbeScheduler:
         self._charge_io(max(0.0, io_seconds), max(0.0, training_seconds))
         self._total_monitor += monitor_seconds + max(0.0, io_seconds)
         self._total_training += max(0.0, training_seconds)
-        self.base_time = self._ema(self.base_time, max(0.0, monitor_seconds - self._probe_seconds))
-        self._probe_seconds = 0.0
+        basic = monitor_seconds - self._probe_seconds - self._norm_seconds
+        self.base_time = self._ema(self.base_time, max(0.0, basic))
+        self._probe_seconds = self._norm_seconds = 0.0
 
     def _charge_io(self, io: float, training: float) -> None:
         if len(self._io) == IO_WINDOW:

@@ -329,12 +329,15 @@ def test_io_thread_cpu_is_charged_to_the_probes_and_the_norms_budgets():
     assert with_io.probe_budget() == pytest.approx(0.02)
     assert without.cadence(quiet) == 1  # 3 ms ≤ 4 ms a step
     assert with_io.cadence(charged) == 2  # 3 ms against 2 ms a step: 1.5 steps → 2
-    # the norms: half of the 5 % vs half of what the I/O thread's 2 % leaves
-    assert without.norm_budget() == pytest.approx(0.025)
-    assert with_io.norm_budget() == pytest.approx(0.015)
-    without.norms_ran(0.002)  # 2 ms a measurement: 0.8 steps at 2.5 %, 1.33 at 1.5 %
+    # the norms: half of what the fixed costs leave (4 %; with the I/O thread's 2 %, 2 %)
+    assert without.norm_budget() == pytest.approx(0.02)
+    assert with_io.norm_budget() == pytest.approx(0.01)
+    without.norms_ran(0.002)  # 2 ms a measurement: 1 step at 2 %, 2 steps at 1 %
     with_io.norms_ran(0.002)
     assert (without.norm_stride, with_io.norm_stride) == (1, 2)
+    # the probes get what the norms leave: fixed + norms + probes is the budget
+    assert without.probe_budget() == pytest.approx(0.05 - 0.01 - 0.02)
+    assert with_io.probe_budget() == pytest.approx(0.05 - 0.03 - 0.01)
     # overhead counts the I/O CPU: 64 steps of 1 + 2 ms (and the 3 ms probe calls after 1)
     extra = 64 * 0.002 / (64 * 0.100)
     assert with_io.overhead - without.overhead == pytest.approx(extra)
@@ -367,3 +370,24 @@ def test_io_cpu_during_a_pause_is_spread_over_the_pause():
     io = (63 * 0.002 + 0.240) / (63 * 0.100 + 60.0) * 0.100
     assert sched.io_time == pytest.approx(io) and io < 0.0006
     assert sched.probe_budget() == pytest.approx(0.05 - (0.001 + io) / 0.100)
+
+
+def test_the_norms_are_not_a_fixed_cost_and_fixed_norms_and_probes_make_the_budget():
+    probe = _FakeProbe(every=1)
+    sched = ProbeScheduler([probe], budget=0.05)
+    sched.ran(probe, 0, 0.5)  # warm-up
+    sched.step_finished(0.100, 0.5)
+    for step in range(1, 65):  # 100 ms steps: 1 ms basic metrics and 1 ms I/O CPU each
+        spent = 0.001
+        if step % 2 == 0:  # a 3 ms norm measurement every other step
+            sched.norms_spent(0.003)
+            sched.norms_ran(0.003)
+            spent += 0.003
+        sched.step_finished(0.100, spent, 0.001)
+    assert sched.base_time == pytest.approx(0.001)  # the norms' 3 ms are not in it
+    assert sched.fixed_share() == pytest.approx(0.02)
+    # the norms may take half of the 3 % left: 3 ms every 2 steps is exactly 1.5 %
+    assert sched.norm_budget() == pytest.approx(0.015) and sched.norm_stride == 2
+    assert sched.norm_share() == pytest.approx(0.015)
+    assert sched.probe_budget() == pytest.approx(0.015)
+    assert sched.fixed_share() + sched.norm_share() + sched.probe_budget() == pytest.approx(0.05)
