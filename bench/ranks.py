@@ -1,8 +1,8 @@
 """Step time of a 2-rank gloo DDP job with monitoring on vs off, and where the overhead goes.
 
 Run by hand: ``python bench/ranks.py [--ranks 2] [--steps 100] [--rounds 5] [--hidden 512]
-[--every 1] [--probes default|none] [--store] [--no-updates] [--warmup 200]`` (it relaunches
-itself under ``torchrun``). One Monitor per rank for the whole run (rank 0 hosts the endpoint,
+[--every 1] [--probes default|none] [--store] [--no-updates] [--warmup 200] [--pin]`` (it
+relaunches itself under ``torchrun``; ``--pin`` keeps rank r and all its threads on core r). One Monitor per rank for the whole run (rank 0 hosts the endpoint,
 rank 1 forwards); "off" rounds skip ``observe``, "on" rounds call it with ``--probes``
 (``none``: basic metrics only) and the 5 % budget; ``--store`` gives rank 0 a run store (in a
 temporary folder) as ``diag run`` does; ``--no-updates`` drops the update norms and the
@@ -171,6 +171,8 @@ def step_times(
 
 
 def worker(args: argparse.Namespace) -> None:
+    if args.pin:  # before any thread exists: every thread of this rank inherits the core
+        os.sched_setaffinity(0, {int(os.environ["LOCAL_RANK"]) % os.cpu_count()})
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(args.threads)
@@ -325,6 +327,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--warmup", type=int, default=200, help="untimed monitored steps before the rounds"
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin rank r (all its threads) to core r: each rank's I/O thread then competes "
+        "with its own training thread only, not with whichever rank the OS placed next to it",
     )
     args = parser.parse_args()
     if "WORLD_SIZE" not in os.environ:
