@@ -2,14 +2,14 @@
 
 Run by hand: ``python bench/ranks.py [--ranks 2] [--steps 100] [--rounds 5] [--hidden 512]
 [--every 1] [--probes default|none] [--store] [--no-updates] [--warmup 200] [--pin]`` (it
-relaunches itself under ``torchrun``; ``--pin`` keeps rank r and all its threads on core r). One Monitor per rank for the whole run (rank 0 hosts the endpoint,
-rank 1 forwards); "off" rounds skip ``observe``, "on" rounds call it with ``--probes``
-(``none``: basic metrics only) and the 5 % budget; ``--store`` gives rank 0 a run store (in a
-temporary folder) as ``diag run`` does; ``--no-updates`` drops the update norms and the
-parameter copy they need. Before the timed rounds, ``--warmup`` monitored steps are not timed:
-the probes' first calls (warm-up, by design not charged to the budget) and their cadences settle
-there; the budget is a long-run share. Rounds alternate so drift in machine load hits both, and
-every rank measures its own steps.
+relaunches itself under ``torchrun``; ``--pin`` keeps rank r and all its threads on core r). One
+Monitor per rank for the whole run (rank 0 hosts the endpoint, rank 1 forwards); "off" rounds
+skip ``observe``, "on" rounds call it with ``--probes`` (``none``: basic metrics only) and the
+5 % budget; ``--store`` gives rank 0 a run store (in a temporary folder) as ``diag run`` does;
+``--no-updates`` drops the update norms and the parameter copy they need. Before the timed
+rounds, ``--warmup`` monitored steps are not timed: the probes' first calls (warm-up, by design
+not charged to the budget) and their cadences settle there; the budget is a long-run share.
+Rounds alternate so drift in machine load hits both, and every rank measures its own steps.
 
 Rank 0 prints, per rank: the median and the mean step time per variant and their on/off ratios
 (the budget bounds the mean: probe calls are rare, so the median shows the per-step basic

@@ -33,9 +33,13 @@ from probes.wire import Record
 MIN_BLOCK = 4
 """Fewer consecutive payloads of one layout than this go the slow way: a block's fixed cost
 (a few numpy calls, one call per series when folded) is that of a few slow records."""
-MAX_LAYOUTS = 32
-"""Layouts kept (the oldest go first): a run has a handful of shapes; a hostile peer cannot grow
-this without bound."""
+MAX_LAYOUTS = 16
+"""Layouts kept (the oldest go first): a run has a handful of shapes (with and without norms or
+a probe's values, ``seq`` crossing 256 or 65 536); a hostile peer cannot grow this."""
+MAX_LAYOUT_BYTES = 128 * 1024
+"""Payloads larger than this are never learned: a layout keeps ~6 bytes per payload byte, so
+the cache stays under ~12 MB whatever a peer sends (a record of 1000 layers × 7 metrics is
+~100 kB)."""
 RETRY_AFTER = 256
 """A size whose record could not be learned (no numbers where the layout needs them, e.g. a
 string ``t``) is tried again only after this many more records of that size."""
@@ -125,7 +129,7 @@ class Layout:
         free = np.zeros(self.size, dtype=bool)
         for slot in self._slots():
             free[slot.offset : slot.offset + slot.width] = True
-        self.fixed_at = np.flatnonzero(~free)
+        self.fixed_at = np.flatnonzero(~free).astype(np.int32)
         self.fixed = np.frombuffer(self.template, dtype=np.uint8)[self.fixed_at]
         self._gathers = _gathers(self.values, self.size)
         slots = list(self._slots())
@@ -229,7 +233,7 @@ class _Leaf:
 def learn(payload: bytes, record: Record) -> Layout | None:
     """The layout of ``payload``, which decoded (and validated) to ``record``; None when it
     has none (not metrics, or numbers where the layout cannot follow them)."""
-    if record.kind != "metrics":
+    if record.kind != "metrics" or len(payload) > MAX_LAYOUT_BYTES:
         return None
     try:
         root, end = _parse(payload, 0)

@@ -21,7 +21,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from probes.client import CloneSession
-from probes.layout import MAX_LAYOUTS, MIN_BLOCK, LayoutCache, MetricsBlock, learn
+from probes.layout import (
+    MAX_LAYOUT_BYTES,
+    MAX_LAYOUTS,
+    MIN_BLOCK,
+    LayoutCache,
+    MetricsBlock,
+    learn,
+)
 from probes.wire import Record, WireError, decode, encode, metrics_data
 from tui.state import RunState
 
@@ -213,6 +220,8 @@ def test_the_cache_stays_bounded_under_endless_new_shapes() -> None:
         assert cache.learn(payload, decode(payload)) is not None
         assert len(cache) == min(shape + 1, MAX_LAYOUTS)
     assert cache.learn(payload, decode(payload)) is not None  # the newest is kept
+    huge = metrics(300, 300, layers=MAX_LAYOUT_BYTES // 16)  # 2 metrics × 9 bytes a layer
+    assert len(huge) > MAX_LAYOUT_BYTES and learn(huge, decode(huge)) is None
 
 
 def test_short_runs_and_other_kinds_go_one_by_one_in_order() -> None:
