@@ -313,6 +313,10 @@ _LENGTH_PREFIXED = {
 }  # fmt: skip
 
 
+def _sized(payload: object, size: int) -> bool:
+    return type(payload) is bytes and len(payload) == size
+
+
 def _bounded(buf: bytes, end: int) -> int:
     if end > len(buf):
         raise _Unlearnable
@@ -372,7 +376,7 @@ class LayoutCache:
                 yield None, unknown
                 unknown = []
             end = i + 1
-            while end < n and len(payloads[end]) == layout.size:
+            while end < n and _sized(payloads[end], layout.size):
                 end += 1
             yield layout, payloads[i:end]
             i = end
@@ -380,6 +384,8 @@ class LayoutCache:
             yield None, unknown
 
     def _pick(self, payload: bytes) -> Layout | None:
+        if type(payload) is not bytes:  # a hostile snapshot may hold anything: the slow path
+            return None  # rejects it with its reason
         for layout in self._by_size.get(len(payload), ()):
             if layout.matches(payload):
                 return layout

@@ -313,3 +313,17 @@ def test_byte_flips_inside_a_layout_run_are_decided_exactly_as_the_slow_path(see
         # (in a snapshot, a flip to a larger seq makes every later record a duplicate)
         assert got[2] > (100 if snapshot else 1000) and sum(got[0].rejected.values()) > 10
         assert_same(got, slow(payloads, snapshot))
+
+
+def test_a_snapshot_holding_anything_but_payloads_is_rejected_item_by_item() -> None:
+    good = [metrics(n, n) for n in range(300, 310)]
+    junk: list = [7, None, "text", [1, 2], {"a": 1}, bytearray(good[0]), memoryview(good[1])]
+    body = [*good[:5], *junk, *good[5:]]
+    session = CloneSession()
+    session.layouts.learn(good[0], decode(good[0]))
+    items = [i for layout, run in session.layouts.runs(body)
+             for i in session.accept_run(layout, run, snapshot=True)]  # fmt: skip
+    reference = CloneSession()
+    records = reference.accept_snapshot(body)
+    assert session.rejected == reference.rejected and sum(session.rejected.values()) >= 5
+    assert sum(len(i) if isinstance(i, MetricsBlock) else 1 for i in items) == len(records)
