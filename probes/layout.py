@@ -131,7 +131,7 @@ class Layout:
             free[slot.offset : slot.offset + slot.width] = True
         self.fixed_at = np.flatnonzero(~free).astype(np.int32)
         self.fixed = np.frombuffer(self.template, dtype=np.uint8)[self.fixed_at]
-        self._gathers = _gathers(self.values, self.size)
+        self._gathers = _gathers(self.values)
         slots = list(self._slots())
         self._posfix_at = np.array([s.offset for s in slots if s.dtype == _POS_FIXINT], np.intp)
         self._negfix_at = np.array([s.offset for s in slots if s.dtype == _NEG_FIXINT], np.intp)
@@ -179,7 +179,7 @@ class Layout:
         return block, count
 
 
-def _gathers(values: list[Slot | float], size: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def _gathers(values: list[Slot | float]) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Columns grouped by how their bytes read: one numpy gather per group."""
     groups: dict[str, tuple[list[int], list[int]]] = {}
     for column, value in enumerate(values):
