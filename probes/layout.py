@@ -121,9 +121,10 @@ class Layout:
     values: list[Slot | float]
     """One per column (scalars, then per-layer metric-major): where to read it, or the value
     itself when it is not a number the layout can read (it is then part of the fixed bytes)."""
+    template: bytes
+    """The payload the layout was learned from (its fixed bytes are every payload's)."""
     fixed_at: np.ndarray = field(init=False)
     fixed: np.ndarray = field(init=False)
-    template: bytes = b""
 
     def __post_init__(self) -> None:
         free = np.zeros(self.size, dtype=bool)

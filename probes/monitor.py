@@ -75,11 +75,12 @@ class Monitor:
             or ``None`` for basic metrics only. A probe runs only when ``observe`` was given
             what it needs (``inputs=`` and ``loss_fn=`` enable ρ_a and the curvature probes).
         budget: the fraction of step time the Monitor may take (default 5 %), its transport's
-            I/O thread's CPU included: the gradient and update norms half of what that
-            thread leaves, the probes what is left; cadences stretch to stay within
-            it (the norms' too, to multiples of ``every × 2^k``; loss and step time stay in
-            every record). A probe's own ``budget=`` overrides its share. ``None`` runs
-            everything at its declared cadence whatever it costs.
+            I/O thread's CPU included: after the per-step basic metrics and that thread, the
+            gradient and update norms may take half of what is left, the probes the rest;
+            cadences stretch to stay within it (the norms' too, to multiples of
+            ``every × 2^k``; loss and step time stay in every record). A probe's own
+            ``budget=`` overrides its share. ``None`` runs everything at its declared cadence
+            whatever it costs.
         keys: a keys folder from ``diag keys`` (default ``$EDGEWATCH_KEYS``): PUB and ROUTER use
             CURVE and admit only allow-listed viewers (see :mod:`probes.security`).
         insecure: bind a non-loopback address without keys anyway (otherwise that raises

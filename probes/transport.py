@@ -139,17 +139,11 @@ class Handoff:
         return True
 
     def take(self, limit: int | None = None) -> list:
-        """Up to ``limit`` items (all when None), oldest first."""
+        """Up to ``limit`` items (all when None), oldest first. One thread takes (the items
+        counted here are still there when popped; producers only append)."""
         items = self._items
-        if not items:  # the usual case, every step
-            return []
-        out: list = []
-        while limit is None or len(out) < limit:
-            try:
-                out.append(items.popleft())
-            except IndexError:
-                break
-        return out
+        count = len(items) if limit is None else min(limit, len(items))
+        return [items.popleft() for _ in range(count)]
 
     def empty(self) -> bool:
         return not self._items
