@@ -543,5 +543,30 @@ async def test_ranks_screen_works_with_one_rank():
         assert table.cell_text("max/min", "loss") == "1×"
 
 
+async def test_ranks_screen_takes_the_state_before_its_table_is_mounted():
+    """The render tick can reach a just-pushed screen before its table has its columns: that
+    must neither raise (it stopped the app) nor count as shown (the table would stay empty
+    until the state changed again)."""
+    from probes.wire import Record, metrics_data
+    from tui.app import EdgewatchApp
+    from tui.ingest import MemorySource
+
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(120, 30)) as pilot:
+        data = metrics_data({"loss": 0.25, "grad_norm": 2.0})
+        source.push(Record(kind="metrics", run="solo", step=5, seq=1, data=data))
+        deadline = time.monotonic() + 5
+        while app.state.step != 5 and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert not app.ranks_screen.table.is_mounted
+        app.ranks_screen.show(app.state)
+        await pilot.press("n")
+        table = app.ranks_screen.table
+        while table.row_count < 2 and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert table.cell_text("0", "loss") == "0.25"
+
+
 if __name__ == "__main__":
     _worker(sys.argv[1], sys.argv[2])

@@ -557,6 +557,7 @@ async def test_health_badges_show_only_published_gauges_with_their_level() -> No
             "trace_gauge": "ok",
             "eos_gauge": "alert",
         }
+        await until(pilot, lambda: bar.region.height == 1)  # the layout pass follows the badges
         assert bar.region.height == 1 and bar.region.y < app.grid.region.y, "under the header"
         badge = bar.shown["eos_gauge"]
         assert THRESHOLDS["eos_gauge"].meaning in str(badge.tooltip)

@@ -43,7 +43,11 @@ class TableScreen(Screen[None]):
         yield Footer()
 
     def show(self, state: RunState, *, force: bool = False) -> None:
-        """Rebuild when the state changed (or ``force``); a no-op otherwise."""
+        """Rebuild when the state changed (or ``force``); a no-op otherwise, and until the table
+        is mounted (the render tick can reach a just-pushed screen before its table's
+        ``on_mount`` has added the columns; the next tick fills it)."""
+        if not self.table.is_mounted:
+            return
         if not force and state is self._state and state.version == self._version:
             return
         self._state, self._version = state, state.version
