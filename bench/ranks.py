@@ -1,6 +1,6 @@
 """Step time of a 2-rank gloo DDP job with monitoring on vs off, and where the overhead goes.
 
-Run by hand: ``python bench/ranks.py [--ranks 2] [--steps 100] [--rounds 5] [--hidden 512]
+Run by hand: ``python bench/ranks.py [--ranks 2] [--steps 50] [--rounds 30] [--hidden 512]
 [--every 1] [--probes default|none] [--store] [--no-updates] [--warmup 200] [--pin]`` (it
 relaunches itself under ``torchrun``; ``--pin`` keeps rank r and all its threads on core r). One
 Monitor per rank for the whole run (rank 0 hosts the endpoint, rank 1 forwards); "off" rounds
@@ -10,6 +10,8 @@ skip ``observe``, "on" rounds call it with ``--probes`` (``none``: basic metrics
 rounds, ``--warmup`` monitored steps are not timed: the probes' first calls (warm-up, by design
 not charged to the budget) and their cadences settle there; the budget is a long-run share.
 Rounds alternate so drift in machine load hits both, and every rank measures its own steps.
+The Monitor sees the "on" rounds as one run with contiguous step numbers (its cadences are
+multiples of step numbers); off rounds are numbered apart and never observed.
 
 Rank 0 prints, per rank: the median and the mean step time per variant and their on/off ratios
 (the budget bounds the mean: probe calls are rare, so the median shows the per-step basic
@@ -22,7 +24,9 @@ had a probe call on some rank. Then, per rank, the median ``observe`` by kind of
 measured, the parameter copy, the norms, a probe call), what the budget was charged over the
 on-steps (time inside ``observe`` and the transport's I/O-thread CPU, as shares of the
 training intervals) next to the measured on/off ratio − 1, and the scheduler's budgets at the
-end.
+end. Last, the overhead as the mean over rounds of each round's on/off ratio − 1 (against the
+off round just before it) with a 95 % interval: on a shared VM the machine's speed drifts over
+seconds, and the interval says how far one run's figure can be trusted.
 Never asserts a timing.
 """
 
@@ -206,16 +210,25 @@ def worker(args: argparse.Namespace) -> None:
         rec.charged.clear()
         rec.by_kind = {kind: [] for kind in KINDS}
         rec.by_probe = {name: [0.0, 0.0] for name in DEFAULT_PROBES}
+    pairs = []  # per round: mean off, mean on
+    off_step = 10**9  # off rounds are never observed: numbers apart from the Monitor's run
     for _ in range(args.rounds):
+        means = []
         for name in times:
-            step += 10  # leave room: a variant's steps never reuse another's numbers
             before = thread_cpu()
             on = name == "on"
-            times[name] += step_times(ddp, opt, x, y, mon if on else None, rec, args.steps, step)
+            first = step if on else off_step
+            round_times = step_times(ddp, opt, x, y, mon if on else None, rec, args.steps, first)
             after = thread_cpu()
             for group in GROUPS:
                 cpu[name][group] += after[group] - before[group]
-            step += args.steps
+            times[name] += round_times
+            means.append(statistics.mean(round_times))
+            if on:
+                step += args.steps  # the Monitor sees one contiguous run, as in training
+            else:
+                off_step += args.steps
+        pairs.append(means)
     norm_stride = float(mon.scheduler.norm_stride)
     charges = rec.charges(mon.scheduler)
     mon.close()
@@ -235,8 +248,10 @@ def worker(args: argparse.Namespace) -> None:
     gathered = _gather(torch.tensor(summary, dtype=torch.float64), world)
     per_step = _gather(torch.tensor([rec.observe, rec.probed], dtype=torch.float64), world)
     strides = _gather(torch.tensor([norm_stride], dtype=torch.float64), world)
+    rounds = _gather(torch.tensor(pairs, dtype=torch.float64), world)
     if rank == 0:
         report(args, gathered, torch.stack(per_step))
+        report_pairs(rounds)
         print(f"basic norms measured every {', '.join(str(int(s)) for s in strides)} steps "
               "(per rank; the budget's stride)")  # fmt: skip
     dist.destroy_process_group()
@@ -305,13 +320,28 @@ def report(args: argparse.Namespace, gathered: list[torch.Tensor], per_step: tor
     )
 
 
+def report_pairs(rounds: list[torch.Tensor]) -> None:
+    """The overhead as the mean of the rounds' on/off ratios, with a 95 % interval: each round
+    is compared with the off round just before it, so drift in machine load (other tenants of a
+    VM, seconds long) cancels instead of landing on one variant."""
+    parts = []
+    for r, pairs in enumerate(rounds):
+        ratios = (pairs[:, 1] / pairs[:, 0] - 1).tolist()
+        mean = statistics.mean(ratios)
+        half = 1.96 * statistics.stdev(ratios) / math.sqrt(len(ratios)) if len(ratios) > 1 else 0
+        parts.append(f"rank {r} {100 * mean:+.2f} ± {100 * half:.2f} % "
+                     f"(median {100 * statistics.median(ratios):+.2f} %)")  # fmt: skip
+    print(f"overhead over {len(rounds[0])} paired rounds, mean ± 95 % interval: "
+          + " · ".join(parts))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--ranks", type=int, default=2, help="processes (not --nproc: torchrun would take it)"
     )
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--every", type=int, default=1, help="Monitor(every=N)")

@@ -147,6 +147,7 @@ class ProbeScheduler:
         self._costs: dict[str, deque[float]] = {}
         self._last_run: dict[str, int] = {}
         self._first_seen: dict[str, int] = {}
+        self._aftermath: list[tuple[str, float]] = []  # (probe, seconds) of the last observe
         self._intervals: deque[float] = deque(maxlen=STEP_WINDOW)
         self.step_time = math.nan  # median of the last STEP_WINDOW training intervals
         self.base_time: float | None = None
@@ -305,14 +306,39 @@ class ProbeScheduler:
         return (step % c == 0 and step != last) or step - last >= 2 * c
 
     def ran(self, probe: Probe, step: int, seconds: float) -> None:
-        calls = self._costs.get(probe.name)
-        if calls is None:  # the first call is the warm-up: no estimate of later calls
+        """Account one call; its cost is known at the next :meth:`step_finished` (see
+        :meth:`_charge_aftermath`)."""
+        if probe.name not in self._costs:  # the first call is the warm-up: no estimate
             self._costs[probe.name] = deque(maxlen=3)
         else:
-            calls.append(seconds)
-            self._refit()
+            self._aftermath.append((probe.name, seconds))
         self._last_run[probe.name] = step
         self._probe_seconds += seconds
+
+    def _charge_aftermath(self, training_seconds: float) -> float:
+        """A call costs its own time and what it does to the step after it, and that is what
+        its cost sample counts: the excess of the next training interval over the step time.
+
+        Under DDP the probes run at the same steps on every rank, and at the next all-reduce
+        every rank waits for the slowest rank's call: a faster rank's own time understates
+        what the job paid, by that wait. (In one process the excess is what the call left
+        behind, e.g. cold caches; it is noise around 0 where there is none.) The excess is
+        split among the step's calls by their own times, and at most doubles them: a longer
+        gap is a pause (an evaluation, a checkpoint), not the calls' doing. Returns what it
+        added to their costs."""
+        calls, self._aftermath = self._aftermath, []
+        if not calls:
+            return 0.0
+        own = sum(seconds for _, seconds in calls)
+        excess = min(training_seconds - self.step_time, own) if self.step_time > 0 else 0.0
+        added = 0.0
+        for name, seconds in calls:
+            part = excess * seconds / own if own > 0 else excess / len(calls)
+            sample = max(0.0, seconds + part)
+            self._costs[name].append(sample)
+            added += sample - seconds
+        self._refit()
+        return added
 
     def step_finished(
         self, training_seconds: float, monitor_seconds: float, io_seconds: float = 0.0
@@ -325,6 +351,7 @@ class ProbeScheduler:
         training, and the I/O thread holds the GIL while it runs Python, so it is charged like
         the time inside ``observe``: ``io_time`` shrinks the probes' and the norms' budgets and
         counts in ``overhead``."""
+        waited = self._charge_aftermath(training_seconds)
         if training_seconds > 0:
             self._intervals.append(training_seconds)
             self._steps_since_fit += 1
@@ -333,8 +360,8 @@ class ProbeScheduler:
                 self._steps_since_fit = 0
                 self._refit()
         self._charge_io(max(0.0, io_seconds), max(0.0, training_seconds))
-        self._total_monitor += monitor_seconds + max(0.0, io_seconds)
-        self._total_training += max(0.0, training_seconds)
+        self._total_monitor += monitor_seconds + max(0.0, io_seconds) + waited
+        self._total_training += max(0.0, training_seconds - waited)
         basic = monitor_seconds - self._probe_seconds - self._norm_seconds
         self.base_time = self._ema(self.base_time, max(0.0, basic))
         self._probe_seconds = self._norm_seconds = 0.0

@@ -225,6 +225,37 @@ def test_monitor_runs_probes_at_multiples_of_their_cadence_with_the_update_they_
     assert all(math.isfinite(r.data["scalars"]["rho_a"]) for r in metrics if r.step in rho)
 
 
+def test_the_wait_a_call_causes_at_the_next_step_is_part_of_its_cost():
+    """Under DDP a faster rank's next step waits at the all-reduce for the slowest rank's
+    call: that wait is charged to the call, so every rank budgets what the job pays."""
+
+    def run(wait: float, steps: int = 400) -> ProbeScheduler:
+        probe = _FakeProbe(every=1)
+        sched = ProbeScheduler([probe], budget=0.05)
+        for step in range(steps):
+            spent = 0.0
+            if probe in sched.due(step):
+                spent = 0.015
+                sched.ran(probe, step, spent)
+            sched.step_finished(0.100 + (wait if spent else 0.0), monitor_seconds=spent)
+        return sched
+
+    alone = run(wait=0.0)  # 15 ms against 5 % of 100 ms: every 3 steps → 4
+    assert alone.cost(alone.probes[0]) == pytest.approx(0.015)
+    assert alone.cadence(alone.probes[0]) == 4
+    waited = run(wait=0.006)  # another rank's call took 21 ms: 4.2 steps' share → 8
+    assert waited.cost(waited.probes[0]) == pytest.approx(0.021)
+    assert waited.cadence(waited.probes[0]) == 8
+    assert waited.step_time == pytest.approx(0.100)  # the waits are not read as slow steps
+    # the wait counts in the published overhead too: a call every 8 steps of 100 ms
+    assert waited.overhead == pytest.approx(0.021 / 8 / 0.100, rel=0.1)
+    probe = waited.probes[0]
+    for step in (400, 408):  # evaluations right after calls: pauses, not the calls' waits
+        waited.ran(probe, step, 0.015)
+        waited.step_finished(60.0, 0.015)
+    assert waited.cost(probe) == pytest.approx(0.030)  # each such sample at most 2 × 15 ms
+
+
 def test_a_pause_between_steps_does_not_shrink_the_cadences():
     probe = _FakeProbe(every=1)
     sched = ProbeScheduler([probe], budget=0.05)
