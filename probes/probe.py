@@ -333,7 +333,7 @@ class ProbeScheduler:
         excess = min(training_seconds - self.step_time, own) if self.step_time > 0 else 0.0
         added = 0.0
         for name, seconds in calls:
-            part = excess * seconds / own if own > 0 else excess / len(calls)
+            part = excess * seconds / own if own > 0 else 0.0  # own = 0: excess ≤ 0
             sample = max(0.0, seconds + part)
             self._costs[name].append(sample)
             added += sample - seconds
