@@ -1,7 +1,7 @@
 """Step time of a 2-rank gloo DDP job with monitoring on vs off, and where the overhead goes.
 
 Run by hand: ``python bench/ranks.py [--ranks 2] [--steps 50] [--rounds 30] [--hidden 512]
-[--every 1] [--probes default|none] [--store] [--no-updates] [--warmup 200] [--pin]`` (it
+[--every 1] [--probes default|none] [--store] [--no-updates] [--warmup 200] [--pin] [--null]`` (it
 relaunches itself under ``torchrun``; ``--pin`` keeps rank r and all its threads on core r). One
 Monitor per rank for the whole run (rank 0 hosts the endpoint, rank 1 forwards); "off" rounds
 skip ``observe``, "on" rounds call it with ``--probes`` (``none``: basic metrics only) and the
@@ -9,7 +9,11 @@ skip ``observe``, "on" rounds call it with ``--probes`` (``none``: basic metrics
 ``--no-updates`` drops the update norms and the parameter copy they need. Before the timed
 rounds, ``--warmup`` monitored steps are not timed: the probes' first calls (warm-up, by design
 not charged to the budget) and their cadences settle there; the budget is a long-run share.
-Rounds alternate so drift in machine load hits both, and every rank measures its own steps.
+Rounds alternate so drift in machine load hits both, in the order off-on, on-off, off-on, … so
+that whatever one variant leaves behind for the next (records still on the I/O thread, caches)
+falls on both alike; every rank measures its own steps. ``--null``: the "on" rounds skip
+``observe`` too, so the printed overhead is the bench's own bias and noise (what zero reads
+as on this machine).
 The Monitor sees the "on" rounds as one run with contiguous step numbers (its cadences are
 multiples of step numbers); off rounds are numbered apart and never observed.
 
@@ -25,7 +29,7 @@ measured, the parameter copy, the norms, a probe call), what the budget was char
 on-steps (time inside ``observe`` and the transport's I/O-thread CPU, as shares of the
 training intervals) next to the measured on/off ratio − 1, and the scheduler's budgets at the
 end. Last, the overhead as the mean over rounds of each round's on/off ratio − 1 (against the
-off round just before it) with a 95 % interval: on a shared VM the machine's speed drifts over
+off round next to it) with a 95 % interval: on a shared VM the machine's speed drifts over
 seconds, and the interval says how far one run's figure can be trusted.
 Never asserts a timing.
 """
@@ -114,6 +118,8 @@ class Recorder:
     def charges(self, scheduler) -> list[float]:
         """What the budget was charged per on-step (observe; the I/O thread's CPU) as shares
         of the training intervals, and the scheduler's view at the end."""
+        if not self.charged:  # --null: nothing was observed
+            return [0.0, 0.0, 0.0, scheduler.step_time, 0.0, 0.0, 0.0, 0.0]
         training, observe, io = (sum(column) for column in zip(*self.charged, strict=True))
         return [
             io / len(self.charged),
@@ -212,23 +218,24 @@ def worker(args: argparse.Namespace) -> None:
         rec.by_probe = {name: [0.0, 0.0] for name in DEFAULT_PROBES}
     pairs = []  # per round: mean off, mean on
     off_step = 10**9  # off rounds are never observed: numbers apart from the Monitor's run
-    for _ in range(args.rounds):
-        means = []
-        for name in times:
+    for index in range(args.rounds):
+        means = {}
+        for name in times if index % 2 == 0 else reversed(times):
             before = thread_cpu()
             on = name == "on"
             first = step if on else off_step
-            round_times = step_times(ddp, opt, x, y, mon if on else None, rec, args.steps, first)
+            observed = mon if on and not args.null else None
+            round_times = step_times(ddp, opt, x, y, observed, rec, args.steps, first)
             after = thread_cpu()
             for group in GROUPS:
                 cpu[name][group] += after[group] - before[group]
             times[name] += round_times
-            means.append(statistics.mean(round_times))
+            means[name] = statistics.mean(round_times)
             if on:
                 step += args.steps  # the Monitor sees one contiguous run, as in training
             else:
                 off_step += args.steps
-        pairs.append(means)
+        pairs.append([means["off"], means["on"]])
     norm_stride = float(mon.scheduler.norm_stride)
     charges = rec.charges(mon.scheduler)
     mon.close()
@@ -238,7 +245,7 @@ def worker(args: argparse.Namespace) -> None:
         statistics.median(times["on"]),
         statistics.mean(times["off"]),
         statistics.mean(times["on"]),
-        statistics.mean(rec.observe),
+        statistics.mean(rec.observe) if rec.observe else 0.0,
         sum(rec.probed),
     ]
     summary += [cpu[name][g] / n for name in times for g in GROUPS]  # [6:10] off, [10:14] on
@@ -269,6 +276,7 @@ def report(args: argparse.Namespace, gathered: list[torch.Tensor], per_step: tor
         f"{args.probes} · store {'on' if args.store else 'off'} · updates "
         f"{'on' if args.updates else 'off'} · {args.steps} steps × "
         f"{args.rounds} rounds per variant after {args.warmup} untimed monitored steps"
+        + (" · null: the on rounds skip observe" if args.null else "")
     )
     print(
         f"{'rank':>4}  {'median off → on ms':>18}  {'ratio':>5}  {'mean off → on ms':>16}  "
@@ -312,6 +320,8 @@ def report(args: argparse.Namespace, gathered: list[torch.Tensor], per_step: tor
         )
         print(f"rank {r} observe ms per on-step, median by kind (steps): {kinds}")
     observe, probed = per_step[:, 0], per_step[:, 1]
+    if observe.shape[-1] == 0:  # --null
+        return
     union = int((probed.sum(0) > 0).sum())
     print(
         f"observe ms per on-step, across ranks: slowest {observe.max(0).values.mean() * 1e3:.3f}"
@@ -321,9 +331,9 @@ def report(args: argparse.Namespace, gathered: list[torch.Tensor], per_step: tor
 
 
 def report_pairs(rounds: list[torch.Tensor]) -> None:
-    """The overhead as the mean of the rounds' on/off ratios, with a 95 % interval: each round
-    is compared with the off round just before it, so drift in machine load (other tenants of a
-    VM, seconds long) cancels instead of landing on one variant."""
+    """The overhead as the mean of the rounds' on/off ratios, with a 95 % interval: each on
+    round is compared with the off round next to it, so drift in machine load (other tenants
+    of a VM, seconds long) cancels instead of landing on one variant."""
     parts = []
     for r, pairs in enumerate(rounds):
         ratios = (pairs[:, 1] / pairs[:, 0] - 1).tolist()
@@ -357,6 +367,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--warmup", type=int, default=200, help="untimed monitored steps before the rounds"
+    )
+    parser.add_argument(
+        "--null",
+        action="store_true",
+        help="the on rounds skip observe too: what a zero overhead reads as on this machine",
     )
     parser.add_argument(
         "--pin",

@@ -11,7 +11,7 @@ from torch import nn
 
 from probes import InProcessTransport, Monitor
 from probes.client import Subscriber
-from probes.probe import MAX_DOUBLINGS
+from probes.probe import AIM, MAX_DOUBLINGS
 
 
 def _cnn_with_batchnorm() -> nn.Module:
@@ -183,13 +183,14 @@ def test_norms_too_costly_for_the_budget_stretch_but_the_loss_stays_per_step():
 
 def test_norm_stride_fits_the_share_and_never_outgrows_an_update_reader():
     from probes.builtin import SafeStepProbe
-    from probes.probe import NORM_SHARE, ProbeScheduler
+    from probes.probe import AIM, NORM_SHARE, ProbeScheduler
 
     scheduler = ProbeScheduler([], budget=0.05)
     for _ in range(5):
         scheduler.step_finished(0.010, 0.0)  # 10 ms steps
-    scheduler.norms_ran(0.001)  # 1 ms a measurement: 4 steps at 2.5 % of each
-    assert NORM_SHARE * 0.05 == 0.025 and scheduler.norm_stride == 4
+    scheduler.norms_ran(0.0007)  # 0.7 ms a measurement: 3.5 steps at 2 % of each → 4
+    assert scheduler.norm_budget() == pytest.approx(NORM_SHARE * AIM * 0.05) == 0.02
+    assert scheduler.norm_stride == 4
     assert [s for s in range(13) if scheduler.norms_due(s)] == [0, 4, 8, 12]
     reader = SafeStepProbe(every=2)
     scheduler = ProbeScheduler([reader], budget=0.05, stride=3)
@@ -254,8 +255,9 @@ def test_monitor_charges_each_step_its_transports_io_cpu():
     # its share of the training time, per step of the (median) step time
     assert scheduler.io_time == pytest.approx(sum(added) / sum(trained) * scheduler.step_time)
     paid = (scheduler.base_time + scheduler.io_time) / scheduler.step_time
-    assert scheduler.probe_budget() == pytest.approx(max(0.05 - paid, 0.005))
-    assert scheduler.norm_budget() == pytest.approx(0.5 * max(0.05 - paid, 0.005))
+    planned = AIM * 0.05  # of the 5 % budget; never under a tenth of the budget
+    assert scheduler.probe_budget() == pytest.approx(max(planned - paid, 0.005))
+    assert scheduler.norm_budget() == pytest.approx(0.5 * max(planned - paid, 0.005))
 
 
 def test_monitor_streams_over_zeromq_to_a_subscriber():

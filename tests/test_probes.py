@@ -11,7 +11,7 @@ from torch import nn
 from probes import InProcessTransport, Monitor
 from probes.alerts import THRESHOLDS, AlertTracker
 from probes.builtin import DEFAULT_PROBES
-from probes.probe import PROBES, Probe, ProbeOutput, ProbeScheduler
+from probes.probe import AIM, PROBES, Probe, ProbeOutput, ProbeScheduler
 
 
 class TinyTransformer(nn.Module):
@@ -169,14 +169,14 @@ def _share(ran: list[int], steps: int, cost: float, training: float) -> float:
 def test_scheduler_holds_the_long_run_share_to_the_budget():
     probe = _FakeProbe(every=1)
     sched = ProbeScheduler([probe], budget=0.05)
-    ran = _steps_run(sched, probe, 400, cost=0.010, training=0.100)
-    # the first call is the warm-up; the second, at `every`, measures 10 ms a call against
-    # 5 % of 100 ms = 5 ms a step: every other step from then on, at the even steps
-    assert ran[:5] == [0, 1, 2, 4, 6]
-    assert _share(ran, 400, 0.010, 0.100) <= 0.05
+    ran = _steps_run(sched, probe, 400, cost=0.007, training=0.100)
+    # the first call is the warm-up; the second, at `every`, measures 7 ms a call against
+    # the plan's 80 % of 5 % of 100 ms = 4 ms a step: every other step from then on
+    assert AIM == 0.8 and ran[:5] == [0, 1, 2, 4, 6]
+    assert _share(ran, 400, 0.007, 0.100) <= AIM * 0.05
     sched = ProbeScheduler([probe], budget=0.05)
-    ran = _steps_run(sched, probe, 400, cost=0.013, training=0.100)  # 2.6 steps' share: 4
-    assert ran[2:5] == [4, 8, 12] and _share(ran, 400, 0.013, 0.100) <= 0.05
+    ran = _steps_run(sched, probe, 400, cost=0.013, training=0.100)  # 3.25 steps' share: 4
+    assert ran[2:5] == [4, 8, 12] and _share(ran, 400, 0.013, 0.100) <= AIM * 0.05
 
 
 def test_a_slow_first_call_is_warm_up_but_a_slow_probe_is_stretched():
@@ -185,7 +185,7 @@ def test_a_slow_first_call_is_warm_up_but_a_slow_probe_is_stretched():
     # a 1 s first call (warm-up), then 1 ms calls: the chart keeps its cadence of 10
     ran = _steps_run(sched, probe, 100, cost=0.001, training=0.100, first_cost=1.0)
     assert ran == list(range(0, 100, 10))
-    # a probe whose every call takes 1 s: 1 s / (5 % of 100 ms) = 200 steps → 10 × 2⁵ = 320
+    # a probe whose every call takes 1 s: 1 s / (4 % of 100 ms) = 250 steps → 10 × 2⁵ = 320
     sched = ProbeScheduler([probe], budget=0.05)
     ran = _steps_run(sched, probe, 1000, cost=1.0, training=0.100)
     assert ran == [0, 10, 320, 640, 960]
@@ -195,7 +195,7 @@ def test_a_slow_first_call_is_warm_up_but_a_slow_probe_is_stretched():
 def test_cadences_are_aligned_across_ranks_that_measure_different_costs():
     """Two ranks of one job: each rank's probe steps are multiples of its cadence, so the
     cheaper rank's steps contain the dearer rank's and the job pays ~one rank's share."""
-    costs = (0.0090, 0.0105)  # 4 % apart around the 2-step boundary: cadences 2 and 4
+    costs = (0.0078, 0.0082)  # 5 % apart around the 2-step boundary (8 ms): cadences 2, 4
     runs = []
     for cost in costs:
         probe = _FakeProbe(every=1)
@@ -204,7 +204,7 @@ def test_cadences_are_aligned_across_ranks_that_measure_different_costs():
     assert dear < cheap  # nested: every step the dear rank probes, the cheap one does too
     assert len(cheap | dear) == len(cheap)  # the union is one rank's calls, not the sum
     for ran, cost in zip(runs, costs, strict=True):
-        assert _share(sorted(ran), 400, cost, 0.100) <= 0.05
+        assert _share(sorted(ran), 400, cost, 0.100) <= AIM * 0.05
     for cost in (0.0090, 0.0105, 0.030, 0.100):  # and cadences are multiples of `every`
         probe = _FakeProbe(every=5)
         ran = _steps_run(ProbeScheduler([probe], 0.05), probe, 2000, cost, 0.100)
@@ -259,8 +259,8 @@ def test_the_wait_a_call_causes_at_the_next_step_is_part_of_its_cost():
 def test_a_pause_between_steps_does_not_shrink_the_cadences():
     probe = _FakeProbe(every=1)
     sched = ProbeScheduler([probe], budget=0.05)
-    _steps_run(sched, probe, 40, cost=0.020, training=0.100)
-    assert sched.cadence(probe) == 4  # 20 ms against 5 ms a step
+    _steps_run(sched, probe, 40, cost=0.014, training=0.100)
+    assert sched.cadence(probe) == 4  # 14 ms against 4 ms a step
     sched.step_finished(training_seconds=60.0, monitor_seconds=0.0)  # an evaluation, say
     assert sched.step_time == pytest.approx(0.100)
     assert sched.cadence(probe) == 4
@@ -288,7 +288,7 @@ def test_declared_cadence_is_a_floor_and_budget_none_ignores_cost():
 def test_per_probe_budget_overrides_the_equal_split():
     cheap, dear = _FakeProbe(every=1), _FakeProbe(every=1, budget=0.5)
     sched = ProbeScheduler([cheap, dear], budget=0.1)
-    assert sched.share(cheap) == pytest.approx(0.05) and sched.share(dear) == 0.5
+    assert sched.share(cheap) == pytest.approx(AIM * 0.1 / 2) and sched.share(dear) == 0.5
 
 
 def test_overhead_is_published_and_within_budget_for_cheap_probes():
@@ -327,10 +327,10 @@ def test_basic_metrics_time_comes_out_of_the_probes_budget():
     probe = _FakeProbe(every=1)
     sched = ProbeScheduler([probe], budget=0.05)
     sched.ran(probe, 0, seconds=0.500)  # warm-up
-    sched.step_finished(training_seconds=0.100, monitor_seconds=0.503)
-    sched.ran(probe, 1, seconds=0.0015)  # probe: 1.5 ms of this observe's 4.5 ms
-    sched.step_finished(training_seconds=0.100, monitor_seconds=0.0045)
-    # 3 ms of basic metrics use 3 % of the 5 % budget: 2 % is left for probes
+    sched.step_finished(training_seconds=0.100, monitor_seconds=0.502)
+    sched.ran(probe, 1, seconds=0.0015)  # probe: 1.5 ms of this observe's 3.5 ms
+    sched.step_finished(training_seconds=0.100, monitor_seconds=0.0035)
+    # 2 ms of basic metrics use 2 % of the planned 4 % (of a 5 % budget): 2 % is left for probes
     assert sched.probe_budget() == pytest.approx(0.02)
     assert sched.cadence(probe) == 1  # 1.5 ms ≤ 2 % of 100 ms
     sched.step_finished(training_seconds=0.100, monitor_seconds=0.050)  # basic metrics > budget
@@ -339,11 +339,11 @@ def test_basic_metrics_time_comes_out_of_the_probes_budget():
 
 
 def _io_fed(io: list[float], probe: Probe | None = None) -> ProbeScheduler:
-    """A scheduler fed 100 ms steps with 1 ms of basic metrics and a 3 ms probe call every step
+    """A scheduler fed 100 ms steps with 0.5 ms of basic metrics and a 3 ms probe call every step
     (after a 0.5 s warm-up call), the I/O thread's CPU per step taken from ``io``, cyclically."""
     sched = ProbeScheduler([probe] if probe else [], budget=0.05)
     for step in range(64):
-        spent = 0.001
+        spent = 0.0005
         if probe is not None:
             sched.ran(probe, step, 0.5 if step == 0 else 0.003)
             spent += 0.5 if step == 0 else 0.003
@@ -353,24 +353,25 @@ def _io_fed(io: list[float], probe: Probe | None = None) -> ProbeScheduler:
 
 def test_io_thread_cpu_is_charged_to_the_probes_and_the_norms_budgets():
     quiet, charged = _FakeProbe(every=1), _FakeProbe(every=1)
-    without, with_io = _io_fed([0.0], quiet), _io_fed([0.002], charged)
-    assert without.io_time == 0.0 and with_io.io_time == pytest.approx(0.002)
-    # 1 ms of basic metrics: 4 % left for probes; 2 ms of I/O CPU on top: 2 % left
-    assert without.probe_budget() == pytest.approx(0.04)
+    without, with_io = _io_fed([0.0], quiet), _io_fed([0.0015], charged)
+    assert without.io_time == 0.0 and with_io.io_time == pytest.approx(0.0015)
+    # the plan is 4 % (of a 5 % budget). 0.5 ms of basic metrics: 3.5 % left for probes;
+    # 1.5 ms of I/O CPU on top: 2 % left
+    assert without.probe_budget() == pytest.approx(0.035)
     assert with_io.probe_budget() == pytest.approx(0.02)
-    assert without.cadence(quiet) == 1  # 3 ms ≤ 4 ms a step
+    assert without.cadence(quiet) == 1  # 3 ms ≤ 3.5 ms a step
     assert with_io.cadence(charged) == 2  # 3 ms against 2 ms a step: 1.5 steps → 2
-    # the norms: half of what the fixed costs leave (4 %; with the I/O thread's 2 %, 2 %)
-    assert without.norm_budget() == pytest.approx(0.02)
+    # the norms: half of what the fixed costs leave (3.5 %; with the I/O thread's 1.5 %, 2 %)
+    assert without.norm_budget() == pytest.approx(0.0175)
     assert with_io.norm_budget() == pytest.approx(0.01)
-    without.norms_ran(0.002)  # 2 ms a measurement: 1 step at 2 %, 2 steps at 1 %
-    with_io.norms_ran(0.002)
-    assert (without.norm_stride, with_io.norm_stride) == (1, 2)
-    # the probes get what the norms leave: fixed + norms + probes is the budget
-    assert without.probe_budget() == pytest.approx(0.05 - 0.01 - 0.02)
-    assert with_io.probe_budget() == pytest.approx(0.05 - 0.03 - 0.01)
-    # overhead counts the I/O CPU: 64 steps of 1 + 2 ms (and the 3 ms probe calls after 1)
-    extra = 64 * 0.002 / (64 * 0.100)
+    without.norms_ran(0.0025)  # 2.5 ms a measurement: 1.4 steps at 1.75 %, 2.5 steps at 1 %
+    with_io.norms_ran(0.0025)
+    assert (without.norm_stride, with_io.norm_stride) == (2, 4)
+    # the probes get what the norms leave: fixed + norms + probes is the plan
+    assert without.probe_budget() == pytest.approx(0.04 - 0.005 - 0.0125)
+    assert with_io.probe_budget() == pytest.approx(0.04 - 0.02 - 0.00625)
+    # overhead counts the I/O CPU: 64 steps of 0.5 + 1.5 ms (and the 3 ms probe calls after 1)
+    extra = 64 * 0.0015 / (64 * 0.100)
     assert with_io.overhead - without.overhead == pytest.approx(extra)
     # more I/O CPU than the budget: the probes keep a tenth of it, the norms half of that
     flooded = _io_fed([0.010])
@@ -393,14 +394,14 @@ def test_io_thread_cpu_is_the_mean_of_the_last_window_of_steps():
 
 def test_io_cpu_during_a_pause_is_spread_over_the_pause():
     probe = _FakeProbe(every=1)
-    sched = _io_fed([0.002], probe)
-    assert sched.io_time == pytest.approx(0.002) and sched.cadence(probe) == 2
+    sched = _io_fed([0.0015], probe)
+    assert sched.io_time == pytest.approx(0.0015) and sched.cadence(probe) == 2
     # a 60 s evaluation: the idle I/O thread spent 4 ms a second (wake-ups, heartbeats)
-    sched.step_finished(training_seconds=60.0, monitor_seconds=0.001, io_seconds=0.240)
-    # charged at its share of the window's time (0.37 s CPU in 66.3 s), not 240 ms a step
-    io = (63 * 0.002 + 0.240) / (63 * 0.100 + 60.0) * 0.100
+    sched.step_finished(training_seconds=60.0, monitor_seconds=0.0005, io_seconds=0.240)
+    # charged at its share of the window's time (0.33 s CPU in 66.3 s), not 240 ms a step
+    io = (63 * 0.0015 + 0.240) / (63 * 0.100 + 60.0) * 0.100
     assert sched.io_time == pytest.approx(io) and io < 0.0006
-    assert sched.probe_budget() == pytest.approx(0.05 - (0.001 + io) / 0.100)
+    assert sched.probe_budget() == pytest.approx(AIM * 0.05 - (0.0005 + io) / 0.100)
 
 
 def test_the_norms_are_not_a_fixed_cost_and_fixed_norms_and_probes_make_the_budget():
@@ -417,8 +418,10 @@ def test_the_norms_are_not_a_fixed_cost_and_fixed_norms_and_probes_make_the_budg
         sched.step_finished(0.100, spent, 0.001)
     assert sched.base_time == pytest.approx(0.001)  # the norms' 3 ms are not in it
     assert sched.fixed_share() == pytest.approx(0.02)
-    # the norms may take half of the 3 % left: 3 ms every 2 steps is exactly 1.5 %
-    assert sched.norm_budget() == pytest.approx(0.015) and sched.norm_stride == 2
-    assert sched.norm_share() == pytest.approx(0.015)
-    assert sched.probe_budget() == pytest.approx(0.015)
-    assert sched.fixed_share() + sched.norm_share() + sched.probe_budget() == pytest.approx(0.05)
+    # the norms may take half of the 2 % the plan (4 % of a 5 % budget) leaves: 3 ms every 4
+    # steps, 0.75 %
+    assert sched.norm_budget() == pytest.approx(0.01) and sched.norm_stride == 4
+    assert sched.norm_share() == pytest.approx(0.0075)
+    assert sched.probe_budget() == pytest.approx(0.0125)
+    planned = sched.fixed_share() + sched.norm_share() + sched.probe_budget()
+    assert planned == pytest.approx(AIM * 0.05)
