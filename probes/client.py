@@ -87,12 +87,17 @@ class CloneSession:
         else:
             self.rank_seqs[rank] = seq
 
-    def accept_payload(self, payload: bytes) -> list[Record]:
-        """A live PUB payload → records to deliver (in order); may set ``repair_pending``."""
+    def _decode(self, payload: bytes) -> Record | None:
+        """The payload's record, or None with the reason counted as a rejection."""
         try:
-            record = decode(payload)
+            return decode(payload)
         except WireError as err:
             self.reject(str(err))
+            return None
+
+    def accept_payload(self, payload: bytes) -> list[Record]:
+        """A live PUB payload → records to deliver (in order); may set ``repair_pending``."""
+        if (record := self._decode(payload)) is None:
             return []
         self.last_heard = time.monotonic()
         if record.kind == "heartbeat":
@@ -203,10 +208,7 @@ class CloneSession:
         return out
 
     def _snapshot_one(self, payload: bytes) -> list[Record]:
-        try:
-            record = decode(payload)
-        except WireError as err:
-            self.reject(str(err))
+        if (record := self._decode(payload)) is None:
             return []
         last = self.seen(record.rank)
         if not (record.seq > last or (record.kind == "meta" and last < 0)):

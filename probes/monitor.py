@@ -75,7 +75,8 @@ class Monitor:
             or ``None`` for basic metrics only. A probe runs only when ``observe`` was given
             what it needs (``inputs=`` and ``loss_fn=`` enable ρ_a and the curvature probes).
         budget: the fraction of step time the Monitor may take (default 5 %), its transport's
-            I/O thread's CPU included: after the per-step basic metrics and that thread, the
+            I/O thread's CPU included. It is a ceiling: the scheduler plans for ``AIM`` (80 %)
+            of it. After the per-step basic metrics and that thread, the
             gradient and update norms may take half of what is left, the probes the rest;
             cadences stretch to stay within it (the norms' too, to multiples of
             ``every × 2^k``; loss and step time stay in every record). A probe's own
