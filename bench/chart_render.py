@@ -124,22 +124,28 @@ async def dashboard(chart_cls: type, rounds: int, profile: bool) -> dict[str, li
     metric_grid.Chart = chart_cls  # the grid mounts this class
     datas = [sample_data(s, 8) for s in range(1000)]
     app = EdgewatchApp(MemorySource(), title="bench", refresh_hz=0.1)  # the bench drives it
-    kinds = ("set_data, all charts", "frame, all changed", "frame, titles only",
-             "frame, nothing changed")  # fmt: skip
+    kinds = (
+        "set_data, all charts",
+        "frame, all changed",
+        "frame, titles only",
+        "frame, nothing changed",
+    )
     out: dict[str, list[float]] = {kind: [] for kind in kinds}
     prof = cProfile.Profile()
     async with app.run_test(size=SIZE) as pilot:
         app.state.apply([Record("meta", "bench", 0, {"run": "bench"})])
         step = 2000
-        app.state.apply([Record("metrics", "bench", s, datas[s % 1000], seq=s + 1)
-                         for s in range(step)])  # fmt: skip
+        app.state.apply(
+            [Record("metrics", "bench", s, datas[s % 1000], seq=s + 1) for s in range(step)]
+        )
         app.grid.show(app.state.series, budget_s=1e9)
         await pilot.pause(1.0)
         for _ in range(rounds):
             batch = range(step, step + 50)
             step += 50
-            app.state.apply([Record("metrics", "bench", s, datas[s % 1000], seq=s + 1)
-                             for s in batch])  # fmt: skip
+            app.state.apply(
+                [Record("metrics", "bench", s, datas[s % 1000], seq=s + 1) for s in batch]
+            )
             if profile:
                 prof.enable()
             start = time.perf_counter()
@@ -186,8 +192,10 @@ def main() -> None:
         results[name] |= asyncio.run(one_chart(cls, args.rounds))
         results[name] |= asyncio.run(dashboard(cls, args.rounds, args.profile and name == "new"))
     names = list(impls)
-    print(f"\nms per operation, median / p90 ({args.rounds} rounds); chart {CHART_SIZE[0]}x"
-          f"{CHART_SIZE[1]} with 2,000 points; dashboard at {SIZE[0]}x{SIZE[1]}")  # fmt: skip
+    print(
+        f"\nms per operation, median / p90 ({args.rounds} rounds); chart {CHART_SIZE[0]}x"
+        f"{CHART_SIZE[1]} with 2,000 points; dashboard at {SIZE[0]}x{SIZE[1]}"
+    )
     print(f"{'':28}" + "".join(f"{n:>22}" for n in names))
     for what in results["new"]:
         label = ("dashboard: " if "," in what else "one chart: ") + what

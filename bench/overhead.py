@@ -25,8 +25,14 @@ def step_times(trainer, monitor, steps: int) -> list[float]:
         trainer.optimizer.zero_grad(set_to_none=True)
         out = trainer.forward_backward(step)
         if monitor is not None:
-            monitor.observe(step, model=trainer.model, optimizer=trainer.optimizer,
-                            loss=out.loss, logits=out.logits, targets=out.targets)
+            monitor.observe(
+                step,
+                model=trainer.model,
+                optimizer=trainer.optimizer,
+                loss=out.loss,
+                logits=out.logits,
+                targets=out.targets,
+            )
         trainer.optimizer.step()
         times.append(time.perf_counter() - start)
     return times
@@ -59,8 +65,10 @@ def main() -> None:
     for name, times in results.items():
         med = statistics.median(times)
         p90 = statistics.quantiles(times, n=10)[-1]
-        print(f"{name:<22}{med * 1e3:>10.2f}{p90 * 1e3:>10.2f}{med / base:>8.3f}"
-              f"{(med / base - 1) * 100:>9.1f}%")
+        print(
+            f"{name:<22}{med * 1e3:>10.2f}{p90 * 1e3:>10.2f}{med / base:>8.3f}"
+            f"{(med / base - 1) * 100:>9.1f}%"
+        )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,7 @@ class TinyTransformer(nn.Module):
     def __init__(self, vocab: int = 113, width: int = 128) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, width)
-        self.block = nn.TransformerEncoderLayer(width, 4, 4 * width, dropout=0.0,
-                                                batch_first=True)
+        self.block = nn.TransformerEncoderLayer(width, 4, 4 * width, dropout=0.0, batch_first=True)
         self.head = nn.Linear(width, vocab)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -66,8 +65,18 @@ def context(model, x, y) -> StepContext:
     logits = model(x)
     F.cross_entropy(logits, y).backward()
     update = [1e-3 * torch.randn_like(p) for p in model.parameters()]
-    return StepContext(0, model, opt, logits.detach(), y, x, F.cross_entropy, 1e-3,
-                       [n for n, _ in model.named_parameters()], update)
+    return StepContext(
+        0,
+        model,
+        opt,
+        logits.detach(),
+        y,
+        x,
+        F.cross_entropy,
+        1e-3,
+        [n for n, _ in model.named_parameters()],
+        update,
+    )
 
 
 def fwd_bwd(model, x, y) -> None:
@@ -95,16 +104,27 @@ def overhead(model, x, y, steps: int, settle: int = 100, rounds: int = 2):
                 loss = F.cross_entropy(logits, y)
                 loss.backward()
                 if mon is not None:
-                    mon.observe(step, model=model, optimizer=opt, loss=loss, logits=logits,
-                                targets=y, inputs=x, loss_fn=F.cross_entropy)
+                    mon.observe(
+                        step,
+                        model=model,
+                        optimizer=opt,
+                        loss=loss,
+                        logits=logits,
+                        targets=y,
+                        inputs=x,
+                        loss_fn=F.cross_entropy,
+                    )
                 opt.step()
                 if step >= settle:
                     times[watched].append(time.perf_counter() - start)
             if mon is not None:
                 estimates.append(mon.scheduler.overhead)
                 mon.close()
-    return (statistics.fmean(times[False]), statistics.fmean(times[True]),
-            statistics.fmean(estimates))
+    return (
+        statistics.fmean(times[False]),
+        statistics.fmean(times[True]),
+        statistics.fmean(estimates),
+    )
 
 
 def pyhessian_samples(model, x, y, k: int) -> list[float]:
@@ -117,7 +137,8 @@ def pyhessian_samples(model, x, y, k: int) -> list[float]:
         # tol=-inf: PyHessian's stopping test divides by the running mean, so with tol=0 it
         # stops early whenever that mean is negative; -inf forces exactly k probes.
         return hessian(model, F.cross_entropy, data=(x, y), cuda=False).trace(
-            maxIter=k, tol=float("-inf"))
+            maxIter=k, tol=float("-inf")
+        )
 
 
 def pyhessian_trace(model, x, y, k: int) -> float | None:
@@ -137,38 +158,49 @@ def main() -> None:
     for title, model, x, y in workloads():
         base = median_time(lambda m=model, a=x, b=y: fwd_bwd(m, a, b), args.repeats)
         ctx = context(model, x, y)
-        print(f"\n{title}: forward+backward {base * 1e3:.1f} ms "
-              f"({sum(p.numel() for p in model.parameters()):,} params)")
+        print(
+            f"\n{title}: forward+backward {base * 1e3:.1f} ms "
+            f"({sum(p.numel() for p in model.parameters()):,} params)"
+        )
         print(f"{'probe':<18}{'ms/call':>10}{'× fwd+bwd':>11}")
         for name in DEFAULT_PROBES:
             probe = PROBES[name]()
             cost = median_time(lambda p=probe, c=ctx: p.compute(c), args.repeats)
             print(f"{name:<18}{cost * 1e3:>10.1f}{cost / base:>11.2f}")
         for k in (1, 20):
-            ours = median_time(lambda k=k, m=model, a=x, b=y: dx.hessian_trace(
-                m, F.cross_entropy, a, b, probes=k), 3)
+            ours = median_time(
+                lambda k=k, m=model, a=x, b=y: dx.hessian_trace(m, F.cross_entropy, a, b, probes=k),
+                3,
+            )
             theirs = pyhessian_trace(model, x, y, k)
             side = "n/a" if theirs is None else f"{theirs * 1e3:.1f} ms ({theirs / base:.2f}×)"
-            print(f"Hutchinson K={k:<3} ours {ours * 1e3:.1f} ms ({ours / base:.2f}×) · "
-                  f"PyHessian {side}")
+            print(
+                f"Hutchinson K={k:<3} ours {ours * 1e3:.1f} ms ({ours / base:.2f}×) · "
+                f"PyHessian {side}"
+            )
         agreement(model, x, y)
         plain, watched, estimate = overhead(model, x, y, args.steps)
-        print(f"default Monitor, steps 100–{args.steps}: {plain * 1e3:.1f} → {watched * 1e3:.1f} "
-              f"ms mean step ({(watched / plain - 1) * 100:+.1f} %); the Monitor's own "
-              f"estimate of its share: {estimate * 100:.1f} %")
+        print(
+            f"default Monitor, steps 100–{args.steps}: {plain * 1e3:.1f} → {watched * 1e3:.1f} "
+            f"ms mean step ({(watched / plain - 1) * 100:+.1f} %); the Monitor's own "
+            f"estimate of its share: {estimate * 100:.1f} %"
+        )
 
 
 def agreement(model, x, y, k: int = 100) -> None:
     """Our Hutchinson mean ± 2 SE next to PyHessian's mean over the same number of probes."""
-    ours = dx.hessian_trace(model, F.cross_entropy, x, y, probes=k,
-                            generator=torch.Generator().manual_seed(7))
+    ours = dx.hessian_trace(
+        model, F.cross_entropy, x, y, probes=k, generator=torch.Generator().manual_seed(7)
+    )
     try:
         theirs = pyhessian_samples(model, x, y, k)
     except ImportError:
         return
     mean = statistics.fmean(theirs)
-    print(f"trace, K={k}: ours {ours.trace:.4g} ± {2 * ours.stderr:.2g} (2 SE) · "
-          f"PyHessian {mean:.4g} · difference {abs(mean - ours.trace) / ours.stderr:.1f} SE")
+    print(
+        f"trace, K={k}: ours {ours.trace:.4g} ± {2 * ours.stderr:.2g} (2 SE) · "
+        f"PyHessian {mean:.4g} · difference {abs(mean - ours.trace) / ours.stderr:.1f} SE"
+    )
 
 
 if __name__ == "__main__":

@@ -259,8 +259,10 @@ def worker(args: argparse.Namespace) -> None:
     if rank == 0:
         report(args, gathered, torch.stack(per_step))
         report_pairs(rounds)
-        print(f"basic norms measured every {', '.join(str(int(s)) for s in strides)} steps "
-              "(per rank; the budget's stride)")  # fmt: skip
+        print(
+            f"basic norms measured every {', '.join(str(int(s)) for s in strides)} steps "
+            "(per rank; the budget's stride)"
+        )
     dist.destroy_process_group()
 
 
@@ -339,10 +341,13 @@ def report_pairs(rounds: list[torch.Tensor]) -> None:
         ratios = (pairs[:, 1] / pairs[:, 0] - 1).tolist()
         mean = statistics.mean(ratios)
         half = 1.96 * statistics.stdev(ratios) / math.sqrt(len(ratios)) if len(ratios) > 1 else 0
-        parts.append(f"rank {r} {100 * mean:+.2f} ± {100 * half:.2f} % "
-                     f"(median {100 * statistics.median(ratios):+.2f} %)")  # fmt: skip
-    print(f"overhead over {len(rounds[0])} paired rounds, mean ± 95 % interval: "
-          + " · ".join(parts))  # fmt: skip
+        parts.append(
+            f"rank {r} {100 * mean:+.2f} ± {100 * half:.2f} % "
+            f"(median {100 * statistics.median(ratios):+.2f} %)"
+        )
+    print(
+        f"overhead over {len(rounds[0])} paired rounds, mean ± 95 % interval: " + " · ".join(parts)
+    )
 
 
 def main() -> None:

@@ -49,10 +49,14 @@ def main() -> None:
     latencies.sort()
     p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
     print(f"{args.records} metrics records ({args.layers} layers each) over tcp loopback")
-    print(f"{'sent/s':>12}{'received/s':>12}{'received':>10}{'lost':>6}{'send p50':>10}"
-          f"{'send p99':>10}")
-    print(f"{args.records / send_s:>12.0f}{received / recv_s:>12.0f}{received:>10}"
-          f"{sub.session.lost:>6}{p50 / 1e3:>8.1f}µs{p99 / 1e3:>8.1f}µs")
+    print(
+        f"{'sent/s':>12}{'received/s':>12}{'received':>10}{'lost':>6}{'send p50':>10}"
+        f"{'send p99':>10}"
+    )
+    print(
+        f"{args.records / send_s:>12.0f}{received / recv_s:>12.0f}{received:>10}"
+        f"{sub.session.lost:>6}{p50 / 1e3:>8.1f}µs{p99 / 1e3:>8.1f}µs"
+    )
     print(f"mean send {statistics.fmean(latencies) / 1e3:.1f} µs; repairs {sub.session.repairs}")
 
 

@@ -47,13 +47,37 @@ from probes.endpoints import free_port_pair
 from probes.wire import Record, decode, encode, metrics_data
 
 SCALARS = (
-    "loss", "grad_norm", "update_norm", "lr", "step_time", "samples_per_s", "steps_per_s",
-    "overhead_pct", "train_acc", "test_acc", "sc_fraction", "sc_fp16", "sc_bf16",
-    "zero_loss_fraction", "max_logit_gap", "nlm_cos", "rho_a", "r", "trace", "trace_se",
+    "loss",
+    "grad_norm",
+    "update_norm",
+    "lr",
+    "step_time",
+    "samples_per_s",
+    "steps_per_s",
+    "overhead_pct",
+    "train_acc",
+    "test_acc",
+    "sc_fraction",
+    "sc_fp16",
+    "sc_bf16",
+    "zero_loss_fraction",
+    "max_logit_gap",
+    "nlm_cos",
+    "rho_a",
+    "r",
+    "trace",
+    "trace_se",
     "trace_gauge",
-)  # fmt: skip
-PER_LAYER = ("grad_norm", "update_norm", "sigma_max", "sigma_max_dw", "mup_ratio",
-             "stable_rank", "nlm_cos")  # fmt: skip
+)
+PER_LAYER = (
+    "grad_norm",
+    "update_norm",
+    "sigma_max",
+    "sigma_max_dw",
+    "mup_ratio",
+    "stable_rank",
+    "nlm_cos",
+)
 
 
 def sample_data(step: int, layers: int) -> dict:
@@ -62,8 +86,9 @@ def sample_data(step: int, layers: int) -> dict:
     names = [f"blocks.{i}.weight" for i in range(layers)]
     scalars = {name: wave * (k + 1) / 10.0 for k, name in enumerate(SCALARS)}
     scalars["loss"] = 2.0 / (1.0 + step * 1e-3) * wave
-    per_layer = {m: [wave * (i + 1) / (k + 1) for i in range(layers)] for k, m in
-                 enumerate(PER_LAYER)}  # fmt: skip
+    per_layer = {
+        m: [wave * (i + 1) / (k + 1) for i in range(layers)] for k, m in enumerate(PER_LAYER)
+    }
     return metrics_data(scalars, names, per_layer)
 
 
@@ -80,9 +105,13 @@ def pipeline_costs(records: int, layers: int, profile: bool, repeats: int = 3) -
     from tui.state import RunState
 
     payloads = [encode(sample_record(s, layers, seq=s)) for s in range(records)]
-    best = {"decode (msgpack + validation)": math.inf, "decode + session": math.inf,
-            "apply to RunState": math.inf, "blocks: decode + session": math.inf,
-            "blocks: apply to RunState": math.inf}  # fmt: skip
+    best = {
+        "decode (msgpack + validation)": math.inf,
+        "decode + session": math.inf,
+        "apply to RunState": math.inf,
+        "blocks: decode + session": math.inf,
+        "blocks: apply to RunState": math.inf,
+    }
     for _ in range(repeats):
         t0 = time.perf_counter()
         for payload in payloads:
@@ -127,8 +156,12 @@ def pipeline_costs(records: int, layers: int, profile: bool, repeats: int = 3) -
         pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
     by_record = best["decode + session"] + best["apply to RunState"]
     by_block = best["blocks: decode + session"] + best["blocks: apply to RunState"]
-    return {**best, "total, record by record": by_record, "total, blocks": by_block,
-            "bytes/record": float(len(payloads[0]))}  # fmt: skip
+    return {
+        **best,
+        "total, record by record": by_record,
+        "total, blocks": by_block,
+        "bytes/record": float(len(payloads[0])),
+    }
 
 
 # -- 2. live: a publisher process and a headless app -------------------------------------------
@@ -221,8 +254,9 @@ async def live(rates: list[int], seconds: float, layers: int, size: tuple[int, i
             while app.state.by_kind["meta"] == 0 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             for r in rates:
-                phases.append(await _phase(app, pilot, r, seconds, rate, (published, sent),
-                                           applied, frames))  # fmt: skip
+                phases.append(
+                    await _phase(app, pilot, r, seconds, rate, (published, sent), applied, frames)
+                )
                 print(f"  {r:>6}/s phase done", flush=True)
             await pilot.press("q")
     finally:
@@ -323,8 +357,10 @@ class StageClock:
         return timed
 
     def report(self) -> None:
-        print(f"   main thread, whole live part ({self._wall:.1f} s wall; the app process used "
-              f"{self._cpu:.1f} s CPU, all its threads):")  # fmt: skip
+        print(
+            f"   main thread, whole live part ({self._wall:.1f} s wall; the app process used "
+            f"{self._cpu:.1f} s CPU, all its threads):"
+        )
         for name, seconds in sorted(self.seconds.items(), key=lambda item: -item[1]):
             print(f"     {name:<28}{seconds:6.2f} s  {100 * seconds / self._wall:5.1f} %")
 
@@ -338,8 +374,9 @@ async def join(records: int, layers: int) -> dict[str, float]:
     from tui.app import EdgewatchApp
     from tui.ingest import ZmqSource
 
-    transport = ZmqTransport("tcp://127.0.0.1:0", run="bench", queue_size=records + 10,
-                             history=records + 10)  # fmt: skip
+    transport = ZmqTransport(
+        "tcp://127.0.0.1:0", run="bench", queue_size=records + 10, history=records + 10
+    )
     transport.send(Record("meta", "bench", 0, {"run": "bench"}))
     datas = [sample_data(s, layers) for s in range(1000)]
     for step in range(records):
@@ -391,8 +428,9 @@ async def memory(steps: int, layers: int) -> dict[str, str]:
         batch = 5000
         for start in range(0, steps, batch):
             end = min(steps, start + batch)
-            app.state.apply(Record("metrics", "bench", s, datas[s % 1000], seq=s + 1)
-                            for s in range(start, end))  # fmt: skip
+            app.state.apply(
+                Record("metrics", "bench", s, datas[s % 1000], seq=s + 1) for s in range(start, end)
+            )
             if end in checkpoints or end == steps:
                 await pilot.pause(0.15)  # let a render tick chart what is there
                 out[f"rss after {end:,} steps"] = f"{rss_mb():.0f} MB"
@@ -429,14 +467,19 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the receive path")
     parser.add_argument("--join-records", type=int, default=100_000)
     parser.add_argument("--skip", default="", help="comma list of: pipeline,live,join,memory")
-    parser.add_argument("--no-blocks", action="store_true",
-                        help="live part: decode every record one by one (the path before "
-                        "probes.layout), for a before/after comparison")  # fmt: skip
+    parser.add_argument(
+        "--no-blocks",
+        action="store_true",
+        help="live part: decode every record one by one (the path before "
+        "probes.layout), for a before/after comparison",
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     cols, rows = (int(v) for v in args.size.split("x"))
-    print(f"records: {len(SCALARS)} scalars + {len(PER_LAYER)} per-layer arrays × "
-          f"{args.layers} layers")  # fmt: skip
+    print(
+        f"records: {len(SCALARS)} scalars + {len(PER_LAYER)} per-layer arrays × "
+        f"{args.layers} layers"
+    )
     if "pipeline" not in skip:
         costs = pipeline_costs(args.pipeline_records, args.layers, args.profile)
         print(f"\n1. receive path, no sockets ({args.pipeline_records:,} records)")
@@ -456,8 +499,11 @@ def main() -> None:
         if profiler:
             profiler.enable()
         with StageClock() as clock:
-            phases = asyncio.run(live([int(r) for r in args.rates.split(",")], args.seconds,
-                                      args.layers, (cols, rows)))  # fmt: skip
+            phases = asyncio.run(
+                live(
+                    [int(r) for r in args.rates.split(",")], args.seconds, args.layers, (cols, rows)
+                )
+            )
         if profiler:
             profiler.disable()
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
@@ -474,16 +520,35 @@ def main() -> None:
 
 
 def _print_phases(phases: list[Phase]) -> None:
-    head = ("offered/s", "sent/s", "applied/s", "backlog", "trend/s", "drain", "lost", "ticks/s",
-            "frames/s", "key p50", "key max")  # fmt: skip
+    head = (
+        "offered/s",
+        "sent/s",
+        "applied/s",
+        "backlog",
+        "trend/s",
+        "drain",
+        "lost",
+        "ticks/s",
+        "frames/s",
+        "key p50",
+        "key max",
+    )
     print("   " + "".join(f"{h:>10}" for h in head))
     for p in phases:
         keys = sorted(p.key_ms) or [float("nan")]
-        cells = (f"{p.rate:,}", f"{p.sent_per_s:,.0f}", f"{p.applied_per_s:,.0f}",
-                 f"{p.backlog_end:,}",
-                 f"{p.backlog_slope:+,.0f}", f"{p.drain_s:.2f}s", f"{p.lost}",
-                 f"{p.ticks_per_s:.1f}", f"{p.frames_per_s:.1f}",
-                 f"{statistics.median(keys):.0f}ms", f"{keys[-1]:.0f}ms")  # fmt: skip
+        cells = (
+            f"{p.rate:,}",
+            f"{p.sent_per_s:,.0f}",
+            f"{p.applied_per_s:,.0f}",
+            f"{p.backlog_end:,}",
+            f"{p.backlog_slope:+,.0f}",
+            f"{p.drain_s:.2f}s",
+            f"{p.lost}",
+            f"{p.ticks_per_s:.1f}",
+            f"{p.frames_per_s:.1f}",
+            f"{statistics.median(keys):.0f}ms",
+            f"{keys[-1]:.0f}ms",
+        )
         print("   " + "".join(f"{c:>10}" for c in cells))
     print(
         "   sent: records the publisher's transport put on the wire (below offered: the publisher"

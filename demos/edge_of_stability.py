@@ -96,8 +96,13 @@ class EdgeOfStability(Trainer):
     def evaluate(self, step: int) -> dict[str, float]:
         cfg = self.config
         top = hessian_top_eigenvalue(
-            self.model, half_squared_error, self.x, self.y,
-            iterations=cfg.power_iterations, init=self.vector, tol=cfg.power_tol,
+            self.model,
+            half_squared_error,
+            self.x,
+            self.y,
+            iterations=cfg.power_iterations,
+            init=self.vector,
+            tol=cfg.power_tol,
             generator=torch.Generator().manual_seed(cfg.seed),
         )
         self.vector = top.vector
@@ -120,7 +125,7 @@ class EdgeOfStability(Trainer):
         logged loss went *up* (non-monotone descent at the edge)."""
         edge = 2 / self.config.lr
         values = [v for _, v in self.sharpness]
-        late = values[len(values) // 2:] or values
+        late = values[len(values) // 2 :] or values
         rises = sum(b > a for a, b in pairwise(self.losses))
         out = {k: last[k] for k in ("loss", "train_acc", "lambda_max", "eos_gauge") if k in last}
         if values:

@@ -118,7 +118,10 @@ class Grokking(Trainer):
         self.x_train, self.y_train, self.x_test, self.y_test = (t.to(self.device) for t in split)
         self.model = bias_free_mlp(2 * cfg.modulus, cfg.hidden, cfg.modulus).to(self.device)
         adamw = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), eps=cfg.eps,
+            self.model.parameters(),
+            lr=cfg.lr,
+            betas=(0.9, cfg.beta2),
+            eps=cfg.eps,
             weight_decay=cfg.weight_decay,
         )
         self.optimizer = PerpGrad(adamw) if cfg.variant == "perpgrad" else adamw
@@ -129,8 +132,13 @@ class Grokking(Trainer):
         logits = self.model(self.x_train)
         loss = self.loss_fn(logits, self.y_train)
         loss.backward()
-        return StepOutput(loss=loss, logits=logits.detach(), targets=self.y_train,
-                          inputs=self.x_train, loss_fn=self.loss_fn)
+        return StepOutput(
+            loss=loss,
+            logits=logits.detach(),
+            targets=self.y_train,
+            inputs=self.x_train,
+            loss_fn=self.loss_fn,
+        )
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
@@ -150,8 +158,15 @@ class Grokking(Trainer):
         }
 
     def headline(self, last: dict[str, float]) -> dict[str, float]:
-        keys = ("train_acc", "test_acc", "loss", "weight_norm", "sc_fp16", "sc_fp32",
-                "nlm_cos_last")
+        keys = (
+            "train_acc",
+            "test_acc",
+            "loss",
+            "weight_norm",
+            "sc_fp16",
+            "sc_fp32",
+            "nlm_cos_last",
+        )
         return {**{k: last[k] for k in keys if k in last}, "best_test_acc": self.best_test_acc}
 
 

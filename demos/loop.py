@@ -177,9 +177,17 @@ def run(
             scalars.update(trainer.evaluate(step))
             last.update(scalars, loss=float(out.loss.detach()))  # host sync only at eval steps
         if monitor is not None:
-            monitor.observe(step, model=trainer.model, optimizer=trainer.optimizer,
-                            loss=out.loss, logits=out.logits, targets=out.targets,
-                            inputs=out.inputs, loss_fn=out.loss_fn, **scalars)
+            monitor.observe(
+                step,
+                model=trainer.model,
+                optimizer=trainer.optimizer,
+                loss=out.loss,
+                logits=out.logits,
+                targets=out.targets,
+                inputs=out.inputs,
+                loss_fn=out.loss_fn,
+                **scalars,
+            )
         trainer.optimizer.step()
         if progress is not None:
             progress(step, last)

@@ -124,8 +124,15 @@ class SGDStability(Trainer):
         }
 
     def headline(self, last: dict[str, float]) -> dict[str, float]:
-        keys = ("trace_g", "lambda_max_g", "trace_gauge", "eos_gauge", "train_mse", "test_mse",
-                "l1_beta")
+        keys = (
+            "trace_g",
+            "lambda_max_g",
+            "trace_gauge",
+            "eos_gauge",
+            "train_mse",
+            "test_mse",
+            "l1_beta",
+        )
         return {**{k: last[k] for k in keys if k in last}, "two_over_lr": 2 / self.config.lr}
 
 

@@ -208,7 +208,11 @@ def _coerce(raw: str, field: dataclasses.Field, text: str) -> Any:
 
 
 def _run_headless(
-    trainer_cls, config, endpoint: str | None, quiet: bool, keys: str | None = None,
+    trainer_cls,
+    config,
+    endpoint: str | None,
+    quiet: bool,
+    keys: str | None = None,
     insecure: bool = False,
 ) -> None:
     from demos.loop import prepare
@@ -219,8 +223,13 @@ def _run_headless(
     trainer = prepare(trainer_cls, config)
     run_name = f"{trainer_cls.name}-{time.strftime('%H%M%S')}"
     try:
-        monitor = Monitor(run=run_name, bind=endpoint, config=dataclasses.asdict(config),
-                          keys=keys, insecure=insecure)
+        monitor = Monitor(
+            run=run_name,
+            bind=endpoint,
+            config=dataclasses.asdict(config),
+            keys=keys,
+            insecure=insecure,
+        )
     except EndpointError as err:
         raise UsageProblem(str(err)) from None
     monitor.event("trainer", trainer=trainer_cls.name, title=trainer_cls.title)
@@ -260,8 +269,12 @@ class _StopFlag:
             signal.signal(sig, self._handle)
         parent = os.environ.get(PARENT_ENV)
         if parent and parent.isdigit():
-            threading.Thread(target=self._watch_parent, args=(int(parent),), daemon=True,
-                             name="edgewatch-parent-watch").start()
+            threading.Thread(
+                target=self._watch_parent,
+                args=(int(parent),),
+                daemon=True,
+                name="edgewatch-parent-watch",
+            ).start()
 
     def _watch_parent(self, pid: int) -> None:
         while not self.requested:
@@ -335,8 +348,17 @@ def _exec_torchrun(nproc: int, argv: list[str]) -> None:
     """Become ``torchrun --nproc_per_node N`` running this same command once per rank; the
     ranks' parent is then this pid, so the parent watch of a TUI-started trainer keeps working."""
     os.environ[PARENT_ENV] = str(os.getpid())
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "diag", "run", *_strip_option(argv, "--nproc")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "diag",
+        "run",
+        *_strip_option(argv, "--nproc"),
+    ]
     sys.stdout.flush()
     os.execv(sys.executable, cmd)
 
@@ -394,8 +416,11 @@ def watch(
     if once:
         missing = [e for e in endpoints if not _watch_once(e, timeout, client_keys)]
         if missing:
-            raise fail(f"no metrics from {', '.join(missing)} within {timeout:g} s — "
-                       "is a run publishing there?", code=1)  # fmt: skip
+            raise fail(
+                f"no metrics from {', '.join(missing)} within {timeout:g} s — "
+                "is a run publishing there?",
+                code=1,
+            )
         return
     from tui.app import run_tui
 
@@ -547,8 +572,11 @@ def runs(
     for column in ("run", "started", "steps", "status", "file"):
         table.add_column(column)
     for info in found:
-        started = (time.strftime("%Y-%m-%d %H:%M", time.localtime(info.started))
-                   if isinstance(info.started, (int, float)) else "?")
+        started = (
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(info.started))
+            if isinstance(info.started, (int, float))
+            else "?"
+        )
         first, last = info.steps
         steps = "—" if last is None else f"{first}–{last}"
         style = {"finished": "green", "crashed": "red", "running": "yellow"}.get(info.status)

@@ -74,8 +74,18 @@ def launch_child(name: str, args: list[str], endpoint: str | None = None) -> Lau
     except EndpointError as err:
         raise LaunchError(str(err)) from None
     log_path = Path(tempfile.gettempdir()) / f"edgewatch-{name}-{os.getpid()}-{_port(target)}.log"
-    cmd = [sys.executable, "-m", "diag", "run", name, "--no-tui", "--quiet",
-           "--endpoint", target, *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "diag",
+        "run",
+        name,
+        "--no-tui",
+        "--quiet",
+        "--endpoint",
+        target,
+        *args,
+    ]
     with open(log_path, "wb") as log:
         child = subprocess.Popen(
             cmd,

@@ -55,8 +55,12 @@ def _header(state: RunState, endpoint: str) -> Text:
 
 def _metrics_table(state: RunState) -> Table:
     table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-    for column, justify in (("metric", "left"), ("value", "right"), ("level", "left"),
-                            ("limit", "right")):  # fmt: skip
+    for column, justify in (
+        ("metric", "left"),
+        ("value", "right"),
+        ("level", "left"),
+        ("limit", "right"),
+    ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     gauges = [name for name in THRESHOLDS if name in state.scalars]
     for name in gauges:
@@ -65,8 +69,12 @@ def _metrics_table(state: RunState) -> Table:
         level = threshold.level(value)
         style = _LEVEL_STYLE[level]
         op = ">" if threshold.strict else "≥"
-        table.add_row(Text(name, style="bold"), Text(fmt_value(value), style=style),
-                      Text(level, style=style), f"{op} {fmt_value(threshold.limit)}")  # fmt: skip
+        table.add_row(
+            Text(name, style="bold"),
+            Text(fmt_value(value), style=style),
+            Text(level, style=style),
+            f"{op} {fmt_value(threshold.limit)}",
+        )
     for name, value in state.scalars.items():
         if name not in THRESHOLDS:
             table.add_row(name, fmt_value(value), "", "")
@@ -80,7 +88,11 @@ def _events(state: RunState) -> list[Text]:
     lines = [Text("recent events", style="bold")]
     for item in recent:
         clock = time.strftime("%H:%M:%S", time.localtime(item.t))
-        lines.append(Text.assemble((f"{clock} step {item.step:>7} ", "dim"),
-                                   (f"{item.kind:<5} ", "bold"),
-                                   (item.text, _EVENT_STYLE.get(item.level, ""))))  # fmt: skip
+        lines.append(
+            Text.assemble(
+                (f"{clock} step {item.step:>7} ", "dim"),
+                (f"{item.kind:<5} ", "bold"),
+                (item.text, _EVENT_STYLE.get(item.level, "")),
+            )
+        )
     return lines

@@ -21,7 +21,7 @@ class Threshold:
     strict: bool = False  # True: alert when value > limit; False: when value >= limit
 
     def level(self, value: float) -> str:
-        """"ok" | "warn" | "alert" | "unknown" for one value."""
+        """ "ok" | "warn" | "alert" | "unknown" for one value."""
         if not math.isfinite(value):
             return "unknown"
         over = value > self.limit if self.strict else value >= self.limit
@@ -36,8 +36,13 @@ THRESHOLDS: dict[str, Threshold] = {
         Threshold("r", 1.0, 0.5, "step longer than the safe radius ρ_a (Ghosts of Softmax)"),
         Threshold("trace_gauge", 1.0, 0.8, "tr(H)·η/2 ≥ 1: not linearly stable for SGD (Wu & Su)"),
         Threshold("eos_gauge", 1.0, 0.9, "λ_max·η/2 ≥ 1: at/over the edge of stability for GD"),
-        Threshold("sc_fraction", 0.0, 0.0, "softmax collapse: samples with zero gradient signal",
-                  strict=True),
+        Threshold(
+            "sc_fraction",
+            0.0,
+            0.0,
+            "softmax collapse: samples with zero gradient signal",
+            strict=True,
+        ),
         Threshold("sc_fp16", 0.0, 0.0, "logits would collapse in fp16", strict=True),
     )
 }
@@ -60,13 +65,20 @@ class AlertTracker:
             if threshold.level(value) == "alert":
                 if name not in self._active:
                     self._active.add(name)
-                    alerts.append({"metric": name, "value": value, "limit": threshold.limit,
-                                   "message": threshold.meaning})
+                    alerts.append(
+                        {
+                            "metric": name,
+                            "value": value,
+                            "limit": threshold.limit,
+                            "message": threshold.meaning,
+                        }
+                    )
             else:
                 self._active.discard(name)
         loss = scalars.get("loss")
         if loss is not None and not math.isfinite(loss) and not self._loss_alerted:
             self._loss_alerted = True
-            alerts.append({"metric": "loss", "value": loss, "limit": None,
-                           "message": "loss is not finite"})
+            alerts.append(
+                {"metric": "loss", "value": loss, "limit": None, "message": "loss is not finite"}
+            )
         return alerts

@@ -118,13 +118,23 @@ class HessianTraceProbe(Probe):
         self._generator = torch.Generator().manual_seed(1234)
 
     def compute(self, ctx: StepContext) -> ProbeOutput:
-        res = dx.hessian_trace(ctx.model, ctx.loss_fn, ctx.inputs, ctx.targets,
-                               probes=self.k, generator=self._generator, per_layer=True)
+        res = dx.hessian_trace(
+            ctx.model,
+            ctx.loss_fn,
+            ctx.inputs,
+            ctx.targets,
+            probes=self.k,
+            generator=self._generator,
+            per_layer=True,
+        )
         total = res.trace
         shares = {n: (v / total if total else float("nan")) for n, v in res.per_layer.items()}
         return ProbeOutput(
-            {"trace_h": total, "trace_stderr": res.stderr,
-             "trace_gauge": dx.sgd_stability_gauge(total, ctx.lr)},
+            {
+                "trace_h": total,
+                "trace_stderr": res.stderr,
+                "trace_gauge": dx.sgd_stability_gauge(total, ctx.lr),
+            },
             {"trace_share": shares},
         )
 
@@ -145,13 +155,19 @@ class TopEigenvalueProbe(Probe):
         self._vector: list[torch.Tensor] | None = None
 
     def compute(self, ctx: StepContext) -> ProbeOutput:
-        res = dx.hessian_top_eigenvalue(ctx.model, ctx.loss_fn, ctx.inputs, ctx.targets,
-                                        iterations=self.iterations, generator=self._generator,
-                                        init=self._vector)
+        res = dx.hessian_top_eigenvalue(
+            ctx.model,
+            ctx.loss_fn,
+            ctx.inputs,
+            ctx.targets,
+            iterations=self.iterations,
+            generator=self._generator,
+            init=self._vector,
+        )
         self._vector = res.vector
-        return ProbeOutput({"lambda_max": res.eigenvalue,
-                            "eos_gauge": dx.eos_gauge(res.eigenvalue, ctx.lr)})
+        return ProbeOutput(
+            {"lambda_max": res.eigenvalue, "eos_gauge": dx.eos_gauge(res.eigenvalue, ctx.lr)}
+        )
 
 
-DEFAULT_PROBES = ("softmax_collapse", "nlm", "safe_step", "spectral", "hessian_trace",
-                  "lambda_max")
+DEFAULT_PROBES = ("softmax_collapse", "nlm", "safe_step", "spectral", "hessian_trace", "lambda_max")

@@ -234,8 +234,16 @@ class Checkpoint(Controller):
 
 def builtin_controllers() -> dict[str, Controller]:
     controllers: list[Controller] = [
-        StableMax(), Fp64Loss(), PerpGradToggle(), RhoControlToggle(), SpectralClipToggle(),
-        LrScale(), Pause(), Resume(), Stop(), Checkpoint(),
+        StableMax(),
+        Fp64Loss(),
+        PerpGradToggle(),
+        RhoControlToggle(),
+        SpectralClipToggle(),
+        LrScale(),
+        Pause(),
+        Resume(),
+        Stop(),
+        Checkpoint(),
     ]
     return {c.name: c for c in controllers}
 

@@ -99,10 +99,18 @@ class MetricsBlock:
         """The rows where ``keep`` (a boolean mask) is true, in order."""
         payloads = [p for p, kept in zip(self.payloads, keep.tolist(), strict=True) if kept]
         return MetricsBlock(
-            self.run, self.rank, self.seqs[keep], self.steps[keep], self.ts[keep],
-            self.scalar_names, self.scalars[keep], self.layers, self.metrics,
-            self.per_layer[keep], payloads,
-        )  # fmt: skip
+            self.run,
+            self.rank,
+            self.seqs[keep],
+            self.steps[keep],
+            self.ts[keep],
+            self.scalar_names,
+            self.scalars[keep],
+            self.layers,
+            self.metrics,
+            self.per_layer[keep],
+            payloads,
+        )
 
 
 @dataclass
@@ -170,13 +178,18 @@ class Layout:
             columns[:, i] = value
         split = len(self.scalar_names)
         block = MetricsBlock(
-            self.run, self.rank,
+            self.run,
+            self.rank,
             _read(matrix, np.array([self.seq.offset]), self.seq.dtype)[:, 0].astype(np.int64),
             _read(matrix, np.array([self.step.offset]), self.step.dtype)[:, 0].astype(np.int64),
             _read(matrix, np.array([self.t.offset]), self.t.dtype)[:, 0].astype(np.float64),
-            self.scalar_names, columns[:, :split], self.layers, self.metrics,
-            columns[:, split:], payloads[:count],
-        )  # fmt: skip
+            self.scalar_names,
+            columns[:, :split],
+            self.layers,
+            self.metrics,
+            columns[:, split:],
+            payloads[:count],
+        )
         return block, count
 
 
@@ -256,9 +269,18 @@ def learn(payload: bytes, record: Record) -> Layout | None:
         return None
     layers = record.data.get("layers", [])
     return Layout(
-        len(payload), record.run, record.rank, seq, step, t, tuple(scalars),
-        tuple(layers), tuple(per_layer), values, template=bytes(payload),
-    )  # fmt: skip
+        len(payload),
+        record.run,
+        record.rank,
+        seq,
+        step,
+        t,
+        tuple(scalars),
+        tuple(layers),
+        tuple(per_layer),
+        values,
+        template=bytes(payload),
+    )
 
 
 def _number(node: Any) -> Slot:

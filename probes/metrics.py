@@ -62,8 +62,9 @@ class NormTracker:
             self._store_previous([p.detach() for p in self._params], step)
 
     def _grads(self) -> list[torch.Tensor]:
-        grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device)
-                 for p in self._params]  # fmt: skip
+        grads = [
+            p.grad if p.grad is not None else torch.zeros((), device=p.device) for p in self._params
+        ]
         return [g.to_dense() if g.is_sparse else g for g in grads]
 
     def _step_back(self, current: list[torch.Tensor], step: int | None) -> list[torch.Tensor]:

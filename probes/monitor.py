@@ -113,14 +113,23 @@ class Monitor:
         self.rank, self.world_size = self.rank_info.rank, self.rank_info.world_size
         if transport is None and self.rank_info.distributed:  # torchrun: rank 0 hosts the job
             transport = rank_transport(
-                self.rank_info, run=self.run, bind=bind or DEFAULT_ENDPOINT, history=history,
-                auto_port=bind is None, open_store=lambda: _open_store(store, self.run),
-                keys=resolve_server_keys(keys), insecure=insecure,
+                self.rank_info,
+                run=self.run,
+                bind=bind or DEFAULT_ENDPOINT,
+                history=history,
+                auto_port=bind is None,
+                open_store=lambda: _open_store(store, self.run),
+                keys=resolve_server_keys(keys),
+                insecure=insecure,
             )
         self.transport: Transport = transport or ZmqTransport(
-            bind or DEFAULT_ENDPOINT, run=self.run, history=history, auto_port=bind is None,
+            bind or DEFAULT_ENDPOINT,
+            run=self.run,
+            history=history,
+            auto_port=bind is None,
             store=_open_store(store, self.run),
-            keys=resolve_server_keys(keys), insecure=insecure,
+            keys=resolve_server_keys(keys),
+            insecure=insecure,
         )
         self.endpoint = self.transport.endpoint
         self.config = dict(config or {})
@@ -270,14 +279,17 @@ class Monitor:
             project_gradients_(p for p in self.model.parameters() if p.requires_grad)
 
     def _step_controllers_on(self) -> bool:
-        return bool(self.controllers["rho_control"].on  # type: ignore[attr-defined]
-                    or self.controllers["spectral_clip"].on)  # type: ignore[attr-defined]
+        return bool(
+            self.controllers["rho_control"].on  # type: ignore[attr-defined]
+            or self.controllers["spectral_clip"].on
+        )  # type: ignore[attr-defined]
 
     @torch.no_grad()
     def _before_optimizer_step(self, *_: Any) -> None:
         if self.model is not None and self._step_controllers_on():
-            self._before_step = [p.detach().clone() for p in self.model.parameters()
-                                 if p.requires_grad]
+            self._before_step = [
+                p.detach().clone() for p in self.model.parameters() if p.requires_grad
+            ]
 
     @torch.no_grad()
     def _after_optimizer_step(self, *_: Any) -> None:
@@ -380,8 +392,9 @@ class Monitor:
         self.transport.send(
             _MetricsThunk(self.run, ctx.step, ctx.layers, host, device, norms, probed, self._alerts)
         )
-        self.transport.set_status(step=ctx.step, state="running",
-                                  cadences=self.scheduler.cadences())
+        self.transport.set_status(
+            step=ctx.step, state="running", cadences=self.scheduler.cadences()
+        )
 
     def _run_probes(self, ctx: StepContext, due: list[Probe]) -> ProbeOutput:
         """Run the probes due now; a probe that cannot handle this model is retired, loudly."""
@@ -453,8 +466,17 @@ class _MetricsThunk:
 
     __slots__ = ("alerts", "device", "host", "layers", "norms", "probed", "run", "step", "t")
 
-    def __init__(self, run, step, layers, host, device, norms: NormSnapshot,
-                 probed: ProbeOutput, alerts: AlertTracker) -> None:
+    def __init__(
+        self,
+        run,
+        step,
+        layers,
+        host,
+        device,
+        norms: NormSnapshot,
+        probed: ProbeOutput,
+        alerts: AlertTracker,
+    ) -> None:
         self.run, self.step, self.layers = run, step, layers
         self.host, self.device, self.norms = host, device, norms
         self.probed, self.alerts = probed, alerts
@@ -481,16 +503,19 @@ class _MetricsThunk:
             per_layer[name] = [float(by_layer.get(layer, math.nan)) for layer in self.layers]
         data = metrics_data(scalars, self.layers if per_layer else [], per_layer)
         records = [Record(kind="metrics", run=self.run, step=self.step, data=data, t=self.t)]
-        records += [Record(kind="alert", run=self.run, step=self.step, data=alert, t=self.t)
-                    for alert in self.alerts.check(scalars)]
+        records += [
+            Record(kind="alert", run=self.run, step=self.step, data=alert, t=self.t)
+            for alert in self.alerts.check(scalars)
+        ]
         return records
 
 
 def _git_commit() -> str | None:
     """The commit of the working directory's repository, if there is one (for the run's meta)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=2, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=2, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None

@@ -284,8 +284,9 @@ class ProbeScheduler:
         need = self.norm_cost / (self.norm_budget() * self.step_time)
         stride = 1 << min(MAX_DOUBLINGS, max(0, math.ceil(math.log2(max(need, 1.0)) - 1e-9)))
         # the largest power of two dividing each reader's cadence: its steps stay norm steps
-        readers = [self.cadence(p) // self.stride for p in self.probes
-                   if "last_update" in p.requires]  # fmt: skip
+        readers = [
+            self.cadence(p) // self.stride for p in self.probes if "last_update" in p.requires
+        ]
         return min([stride, *(c & -c for c in readers)])
 
     def remove(self, probe: Probe) -> None:

@@ -559,8 +559,15 @@ class RankForwarder(QueuedTransport):
             self.stats.dropped_rank0_unreachable += 1
 
     def _heartbeat(self, final: bool = False) -> None:
-        beat = heartbeat_record(self._run, self.rank, self._seq.last, dict(self._status),
-                                self.stats, self._queue.qsize(), final)  # fmt: skip
+        beat = heartbeat_record(
+            self._run,
+            self.rank,
+            self._seq.last,
+            dict(self._status),
+            self.stats,
+            self._queue.qsize(),
+            final,
+        )
         self._push_payload(encode(beat))
 
     def _read_commands(self) -> None:

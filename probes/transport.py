@@ -322,10 +322,13 @@ class ZmqTransport(QueuedTransport):
         check_bind(requested, secure=keys is not None, insecure=insecure)
         # a ZAP handler is per context: a secure transport gets its own context and handler
         self._ctx = zmq.Context() if keys is not None else zmq.Context.instance()
-        self._auth = (start_authenticator(self._ctx, keys, self._count_denied)
-                      if keys is not None else None)
-        self.security_meta = {"auth": "curve" if keys is not None else "none",
-                              "insecure": keys is None and not is_loopback(requested)}
+        self._auth = (
+            start_authenticator(self._ctx, keys, self._count_denied) if keys is not None else None
+        )
+        self.security_meta = {
+            "auth": "curve" if keys is not None else "none",
+            "insecure": keys is None and not is_loopback(requested),
+        }
         try:
             self._pub, self._router, parsed = self._bind(requested, auto_port)
         except BaseException:
@@ -444,8 +447,9 @@ class ZmqTransport(QueuedTransport):
     def _publish_heartbeat(self, final: bool = False) -> None:
         """Heartbeats carry the last data seq (they take none of their own) and live status."""
         status = {**self._status, **self._store_status()}
-        beat = heartbeat_record(self._run, self._rank, self._seq.last, status, self.stats,
-                                self._queue.qsize(), final)  # fmt: skip
+        beat = heartbeat_record(
+            self._run, self._rank, self._seq.last, status, self.stats, self._queue.qsize(), final
+        )
         try:
             self._pub.send_multipart([self._run.encode(), encode(beat)], zmq.NOBLOCK)
         except zmq.ZMQError:
@@ -454,8 +458,11 @@ class ZmqTransport(QueuedTransport):
     def _store_status(self) -> dict[str, Any]:
         if self.store is None:
             return {}
-        return {"store": str(self.store.path), "store_error": self.store.error,
-                "store_dropped": self.store.dropped}
+        return {
+            "store": str(self.store.path),
+            "store_error": self.store.error,
+            "store_dropped": self.store.dropped,
+        }
 
     def _serve_requests(self) -> None:
         for _ in range(100):
@@ -483,13 +490,17 @@ class ZmqTransport(QueuedTransport):
             self.stats.bad_requests += 1
             self._reply(identity, b"error", {"error": value})
 
-    def _accept_command(self, identity: bytes, request: dict[str, Any],
-                        user_id: str | None = None) -> None:
+    def _accept_command(
+        self, identity: bytes, request: dict[str, Any], user_id: str | None = None
+    ) -> None:
         self.stats.commands_received += 1
         refusal = self._refusal(identity, user_id)
         if refusal is not None:
-            self._reply(identity, b"ack", {"id": _command_id(request),
-                                           "cmd": _command_name(request), "error": refusal})
+            self._reply(
+                identity,
+                b"ack",
+                {"id": _command_id(request), "cmd": _command_name(request), "error": refusal},
+            )
             return
         try:
             command = parse_command(request, identity)
@@ -499,8 +510,9 @@ class ZmqTransport(QueuedTransport):
             self.stats.commands_rejected += 1
             reason = str(err)
             cid = _command_id(request)
-            self._reply(identity, b"ack", {"id": cid, "cmd": _command_name(request),
-                                           "error": reason})
+            self._reply(
+                identity, b"ack", {"id": cid, "cmd": _command_name(request), "error": reason}
+            )
 
     def _refusal(self, identity: bytes, user_id: str | None) -> str | None:
         """Why a command from this peer is not queued (None: it may be)."""
@@ -526,15 +538,28 @@ class ZmqTransport(QueuedTransport):
             self.stats.send_errors += 1
 
 
-def heartbeat_record(run: str, rank: int, last_seq: int, status: dict[str, Any],
-                     stats: TransportStats, queued: int, final: bool) -> Record:
+def heartbeat_record(
+    run: str,
+    rank: int,
+    last_seq: int,
+    status: dict[str, Any],
+    stats: TransportStats,
+    queued: int,
+    final: bool,
+) -> Record:
     """The heartbeat a transport sends: live status, counters, and the last data seq it
     stamped (heartbeats take no seq of their own; a final one says how the run ended)."""
     data = {**status, "stats": stats.as_map(), "queued": queued, "last_seq": last_seq}
     if final:
         data["state"] = data.get("final_state", "finished")
-    return Record(kind="heartbeat", run=run, step=int(data.get("step", 0)), data=data,
-                  rank=rank, seq=max(last_seq, 0))  # fmt: skip
+    return Record(
+        kind="heartbeat",
+        run=run,
+        step=int(data.get("step", 0)),
+        data=data,
+        rank=rank,
+        seq=max(last_seq, 0),
+    )
 
 
 def classify_request(body: bytes) -> tuple[str, Any]:

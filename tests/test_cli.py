@@ -20,9 +20,22 @@ ENV = {**os.environ, "COLUMNS": "200"}
 
 def test_headless_grokking_run_exits_zero_with_a_summary():
     proc = subprocess.run(
-        [sys.executable, "-m", "diag", "run", "grokking", "--no-tui", "--steps", "50",
-         "--endpoint", "tcp://127.0.0.1:0"],
-        capture_output=True, text=True, timeout=240, env=ENV,
+        [
+            sys.executable,
+            "-m",
+            "diag",
+            "run",
+            "grokking",
+            "--no-tui",
+            "--steps",
+            "50",
+            "--endpoint",
+            "tcp://127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=ENV,
     )
     assert proc.returncode == 0, proc.stderr
     assert "grokking: 50 steps" in proc.stdout and "train_acc" in proc.stdout
@@ -54,8 +67,19 @@ def test_busy_explicit_endpoint_is_reported_not_crashed():
     blocker = zmq.Context.instance().socket(zmq.PUB)
     blocker.bind(f"tcp://127.0.0.1:{port}")
     try:
-        result = runner.invoke(app, ["run", "grokking", "--no-tui", "--steps", "1",
-                                     "--endpoint", f"tcp://127.0.0.1:{port}"], env=ENV)
+        result = runner.invoke(
+            app,
+            [
+                "run",
+                "grokking",
+                "--no-tui",
+                "--steps",
+                "1",
+                "--endpoint",
+                f"tcp://127.0.0.1:{port}",
+            ],
+            env=ENV,
+        )
     finally:
         blocker.close(0)
     assert result.exit_code == 2 and "already in use" in result.output
@@ -63,8 +87,9 @@ def test_busy_explicit_endpoint_is_reported_not_crashed():
 
 def test_watch_once_on_a_silent_endpoint_says_so():
     port = free_port_pair()
-    result = runner.invoke(app, ["watch", f"tcp://127.0.0.1:{port}", "--once",
-                                 "--timeout", "0.5"], env=ENV)
+    result = runner.invoke(
+        app, ["watch", f"tcp://127.0.0.1:{port}", "--once", "--timeout", "0.5"], env=ENV
+    )
     assert result.exit_code == 1 and "no metrics" in result.output
 
 
@@ -77,9 +102,21 @@ def test_child_trainer_streams_and_stops_cleanly_on_request():
     """What `diag run NAME` does when the TUI quits: SIGTERM → stop at a step boundary."""
     endpoint = f"tcp://127.0.0.1:{free_port_pair()}"
     child = subprocess.Popen(
-        [sys.executable, "-m", "diag", "run", "grokking", "--no-tui", "--quiet",
-         "--steps", "100000", "--endpoint", endpoint],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "diag",
+            "run",
+            "grokking",
+            "--no-tui",
+            "--quiet",
+            "--steps",
+            "100000",
+            "--endpoint",
+            endpoint,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     sub = Subscriber(endpoint)
     try:
@@ -109,8 +146,9 @@ def test_a_trainer_started_for_the_tui_stops_when_the_tui_process_dies():
         "print(child.pid, flush=True)\n"
         "time.sleep(600)\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE,
-                              text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True
+    )
     child_pid = int(parent.stdout.readline())
     sub = Subscriber(endpoint)
     try:

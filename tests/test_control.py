@@ -26,8 +26,9 @@ class LiveRun:
         self.model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4))
         self.opt = torch.optim.SGD(self.model.parameters(), lr=lr)
         self.x, self.y = torch.randn(32, 8), torch.randint(0, 4, (32,))
-        self.mon = Monitor(run="ctl", bind="tcp://127.0.0.1:0", probes=None,
-                           run_dir=str(tmp_path / "run"))
+        self.mon = Monitor(
+            run="ctl", bind="tcp://127.0.0.1:0", probes=None, run_dir=str(tmp_path / "run")
+        )
         self.step = 0
         self.grad_cos: dict[int, list[float]] = {}
         self.taken_r: dict[int, float] = {}
@@ -49,8 +50,9 @@ class LiveRun:
         after = [p.detach().clone() for p in params]
         for p, b in zip(params, self._before, strict=True):
             p.copy_(b)
-        r = safe_step_radius(self.model, self.x, [a - b for a, b in zip(after, self._before,
-                                                                         strict=True)]).r
+        r = safe_step_radius(
+            self.model, self.x, [a - b for a, b in zip(after, self._before, strict=True)]
+        ).r
         for p, a in zip(params, after, strict=True):
             p.copy_(a)
         return r
@@ -62,8 +64,15 @@ class LiveRun:
             logits = self.model(self.x)
             loss = self.mon.loss(logits, self.y)
             loss.backward()
-            self.mon.observe(step, model=self.model, optimizer=self.opt, loss=loss,
-                             logits=logits, targets=self.y, inputs=self.x)
+            self.mon.observe(
+                step,
+                model=self.model,
+                optimizer=self.opt,
+                loss=loss,
+                logits=logits,
+                targets=self.y,
+                inputs=self.x,
+            )
             self.opt.step()
             self.taken_r[step] = self._radius_of_step_taken()
             if self.mon.stop_requested:
@@ -172,8 +181,10 @@ def test_pause_blocks_the_loop_heartbeats_go_on_and_resume_continues(live):
     ack = live.send("pause")
     assert ack["state"] == "paused"
     frozen = live.step
-    beats = sub.collect(lambda rs: any(r.kind == "heartbeat" and r.data.get("state") == "paused"
-                                       for r in rs), timeout=5)
+    beats = sub.collect(
+        lambda rs: any(r.kind == "heartbeat" and r.data.get("state") == "paused" for r in rs),
+        timeout=5,
+    )
     assert any(r.kind == "heartbeat" and r.data["state"] == "paused" for r in beats)
     assert live.step == frozen
     live.send("resume")
@@ -207,8 +218,13 @@ def test_custom_controllers_by_decorator_and_validation():
     mon.observe(7, loss=1.0)
     mon.close()
     acks = {body["id"]: body for _, body in tr.replies}
-    assert acks[1] == {"id": 1, "cmd": "warmup", "args": {"steps": 5}, "steps": 5,
-                       "applied_at_step": 7}
+    assert acks[1] == {
+        "id": 1,
+        "cmd": "warmup",
+        "args": {"steps": 5},
+        "steps": 5,
+        "applied_at_step": 7,
+    }
     assert "must be int" in acks[2]["error"] and "must be int" in acks[3]["error"]
     assert "a command is a map" in acks[None]["error"]
     assert seen == [5]

@@ -33,12 +33,23 @@ from probes.wire import Record, WireError, decode, encode, metrics_data
 from tui.state import RunState
 
 
-def metrics(step: int, seq: int, *, rank: int = 0, layers: int = 3, t: float = 1.7e9,
-            scale: float = 1.0, run: str = "r", extra: dict | None = None) -> bytes:  # fmt: skip
+def metrics(
+    step: int,
+    seq: int,
+    *,
+    rank: int = 0,
+    layers: int = 3,
+    t: float = 1.7e9,
+    scale: float = 1.0,
+    run: str = "r",
+    extra: dict | None = None,
+) -> bytes:
     names = [f"l{i}.weight" for i in range(layers)]
     scalars = {"loss": 2.0 * scale / (step + 1), "lr": 0.01 * scale, **(extra or {})}
-    per_layer = {"grad_norm": [scale * (i + 1) for i in range(layers)],
-                 "sigma_max": [scale / (i + 2) for i in range(layers)]}  # fmt: skip
+    per_layer = {
+        "grad_norm": [scale * (i + 1) for i in range(layers)],
+        "sigma_max": [scale / (i + 2) for i in range(layers)],
+    }
     data = metrics_data(scalars, names, per_layer)
     return encode(Record("metrics", run, step, data, rank=rank, seq=seq, t=t))
 
@@ -86,8 +97,7 @@ def same_floats(a: np.ndarray, b: np.ndarray) -> bool:
 
 def assert_same(got: tuple[CloneSession, RunState], want: tuple[CloneSession, RunState]) -> None:
     (s1, a), (s2, b) = got[:2], want[:2]
-    for field in ("last_seq", "rank_seqs", "run", "lost", "repairs", "rejected",
-                  "repair_pending"):  # fmt: skip
+    for field in ("last_seq", "rank_seqs", "run", "lost", "repairs", "rejected", "repair_pending"):
         assert getattr(s1, field) == getattr(s2, field), field
     for field in ("run", "step", "records", "by_kind", "layers", "_last_seq"):
         assert getattr(a, field) == getattr(b, field), field
@@ -146,10 +156,21 @@ def test_numbers_are_read_bit_exact_whatever_their_encoding() -> None:
 
 def test_float32_and_signed_encodings_from_another_client_are_read_too() -> None:
     def packed(seq: int) -> bytes:
-        data = {"scalars": {"x": struct.unpack("f", struct.pack("f", seq / 7))[0]}, "layers": [],
-                "per_layer": {}}  # fmt: skip
-        envelope = {"v": 1, "kind": "metrics", "run": "c", "rank": 0, "seq": seq, "step": seq,
-                    "t": 1.0, "data": data}  # fmt: skip
+        data = {
+            "scalars": {"x": struct.unpack("f", struct.pack("f", seq / 7))[0]},
+            "layers": [],
+            "per_layer": {},
+        }
+        envelope = {
+            "v": 1,
+            "kind": "metrics",
+            "run": "c",
+            "rank": 0,
+            "seq": seq,
+            "step": seq,
+            "t": 1.0,
+            "data": data,
+        }
         return msgpack.packb(envelope, use_single_float=True)
 
     payloads = [packed(s) for s in range(300, 340)]
@@ -255,8 +276,9 @@ def streams(draw) -> list[bytes]:
             data = {"state": "running", "last_seq": seqs[rank] - 1}
             payloads.append(encode(Record("heartbeat", "r", step, data, rank=rank, seq=0)))
         elif what == "event":
-            payloads.append(encode(Record("event", "r", step, {"event": "note"}, rank=rank,
-                                          seq=seqs[rank])))  # fmt: skip
+            payloads.append(
+                encode(Record("event", "r", step, {"event": "note"}, rank=rank, seq=seqs[rank]))
+            )
             seqs[rank] += 1
         elif what == "dup" and payloads:
             payloads.append(payloads[draw(st.integers(0, len(payloads) - 1))])
@@ -269,8 +291,16 @@ def streams(draw) -> list[bytes]:
         else:
             layers = draw(st.sampled_from([2, 3]))
             for _ in range(draw(st.integers(1, 3 * MIN_BLOCK))):
-                payloads.append(metrics(step, seqs[rank], rank=rank, layers=layers,
-                                        scale=draw(values), t=draw(st.floats(0, 4e9))))  # fmt: skip
+                payloads.append(
+                    metrics(
+                        step,
+                        seqs[rank],
+                        rank=rank,
+                        layers=layers,
+                        scale=draw(values),
+                        t=draw(st.floats(0, 4e9)),
+                    )
+                )
                 seqs[rank] += 1
                 step += draw(st.integers(0, 2))
     return payloads
@@ -321,8 +351,11 @@ def test_a_snapshot_holding_anything_but_payloads_is_rejected_item_by_item() -> 
     body = [*good[:5], *junk, *good[5:]]
     session = CloneSession()
     session.layouts.learn(good[0], decode(good[0]))
-    items = [i for layout, run in session.layouts.runs(body)
-             for i in session.accept_run(layout, run, snapshot=True)]  # fmt: skip
+    items = [
+        i
+        for layout, run in session.layouts.runs(body)
+        for i in session.accept_run(layout, run, snapshot=True)
+    ]
     reference = CloneSession()
     records = reference.accept_snapshot(body)
     assert session.rejected == reference.rejected and sum(session.rejected.values()) >= 5

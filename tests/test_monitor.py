@@ -52,8 +52,12 @@ def test_basic_metrics_match_an_exact_computation():
     mon = Monitor(run="exact", transport=tr)
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2))
-    opt = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.1},
-                           {"params": model[2].parameters(), "lr": 0.01}])
+    opt = torch.optim.SGD(
+        [
+            {"params": model[0].parameters(), "lr": 0.1},
+            {"params": model[2].parameters(), "lr": 0.01},
+        ]
+    )
     x, y = torch.randn(7, 3), torch.randint(0, 2, (7,))
     before = None
     for step in range(2):

@@ -31,8 +31,9 @@ def _mlp():
 
 
 def _cnn():
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(3 * 4 * 4, 4))
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 4)
+    )
     return model, torch.randn(24, 1, 6, 6)
 
 
@@ -53,8 +54,16 @@ def _train(build, monitor: Monitor | None, steps: int = 4):
         loss = loss_fn(logits, y)
         loss.backward()
         if monitor is not None:
-            monitor.observe(step, model=model, optimizer=opt, loss=loss, logits=logits,
-                            targets=y, inputs=x, loss_fn=loss_fn)
+            monitor.observe(
+                step,
+                model=model,
+                optimizer=opt,
+                loss=loss,
+                logits=logits,
+                targets=y,
+                inputs=x,
+                loss_fn=loss_fn,
+            )
         opt.step()
     state = [t.detach().clone() for t in model.state_dict().values()]
     return state, torch.get_rng_state()
@@ -78,8 +87,18 @@ def test_every_probe_at_every_step_leaves_training_bit_identical(build):
         assert torch.equal(a, b)
     assert torch.equal(plain_rng, rng)
     scalars = [r for r in tr.records if r.kind == "metrics"][-1].data["scalars"]
-    for name in ("sc_fraction", "nlm_cos", "rho_a", "r", "sigma_max", "trace_h", "lambda_max",
-                 "trace_gauge", "eos_gauge", "overhead_pct"):
+    for name in (
+        "sc_fraction",
+        "nlm_cos",
+        "rho_a",
+        "r",
+        "sigma_max",
+        "trace_h",
+        "lambda_max",
+        "trace_gauge",
+        "eos_gauge",
+        "overhead_pct",
+    ):
         assert name in scalars, name
 
 
@@ -118,9 +137,12 @@ class _Opaque(nn.Module):
 
 def test_a_model_no_probe_can_differentiate_gets_a_skip_reason_not_an_exception():
     tr = InProcessTransport()
-    mon = Monitor(run="skip", transport=tr,
-                  probes=[PROBES["safe_step"](every=1), PROBES["hessian_trace"](every=1)],
-                  budget=1.0)
+    mon = Monitor(
+        run="skip",
+        transport=tr,
+        probes=[PROBES["safe_step"](every=1), PROBES["hessian_trace"](every=1)],
+        budget=1.0,
+    )
     model, x, y = _Opaque(), torch.randn(5, 3), torch.randint(0, 2, (5,))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for step in range(3):
@@ -128,12 +150,23 @@ def test_a_model_no_probe_can_differentiate_gets_a_skip_reason_not_an_exception(
         logits = model(x)
         loss = nn.functional.cross_entropy(logits, y)
         loss.backward()
-        mon.observe(step, model=model, optimizer=opt, loss=loss, logits=logits, targets=y,
-                    inputs=x, loss_fn=nn.functional.cross_entropy)
+        mon.observe(
+            step,
+            model=model,
+            optimizer=opt,
+            loss=loss,
+            logits=logits,
+            targets=y,
+            inputs=x,
+            loss_fn=nn.functional.cross_entropy,
+        )
         opt.step()
     mon.close()
-    skipped = {r.data["probe"]: r.data["reason"] for r in tr.records
-               if r.data.get("event") == "probe_skipped"}
+    skipped = {
+        r.data["probe"]: r.data["reason"]
+        for r in tr.records
+        if r.data.get("event") == "probe_skipped"
+    }
     assert set(skipped) == {"safe_step", "hessian_trace"}
     assert all(reason for reason in skipped.values())
     assert mon.errors == 0 and len([r for r in tr.records if r.kind == "metrics"]) == 3
@@ -147,8 +180,14 @@ class _FakeProbe(Probe):
         return ProbeOutput()
 
 
-def _steps_run(sched: ProbeScheduler, probe: Probe, steps: int, cost: float,
-               training: float, first_cost: float | None = None) -> list[int]:
+def _steps_run(
+    sched: ProbeScheduler,
+    probe: Probe,
+    steps: int,
+    cost: float,
+    training: float,
+    first_cost: float | None = None,
+) -> list[int]:
     """Drive the scheduler like the Monitor does; returns the steps at which ``probe`` ran."""
     ran = []
     for step in range(steps):

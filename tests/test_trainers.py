@@ -52,8 +52,9 @@ def _twins(lr: float, enabled: bool = True):
     twin = copy.deepcopy(model)
     before = [p.detach().clone() for p in model.parameters()]
     plain = torch.optim.Adam(twin.parameters(), lr=lr)
-    ctrl = RhoControl(torch.optim.Adam(model.parameters(), lr=lr), model, lambda: x,
-                      enabled=enabled)
+    ctrl = RhoControl(
+        torch.optim.Adam(model.parameters(), lr=lr), model, lambda: x, enabled=enabled
+    )
     _one_step(plain, twin, x, y)
     _one_step(ctrl, model, x, y)
     return model, twin, before, plain, ctrl, x
@@ -99,10 +100,14 @@ def test_all_four_trainers_are_registered():
 
 
 def test_grokking_variants_resolve_to_the_papers_optimizers():
-    cfgs = {v: GrokkingConfig(variant=v) for v in ("baseline", "weight_decay", "stablemax",
-                                                    "perpgrad")}
+    cfgs = {
+        v: GrokkingConfig(variant=v) for v in ("baseline", "weight_decay", "stablemax", "perpgrad")
+    }
     assert (cfgs["baseline"].beta2, cfgs["baseline"].eps, cfgs["baseline"].weight_decay) == (
-        0.99, 1e-25, 0.0)
+        0.99,
+        1e-25,
+        0.0,
+    )
     assert cfgs["weight_decay"].weight_decay == 1.0
     assert cfgs["stablemax"].beta2 == 0.999
     assert (cfgs["perpgrad"].beta2, cfgs["perpgrad"].eps) == (0.999, 1e-8)
@@ -134,10 +139,12 @@ def test_sgd_stability_steps_default_to_the_modes_budget():
 
 def test_grokking_perpgrad_generalises_while_baseline_overfits():
     """100 full-batch epochs each (~15 s): ⊥AdamW is well on its way, the baseline is not."""
-    base = _run(Grokking, GrokkingConfig(variant="baseline", steps=100, eval_every=50,
-                                         device="cpu"))[1].headline
-    perp = _run(Grokking, GrokkingConfig(variant="perpgrad", steps=100, eval_every=50,
-                                         device="cpu"))[1].headline
+    base = _run(
+        Grokking, GrokkingConfig(variant="baseline", steps=100, eval_every=50, device="cpu")
+    )[1].headline
+    perp = _run(
+        Grokking, GrokkingConfig(variant="perpgrad", steps=100, eval_every=50, device="cpu")
+    )[1].headline
     assert base["train_acc"] > 0.99 and base["test_acc"] < 0.05  # memorised, anti-generalising
     assert base["nlm_cos_last"] > 0.5  # the gradient mostly scales the last layer up
     assert perp["test_acc"] > 0.2 > base["test_acc"] + 0.1
@@ -175,8 +182,7 @@ def test_sgd_keeps_the_trace_below_two_over_eta_where_gd_does_not():
 
 
 def test_edge_of_stability_sharpens_toward_two_over_eta():
-    trainer, result = _run(EdgeOfStability,
-                           EdgeOfStabilityConfig(lr=0.5, steps=401, device="cpu"))
+    trainer, result = _run(EdgeOfStability, EdgeOfStabilityConfig(lr=0.5, steps=401, device="cpu"))
     gauges = [v * 0.5 / 2 for _, v in trainer.sharpness]
     assert gauges[0] < 0.8  # starts well inside the stable region
     assert gauges[-1] > gauges[0] + 0.15  # progressive sharpening …

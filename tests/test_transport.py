@@ -81,8 +81,11 @@ def test_viewer_restart_mid_run_gets_everything_again(transport):
     for step in range(100, 200):
         transport.send(_metrics(step))
     second = Subscriber(transport.endpoint)
-    steps = [r.step for r in second.collect(lambda rs: any(r.step == 199 for r in rs), 5)
-             if r.kind == "metrics"]
+    steps = [
+        r.step
+        for r in second.collect(lambda rs: any(r.step == 199 for r in rs), 5)
+        if r.kind == "metrics"
+    ]
     second.close()
     assert steps == list(range(200))
 
@@ -91,8 +94,11 @@ def test_idle_publisher_sends_heartbeats_with_status():
     tr = ZmqTransport("tcp://127.0.0.1:0", run="t", heartbeat_s=0.2)
     tr.set_status(state="paused", step=7)
     sub = Subscriber(tr.endpoint)
-    beats = [r for r in sub.collect(lambda rs: any(r.kind == "heartbeat" for r in rs), 5)
-             if r.kind == "heartbeat"]
+    beats = [
+        r
+        for r in sub.collect(lambda rs: any(r.kind == "heartbeat" for r in rs), 5)
+        if r.kind == "heartbeat"
+    ]
     sub.close()
     tr.close()
     assert beats and beats[0].data["state"] == "paused" and beats[0].step == 7
@@ -130,7 +136,8 @@ def test_gap_in_live_updates_is_repaired_from_history():
     assert not session.accept_payload(encode(Record("metrics", "t", 5, {}, seq=5)))
     assert session.repair_pending
     delivered += session.accept_snapshot(
-        [encode(Record("metrics", "t", s, {}, seq=s)) for s in (2, 3, 4, 5)])
+        [encode(Record("metrics", "t", s, {}, seq=s)) for s in (2, 3, 4, 5)]
+    )
     session.finish_snapshot({"seq": 5})
     assert [r.seq for r in delivered] == [0, 1, 2, 3, 4, 5]
     assert session.lost == 0 and not session.repair_pending

@@ -233,8 +233,9 @@ async def test_run_restart_redraws_charts_from_scratch() -> None:
         loss, acc = app.charts["loss"], app.charts["train_acc"]
         # the title shows the new value before the line is redrawn (charts redraw within a
         # per-tick budget): wait for the redraw too
-        await until(pilot, lambda: loss.latest == 7.0 and acc.points_drawn == 0
-                    and loss.points_drawn == 1)  # fmt: skip
+        await until(
+            pilot, lambda: loss.latest == 7.0 and acc.points_drawn == 0 and loss.points_drawn == 1
+        )
         assert loss.points_drawn == 1 and "run restarted" in app.state.events[-1].text
 
 

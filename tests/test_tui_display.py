@@ -83,8 +83,11 @@ def test_runstate_rows_give_the_same_series_and_latest_values_as_before() -> Non
 
 def test_runstate_takes_ints_and_junk_from_an_unvalidated_source() -> None:
     state = RunState()
-    data = {"scalars": {"loss": 3, "acc": "high"}, "layers": ["a", "b"],
-            "per_layer": {"g": [1, None], "bad": "x", "short": [1.0]}}  # fmt: skip
+    data = {
+        "scalars": {"loss": 3, "acc": "high"},
+        "layers": ["a", "b"],
+        "per_layer": {"g": [1, None], "bad": "x", "short": [1.0]},
+    }
     state.apply([Record("metrics", "r", 0, data)])
     assert state.scalars["loss"] == 3.0 and math.isnan(state.scalars["acc"])
     assert state.per_layer["g"][0] == 1.0 and math.isnan(state.per_layer["g"][1])
@@ -94,8 +97,10 @@ def test_runstate_takes_ints_and_junk_from_an_unvalidated_source() -> None:
 def test_decode_still_rejects_bools_and_strings_in_metrics() -> None:
     good = metrics_data({"loss": 1.0, "n": 3}, ["a"], {"g": [1.0]})
     assert decode(encode(Record("metrics", "r", 0, good))).data["scalars"]["n"] == 3
-    for bad, reason in (({"scalars": {"x": True}}, "scalars['x']"),
-                        ({"layers": ["a"], "per_layer": {"g": ["1"]}}, "non-number")):  # fmt: skip
+    for bad, reason in (
+        ({"scalars": {"x": True}}, "scalars['x']"),
+        ({"layers": ["a"], "per_layer": {"g": ["1"]}}, "non-number"),
+    ):
         with pytest.raises(WireError, match=reason.replace("[", r"\[")):
             decode(encode(Record("metrics", "r", 0, bad)))
 

@@ -19,8 +19,11 @@ floats = st.floats(allow_nan=True, allow_infinity=True)
 @st.composite
 def metrics_records(draw):
     layers = draw(st.lists(names, max_size=6))
-    per_layer = draw(st.dictionaries(names, st.lists(floats, min_size=len(layers),
-                                                     max_size=len(layers)), max_size=3))
+    per_layer = draw(
+        st.dictionaries(
+            names, st.lists(floats, min_size=len(layers), max_size=len(layers)), max_size=3
+        )
+    )
     data = metrics_data(draw(st.dictionaries(names, floats, max_size=8)), layers, per_layer)
     return Record(
         kind="metrics",
@@ -42,7 +45,12 @@ def _same(a: float, b: float) -> bool:
 def test_metrics_round_trip_keeps_every_value_including_nan_and_inf(record):
     back = decode(encode(record))
     assert (back.kind, back.run, back.step, back.rank, back.seq) == (
-        record.kind, record.run, record.step, record.rank, record.seq)
+        record.kind,
+        record.run,
+        record.step,
+        record.rank,
+        record.seq,
+    )
     assert back.t == record.t
     assert back.data["layers"] == record.data["layers"]
     for key, value in record.data["scalars"].items():
@@ -88,8 +96,10 @@ def _envelope(**changes):
         (_pack(_envelope(t=math.inf)), "t must be"),
         (_pack(_envelope(data=[1])), "data must be a map"),
         (_pack(_envelope(data={"scalars": {"x": "1"}})), "not a number"),
-        (_pack(_envelope(data={"layers": ["a"], "per_layer": {"g": [1.0, 2.0]}})),
-         "one value per layer"),
+        (
+            _pack(_envelope(data={"layers": ["a"], "per_layer": {"g": [1.0, 2.0]}})),
+            "one value per layer",
+        ),
     ],
 )
 def test_malformed_messages_are_rejected_with_a_reason(payload, reason):

@@ -249,8 +249,9 @@ class EdgewatchApp(App[None]):
             self._set_compact(self.size)
         state = self.state
         state.sync_session(self.source.session)
-        title = " · ".join(filter(None, [self.runs.current.title or self.title,
-                                         self.runs.position()]))  # fmt: skip
+        title = " · ".join(
+            filter(None, [self.runs.current.title or self.title, self.runs.position()])
+        )
         self.header.info = HeaderInfo.from_state(state, title=title, paused=self.paused)
         self.badge.link = LinkInfo.from_state(self.source.connection_state(), state)
         self.controls_bar.show(self.controls)
@@ -304,8 +305,9 @@ class EdgewatchApp(App[None]):
             if count > slot.alerts_seen:
                 new = count - slot.alerts_seen
                 slot.alerts_seen = count
-                self.notify(f"{new} new alert(s) in {slot.name} (w switches runs)",
-                            severity="warning")  # fmt: skip
+                self.notify(
+                    f"{new} new alert(s) in {slot.name} (w switches runs)", severity="warning"
+                )
 
     def _report_failed_launches(self) -> None:
         """A launched trainer that died (bad config, crash) says so once, with its log's tail."""
@@ -315,8 +317,9 @@ class EdgewatchApp(App[None]):
                 slot.failure_reported = True
                 tail = run.log_tail(3)
                 message = f"{run.name} exited with status {run.child.returncode}\n{tail}"
-                self.notify(message, title="launch failed", severity="error", markup=False,
-                            timeout=15)  # fmt: skip
+                self.notify(
+                    message, title="launch failed", severity="error", markup=False, timeout=15
+                )
 
     # -- several runs ----------------------------------------------------------------------------
     def add_run(

@@ -52,8 +52,14 @@ def demo_records(steps: int = DEMO_STEPS) -> list[Record]:
     """A grokking-shaped run: train accuracy first, test accuracy much later, the step ratio r
     climbing into amber and fp16 softmax collapse appearing once the logits grow."""
     seq = iter(range(10**9))
-    meta = {"run": DEMO_RUN, "host": "gpu-box", "device": "cpu", "params": 107_800,
-            "trainer": "grokking", "model": "MLP"}  # fmt: skip
+    meta = {
+        "run": DEMO_RUN,
+        "host": "gpu-box",
+        "device": "cpu",
+        "params": 107_800,
+        "trainer": "grokking",
+        "model": "MLP",
+    }
     out = [Record("meta", DEMO_RUN, 0, meta, seq=next(seq), t=DEMO_T0)]
     out.append(Record("event", DEMO_RUN, 0, {"event": "start"}, seq=next(seq), t=DEMO_T0))
     for step in range(steps):
@@ -106,8 +112,7 @@ def run_records(name: str, steps: int) -> list[Record]:
     config = trainer_cls.Config(steps=steps, device="cpu")
     trainer = prepare(trainer_cls, config)
     transport = InProcessTransport()
-    monitor = Monitor(run=name, transport=transport, store=None,
-                      config=dataclasses.asdict(config))  # fmt: skip
+    monitor = Monitor(run=name, transport=transport, store=None, config=dataclasses.asdict(config))
     monitor.event("trainer", trainer=name, title=trainer_cls.title)
     run(trainer, monitor)
     monitor.close("finished")

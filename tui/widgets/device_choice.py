@@ -21,9 +21,12 @@ class DeviceChoice(RadioSet):
         self.cpu = RadioButton("CPU", value=not self.cuda_ok, id="device-cpu")
         reason = "" if self.cuda_ok else "CUDA is not available here (torch.cuda.is_available())"
         self.cuda = RadioButton(
-            "CUDA", value=self.cuda_ok, disabled=not self.cuda_ok, id="device-cuda",
+            "CUDA",
+            value=self.cuda_ok,
+            disabled=not self.cuda_ok,
+            id="device-cuda",
             tooltip=reason or None,
-        )  # fmt: skip
+        )
 
     def compose(self) -> ComposeResult:
         yield self.cpu
