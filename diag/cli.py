@@ -600,9 +600,6 @@ def runs(
 ) -> None:
     """List recorded runs: name, start, steps, status (finished / crashed / running); with
     --server, a run server's runs, filtered and sorted."""
-    from probes.monitor import runs_folder
-    from probes.store import list_runs
-
     if server is not None:
         _server_runs(
             server,
@@ -617,6 +614,9 @@ def runs(
             limit=limit,
         )
         return
+    from probes.monitor import runs_folder
+    from probes.store import list_runs
+
     location = folder or runs_folder()
     found = list_runs(location)
     if not found:

@@ -182,6 +182,19 @@ def test_an_interrupted_upload_resumes_from_the_servers_mark(tmp_path, served, d
     assert server_rows(dsn, rid) == local_rows(path)
 
 
+def test_a_batch_sent_again_is_stored_once(served, dsn):
+    records = [
+        _payload(Record("metrics", "x", i, {"scalars": {"loss": float(i)}}, seq=i))
+        for i in range(5)
+    ]
+    message = {"op": "push", "run": "x-1", "rank": 0, "after": -1, "records": records}
+    first = served.server.answer(message)
+    again = served.server.answer(message)  # its ack was lost: the uploader sends it again
+    assert first == again == {"op": "ack", "run": "x-1", "rank": 0, "mark": 4}
+    assert served.server.stats.stored == 5 and served.server.stats.resent == 5
+    assert len(server_rows(dsn, "x-1")) == 5
+
+
 def test_a_batch_past_the_servers_mark_is_refused_with_the_mark(tmp_path, served, dsn):
     reply = served.server.answer(
         {"op": "push", "run": "r-1", "rank": 0, "after": 41, "records": [], "meta": None}

@@ -124,8 +124,9 @@ def _copy_records(conn: Any, run: str, fresh: list[tuple[Record, bytes]]) -> Non
     chunk = _Chunk()
     events = []
     with conn.cursor().copy(
-        "COPY records (run_id, rank, seq, kind, step, t, payload) FROM STDIN"
+        "COPY records (run_id, rank, seq, kind, step, t, payload) FROM STDIN (FORMAT BINARY)"
     ) as copy:
+        copy.set_types(["text", "int4", "int8", "text", "int8", "float8", "bytea"])
         for record, payload in fresh:
             copy.write_row(
                 (run, record.rank, record.seq, record.kind, record.step, record.t, payload)
@@ -152,8 +153,10 @@ def _copy_chunk(conn: Any, run: str, rank: int, chunk: _Chunk) -> None:
     head, scalar_rows = chunk.rows(rank)
     conn.execute("INSERT INTO metric_chunks VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", [run, *head])
     with conn.cursor().copy(
-        "COPY scalar_chunks (run_id, name, rank, first_seq, n, idx, vals) FROM STDIN"
+        "COPY scalar_chunks (run_id, name, rank, first_seq, n, idx, vals) FROM STDIN "
+        "(FORMAT BINARY)"
     ) as copy:
+        copy.set_types(["text", "text", "int4", "int8", "int4", "bytea", "bytea"])
         for row in scalar_rows:
             copy.write_row((run, *row))
     _summarise(conn, run, chunk, scalar_rows)
