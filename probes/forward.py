@@ -142,6 +142,12 @@ class Uploader:
             self._unreachable(now, str(exc))
             return False
 
+    def nudge(self) -> None:
+        """New records were just committed: look at the store on the next turn instead of
+        after the idle pause (a server that is backing off keeps its back-off)."""
+        if self._done:
+            self._retry_at = 0.0
+
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
             sock = self._ctx.socket(zmq.DEALER)
@@ -328,6 +334,8 @@ class ForwardingStore(RunStore):
     def maybe_flush(self, now: float | None = None) -> int:
         written = super().maybe_flush(now)
         if self.error is None and not self.closed:
+            if written:
+                self.uploader.nudge()
             self.uploader.pump()
         return written
 
