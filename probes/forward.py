@@ -38,12 +38,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import zmq
 
 from probes.endpoints import parse_endpoint
 from probes.security import DEFAULT_CLIENT, ENV_CLIENT, ClientKeys, make_curve_client
-from probes.store import RunStore, StoreError, StoreReader, _effective_status, open_store
+from probes.store import (
+    RunStore,
+    StoreError,
+    StoreReader,
+    _effective_status,
+    open_store,
+)
+from probes.store import _pack as pack
+from probes.store import _unpack as unpack
 
 log = logging.getLogger("edgewatch.forward")
 
@@ -61,21 +68,12 @@ MAX_MESSAGE = 64 * 1024 * 1024
 
 
 def run_id(meta: dict[str, Any], fallback: str = "run") -> str:
-    """``<run name>-<10 hex>``: the name people read plus the writer's identity."""
-    name = str(meta.get("run") or meta.get("store.run") or fallback)
+    """``<run name>-<10 hex>``: the name people read plus the writer's identity. Only keys
+    that never change once the first records are flushed: the store's own writer keys and the
+    run of its first record (``store.run``), so the live upload and a later push agree."""
+    name = str(meta.get("store.run") or meta.get("run") or fallback)
     who = f"{meta.get('store.host')}|{meta.get('store.pid')}|{meta.get('store.created')}"
     return f"{name}-{hashlib.sha1(who.encode()).hexdigest()[:10]}"
-
-
-def pack(message: dict[str, Any]) -> bytes:
-    return msgpack.packb(message, use_bin_type=True, use_single_float=False)
-
-
-def unpack(body: bytes) -> Any:
-    try:
-        return msgpack.unpackb(body, raw=False, strict_map_key=False)
-    except Exception:
-        return None
 
 
 @dataclass
@@ -226,6 +224,8 @@ class Uploader:
         meta = reader.meta()
         meta["status"] = _effective_status(meta)
         if self.run is None:
+            if "store.run" not in meta and not _ranks(reader):
+                return True  # nothing flushed yet: no name to upload under, nothing to send
             self.run = run_id(meta, self.store_path.stem)
         if self._marks is None:
             self._request("marks", 0, {"op": "marks", "run": self.run}, now)

@@ -363,10 +363,10 @@ def _monitor(tmp_path: Path, server: str, **options):
     )
 
 
-def _wait_for(condition, timeout: float = 20.0) -> None:
+def _wait_for(condition, timeout: float = 20.0, why=lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
+        assert time.monotonic() < deadline, f"condition not reached in time {why()}"
         time.sleep(0.05)
 
 
@@ -400,6 +400,33 @@ def test_a_monitor_uploads_its_records_from_the_io_thread_only(tmp_path, served,
     assert [(r.name, r.status) for r in runs] == [("fwd", "finished")]
 
 
+def test_a_live_upload_and_a_later_push_are_one_run(tmp_path, served, dsn):
+    """The run id must not depend on when the uploader first looks at the store (before its
+    first flush the store has no run name; its file name is not the run's)."""
+    import torch
+
+    from probes.monitor import Monitor
+
+    model = torch.nn.Linear(3, 1)
+    monitor = Monitor(
+        "fwd",
+        bind="tcp://127.0.0.1:0",
+        store=tmp_path / "other.db",
+        probes=None,
+        budget=None,
+        server=served.endpoint,
+    )
+    for step in range(20):
+        monitor.observe(step, model=model, loss=1.0)
+    monitor.close()
+    path = monitor.transport.store.path
+    _wait_for(lambda: open_store(path).status() == "finished")
+    push(path, served.endpoint)
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT run_id FROM runs").fetchall() == [(the_run_id(path),)]
+    assert server_rows(dsn, the_run_id(path)) == local_rows(path)
+
+
 def test_a_monitor_keeps_everything_while_the_server_is_down_and_catches_up(tmp_path, dsn):
     import torch
 
@@ -413,10 +440,12 @@ def test_a_monitor_keeps_everything_while_the_server_is_down_and_catches_up(tmp_
         for step in range(30, 60):
             monitor.observe(step, model=model, loss=1.0)
         path = monitor.transport.store.path
-        rid = the_run_id(path)
-        _wait_for(lambda: len(server_rows(dsn, rid)) >= 60)  # resumed while the run goes on
+        uploader = monitor.transport.store.uploader
+        _wait_for(  # resumed while the run goes on (the id exists once the store has flushed)
+            lambda: len(server_rows(dsn, the_run_id(path))) >= 60, why=lambda: uploader.stats
+        )
         monitor.close()
-        _wait_for(lambda: server_rows(dsn, rid) == local_rows(path))
+        _wait_for(lambda: server_rows(dsn, the_run_id(path)) == local_rows(path))
     finally:
         late.close()
 

@@ -130,6 +130,7 @@ def local_stores(refs: list[str]) -> Iterator[list[str]]:
     from diag.server.query import (
         QueryError,
         connect,
+        first_line,
         is_server_ref,
         materialise,
         resolve_run,
@@ -160,8 +161,7 @@ def local_stores(refs: list[str]) -> Iterator[list[str]]:
             except QueryError as err:
                 raise ServerProblem(str(err)) from None
             except psycopg.Error as exc:
-                first = (str(exc).strip().splitlines() or ["error"])[0]
-                raise ServerProblem(f"reading {run!r} from the server: {first}") from None
+                raise ServerProblem(f"reading {run!r} from the server: {first_line(exc)}") from None
         yield out
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -45,12 +45,18 @@ def split_ref(text: str) -> tuple[str, str]:
     """``postgresql://…#RUN`` → (dsn, run); the run part is required."""
     dsn, sep, run = text.rpartition("#")
     if not sep or not dsn or not run:
-        raise QueryError(f"{_redact(text)}: name the run after '#', e.g. postgresql://HOST/DB#RUN")
+        raise QueryError(f"{redact(text)}: name the run after '#', e.g. postgresql://HOST/DB#RUN")
     return dsn, run
 
 
-def _redact(text: str) -> str:
+def redact(text: str) -> str:
+    """A DSN without its password (for messages)."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", text)
+
+
+def first_line(exc: BaseException) -> str:
+    """A database error's first line (psycopg's messages run to several)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def connect(dsn: str) -> Any:
@@ -60,8 +66,7 @@ def connect(dsn: str) -> Any:
     try:
         return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or ["error"])[0]
-        raise QueryError(f"cannot connect to {_redact(dsn)}: {first}") from None
+        raise QueryError(f"cannot connect to {redact(dsn)}: {first_line(exc)}") from None
 
 
 @dataclass

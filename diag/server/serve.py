@@ -21,9 +21,10 @@ from typing import Any
 import zmq
 
 from diag.server.ingest import BadBatch, Batch, marks, write_batch
+from diag.server.query import first_line, redact
 from diag.server.schema import migrate
 from probes.endpoints import EndpointError, parse_endpoint
-from probes.forward import MAX_MESSAGE, pack, unpack
+from probes.forward import MAX_MESSAGE
 from probes.security import (
     ServerKeys,
     check_bind,
@@ -31,6 +32,8 @@ from probes.security import (
     make_curve_server,
     start_authenticator,
 )
+from probes.store import _pack as pack
+from probes.store import _unpack as unpack
 
 log = logging.getLogger("edgewatch.serve")
 
@@ -68,7 +71,7 @@ class RunServer:
         try:
             self.db = psycopg.connect(dsn, autocommit=True)
         except psycopg.Error as exc:
-            raise ServeError(f"cannot connect to {_redact(dsn)}: {_first_line(exc)}") from None
+            raise ServeError(f"cannot connect to {redact(dsn)}: {first_line(exc)}") from None
         migrate(self.db)
         self._ctx = zmq.Context()
         self._auth = start_authenticator(self._ctx, keys) if keys is not None else None
@@ -123,7 +126,7 @@ class RunServer:
             self.stats.bad_messages += 1
             return {"op": "ack", "run": run, "error": str(err), "fatal": True}
         except psycopg.Error as exc:  # the database refused: the uploader retries later
-            log.warning("database error on a push to %s: %s", run, _first_line(exc))
+            log.warning("database error on a push to %s: %s", run, first_line(exc))
             return {"op": "ack", "run": run, "rank": message.get("rank"), "error": "database"}
         self.stats.batches += 1
         self.stats.stored += written.stored
@@ -149,24 +152,13 @@ class ServeError(Exception):
     """The server cannot start (database unreachable, schema too new); one-line reason."""
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _redact(dsn: str) -> str:
-    """The DSN without its password (for messages)."""
-    import re
-
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", dsn)
-
-
 def serve(dsn: str, bind: str, keys: ServerKeys | None, insecure: bool) -> None:
     """Run until SIGINT/SIGTERM, printing a line of totals every minute."""
     server = RunServer(dsn, bind, keys=keys, insecure=insecure)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, server.stop)
     auth = "CURVE" if keys is not None else "no authentication"
-    print(f"edgewatch run server on {server.endpoint} ({auth}) → {_redact(dsn)}", flush=True)
+    print(f"edgewatch run server on {server.endpoint} ({auth}) → {redact(dsn)}", flush=True)
     started = time.monotonic()
     try:
         server.serve_forever()
