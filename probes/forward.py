@@ -119,7 +119,6 @@ class Uploader:
         self._marks: dict[int, int] | None = None  # None: not yet asked / being asked
         self._waiting: tuple[str, int, float] | None = None  # (op, rank, sent at)
         self._meta_sent: bytes | None = None
-        self._meta: dict[str, Any] = {}
         self._retry_at = 0.0
         self._backoff = RETRY_S[0]
         self._done = False
@@ -220,6 +219,9 @@ class Uploader:
         return self._reader
 
     def _send_next(self, now: float) -> bool:
+        if self.run is not None and self._marks is None:  # (re)connecting: no store reads
+            self._request("marks", 0, {"op": "marks", "run": self.run}, now)
+            return False
         reader = self._store()
         meta = reader.meta()
         meta["status"] = _effective_status(meta)
@@ -227,9 +229,8 @@ class Uploader:
             if "store.run" not in meta and not _ranks(reader):
                 return True  # nothing flushed yet: no name to upload under, nothing to send
             self.run = run_id(meta, self.store_path.stem)
-        if self._marks is None:
-            self._request("marks", 0, {"op": "marks", "run": self.run}, now)
-            return False
+            return self._send_next(now)
+        assert self._marks is not None
         packed = pack(meta)
         for rank in _ranks(reader):
             after = self._marks.get(rank, -1)

@@ -117,8 +117,11 @@ class Monitor:
         if every < 1:
             raise ValueError(f"every must be ≥ 1, got {every}")
         self.run = run or _default_run_name()
-        if server is not None and store is None:
-            raise ValueError("server= uploads the run's store: it needs store= (not None)")
+        if server is not None and (store is None or transport is not None):
+            raise ValueError(
+                "server= uploads the store the Monitor's own transport writes: "
+                "it needs store= (not None) and no transport="
+            )
         uploads = UploadTarget.resolve(server, server_keys)
         self.every = every
         self.rank_info = detect_rank()
