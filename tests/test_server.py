@@ -507,6 +507,25 @@ def test_curve_uploads_need_a_key_in_the_control_list(tmp_path, dsn):
     assert running.server.stats.stored == len(local_rows(path))
 
 
+def test_a_monitor_uploads_over_curve_with_a_keys_folder(tmp_path, dsn, monkeypatch):
+    import torch
+
+    keys = tmp_path / "keys"
+    create_keys(keys, "trainer")
+    monkeypatch.setenv("EDGEWATCH_CLIENT", "trainer")
+    running = Served(dsn, keys=ServerKeys.load(keys))
+    try:
+        model = torch.nn.Linear(3, 1)
+        monitor = _monitor(tmp_path, running.endpoint, server_keys=keys)
+        for step in range(20):
+            monitor.observe(step, model=model, loss=1.0)
+        monitor.close()
+        path = monitor.transport.store.path
+        _wait_for(lambda: server_rows(dsn, the_run_id(path)) == local_rows(path))
+    finally:
+        running.close()
+
+
 # -- CLI ---------------------------------------------------------------------------------------
 def diag(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
