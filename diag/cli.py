@@ -505,19 +505,25 @@ def keys_command(
 def replay(
     stores: Annotated[
         list[str],
-        typer.Argument(help="A run store (.db) written by a Monitor; more stores are overlaid."),
+        typer.Argument(
+            help="A run store (.db) written by a Monitor, or a server run "
+            "(postgresql://…#RUN); more runs are overlaid."
+        ),
     ],
     theme: ThemeOption = None,
     ascii_only: AsciiOption = False,
 ) -> None:
     """Open a recorded run in the TUI with a timeline (space play/pause, ←/→, [/], g, home/end);
     the charts of any further stores are overlaid on it, one line per run."""
+    from diag.server.commands import ServerProblem, local_stores
     from probes.store import StoreError
     from tui.replay import run_replay
 
     try:
-        run_replay(stores[0], compare=stores[1:], **_tui_options(theme, ascii_only))
-    except StoreError as err:
+        options = _tui_options(theme, ascii_only)
+        with local_stores(stores) as paths:
+            run_replay(paths[0], compare=paths[1:], **options)
+    except (StoreError, ServerProblem) as err:
         raise fail(str(err)) from None
     except UsageProblem as problem:
         raise fail(str(problem)) from None
@@ -527,13 +533,18 @@ def replay(
 def compare(
     runs: Annotated[
         list[str],
-        typer.Argument(help="Run stores (.db) and at most one live endpoint (tcp://… or ipc://…)."),
+        typer.Argument(
+            help="Run stores (.db), server runs (postgresql://…#RUN) and at most one live "
+            "endpoint (tcp://… or ipc://…)."
+        ),
     ],
 ) -> None:
     """Overlay the charts of runs: the live one if an endpoint is given, else the first store
     (with its timeline), and every other store drawn on its charts."""
-    live = [r for r in runs if "://" in r]
-    stores = [r for r in runs if "://" not in r]
+    from diag.server.query import is_server_ref
+
+    live = [r for r in runs if "://" in r and not is_server_ref(r)]
+    stores = [r for r in runs if r not in live]
     if len(live) > 1:
         raise fail(f"compare takes one live endpoint at most, got {len(live)}: {', '.join(live)}")
     if not live:
@@ -543,13 +554,15 @@ def compare(
         return
     if not stores:
         raise fail("compare needs a run store to overlay (a live run alone: diag watch ENDPOINT)")
+    from diag.server.commands import ServerProblem, local_stores
     from probes.endpoints import EndpointError
     from probes.store import StoreError
     from tui.compare import run_compare_live
 
     try:
-        run_compare_live(live[0], stores)
-    except (StoreError, EndpointError) as err:
+        with local_stores(stores) as paths:
+            run_compare_live(live[0], paths)
+    except (StoreError, EndpointError, ServerProblem) as err:
         raise fail(str(err)) from None
 
 
@@ -558,17 +571,58 @@ def runs(
     folder: Annotated[
         str | None, typer.Argument(help="Folder of run stores (default $EDGEWATCH_RUNS or runs).")
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(help="List a run server's runs instead: postgresql://USER@HOST/DB."),
+    ] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="--server: runs with this tag.")] = None,
+    status: Annotated[
+        list[str] | None, typer.Option(help="--server: finished, crashed, stopped or running.")
+    ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(help="--server: a config field test, e.g. --where lr>=0.01 (repeatable)."),
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(help="--server: a metric's last value, e.g. --metric 'loss<0.5'."),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="--server: started on/after (2026-12-04[T15:30], UTC).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="--server: started before.")] = None,
+    name: Annotated[str | None, typer.Option(help="--server: run name (* wildcards).")] = None,
+    sort: Annotated[
+        str,
+        typer.Option(help="--server: started, name, status, steps, records or metric:NAME; -X."),
+    ] = "-started",
+    limit: Annotated[int, typer.Option(help="--server: at most this many runs.")] = 1000,
 ) -> None:
-    """List recorded runs: name, start, steps, status (finished / crashed / running)."""
+    """List recorded runs: name, start, steps, status (finished / crashed / running); with
+    --server, a run server's runs, filtered and sorted."""
+    if server is not None:
+        _server_runs(
+            server,
+            tags=tag or [],
+            status=status or [],
+            where=where or [],
+            metric=metric or [],
+            since=since,
+            until=until,
+            name=name,
+            sort=sort,
+            limit=limit,
+        )
+        return
     from probes.monitor import runs_folder
     from probes.store import list_runs
 
-    where = folder or runs_folder()
-    found = list_runs(where)
+    location = folder or runs_folder()
+    found = list_runs(location)
     if not found:
-        console.print(f"no run stores in {where}/ (a Monitor writes one per run there)")
+        console.print(f"no run stores in {location}/ (a Monitor writes one per run there)")
         return
-    table = Table(title=f"runs in {where}/", title_justify="left")
+    table = Table(title=f"runs in {location}/", title_justify="left")
     for column in ("run", "started", "steps", "status", "file"):
         table.add_column(column)
     for info in found:
@@ -585,23 +639,117 @@ def runs(
     console.print(table)
 
 
+def _server_runs(server: str, **query: Any) -> None:
+    from diag.server.commands import ServerProblem, list_runs
+
+    try:
+        found, seconds = list_runs(server, **query)
+    except ServerProblem as err:
+        raise fail(str(err)) from None
+    table = Table(
+        title=f"{len(found)} runs on the server ({seconds * 1000:.0f} ms)", title_justify="left"
+    )
+    sort = str(query["sort"]).lstrip("-")
+    columns = ["run", "started", "steps", "status", "records"]
+    if sort.startswith("metric:"):
+        columns.append(sort.removeprefix("metric:"))
+    for column in columns:
+        table.add_column(column)
+    for info in found:
+        started = (
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(info.started)) if info.started else "?"
+        )
+        first, last = info.steps
+        cells = [info.run_id, started, "—" if last is None else f"{first}–{last}", info.status]
+        cells.append(str(info.records))
+        if sort.startswith("metric:"):
+            cells.append("—" if info.sort_value is None else f"{info.sort_value:.6g}")
+        table.add_row(*cells)
+    console.print(table)
+
+
+# -- diag serve / push ----------------------------------------------------------------------
+@app.command("serve")
+def serve_command(
+    db: Annotated[str, typer.Option(help="PostgreSQL to write to: postgresql://USER@HOST/DB.")],
+    bind: Annotated[
+        str, typer.Option(help="Where Monitors and `diag push` connect (loopback by default).")
+    ] = "tcp://127.0.0.1:5600",
+    keys: Annotated[
+        str | None,
+        typer.Option(help="Keys folder from `diag keys`: CURVE; allow/control keys may upload."),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow a non-loopback --bind without keys.")
+    ] = False,
+) -> None:
+    """Run a team run server: take runs from Monitors (server=…) and `diag push`, store them in
+    PostgreSQL (needs the server extra: pip install 'edgewatch[server]')."""
+    from diag.server.commands import ServerProblem, serve
+
+    try:
+        serve(db, bind, keys, insecure)
+    except ServerProblem as err:
+        raise fail(str(err)) from None
+
+
+@app.command("push")
+def push_command(
+    stores: Annotated[list[str], typer.Argument(help="Run stores (.db) to upload.")],
+    server: Annotated[str, typer.Option(help="The run server: tcp://HOST:PORT.")],
+    keys: Annotated[
+        str | None, typer.Option(help="Keys folder (CURVE), with --client (or $EDGEWATCH_KEYS).")
+    ] = None,
+    client: Annotated[str | None, typer.Option(help="Client name in the keys folder.")] = None,
+    server_key: Annotated[
+        str | None, typer.Option(help="The run server's public key file (server.key).")
+    ] = None,
+    client_key: Annotated[
+        str | None, typer.Option(help="This uploader's secret key file (NAME.key_secret).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the server, per store.")] = 60,
+) -> None:
+    """Upload finished or crashed run stores to a run server; resumes where an earlier upload
+    stopped, and records already there are not stored twice."""
+    from diag.server.commands import ServerProblem, push
+    from probes.security import KeysError, resolve_client_keys
+
+    try:
+        if timeout <= 0:
+            raise ServerProblem(f"--timeout must be > 0, got {timeout:g}")
+        client_keys = resolve_client_keys(
+            keys_dir=keys, client=client, server_key=server_key, client_key=client_key
+        )
+        for line in push(stores, server, client_keys, timeout):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+    except (ServerProblem, KeysError) as err:
+        raise fail(str(err)) from None
+
+
 @app.command("export")
 def export_store(
-    store: Annotated[str, typer.Argument(help="A run store (.db) written by a Monitor.")],
+    store: Annotated[
+        str, typer.Argument(help="A run store (.db), or a server run (postgresql://…#RUN).")
+    ],
     format_: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet.")] = "csv",
     out: Annotated[
-        str | None, typer.Option(help="Output file (default: next to the store).")
+        str | None,
+        typer.Option(help="Output file (default: next to the store; a server run: RUN.FORMAT)."),
     ] = None,
 ) -> None:
     """Export a recorded run: csv (one row per metrics record), jsonl (every record), parquet."""
+    from diag.server.commands import ServerProblem, local_stores
     from probes.store import StoreError, export
 
     if format_ not in ("csv", "jsonl", "parquet"):
         raise fail(f"--format {format_!r}: expected csv, jsonl or parquet")
-    target = Path(out) if out else Path(store).with_suffix(f".{format_}")
     try:
-        rows = export(store, target, format_)
-    except StoreError as err:
+        with local_stores([store]) as (path,):
+            target = Path(out) if out else Path(Path(path).name).with_suffix(f".{format_}")
+            if path == store and not out:
+                target = Path(store).with_suffix(f".{format_}")
+            rows = export(path, target, format_)
+    except (StoreError, ServerProblem) as err:
         raise fail(str(err)) from None
     console.print(f"wrote {rows} rows to {target}")
 

@@ -38,10 +38,11 @@ from probes.control import (
 )
 from probes.diagnostics import ProbeUnsupported
 from probes.endpoints import DEFAULT_ENDPOINT
+from probes.forward import UploadTarget
 from probes.metrics import NormSnapshot, NormTracker, global_norm, learning_rates
 from probes.probe import PROBES, Probe, ProbeOutput, ProbeScheduler, StepContext
 from probes.ranks import detect_rank, rank_transport, unwrap_ddp
-from probes.security import ServerKeys, resolve_server_keys
+from probes.security import ClientKeys, ServerKeys, resolve_server_keys
 from probes.store import RunStore, default_store_path
 from probes.transport import Transport, ZmqTransport
 from probes.wire import Record, metrics_data
@@ -86,6 +87,12 @@ class Monitor:
             CURVE and admit only allow-listed viewers (see :mod:`probes.security`).
         insecure: bind a non-loopback address without keys anyway (otherwise that raises
             :class:`probes.security.InsecureBindError`); logs a warning and flags the run.
+        server: a run server (``diag serve``) at ``tcp://HOST:PORT``: the I/O thread uploads the
+            run's store there as it is written (:mod:`probes.forward`). Offline first: while the
+            server is unreachable the store keeps everything and the upload resumes when it is
+            back (or later, with ``diag push``). Needs the store (``store`` not None).
+        server_keys: CURVE keys for the upload: a ``ClientKeys``, or a keys folder from
+            ``diag keys`` (its ``server.key`` and ``clients/$EDGEWATCH_CLIENT`` or ``viewer``).
     """
 
     def __init__(
@@ -104,10 +111,18 @@ class Monitor:
         store: str | os.PathLike[str] | None = "auto",
         keys: ServerKeys | str | os.PathLike[str] | None = None,
         insecure: bool = False,
+        server: str | None = None,
+        server_keys: ClientKeys | str | os.PathLike[str] | None = None,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be ≥ 1, got {every}")
         self.run = run or _default_run_name()
+        if server is not None and (store is None or transport is not None):
+            raise ValueError(
+                "server= uploads the store the Monitor's own transport writes: "
+                "it needs store= (not None) and no transport="
+            )
+        uploads = UploadTarget.resolve(server, server_keys)
         self.every = every
         self.rank_info = detect_rank()
         self.rank, self.world_size = self.rank_info.rank, self.rank_info.world_size
@@ -118,7 +133,7 @@ class Monitor:
                 bind=bind or DEFAULT_ENDPOINT,
                 history=history,
                 auto_port=bind is None,
-                open_store=lambda: _open_store(store, self.run),
+                open_store=lambda: _open_store(store, self.run, uploads),
                 keys=resolve_server_keys(keys),
                 insecure=insecure,
             )
@@ -127,7 +142,7 @@ class Monitor:
             run=self.run,
             history=history,
             auto_port=bind is None,
-            store=_open_store(store, self.run),
+            store=_open_store(store, self.run, uploads),
             keys=resolve_server_keys(keys),
             insecure=insecure,
         )
@@ -526,11 +541,13 @@ def runs_folder() -> str:
     return os.environ.get("EDGEWATCH_RUNS", "runs")
 
 
-def _open_store(spec: str | os.PathLike[str] | None, run: str) -> RunStore | None:
+def _open_store(
+    spec: str | os.PathLike[str] | None, run: str, upload: UploadTarget | None = None
+) -> RunStore | None:
     if spec is None:
         return None
     path = default_store_path(run, runs_folder()) if spec == "auto" else Path(spec)
-    return RunStore(path)
+    return RunStore(path) if upload is None else upload.store(path)
 
 
 def _make_probes(spec: str | list[ProbeSpec] | None) -> list[Probe]:
