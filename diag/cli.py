@@ -22,6 +22,7 @@ from rich.table import Table
 
 from diag import __version__
 from diag.launch import PARENT_ENV, stop_child  # noqa: F401  (tests import stop_child here)
+from diag.tensorboard_io import import_app
 
 app = typer.Typer(
     name="diag",
@@ -750,8 +751,31 @@ def export_store(
                 target = Path(store).with_suffix(f".{format_}")
             rows = export(path, target, format_)
     except (StoreError, ServerProblem) as err:
+    store: Annotated[str, typer.Argument(help="A run store (.db) written by a Monitor.")],
+    target_arg: Annotated[
+        str | None, typer.Argument(metavar="[OUT]", help="Same as --out.", show_default=False)
+    format_: Annotated[
+        str, typer.Option("--format", help="csv, jsonl, parquet or tensorboard.")
+    ] = "csv",
+        typer.Option(help="Output file, a folder for tensorboard (default: next to the store)."),
+    """Export a recorded run: csv (one row per metrics record), jsonl (every record), parquet,
+    tensorboard (event files: scalars and per-layer histograms)."""
+    if format_ not in ("csv", "jsonl", "parquet", "tensorboard"):
+        raise fail(f"--format {format_!r}: expected csv, jsonl, parquet or tensorboard")
+    out = out or target_arg
+    suffix = "-tensorboard" if format_ == "tensorboard" else f".{format_}"
+    target = Path(out) if out else Path(store).with_name(Path(store).stem + suffix)
+        if format_ == "tensorboard":
+            from diag.tensorboard_io import export_tensorboard
+            rows = export_tensorboard(store, target)
+        else:
+            rows = export(store, target, format_)
+    except StoreError as err:
         raise fail(str(err)) from None
     console.print(f"wrote {rows} rows to {target}")
+
+
+app.add_typer(import_app, name="import")
 
 
 def run_module_main(name: str) -> None:
