@@ -111,10 +111,13 @@ class Run:
         self._model, self._optimizer, self._loss_fn = model, optimizer, criterion
 
     def alert(self, title: str, text: str = "", level: str = "WARN", **_: Any) -> None:
-        """An alert record (a toast in the TUI, a line in the event log, kept in the store)."""
+        """An alert record (a toast in the TUI, a line in the event log, kept in the store),
+        also sent to the Monitor's webhook or command if it has one."""
         message = f"{title}: {text}" if text else title
         data = {"title": title, "message": message, "level": LEVELS.get(level.upper(), "warning")}
         self.monitor.transport.send(Record("alert", self.name, self.step, data))
+        if self.monitor.notifier is not None:  # webhook/command, on the notifier's thread
+            self.monitor.notifier.submit(self.name, self.step, data)
 
     def finish(self, exit_code: int | None = None) -> None:
         """Publish what is pending and the summary, then close the Monitor."""
