@@ -28,7 +28,7 @@ app = typer.Typer(
     name="diag",
     help="edgewatch: see and steer a PyTorch training run while it happens.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 console = Console()
@@ -785,4 +785,6 @@ def run_module_main(name: str) -> None:
 
 
 def main() -> None:
-    app()
+    """The ``diag`` console script and ``python -m diag``: one program name for both, so
+    usage lines and shell completion (``_DIAG_COMPLETE``) read the same."""
+    app(prog_name="diag")
