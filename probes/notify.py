@@ -72,9 +72,10 @@ class AlertNotifier:
             shell runs it).
         style: ``auto`` (Discord URLs get ``{"content"}``, others ``{"text"}``), ``slack`` or
             ``discord``.
-        burst, interval: the token bucket: ``burst`` deliveries at once, then one per
-            ``interval`` seconds.
+        burst: deliveries allowed at once (the token bucket's size).
+        interval: seconds per further delivery (the bucket's refill).
         timeout: seconds for one request or command.
+        max_queue: alerts waiting for the worker; beyond it they are counted as dropped.
     """
 
     def __init__(
