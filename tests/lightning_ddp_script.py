@@ -10,32 +10,13 @@ import sys
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
+from lightning_tiny import Tiny, dataset  # tests/ is this script's folder
 
 from diag.integrations.lightning import EdgewatchCallback
 
 
-class Tiny(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = torch.nn.Linear(6, 3)
-        self.loss_fn = F.cross_entropy
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return self.loss_fn(self(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 def main(store: str) -> None:
-    torch.manual_seed(0)
-    x = torch.randn(64, 6)
-    data = torch.utils.data.TensorDataset(x, (x[:, 0] > 0).long())
+    data = dataset(64)
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,

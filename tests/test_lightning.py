@@ -6,6 +6,8 @@ import math
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ import torch.nn.functional as F
 
 pl = pytest.importorskip("lightning.pytorch")
 
+from lightning_tiny import Tiny, dataset  # noqa: E402
+
 from diag.integrations.lightning import EdgewatchCallback  # noqa: E402
 from probes.monitor import Monitor  # noqa: E402
 from probes.probe import PROBES  # noqa: E402
@@ -21,39 +25,6 @@ from probes.store import open_store  # noqa: E402
 from probes.transport import InProcessTransport  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def dataset(n: int = 32, dim: int = 6, classes: int = 3) -> torch.utils.data.TensorDataset:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, dim, generator=g)
-    return torch.utils.data.TensorDataset(x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long())
-
-
-class Tiny(pl.LightningModule):
-    """The smallest module the probes can use: forward returns logits, loss_fn is exposed."""
-
-    def __init__(self, lr: float = 0.1, schedule: bool = False) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        torch.manual_seed(0)
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)
-        )
-        self.loss_fn = F.cross_entropy
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return self.loss_fn(self(x), y)
-
-    def configure_optimizers(self):
-        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
-        if not self.hparams.schedule:
-            return opt
-        constant = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": constant, "interval": "step"}}
 
 
 def fit(
@@ -183,3 +154,29 @@ def test_two_process_ddp_on_gloo_streams_both_ranks_into_one_store(tmp_path):
     steps = sorted((r.rank, r.step) for r in reader.records(["metrics"]))
     assert steps == [(rank, step) for rank in (0, 1) for step in range(6)]
     assert reader.status() == "finished"
+
+
+def test_pause_holds_the_fit_at_the_step_boundary_until_resume():
+    """A viewer's pause blocks inside on_before_optimizer_step: while paused no optimizer step
+    is taken; resume lets the fit finish every step."""
+    transport = InProcessTransport()
+    transport.submit({"id": 1, "cmd": "pause"})
+    callback = EdgewatchCallback(Monitor("pl", transport=transport, probes=None))
+    module, seen = Tiny(), {}
+    before = [p.detach().clone() for p in module.parameters()]
+
+    def resume_when_paused() -> None:
+        while transport.status.get("state") != "paused":
+            time.sleep(0.01)
+        seen["unchanged"] = all(
+            torch.equal(a, p) for a, p in zip(before, module.parameters(), strict=True)
+        )
+        transport.submit({"id": 2, "cmd": "resume"})
+
+    helper = threading.Thread(target=resume_when_paused, daemon=True)
+    helper.start()
+    trainer = fit(module, callback, max_steps=3)
+    helper.join(5)
+    assert seen == {"unchanged": True}
+    assert trainer.global_step == 3
+    assert [body["cmd"] for _, body in transport.replies] == ["pause", "resume"]
