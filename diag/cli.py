@@ -754,6 +754,8 @@ def export_store(
     store: Annotated[str, typer.Argument(help="A run store (.db) written by a Monitor.")],
     target_arg: Annotated[
         str | None, typer.Argument(metavar="[OUT]", help="Same as --out.", show_default=False)
+        str | None, typer.Argument(metavar="OUT", help="Same as --out.", show_default=False)
+    ] = None,
     format_: Annotated[
         str, typer.Option("--format", help="csv, jsonl, parquet or tensorboard.")
     ] = "csv",
