@@ -732,47 +732,39 @@ def export_store(
     store: Annotated[
         str, typer.Argument(help="A run store (.db), or a server run (postgresql://…#RUN).")
     ],
-    format_: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet.")] = "csv",
-    out: Annotated[
-        str | None,
-        typer.Option(help="Output file (default: next to the store; a server run: RUN.FORMAT)."),
-    ] = None,
-) -> None:
-    """Export a recorded run: csv (one row per metrics record), jsonl (every record), parquet."""
-    from diag.server.commands import ServerProblem, local_stores
-    from probes.store import StoreError, export
-
-    if format_ not in ("csv", "jsonl", "parquet"):
-        raise fail(f"--format {format_!r}: expected csv, jsonl or parquet")
-    try:
-        with local_stores([store]) as (path,):
-            target = Path(out) if out else Path(Path(path).name).with_suffix(f".{format_}")
-            if path == store and not out:
-                target = Path(store).with_suffix(f".{format_}")
-            rows = export(path, target, format_)
-    except (StoreError, ServerProblem) as err:
-    store: Annotated[str, typer.Argument(help="A run store (.db) written by a Monitor.")],
     target_arg: Annotated[
-        str | None, typer.Argument(metavar="[OUT]", help="Same as --out.", show_default=False)
         str | None, typer.Argument(metavar="OUT", help="Same as --out.", show_default=False)
     ] = None,
     format_: Annotated[
         str, typer.Option("--format", help="csv, jsonl, parquet or tensorboard.")
     ] = "csv",
-        typer.Option(help="Output file, a folder for tensorboard (default: next to the store)."),
+    out: Annotated[
+        str | None,
+        typer.Option(
+            help="Output file, a folder for tensorboard (default: next to the store; "
+            "a server run: RUN.FORMAT)."
+        ),
+    ] = None,
+) -> None:
     """Export a recorded run: csv (one row per metrics record), jsonl (every record), parquet,
     tensorboard (event files: scalars and per-layer histograms)."""
+    from diag.server.commands import ServerProblem, local_stores
+    from diag.tensorboard_io import export_tensorboard
+    from probes.store import StoreError, export
+
     if format_ not in ("csv", "jsonl", "parquet", "tensorboard"):
         raise fail(f"--format {format_!r}: expected csv, jsonl, parquet or tensorboard")
     out = out or target_arg
     suffix = "-tensorboard" if format_ == "tensorboard" else f".{format_}"
-    target = Path(out) if out else Path(store).with_name(Path(store).stem + suffix)
-        if format_ == "tensorboard":
-            from diag.tensorboard_io import export_tensorboard
-            rows = export_tensorboard(store, target)
-        else:
-            rows = export(store, target, format_)
-    except StoreError as err:
+    try:
+        with local_stores([store]) as (path,):
+            source = Path(store if path == store else Path(path).name)
+            target = Path(out) if out else source.with_name(source.stem + suffix)
+            if format_ == "tensorboard":
+                rows = export_tensorboard(path, target)
+            else:
+                rows = export(path, target, format_)
+    except (StoreError, ServerProblem) as err:
         raise fail(str(err)) from None
     console.print(f"wrote {rows} rows to {target}")
 
