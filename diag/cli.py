@@ -22,12 +22,13 @@ from rich.table import Table
 
 from diag import __version__
 from diag.launch import PARENT_ENV, stop_child  # noqa: F401  (tests import stop_child here)
+from diag.tensorboard_io import import_app
 
 app = typer.Typer(
     name="diag",
     help="edgewatch: see and steer a PyTorch training run while it happens.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 console = Console()
@@ -731,27 +732,44 @@ def export_store(
     store: Annotated[
         str, typer.Argument(help="A run store (.db), or a server run (postgresql://…#RUN).")
     ],
-    format_: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet.")] = "csv",
+    target_arg: Annotated[
+        str | None, typer.Argument(metavar="OUT", help="Same as --out.", show_default=False)
+    ] = None,
+    format_: Annotated[
+        str, typer.Option("--format", help="csv, jsonl, parquet or tensorboard.")
+    ] = "csv",
     out: Annotated[
         str | None,
-        typer.Option(help="Output file (default: next to the store; a server run: RUN.FORMAT)."),
+        typer.Option(
+            help="Output file, a folder for tensorboard (default: next to the store; "
+            "a server run: RUN.FORMAT)."
+        ),
     ] = None,
 ) -> None:
-    """Export a recorded run: csv (one row per metrics record), jsonl (every record), parquet."""
+    """Export a recorded run: csv (one row per metrics record), jsonl (every record), parquet,
+    tensorboard (event files: scalars and per-layer histograms)."""
     from diag.server.commands import ServerProblem, local_stores
+    from diag.tensorboard_io import export_tensorboard
     from probes.store import StoreError, export
 
-    if format_ not in ("csv", "jsonl", "parquet"):
-        raise fail(f"--format {format_!r}: expected csv, jsonl or parquet")
+    if format_ not in ("csv", "jsonl", "parquet", "tensorboard"):
+        raise fail(f"--format {format_!r}: expected csv, jsonl, parquet or tensorboard")
+    out = out or target_arg
+    suffix = "-tensorboard" if format_ == "tensorboard" else f".{format_}"
     try:
         with local_stores([store]) as (path,):
-            target = Path(out) if out else Path(Path(path).name).with_suffix(f".{format_}")
-            if path == store and not out:
-                target = Path(store).with_suffix(f".{format_}")
-            rows = export(path, target, format_)
+            source = Path(store if path == store else Path(path).name)
+            target = Path(out) if out else source.with_name(source.stem + suffix)
+            if format_ == "tensorboard":
+                rows = export_tensorboard(path, target)
+            else:
+                rows = export(path, target, format_)
     except (StoreError, ServerProblem) as err:
         raise fail(str(err)) from None
     console.print(f"wrote {rows} rows to {target}")
+
+
+app.add_typer(import_app, name="import")
 
 
 def run_module_main(name: str) -> None:
@@ -761,4 +779,6 @@ def run_module_main(name: str) -> None:
 
 
 def main() -> None:
-    app()
+    """The ``diag`` console script and ``python -m diag``: one program name for both, so
+    usage lines and shell completion (``_DIAG_COMPLETE``) read the same."""
+    app(prog_name="diag")

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from probes.notify import AlertNotifier
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,12 @@ THRESHOLDS: dict[str, Threshold] = {
 class AlertTracker:
     """Turns a stream of scalars into alert payloads, once per entry into the red zone."""
 
-    def __init__(self, thresholds: dict[str, Threshold] | None = None) -> None:
+    def __init__(
+        self,
+        notifier: AlertNotifier | None = None,
+        thresholds: dict[str, Threshold] | None = None,
+    ) -> None:
+        self.notifier = notifier
         self.thresholds = THRESHOLDS if thresholds is None else thresholds
         self._active: set[str] = set()
         self._loss_alerted = False
@@ -82,3 +91,9 @@ class AlertTracker:
                 {"metric": "loss", "value": loss, "limit": None, "message": "loss is not finite"}
             )
         return alerts
+
+    def deliver(self, run: str, step: int, alerts: list[dict]) -> None:
+        """Hand new alerts to the notifier (a queue put: delivery is on its own thread)."""
+        if self.notifier is not None:
+            for alert in alerts:
+                self.notifier.submit(run, step, alert)

@@ -40,6 +40,7 @@ from probes.diagnostics import ProbeUnsupported
 from probes.endpoints import DEFAULT_ENDPOINT
 from probes.forward import UploadTarget
 from probes.metrics import NormSnapshot, NormTracker, global_norm, learning_rates
+from probes.notify import AlertNotifier
 from probes.probe import PROBES, Probe, ProbeOutput, ProbeScheduler, StepContext
 from probes.ranks import detect_rank, rank_transport, unwrap_ddp
 from probes.security import ClientKeys, ServerKeys, resolve_server_keys
@@ -93,6 +94,8 @@ class Monitor:
             back (or later, with ``diag push``). Needs the store (``store`` not None).
         server_keys: CURVE keys for the upload: a ``ClientKeys``, or a keys folder from
             ``diag keys`` (its ``server.key`` and ``clients/$EDGEWATCH_CLIENT`` or ``viewer``).
+        notify: deliver alerts outward, off the training thread (:mod:`probes.notify`);
+            default: from ``$EDGEWATCH_WEBHOOK`` / ``$EDGEWATCH_ALERT_COMMAND`` on rank 0.
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class Monitor:
         insecure: bool = False,
         server: str | None = None,
         server_keys: ClientKeys | str | os.PathLike[str] | None = None,
+        notify: AlertNotifier | None = None,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be ≥ 1, got {every}")
@@ -156,7 +160,8 @@ class Monitor:
         self._closed = False
         self.scheduler = ProbeScheduler(_make_probes(probes), budget, stride=every)
         self._failures: dict[str, int] = {}
-        self._alerts = AlertTracker()  # touched only by the I/O thread (inside thunks)
+        self.notifier = notify or (AlertNotifier.from_env() if self.rank == 0 else None)
+        self._alerts = AlertTracker(self.notifier)  # touched only by the I/O thread (thunks)
         self._monitor_seconds = 0.0
         self._io_seen = 0.0  # the transport's io_cpu_seconds at the last observe
         self._capture_seconds = 0.0  # the parameter copy taken for the next norm step
@@ -345,6 +350,8 @@ class Monitor:
         self._publish("event", self.step, {"event": status})
         self.transport.set_status(state=status, final_state=status, step=self.step)
         self.transport.close()
+        if self.notifier is not None:
+            self.notifier.close()
 
     def __enter__(self) -> Monitor:
         return self
@@ -518,10 +525,12 @@ class _MetricsThunk:
             per_layer[name] = [float(by_layer.get(layer, math.nan)) for layer in self.layers]
         data = metrics_data(scalars, self.layers if per_layer else [], per_layer)
         records = [Record(kind="metrics", run=self.run, step=self.step, data=data, t=self.t)]
+        alerts = self.alerts.check(scalars)
         records += [
             Record(kind="alert", run=self.run, step=self.step, data=alert, t=self.t)
-            for alert in self.alerts.check(scalars)
+            for alert in alerts
         ]
+        self.alerts.deliver(self.run, self.step, alerts)
         return records
 
 
