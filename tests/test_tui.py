@@ -158,6 +158,39 @@ def test_runstate_restart_clears_history_and_session_counters_sync() -> None:
     assert (state.lost, state.repairs, state.lost_or_rejected) == (3, 2, 7)
 
 
+def ack(cmd: str, step: int, seq: int, **data: object) -> Record:
+    payload = {"id": f"other-{seq}", "cmd": cmd, "applied_at_step": step, **data}
+    return Record(kind="ack", run="run-1", step=step, seq=seq, data=payload)
+
+
+def test_run_state_follows_pause_and_resume_acks_without_waiting_for_heartbeats() -> None:
+    """Heartbeats come only when the stream is idle: the ack and the next step's metrics say
+    at once that the run paused and runs again (issue 17 item 7)."""
+    state = RunState()
+    state.apply([meta(), metrics(1), heartbeat("running", 1)])
+    state.apply([ack("pause", 1, 10, state="paused")])
+    assert state.state == "paused"
+    state.apply([heartbeat("paused", 1), ack("resume", 1, 11, state="running")])
+    assert state.state == "running"
+    state.apply([ack("pause", 2, 12, state="paused"), metrics(2)])
+    assert state.state == "paused", "the paused step's own metrics do not resume it"
+    state.apply([metrics(3)])
+    assert state.state == "running", "a later step's metrics mean it runs (resumed elsewhere)"
+    assert [e.text for e in state.events if e.kind == "state"][-2:] == [
+        "state → paused",
+        "state → running",
+    ]
+
+
+def test_run_state_is_final_after_a_stopped_event_whatever_a_late_heartbeat_says() -> None:
+    state = RunState()
+    state.apply([meta(), metrics(1), ack("stop", 1, 5, state="stopping")])
+    assert state.state == "stopping"
+    stopped = Record(kind="event", run="run-1", step=1, seq=6, data={"event": "stopped"})
+    state.apply([stopped, heartbeat("running", 1)])
+    assert state.state == "stopped"
+
+
 # -- the app with an in-memory source -------------------------------------------------------
 
 

@@ -191,14 +191,6 @@ class EdgewatchApp(App[None]):
     def _alerted_id(self, value: int) -> None:
         self.runs.current.alerted_id = value
 
-    @property
-    def _run_paused(self) -> bool:
-        return self.runs.current.run_paused
-
-    @_run_paused.setter
-    def _run_paused(self, value: bool) -> None:
-        self.runs.current.run_paused = value
-
     def compose(self) -> ComposeResult:
         with Horizontal(id="top"):
             yield self.header
@@ -434,8 +426,12 @@ class EdgewatchApp(App[None]):
         await self._send(cmd, {} if factor is None else {"factor": factor})
 
     async def action_pause_run(self) -> None:
-        self._run_paused = not self._run_paused
-        await self._send("pause" if self._run_paused else "resume", {})
+        """Pause a running run, resume a paused one: the run's state as every viewer sees it
+        (its acks and records), so another viewer's pause is resumed here with one press; a
+        second press before the first is acked undoes the first."""
+        asked = [cmd for cmd in self.controls.pending.values() if cmd in ("pause", "resume")]
+        paused = asked[-1] == "pause" if asked else self.state.state == "paused"
+        await self._send("resume" if paused else "pause", {})
 
     async def action_stop_run(self) -> None:
         """Destructive, so it asks: the first press arms, a second within 3 s sends."""

@@ -64,7 +64,6 @@ class RunSlot:
     alerted_id: int = 0
     alerts_seen: int = 0
     """Alert count already announced while this run was in the background."""
-    run_paused: bool = False
     failure_reported: bool = False
 
     @property
