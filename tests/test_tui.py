@@ -182,6 +182,12 @@ def test_run_state_follows_pause_and_resume_acks_without_waiting_for_heartbeats(
     ]
 
 
+def test_ack_events_show_the_values_sent_and_returned_not_container_sizes() -> None:
+    state = RunState()
+    state.apply([meta(), ack("lr_scale", 4, 9, args={"factor": 0.5}, lr=[0.005])])
+    assert state.events[-1].text == "ack lr_scale applied_at_step=4 factor=0.5 lr=0.005"
+
+
 def test_run_state_is_final_after_a_stopped_event_whatever_a_late_heartbeat_says() -> None:
     state = RunState()
     state.apply([meta(), metrics(1), ack("stop", 1, 5, state="stopping")])
@@ -220,7 +226,7 @@ async def test_app_shows_run_charts_and_reacts_to_keys() -> None:
         await pilot.press("p")
         source.push(metrics(50, loss=123.0))
         await until(pilot, lambda: "step 50" in header_text(app))
-        assert "⏸ paused" in header_text(app)
+        assert "⏸ view frozen" in header_text(app) and "paused" not in header_text(app)
         await pilot.pause(0.3)
         assert loss.latest == 49.0, "paused: charts frozen while ingest continues"
         await pilot.press("p")
@@ -229,7 +235,7 @@ async def test_app_shows_run_charts_and_reacts_to_keys() -> None:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         shown = "\n".join(f"{key} {text}" for key, text in app.screen.rows)
-        for description in ("Quit", "Pause view", "Log y", "Help"):
+        for description in ("Quit", "Freeze view", "Log y", "Help"):
             assert description in shown
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
@@ -337,7 +343,7 @@ async def test_command_palette_exposes_the_binding_actions() -> None:
     app = EdgewatchApp(MemorySource())
     async with app.run_test(size=(80, 24)):
         titles = {command.title for command in app.get_system_commands(app.screen)}
-    assert {"Pause view", "Log y", "Help"} <= titles
+    assert {"Freeze view", "Log y", "Help"} <= titles
 
 
 # -- the app over real ZeroMQ sockets -------------------------------------------------------

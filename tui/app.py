@@ -94,7 +94,7 @@ class EdgewatchApp(App[None]):
     ]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
-        Binding("p", "toggle_pause", "Pause view"),
+        Binding("p", "toggle_pause", "Freeze view"),
         Binding("y", "toggle_log", "Log y"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("l", "layers", "Layers"),

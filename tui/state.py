@@ -378,7 +378,7 @@ class RunState:
             )
         else:
             level = "error" if data.get("error") else "ok"
-            text = _summarise("ack", data, skip=())
+            text = _summarise(f"ack {data.get('cmd', '?')}", data, skip=("cmd", "id"))
             self._join_ack(record)
         if record.rank:
             text = f"[rank {record.rank}] {text}"
@@ -623,18 +623,30 @@ def _as_float(value: Any) -> float:
 
 
 def _summarise(head: str, data: Mapping[str, Any], skip: Iterable[str], limit: int = 160) -> str:
-    """``head k=v k=v`` with values formatted like the charts, truncated to one line."""
+    """``head k=v k=v`` with values formatted like the charts, truncated to one line; a dict's
+    items and a short list's values are shown (an ack reads ``factor=2 lr=0.005``)."""
     skipped = set(skip)
     parts = [head]
     for key, value in data.items():
         if key in skipped or (key == "name" and value == head):
             continue
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            shown = fmt_value(value)
-        elif isinstance(value, (dict, list)):
-            shown = f"{type(value).__name__}[{len(value)}]"
+        if isinstance(value, Mapping):
+            parts += [f"{k}={_shown(v)}" for k, v in value.items()]
         else:
-            shown = str(value)
-        parts.append(f"{key}={shown}")
+            parts.append(f"{key}={_shown(value)}")
     text = " ".join(parts)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_LISTED_VALUES = 4
+"""A list longer than this is shown as ``list[n]``."""
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return fmt_value(value)
+    if isinstance(value, (list, tuple)) and len(value) <= _LISTED_VALUES:
+        return ",".join(_shown(v) for v in value)
+    if isinstance(value, (dict, list, tuple)):
+        return f"{type(value).__name__}[{len(value)}]"
+    return str(value)

@@ -35,6 +35,7 @@ class HeaderInfo:
     rate: str = "—"
     state: str = "waiting"
     paused: bool = False
+    """The view is frozen (``p``): not the run's state, which is ``state``."""
     insecure: bool = False
     """The run bound a non-loopback address without keys (``insecure=True``)."""
 
@@ -107,7 +108,7 @@ class RunHeader(Widget):
         parts += [_SEP, "step ", (step, "bold"), _SEP, f"{info.rate} steps/s"]
         parts += [_SEP, (info.state, _STATE_STYLE.get(info.state, ""))]
         if info.paused:
-            parts += [" ", (" ⏸ paused ", "reverse $warning")]
+            parts += [" ", (" ⏸ view frozen ", "reverse $warning")]
         if info.insecure:
             parts += [" ", (" ⚠ insecure: no keys ", "reverse $error")]
         if not self.compact:
