@@ -608,6 +608,28 @@ async def test_health_badges_show_only_published_gauges_with_their_level() -> No
         assert bar.shown["eos_gauge"].level == "ok"
 
 
+async def test_a_gauge_measured_long_ago_shows_its_step_dimmed_and_spans_the_runs_steps() -> None:
+    """trace_gauge measured at steps 0 and 50 of a 1000-step run: its badge says @ step 50
+    (dimmed) and its chart's x-axis runs to 1000 like its neighbours' (issue 17 item 8)."""
+    from tui.widgets.health import HealthBar
+
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(120, 36)) as pilot:
+        bar = app.query_one(HealthBar)
+        source.push(meta(), gauge_metrics(0, trace_gauge=1.25, r=0.1))
+        source.push(gauge_metrics(50, seq=51, trace_gauge=1.25, r=0.1))
+        source.push(*[gauge_metrics(s, r=0.1) for s in range(100, 1001, 50)])
+        await until(pilot, lambda: app.state.step == 1000 and "trace_gauge" in bar.shown)
+        await until(pilot, lambda: bar.shown["trace_gauge"].has_class("-old"))
+        assert "@ step 50" in str(bar.shown["trace_gauge"].render())
+        assert not bar.shown["r"].has_class("-old") and "@" not in str(bar.shown["r"].render())
+        chart = app.charts["trace_gauge"]
+        await until(pilot, lambda: chart.x_range == (0.0, 1000.0))
+        assert chart.lines()[-1][1].tolist() == [0.0, 50.0], "the line itself ends at step 50"
+        assert app.charts["r"].x_range == (0.0, 1000.0)
+
+
 def cell_texts(table, layer: str) -> list[str]:
     return [str(cell) for cell in table.get_row(layer)]
 

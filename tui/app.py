@@ -247,7 +247,8 @@ class EdgewatchApp(App[None]):
         self.header.info = HeaderInfo.from_state(state, title=title, paused=self.paused)
         self.badge.link = LinkInfo.from_state(self.source.connection_state(), state)
         self.controls_bar.show(self.controls)
-        self.health.show(state.scalars)  # live like the header: gauges are not frozen by p
+        # live like the header: gauges are not frozen by p
+        self.health.show(state.scalars, state.measured_at(self.health.badges), state.step)
         self._toast_alerts(state.events)
         self._announce_background_alerts()
         self._report_failed_launches()

@@ -164,6 +164,11 @@ class RunState:
         """Latest values of the selected rank (or their mean over ranks)."""
         return self.ranks.latest_of(self.selected_rank)
 
+    def measured_at(self, names: Iterable[str]) -> dict[str, float]:
+        """The step of each named scalar's latest value (the selected rank's), where known."""
+        series = self.series
+        return {name: series[name].last_x for name in names if name in series}
+
     @property
     def rank_label(self) -> str:
         return "mean of ranks" if self.selected_rank == MEAN else f"rank {self.selected_rank}"
