@@ -82,10 +82,17 @@ def _root(
 
 # -- diag list ------------------------------------------------------------------------------
 @app.command("list")
-def list_trainers() -> None:
-    """List the built-in reference trainers (the method library)."""
+def list_trainers(
+    name: Annotated[
+        str | None, typer.Argument(help="A trainer: show its variants and --set fields.")
+    ] = None,
+) -> None:
+    """List the built-in reference trainers (the method library), or one trainer's settings."""
     from diag.registry import all_trainers
 
+    if name is not None:
+        console.print(_trainer_text(name), highlight=False, markup=False)
+        return
     table = Table(title="edgewatch method library", title_justify="left")
     table.add_column("name", style="bold cyan")
     table.add_column("what it shows")
@@ -94,6 +101,22 @@ def list_trainers() -> None:
         table.add_row(name, trainer.title, trainer.paper)
     console.print(table)
     console.print("Run one with [bold]diag run NAME[/] (add --no-tui for a headless run).")
+    console.print("[bold]diag list NAME[/] shows its variants and --set fields.")
+
+
+def _trainer_text(name: str) -> str:
+    """What ``diag list NAME`` prints and ``diag run NAME --help`` ends with."""
+    from diag.launch import settings_lines
+    from diag.registry import UnknownTrainerError, get_trainer
+
+    try:
+        trainer = get_trainer(name)
+    except UnknownTrainerError as err:
+        raise fail(str(err)) from None
+    lines = [f"{trainer.name}: {trainer.title}", f"paper: {trainer.paper}", ""]
+    settings = [f"  {line}" for line in settings_lines(trainer.Config)]
+    lines += ["--set FIELD=VALUE (defaults shown):", *settings]
+    return "\n".join(lines)
 
 
 # -- diag run -------------------------------------------------------------------------------
@@ -761,4 +784,16 @@ def run_module_main(name: str) -> None:
 
 
 def main() -> None:
-    app()
+    command = typer.main.get_command(app)
+    _describe_trainer_in_run_help(command, sys.argv[1:])
+    command()
+
+
+def _describe_trainer_in_run_help(command: Any, argv: list[str]) -> None:
+    """``diag run NAME --help`` ends with NAME's variants and --set fields (help is printed
+    before NAME is parsed, so it is looked at here)."""
+    if len(argv) >= 3 and argv[0] == "run" and "--help" in argv and not argv[1].startswith("-"):
+        from diag.registry import all_trainers
+
+        if argv[1] in all_trainers():
+            command.commands["run"].epilog = _trainer_text(argv[1])

@@ -214,6 +214,29 @@ async def test_compact_layout_at_80x24(size: tuple[int, int], compact: bool) -> 
         assert first.metric == "r" and first.region.y < size[1] // 2, "gauges come first"
 
 
+async def test_help_fits_80x24_with_every_key_the_gauges_and_the_closing_hint() -> None:
+    """At 80×24 the help was cut: the 1–9 row and "escape closes" were off-screen, PageDown
+    was not listed and the gauges not explained (issue 17 items 11, 13)."""
+    from textual.containers import VerticalScroll
+
+    app = EdgewatchApp(MemorySource())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.pause(0.1)
+        box = app.screen.query_one(VerticalScroll)
+        assert "escape or ? closes" in str(box.border_subtitle)
+        assert box.region.bottom <= 24 and box.region.right <= 80
+        columns = list(app.screen.query(".key-column"))
+        assert len(columns) >= 2 and all(c.region.bottom <= box.region.bottom for c in columns)
+        shown = "\n".join(str(c.render()) for c in columns)
+        for key in ("q", "1–9", "pgdn/pgup", "space", "?"):
+            assert f"{key}  " in shown, key
+        gauges = str(app.screen.query_one("#gauges").render())
+        assert "● ok  ▲ amber  ✖ over the limit" in gauges
+        assert "trace_gauge" in gauges and "SGD" in gauges
+
+
 async def test_ascii_mode_draws_charts_and_labels_in_ascii(monkeypatch) -> None:
     monkeypatch.setenv("EDGEWATCH_ASCII", "1")
     source = MemorySource()

@@ -30,6 +30,7 @@ from textual.screen import Screen
 
 from tui.controls import ControlBoard
 from tui.events import EventsScreen
+from tui.gauges import gauge_table
 from tui.gc_policy import settle_gc
 from tui.help import HelpScreen, binding_rows
 from tui.ingest import RecordSource, ZmqSource
@@ -477,7 +478,7 @@ class EdgewatchApp(App[None]):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(self.binding_rows()))
+            self.push_screen(HelpScreen(self.binding_rows(), gauge_table(self.state.meta)))
 
     async def action_quit(self) -> None:
         """Close every source and stop the runs the launcher started (their log stays)."""
@@ -499,7 +500,7 @@ class EdgewatchApp(App[None]):
         """(key, description) for every app binding, as the help screen lists them, then the
         keys of the screen on top (layers, events, launcher) when it has its own."""
         bindings = [b for b in self.BINDINGS if isinstance(b, Binding)]
-        rows = binding_rows(bindings, self.get_key_display)
+        rows = binding_rows(bindings, self.get_key_display) + list(MetricGrid.HELP_ROWS)
         screen_rows = getattr(self.screen, "binding_rows", None)
         if callable(screen_rows):  # the layers, events or launcher screen's own keys
             rows += screen_rows(self.get_key_display)

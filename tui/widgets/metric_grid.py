@@ -56,6 +56,9 @@ class MetricGrid(VerticalScroll):
 
     log_y: reactive[bool] = reactive(False)
 
+    HELP_ROWS = (("pgdn/pgup", "Scroll the charts (more below the fold)"),)
+    """The scroll keys the grid inherits, as the help lists them."""
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.charts: dict[str, Chart] = {}
