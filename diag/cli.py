@@ -256,6 +256,7 @@ def _run_headless(
     except EndpointError as err:
         raise UsageProblem(str(err)) from None
     monitor.event("trainer", trainer=trainer_cls.name, title=trainer_cls.title)
+    quiet = quiet or os.environ.get("RANK", "0") != "0"  # under --nproc: rank 0 speaks for all
     stop = _StopFlag()
     if not quiet:
         where = f"watch: diag watch {monitor.endpoint}"

@@ -244,6 +244,31 @@ async def test_app_shows_run_charts_and_reacts_to_keys() -> None:
         assert app.return_code == 0
 
 
+@pytest.mark.parametrize("size", [(100, 30), (160, 40)])
+async def test_header_is_one_line_and_i_tells_where_to_watch_the_run_from(
+    size: tuple[int, int], monkeypatch
+) -> None:
+    """The header wrapped at 100×30 and no view said which endpoint the run was on, so a second
+    `diag watch` could not find it (issue 17 items 10, 13)."""
+    monkeypatch.setenv("EDGEWATCH_KEYS", "/home/me/keys")
+    endpoint = "tcp://127.0.0.1:32566"
+    source = MemorySource(label=endpoint)
+    app = EdgewatchApp(source, title="diag run grokking")
+    async with app.run_test(size=size) as pilot:
+        info = {"host": "a-rather-long-host-name", "device": "cpu", "params": 107_800}
+        source.push(meta(trainer="grokking", **info), metrics(5))
+        await until(pilot, lambda: "step 5" in header_text(app))
+        header = app.query_one(RunHeader)
+        await pilot.pause(0.1)
+        assert header.region.height == 1 and len(header_text(app)) <= size[0]
+        assert (endpoint in header_text(app)) is (size[0] >= 160), header_text(app)
+        await pilot.press("i")
+        await pilot.pause(0.1)
+        (toast,) = [n for n in app._notifications if n.title == "run info"]
+        assert f"diag watch {endpoint} --keys /home/me/keys" in toast.message
+        assert "host: a-rather-long-host-name" in toast.message
+
+
 async def test_app_survives_nonfinite_values_and_lists_events() -> None:
     source = MemorySource()
     app = EdgewatchApp(source)

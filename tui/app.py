@@ -61,6 +61,11 @@ BUSY_CHART_INTERVAL_S = 0.5
 """Above this ingest rate the charts redraw every half second instead of every tick: a frame
 of charts costs tens of ms, and under a flood that time is better spent ingesting (header,
 gauges and keys stay at the full rate)."""
+CONTROLLER_ACTIONS = frozenset({"toggle", "command", "pause_run", "stop_run"})
+"""Actions that steer the watched run: only on the dashboard, and only with a run to steer
+(elsewhere the keys are the screen's own, e.g. letters typed in the launcher's list)."""
+INFO_META = ("trainer", "host", "device", "params")
+"""Meta fields the ``i`` info lists (the header drops them first when narrow)."""
 COMPACT_BELOW = (100, 30)
 """Terminals narrower or shorter than this get the compact layout (class ``-compact``)."""
 
@@ -112,6 +117,7 @@ class EdgewatchApp(App[None]):
         Binding("k", "command('checkpoint')", "Checkpoint"),
         Binding("x", "stop_run", "Stop run (press twice)"),
         Binding("e", "events", "Events"),
+        Binding("i", "info", "Run info: endpoint, watch command"),
         Binding("o", "launcher", "Launch a run"),
         Binding("w", "next_run", "Next run"),
         Binding("W", "run_list", "List runs", show=False),
@@ -245,7 +251,9 @@ class EdgewatchApp(App[None]):
         title = " · ".join(
             filter(None, [self.runs.current.title or self.title, self.runs.position()])
         )
-        self.header.info = HeaderInfo.from_state(state, title=title, paused=self.paused)
+        self.header.info = HeaderInfo.from_state(
+            state, title=title, paused=self.paused, where=self.source.label
+        )
         self.badge.link = LinkInfo.from_state(self.source.connection_state(), state)
         self.controls_bar.show(self.controls)
         # live like the header: gauges are not frozen by p
@@ -315,6 +323,13 @@ class EdgewatchApp(App[None]):
                     message, title="launch failed", severity="error", markup=False, timeout=15
                 )
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Controller keys act, and are shown, only on the dashboard of a run."""
+        if action in CONTROLLER_ACTIONS:
+            on_dashboard = self.screen is self.screen_stack[0]
+            return on_dashboard and not self.runs.current.idle
+        return True
+
     # -- several runs ----------------------------------------------------------------------------
     def add_run(
         self, source: RecordSource, title: str | None = None, launched: LaunchedRun | None = None
@@ -326,6 +341,7 @@ class EdgewatchApp(App[None]):
             self.run_worker(replaced.source.aclose())
         self._start_ingest(slot)
         self._show_selected()
+        self.refresh_bindings()  # the controller keys, hidden with no run, now apply
         return slot
 
     def action_next_run(self) -> None:
@@ -476,6 +492,16 @@ class EdgewatchApp(App[None]):
         self.notify(f"dashboard shows {self.state.cycle_rank()}", timeout=2)
         self.flush()
 
+    def action_info(self) -> None:
+        """The run, where it publishes and the line that watches it from another terminal."""
+        slot, state = self.runs.current, self.state
+        lines = [f"{slot.name} · {state.state} · step {max(state.step, 0):,}"]
+        lines += [f"{key}: {state.meta[key]}" for key in INFO_META if state.meta.get(key)]
+        lines.append(f"from: {slot.source.label}")
+        if slot.watch_line:
+            lines.append(f"watch it elsewhere: {slot.watch_line}")
+        self.notify("\n".join(lines), title="run info", timeout=20, markup=False)
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.binding_rows(), gauge_table(self.state.meta)))
@@ -499,7 +525,11 @@ class EdgewatchApp(App[None]):
     def binding_rows(self) -> list[tuple[str, str]]:
         """(key, description) for every app binding, as the help screen lists them, then the
         keys of the screen on top (layers, events, launcher) when it has its own."""
-        bindings = [b for b in self.BINDINGS if isinstance(b, Binding)]
+        bindings = [
+            b
+            for b in self.BINDINGS
+            if isinstance(b, Binding) and self.check_action(b.action.partition("(")[0], ())
+        ]
         rows = binding_rows(bindings, self.get_key_display) + list(MetricGrid.HELP_ROWS)
         screen_rows = getattr(self.screen, "binding_rows", None)
         if callable(screen_rows):  # the layers, events or launcher screen's own keys
