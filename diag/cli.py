@@ -336,7 +336,8 @@ def _brief(last: dict[str, float]) -> str:
 
 
 def summary_table(result) -> Table:
-    table = Table(title=f"{result.trainer}: {result.steps_done} steps in {result.seconds:.1f} s")
+    title = f"{result.trainer}: {result.steps_done} steps in {result.seconds:.1f} s"
+    table = Table(title=title, min_width=len(title))  # a title wider than the table wraps
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
     for key, value in result.headline.items():
@@ -646,7 +647,8 @@ def runs(
     if not found:
         console.print(f"no run stores in {location}/ (a Monitor writes one per run there)")
         return
-    table = Table(title=f"runs in {location}/", title_justify="left")
+    title = f"runs in {location}/"
+    table = Table(title=title, title_justify="left", min_width=len(title))
     for column in ("run", "started", "steps", "status", "file"):
         table.add_column(column)
     for info in found:

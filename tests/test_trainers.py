@@ -264,3 +264,18 @@ def test_diag_shows_a_trainers_variants_and_set_fields(argv: list[str]) -> None:
     assert "variant = weight_decay" in proc.stdout
     assert "one of baseline, weight_decay, stablemax, perpgrad" in proc.stdout
     assert "lr = 0.01" in proc.stdout and "hidden = 200" in proc.stdout
+
+
+def test_summary_table_title_stays_on_one_line_off_a_terminal() -> None:
+    """The title wrapped mid-phrase when stdout was a pipe (issue 17 item 13)."""
+    import io
+
+    from rich.console import Console
+
+    from demos.loop import RunResult
+    from diag.cli import summary_table
+
+    result = RunResult("edge_of_stability", 3000, 123.4, {"loss": 0.5})
+    out = io.StringIO()
+    Console(file=out, width=80).print(summary_table(result))
+    assert "edge_of_stability: 3000 steps in 123.4 s" in out.getvalue()
