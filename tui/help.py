@@ -47,7 +47,7 @@ class HelpScreen(ModalScreen[None]):
         }
         #keys { width: auto; height: auto; }
         .key-column { width: auto; margin-right: 3; }
-        #gauges { width: auto; max-width: 100; margin-top: 1; }
+        #gauges { width: auto; max-width: 100%; margin-top: 1; }
     }
     """
 
@@ -92,11 +92,8 @@ def gauges_panel(gauges: Mapping[str, Threshold]) -> Content:
     and when it applies (e.g. tr(H)·η/2 is a condition for SGD)."""
     lines = [Content.assemble(("gauges", "bold $accent"), "   ", legend_text())]
     for name, threshold in gauges.items():
-        lines.append(
-            Content.assemble(
-                (name, "bold"), "  ", threshold.meaning, (f"  ({limit_text(threshold)})", "dim")
-            )
-        )
+        lines.append(Content.assemble((name, "bold"), "  ", (limit_text(threshold), "dim")))
+        lines.append(Content.assemble("    ", threshold.meaning))
         if threshold.applies:
             lines.append(Content.assemble("    applies to: ", (threshold.applies, "italic")))
     return Content("\n").join(lines)
