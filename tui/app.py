@@ -499,7 +499,7 @@ class EdgewatchApp(App[None]):
         lines += [f"{key}: {state.meta[key]}" for key in INFO_META if state.meta.get(key)]
         lines.append(f"from: {slot.source.label}")
         if slot.watch_line:
-            lines.append(f"watch it elsewhere: {slot.watch_line}")
+            lines += ["watch it from another terminal:", slot.watch_line]
         self.notify("\n".join(lines), title="run info", timeout=20, markup=False)
 
     def action_help(self) -> None:
