@@ -72,7 +72,9 @@ class HealthBadge(Static):
             self.set_class(name == self.level, f"-{name}")
         # A layout pass re-arranges every chart too (~100 ms on a big screen), so the value is
         # padded to the widest one shown so far: the badge re-lays out only when it grows.
-        text = fmt_value(value) if old_at is None else f"{fmt_value(value)} @ step {old_at:,}"
+        text = fmt_value(value)
+        if old_at is not None:  # the compact layout's badges are a third of 80 columns wide
+            text += f" @{old_at}" if self.app.has_class("-compact") else f" @ step {old_at:,}"
         grows = len(text) > self._width or not self.display
         self._width = max(self._width, len(text))
         content = Content.assemble(
