@@ -83,10 +83,17 @@ def _root(
 
 # -- diag list ------------------------------------------------------------------------------
 @app.command("list")
-def list_trainers() -> None:
-    """List the built-in reference trainers (the method library)."""
+def list_trainers(
+    name: Annotated[
+        str | None, typer.Argument(help="A trainer: show its variants and --set fields.")
+    ] = None,
+) -> None:
+    """List the built-in reference trainers (the method library), or one trainer's settings."""
     from diag.registry import all_trainers
 
+    if name is not None:
+        console.print(_trainer_text(name), highlight=False, markup=False)
+        return
     table = Table(title="edgewatch method library", title_justify="left")
     table.add_column("name", style="bold cyan")
     table.add_column("what it shows")
@@ -95,6 +102,22 @@ def list_trainers() -> None:
         table.add_row(name, trainer.title, trainer.paper)
     console.print(table)
     console.print("Run one with [bold]diag run NAME[/] (add --no-tui for a headless run).")
+    console.print("[bold]diag list NAME[/] shows its variants and --set fields.")
+
+
+def _trainer_text(name: str) -> str:
+    """What ``diag list NAME`` prints and ``diag run NAME --help`` ends with."""
+    from diag.launch import settings_lines
+    from diag.registry import UnknownTrainerError, get_trainer
+
+    try:
+        trainer = get_trainer(name)
+    except UnknownTrainerError as err:
+        raise fail(str(err)) from None
+    lines = [f"{trainer.name}: {trainer.title}", f"paper: {trainer.paper}", ""]
+    settings = [f"  {line}" for line in settings_lines(trainer.Config)]
+    lines += ["--set FIELD=VALUE (defaults shown):", *settings]
+    return "\n".join(lines)
 
 
 # -- diag run -------------------------------------------------------------------------------
@@ -234,6 +257,7 @@ def _run_headless(
     except EndpointError as err:
         raise UsageProblem(str(err)) from None
     monitor.event("trainer", trainer=trainer_cls.name, title=trainer_cls.title)
+    quiet = quiet or os.environ.get("RANK", "0") != "0"  # under --nproc: rank 0 speaks for all
     stop = _StopFlag()
     if not quiet:
         where = f"watch: diag watch {monitor.endpoint}"
@@ -313,7 +337,8 @@ def _brief(last: dict[str, float]) -> str:
 
 
 def summary_table(result) -> Table:
-    table = Table(title=f"{result.trainer}: {result.steps_done} steps in {result.seconds:.1f} s")
+    title = f"{result.trainer}: {result.steps_done} steps in {result.seconds:.1f} s"
+    table = Table(title=title, min_width=len(title))  # a title wider than the table wraps
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
     for key, value in result.headline.items():
@@ -623,7 +648,8 @@ def runs(
     if not found:
         console.print(f"no run stores in {location}/ (a Monitor writes one per run there)")
         return
-    table = Table(title=f"runs in {location}/", title_justify="left")
+    title = f"runs in {location}/"
+    table = Table(title=title, title_justify="left", min_width=len(title))
     for column in ("run", "started", "steps", "status", "file"):
         table.add_column(column)
     for info in found:
@@ -781,4 +807,16 @@ def run_module_main(name: str) -> None:
 def main() -> None:
     """The ``diag`` console script and ``python -m diag``: one program name for both, so
     usage lines and shell completion (``_DIAG_COMPLETE``) read the same."""
-    app(prog_name="diag")
+    command = typer.main.get_command(app)
+    _describe_trainer_in_run_help(command, sys.argv[1:])
+    command(prog_name="diag")
+
+
+def _describe_trainer_in_run_help(command: Any, argv: list[str]) -> None:
+    """``diag run NAME --help`` ends with NAME's variants and --set fields (help is printed
+    before NAME is parsed, so it is looked at here)."""
+    if len(argv) >= 3 and argv[0] == "run" and "--help" in argv and not argv[1].startswith("-"):
+        from diag.registry import all_trainers
+
+        if argv[1] in all_trainers():
+            command.commands["run"].epilog = _trainer_text(argv[1])

@@ -173,6 +173,21 @@ def config_fields(config_cls: type) -> list[FieldSpec]:
     return out
 
 
+def settings_lines(config_cls: type) -> list[str]:
+    """A trainer's ``--set`` fields, one line each: ``variant = weight_decay  (one of …) help``
+    — for ``diag list NAME`` and ``diag run NAME --help``, read from the config dataclass."""
+    specs = [spec for spec in config_fields(config_cls) if spec.name not in CLI_FIELDS]
+    width = max((len(f"{spec.name} = {spec.default_text}") for spec in specs), default=0)
+    lines = []
+    for spec in specs:
+        head = f"{spec.name} = {spec.default_text}".ljust(width)
+        notes = [f"one of {', '.join(spec.choices)}"] if spec.choices else []
+        notes += [spec.help] if spec.help else []
+        lines.append(f"{head}  {notes[0]}" if notes else head.rstrip())
+        lines += [f"{'':{width}}  {note}" for note in notes[1:]]
+    return lines
+
+
 def format_value(value: Any) -> str:
     if isinstance(value, float) and math.isnan(value):
         return "nan"

@@ -262,6 +262,16 @@ def test_diag_run_nproc_streams_both_ranks_into_one_store(tmp_path):
         assert steps == list(range(12)), rank
 
 
+@pytest.mark.slow  # torchrun + two trainer start-ups
+def test_diag_run_nproc_prints_one_watch_line_progress_and_summary(tmp_path):
+    """Each rank printed its own endpoint, progress bar and summary (issue 17 item 10)."""
+    argv = ("run", "grokking", "--no-tui", "--nproc", "2", "--steps", "6")
+    out = _diag(*argv, tmp_path=tmp_path, timeout=240)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("watch: diag watch") == 1, out.stdout
+    assert out.stdout.count("grokking: 6 steps in") == 1, out.stdout
+
+
 # -- rank detection (no processes) ----------------------------------------------------------
 def test_rank_detection_from_torchrun_env():
     from probes.ranks import RankInfo, detect_rank
