@@ -5,14 +5,19 @@ Each names the behaviour it pins down; the mutants it kills are listed in docs/m
 
 from __future__ import annotations
 
+import math
 import stat
 import time
+from pathlib import Path
 
 import pytest
+import torch
 import zmq
+from torch import nn
 
-from probes import Monitor
+from probes import InProcessTransport, Monitor
 from probes.client import Subscriber
+from probes.control import CommandError, check_args, parse_command
 from probes.endpoints import parse_endpoint
 from probes.security import (
     ClientKeys,
@@ -83,11 +88,11 @@ def test_rate_limiter_evicts_the_least_recently_used_peer_and_keeps_the_rest():
     assert limiter.allow(b"a", now=0.0)  # a was the least recent: evicted, a fresh bucket
 
 
-def _reaches(endpoint: str, keys: ClientKeys) -> bool:
+def _reaches(endpoint: str, keys: ClientKeys, seconds: float) -> bool:
     ctx = zmq.Context()
     sub = Subscriber(endpoint, ctx=ctx, keys=keys)
     try:
-        return any(r.kind == "meta" for r in sub.collect(lambda rs: bool(rs), 2.0))
+        return any(r.kind == "meta" for r in sub.collect(lambda rs: bool(rs), seconds))
     finally:
         sub.close()
         ctx.term()
@@ -103,12 +108,133 @@ def test_only_refused_handshakes_are_counted_as_denied(tmp_path):
         tmp_path / "keys" / "server.key", tmp_path / "other" / "clients" / "stranger.key_secret"
     )
     try:
-        assert _reaches(mon.endpoint, ClientKeys.from_folder(tmp_path / "keys", "ops"))
+        assert _reaches(mon.endpoint, ClientKeys.from_folder(tmp_path / "keys", "ops"), 20.0)
         assert mon.transport.stats.auth_denied == 0  # an allowed key is not a denial
-        assert not _reaches(mon.endpoint, stranger)
+        assert not _reaches(mon.endpoint, stranger, 2.0)
         deadline = time.monotonic() + 5
         while mon.transport.stats.auth_denied == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert mon.transport.stats.auth_denied >= 1
     finally:
         mon.close()
+
+
+# -- probes/control.py ---------------------------------------------------------------------------
+def test_parse_command_accepts_a_well_formed_envelope_and_defaults_peer_and_args():
+    command = parse_command({"id": 7, "cmd": "pause"})
+    assert (command.id, command.cmd, command.args, command.peer) == (7, "pause", {}, b"")
+    assert parse_command({"id": "a", "cmd": "x", "args": None}, b"p").args == {}
+
+
+@pytest.mark.parametrize(
+    ("request_", "complaint"),
+    [
+        ([1, 2], "a command is a map"),
+        ({"id": True, "cmd": "x"}, "id must be"),
+        ({"id": 1, "cmd": 5}, "cmd must be a non-empty string"),
+        ({"id": 1, "cmd": ""}, "cmd must be a non-empty string"),
+        ({"id": 1, "cmd": "x", "args": [1]}, "args must be a map with string keys"),
+        ({"id": 1, "cmd": "x", "args": {1: 2}}, "args must be a map with string keys"),
+    ],
+)
+def test_parse_command_refuses_a_malformed_envelope_with_its_reason(request_, complaint):
+    with pytest.raises(CommandError, match=complaint):
+        parse_command(request_)
+
+
+def test_check_args_names_what_is_allowed_converts_ints_and_refuses_non_finite():
+    with pytest.raises(CommandError, match=r"unknown argument\(s\) \['x'\]; allowed: none$"):
+        check_args("noargs", {}, {"x": 1})
+    with pytest.raises(CommandError, match=r"allowed: on, c$"):
+        check_args("spectral_clip", {"on": bool, "c": float}, {"x": 1})
+    out = check_args("lr_scale", {"factor": float}, {"factor": 3})
+    assert out == {"factor": 3.0} and type(out["factor"]) is float
+    for bad in (math.inf, -math.inf, math.nan):
+        with pytest.raises(CommandError, match="factor must be finite"):
+            check_args("lr_scale", {"factor": float}, {"factor": bad})
+    with pytest.raises(CommandError, match="factor must be float"):
+        check_args("lr_scale", {"factor": float}, {"factor": True})
+
+
+class _Run:
+    """A Monitor over an in-process transport; ``send`` applies a command at the next step."""
+
+    def __init__(self, tmp_path, optimizer: bool = True) -> None:
+        self.model = nn.Linear(3, 2)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1) if optimizer else None
+        self.tr = InProcessTransport()
+        self.mon = Monitor(
+            run="m", transport=self.tr, probes=None, run_dir=str(tmp_path / "a" / "b")
+        )
+        self.step = 0
+
+    def send(self, cmd: str, **args) -> dict:
+        self.tr.submit({"id": self.step, "cmd": cmd, "args": args})
+        self.mon.observe(self.step, model=self.model, optimizer=self.opt)
+        self.step += 1
+        return self.tr.replies[-1][1]
+
+
+def test_toggles_start_off_honour_on_and_flip_without_it(tmp_path):
+    run = _Run(tmp_path)
+    clip = run.mon.controllers["spectral_clip"]
+    assert clip.on is False and clip.since is None and clip.c == 1.0
+    assert run.send("stablemax", on=True)["on"] is True
+    assert run.send("stablemax", on=True)["on"] is True  # on=True again: stays on
+    assert run.mon.controllers["stablemax"].since == 0  # the step it was switched on
+    assert run.send("stablemax")["on"] is False  # no argument: flips
+    assert run.mon.controllers["stablemax"].since is None
+
+
+def test_spectral_clip_and_lr_scale_refuse_non_positive_values(tmp_path):
+    run = _Run(tmp_path)
+    for c in (0.0, -1.0):
+        assert "spectral_clip: c must be > 0" in run.send("spectral_clip", c=c)["error"]
+    assert run.send("spectral_clip", c=0.5)["c"] == 0.5
+    for factor in (0.0, -2.0):
+        assert "lr_scale: factor must be" in run.send("lr_scale", factor=factor)["error"]
+    assert "lr_scale: factor must be" in run.send("lr_scale")["error"]
+    assert run.send("lr_scale", factor=2.0)["lr"] == [0.2]
+    no_opt = _Run(tmp_path, optimizer=False)
+    assert "no optimizer was passed" in no_opt.send("lr_scale", factor=2.0)["error"]
+
+
+def test_resume_and_stop_report_their_state_and_clear_pause(tmp_path):
+    run = _Run(tmp_path)
+    run.mon.paused = True
+    assert run.mon.controllers["resume"].apply(run.mon, {}) == {"state": "running"}
+    assert run.mon.paused is False
+    run.mon.paused = True
+    assert run.mon.controllers["stop"].apply(run.mon, {}) == {"state": "stopping"}
+    assert run.mon.paused is False and run.mon.stop_requested is True
+
+
+def test_function_controllers_get_the_monitor(tmp_path):
+    run = _Run(tmp_path)
+    seen = []
+    run.mon.controller("probe_me", n=int)(lambda mon, n: seen.append((mon, n)) or {"n": n})
+    assert run.send("probe_me", n=3)["n"] == 3
+    assert seen == [(run.mon, 3)]
+
+
+def test_checkpoint_creates_nested_folders_twice_and_saves_the_optimizer(tmp_path):
+    run = _Run(tmp_path)
+    first = Path(run.send("checkpoint")["path"])
+    second = Path(run.send("checkpoint")["path"])  # the folder exists now: still fine
+    assert first.parent == second.parent == (tmp_path / "a" / "b").resolve()
+    state = torch.load(second, weights_only=True)
+    assert state["step"] == 1
+    assert state["optimizer"]["param_groups"][0]["lr"] == 0.1
+    assert torch.equal(state["model"]["weight"], run.model.weight)
+
+
+def test_checkpoint_without_a_model_or_an_unwritable_folder_is_an_error(tmp_path):
+    tr = InProcessTransport()
+    mon = Monitor(run="m", transport=tr, probes=None, run_dir=str(tmp_path / "r"))
+    tr.submit({"id": 1, "cmd": "checkpoint"})
+    mon.observe(0)
+    assert tr.replies[-1][1]["error"] == "checkpoint: no model was passed to observe()"
+    (tmp_path / "file").write_text("not a folder")
+    run = _Run(tmp_path)
+    run.mon.run_dir = str(tmp_path / "file" / "sub")
+    assert "checkpoint" in run.send("checkpoint")["error"]
