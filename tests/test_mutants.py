@@ -5,6 +5,7 @@ Each names the behaviour it pins down; the mutants it kills are listed in docs/m
 
 from __future__ import annotations
 
+import json
 import math
 import stat
 import time
@@ -27,6 +28,8 @@ from probes.security import (
     insecure_bind_message,
     usage_text,
 )
+from probes.store import RunStore, export, list_runs, open_store
+from probes.wire import Record, metrics_data
 
 
 def test_insecure_bind_message_tunnels_both_the_telemetry_and_the_control_port():
@@ -238,3 +241,93 @@ def test_checkpoint_without_a_model_or_an_unwritable_folder_is_an_error(tmp_path
     run = _Run(tmp_path)
     run.mon.run_dir = str(tmp_path / "file" / "sub")
     assert "checkpoint" in run.send("checkpoint")["error"]
+
+
+# -- probes/store.py -------------------------------------------------------------------------------
+def _positions_store(path: Path) -> list[Record]:
+    """Two ranks; rank 1 starts at seq 50, steps repeat (4 records a step) and differ from seqs;
+    rank 1 has a hole (seqs 120–129 missing, as when records were dropped)."""
+    records = [
+        Record("metrics", "r", 100 + seq // 4, metrics_data({"x": 1.0}), rank=rank, seq=seq)
+        for rank, seqs in ((0, range(0, 40)), (1, [*range(50, 120), *range(130, 200)]))
+        for seq in seqs
+    ]
+    store = RunStore(path)
+    for record in records:
+        store.append(record)
+    store.close()
+    return records
+
+
+def test_last_seq_at_and_count_upto_match_a_brute_force_scan(tmp_path):
+    records = _positions_store(tmp_path / "p.db")
+    with open_store(tmp_path / "p.db") as reader:
+        for rank in (0, 1):
+            mine = [r for r in records if r.rank == rank]
+            for step in range(95, 155):
+                seqs = [r.seq for r in mine if r.step <= step]
+                assert reader.last_seq_at(step, rank) == (max(seqs) if seqs else None), step
+            for seq in (0, 39, 50, 119, 125, 130, 199):
+                want = sum(r.rank < rank or (r.rank == rank and r.seq <= seq) for r in records)
+                assert reader.count_upto(rank, seq) == want
+
+
+def test_records_at_beyond_one_query_batch_and_last_records_with_and_without_limit(tmp_path):
+    path = tmp_path / "many.db"
+    store = RunStore(path)
+    for seq in range(1300):
+        kind = "event" if seq % 10 == 0 else "metrics"
+        data = {"event": "e"} if kind == "event" else metrics_data({"x": float(seq)})
+        store.append(Record(kind, "r", seq, data, seq=seq))
+    store.close()
+    with open_store(path) as reader:
+        picked = reader.records_at(0, range(0, 1300, 1))
+        assert [r.seq for r in picked] == list(range(1300))
+        both = reader.last_records(["event", "metrics"], 0, before_seq=1000, limit=4)
+        assert [(r.seq, r.kind) for r in both] == [
+            (996, "metrics"),
+            (997, "metrics"),
+            (998, "metrics"),
+            (999, "metrics"),
+        ]
+        events = reader.last_records(["event"], 0, before_seq=1000)
+        assert [r.seq for r in events] == list(range(0, 1000, 10))
+        mixed = reader.last_records(["metrics", "event"], 0, before_seq=21, limit=3)
+        assert [r.seq for r in mixed] == [18, 19, 20]
+
+
+def test_each_undecodable_record_is_skipped_and_counted_once(tmp_path):
+    path = tmp_path / "bad.db"
+    store = RunStore(path)
+    for seq in range(6):
+        record = Record("event", "r", seq, {"event": "e"}, seq=seq)
+        store.append(record, payload=b"\xc1\xc1" if seq in (2, 4) else None)
+    store.close()
+    with open_store(path) as reader:
+        assert [r.seq for r in reader.records_at(0, range(6))] == [0, 1, 3, 5]
+        assert reader.bad_records == 2
+
+
+def test_list_runs_names_a_run_by_its_meta_and_explains_unreadable_files(tmp_path):
+    store = RunStore(tmp_path / "file-name.db")
+    store.append(Record("meta", "r", 0, {"run": "real-name", "started": "yesterday"}, seq=0))
+    store.close()
+    (tmp_path / "junk.db").write_text("not sqlite" * 100)
+    infos = {info.path.name: info for info in list_runs(tmp_path)}
+    assert infos["file-name.db"].run == "real-name"
+    assert infos["file-name.db"].started is None  # not a number: not shown as a time
+    junk = infos["junk.db"]
+    assert junk.run == "junk" and junk.status.startswith("unreadable: ")
+    assert str(tmp_path) not in junk.status  # the reason without the path repeated
+
+
+def test_jsonl_export_makes_nested_non_finite_floats_and_bytes_json_safe(tmp_path):
+    path = tmp_path / "j.db"
+    store = RunStore(path)
+    data = {"event": "x", "values": [1.0, math.nan, (math.inf, -math.inf)], "blob": b"\x01\xff"}
+    store.append(Record("event", "r", 0, data, seq=0))
+    store.close()
+    assert export(path, tmp_path / "j.jsonl", "jsonl") == 1
+    line = json.loads((tmp_path / "j.jsonl").read_text())
+    assert line["data"]["values"] == [1.0, "NaN", ["Infinity", "-Infinity"]]
+    assert line["data"]["blob"] == "01ff"
