@@ -237,10 +237,11 @@ def test_checkpoint_without_a_model_or_an_unwritable_folder_is_an_error(tmp_path
     tr.submit({"id": 1, "cmd": "checkpoint"})
     mon.observe(0)
     assert tr.replies[-1][1]["error"] == "checkpoint: no model was passed to observe()"
-    (tmp_path / "file").write_text("not a folder")
     run = _Run(tmp_path)
-    run.mon.run_dir = str(tmp_path / "file" / "sub")
-    assert "checkpoint" in run.send("checkpoint")["error"]
+    blocked = tmp_path / "a" / "b" / "checkpoint-step0.pt"
+    blocked.mkdir(parents=True)  # a folder where the file should go
+    error = run.send("checkpoint")["error"]  # torch.save raises RuntimeError here, not OSError
+    assert error.startswith("checkpoint") and "Is a directory" in error
 
 
 # -- probes/store.py -------------------------------------------------------------------------------
