@@ -10,8 +10,9 @@ not reached by the cap is reported as "not checked", never counted either way.
 
 Each module runs in a fresh copy of the tree under ``--work`` (mutmut rewrites the code it
 mutates into ``mutants/`` next to ``pyproject.toml``), with the ``[tool.mutmut]`` section of
-``pyproject.toml`` replaced by one for that module. The score is killed / (killed + survived +
-timeout-free survivors), over the mutants that were checked; survivors are listed by name
+``pyproject.toml`` replaced by one for that module. The score is killed / (killed + survived)
+over the mutants that were checked (a mutant that makes a test hang counts as killed: the
+suite noticed); mutants no selected test reaches are counted apart; survivors are listed by name
 (``python -m mutmut show NAME`` in the module's work folder prints the diff). Triage them in
 docs/mutation.md: kill with a test, or say why the mutant is equivalent.
 """
@@ -96,10 +97,10 @@ def _prepare(module: str, work: Path) -> Path:
     return folder
 
 
-def _run_capped(folder: Path, cap: float, children: int) -> bool:
+def _run_capped(folder: Path, cap: float, children: int, only: list[str]) -> bool:
     """Run mutmut in ``folder`` for at most ``cap`` seconds; True when it finished."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
-    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children)]
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *only]
     with open(folder / "mutmut-run.log", "wb") as log:
         proc = subprocess.Popen(
             cmd, cwd=folder, env=env, stdout=log, stderr=log, start_new_session=True
@@ -162,6 +163,12 @@ def main() -> int:
     parser.add_argument("--cap", type=float, default=1200, help="seconds per module (default 1200)")
     parser.add_argument("--children", type=int, default=2, help="parallel mutant runs")
     parser.add_argument("--work", type=Path, default=Path("/tmp/edgewatch-mutation"))
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="mutant name glob, e.g. 'probes.store.xǁStoreReaderǁ*' (repeatable)",
+    )
     parser.add_argument("--json", type=Path, help="also write the per-module results here")
     parser.add_argument("--list", action="store_true", help="print the modules' test sets")
     args = parser.parse_args()
@@ -177,7 +184,7 @@ def main() -> int:
     for module in args.modules or list(TESTS):
         folder = _prepare(module, args.work)
         start = time.monotonic()
-        finished = _run_capped(folder, args.cap, args.children)
+        finished = _run_capped(folder, args.cap, args.children, args.only)
         reports.append(_report(module, _results(folder), time.monotonic() - start, finished))
     if args.json:
         args.json.write_text(json.dumps(reports, indent=1))
