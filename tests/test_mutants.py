@@ -26,6 +26,7 @@ from probes.security import (
     RateLimiter,
     create_keys,
     insecure_bind_message,
+    resolve_client_keys,
     usage_text,
 )
 from probes.store import RunStore, export, list_runs, open_store
@@ -71,6 +72,20 @@ def test_missing_key_files_are_named_in_the_error(tmp_path):
         ClientKeys.load(tmp_path / "nope.key", secret)
     with pytest.raises(KeysError, match=r"^no secret key for this viewer at .*gone\.key_secret"):
         ClientKeys.load(server, tmp_path / "gone.key_secret")
+
+
+def test_client_key_resolution_loads_files_folders_and_the_default_client(tmp_path):
+    root = tmp_path / "k"
+    create_keys(root)  # the default client, "viewer"
+    create_keys(root, "ops")
+    server, ops_secret = root / "server.key", root / "clients" / "ops.key_secret"
+    ops = ClientKeys.from_folder(root, "ops")
+    assert resolve_client_keys(server_key=server, client_key=ops_secret, env={}) == ops
+    assert resolve_client_keys(keys_dir=root, env={}) == ClientKeys.from_folder(root, "viewer")
+    assert resolve_client_keys(keys_dir=root, env={"EDGEWATCH_CLIENT": "ops"}) == ops
+    for env in ({"EDGEWATCH_SERVER_KEY": str(server)}, {"EDGEWATCH_CLIENT_KEY": str(ops_secret)}):
+        with pytest.raises(KeysError, match="a viewer needs both the server's public key"):
+            resolve_client_keys(env=env)
 
 
 def test_usage_text_states_the_role_and_whether_the_server_key_is_new(tmp_path):
