@@ -29,7 +29,7 @@ from probes.security import (
     resolve_client_keys,
     usage_text,
 )
-from probes.store import RunStore, export, list_runs, open_store
+from probes.store import RunStore, default_store_path, export, list_runs, open_store
 from probes.wire import Record, metrics_data
 
 
@@ -347,3 +347,10 @@ def test_jsonl_export_makes_nested_non_finite_floats_and_bytes_json_safe(tmp_pat
     line = json.loads((tmp_path / "j.jsonl").read_text())
     assert line["data"]["values"] == [1.0, "NaN", ["Infinity", "-Infinity"]]
     assert line["data"]["blob"] == "01ff"
+
+
+def test_default_store_path_keeps_letters_digits_and_dot_dash_underscore_only(tmp_path):
+    assert default_store_path("My Run/2", tmp_path) == tmp_path / "My_Run_2.db"
+    assert default_store_path("..Grok_1-a..", tmp_path) == tmp_path / "Grok_1-a.db"
+    assert default_store_path("///", tmp_path) == tmp_path / "run.db"
+    assert default_store_path("x") == Path("runs") / "x.db"
