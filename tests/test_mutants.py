@@ -19,6 +19,7 @@ from torch import nn
 from probes import InProcessTransport, Monitor
 from probes.client import Subscriber
 from probes.control import CommandError, check_args, parse_command
+from probes.diagnostics import nlm_alignment, softmax_collapse
 from probes.endpoints import parse_endpoint
 from probes.security import (
     ClientKeys,
@@ -354,3 +355,38 @@ def test_default_store_path_keeps_letters_digits_and_dot_dash_underscore_only(tm
     assert default_store_path("..Grok_1-a..", tmp_path) == tmp_path / "Grok_1-a.db"
     assert default_store_path("///", tmp_path) == tmp_path / "run.db"
     assert default_store_path("x") == Path("runs") / "x.db"
+
+
+# -- probes/diagnostics.py -------------------------------------------------------------------------
+def test_zero_loss_fraction_with_probability_targets_counts_exact_zero_losses():
+    logits = torch.tensor([[30.0, -10.0, -10.0], [1.0, 0.0, -1.0], [-5.0, 15.0, -25.0]])
+    # rows 0 and 2 are 40 apart: exp(−40) vanishes next to 1 in fp32, so their CE is exactly 0
+    one_hot = torch.eye(3)[logits.argmax(dim=1)]
+    res = softmax_collapse(logits, one_hot)
+    assert res.zero_loss_fraction == 2 / 3
+    assert softmax_collapse(logits, logits.argmax(dim=1)).zero_loss_fraction == 2 / 3
+
+
+def test_max_logit_gap_for_two_classes_and_nan_for_one():
+    two = torch.tensor([[3.0, -1.5], [0.0, 2.0]])
+    assert softmax_collapse(two).max_logit_gap == 4.5
+    assert math.isnan(softmax_collapse(torch.ones(4, 1)).max_logit_gap)
+
+
+def test_an_empty_batch_has_nan_fractions_and_a_zero_loss_fraction_only_with_targets():
+    empty = torch.zeros(0, 5)
+    assert softmax_collapse(empty).zero_loss_fraction is None
+    with_targets = softmax_collapse(empty, torch.zeros(0, dtype=torch.long))
+    assert math.isnan(with_targets.zero_loss_fraction) and with_targets.num_samples == 0
+
+
+def test_nlm_alignment_skips_a_frozen_first_layer_and_keeps_the_rest():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+    model[0].requires_grad_(False)
+    model(torch.randn(4, 3)).pow(2).sum().backward()
+    res = nlm_alignment(model)
+    assert res.layers == ["1.weight", "1.bias"]
+    w, g = model[1].weight.detach().double(), model[1].weight.grad.double()
+    assert res.cosines[0] == pytest.approx(float(-(g * w).sum() / (g.norm() * w.norm())))
+    nothing = nlm_alignment(nn.Linear(2, 2))  # no gradients at all
+    assert (nothing.layers, nothing.cosines) == ([], []) and math.isnan(nothing.global_cosine)
