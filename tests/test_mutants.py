@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 import zmq
+from test_planted_bugs import _A, _Quadratic, _quadratic_loss
 from torch import nn
 
 from probes import InProcessTransport, Monitor
 from probes.client import Subscriber
 from probes.control import CommandError, check_args, parse_command
-from probes.diagnostics import nlm_alignment, softmax_collapse
+from probes.diagnostics import hessian_trace, nlm_alignment, softmax_collapse
 from probes.endpoints import parse_endpoint
 from probes.security import (
     ClientKeys,
@@ -390,3 +391,18 @@ def test_nlm_alignment_skips_a_frozen_first_layer_and_keeps_the_rest():
     assert res.cosines[0] == pytest.approx(float(-(g * w).sum() / (g.norm() * w.norm())))
     nothing = nlm_alignment(nn.Linear(2, 2))  # no gradients at all
     assert (nothing.layers, nothing.cosines) == ([], []) and math.isnan(nothing.global_cosine)
+
+
+def test_hutchinson_probes_come_from_the_generator_and_one_probe_has_no_stderr():
+    def trace(seed: int, probes: int | None = None) -> tuple[float, float]:
+        kwargs = {} if probes is None else {"probes": probes}
+        gen = torch.Generator().manual_seed(seed)
+        res = hessian_trace(
+            _Quadratic(), _quadratic_loss, torch.zeros(1), _A, generator=gen, **kwargs
+        )
+        return res.trace, res.stderr
+
+    draws = {trace(seed, 16)[0] for seed in range(6)}
+    assert trace(3, 16) == trace(3, 16) and len(draws) > 1  # seeded, and the seed matters
+    assert math.isnan(trace(0)[1])  # the default is one probe: no standard error
+    assert math.isfinite(trace(0, 2)[1])  # two probes have one
