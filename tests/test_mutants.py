@@ -356,6 +356,15 @@ def test_default_store_path_keeps_letters_digits_and_dot_dash_underscore_only(tm
     assert default_store_path("..Grok_1-a..", tmp_path) == tmp_path / "Grok_1-a.db"
     assert default_store_path("///", tmp_path) == tmp_path / "run.db"
     assert default_store_path("x") == Path("runs") / "x.db"
+    assert default_store_path("XaX", tmp_path) == tmp_path / "XaX.db"
+    assert default_store_path("a" * 200, tmp_path) == tmp_path / f"{'a' * 120}.db"
+
+
+def test_list_runs_reads_the_runs_folder_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    RunStore(tmp_path / "runs" / "one.db").close()
+    assert [info.path.name for info in list_runs()] == ["one.db"]
 
 
 # -- probes/diagnostics.py -------------------------------------------------------------------------
