@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COPIED = ("probes", "diag", "tui", "demos", "tests", "pyproject.toml")
+COPIED = ("probes", "diag", "tui", "demos", "edgewatch", "tests", "pyproject.toml")
 
 # Per module: the tests that exercise it, fast enough to run once per mutant. Node ids keep
 # unrelated tests of a shared file out; "--deselect" drops the slow end-to-end ones.
@@ -71,7 +71,7 @@ def _mutmut_section(module: str, tests: list[str]) -> str:
         "[tool.mutmut]",
         'source_paths = ["probes"]',
         f'only_mutate = ["probes/{module}.py"]',
-        'also_copy = ["diag", "tui", "demos"]',
+        'also_copy = ["diag", "tui", "demos", "edgewatch"]',
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]',
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
     ]
