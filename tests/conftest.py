@@ -40,4 +40,5 @@ def _checkout_stays_clean():
     before = checkout_files()
     yield
     created = sorted(str(p.relative_to(CHECKOUT)) for p in checkout_files() - before)
-    assert not created, f"the test session wrote into the checkout: {', '.join(created[:10])}"
+    listed = ", ".join(created[:10])
+    assert not created, f"files appeared in the checkout during the tests (write to tmp): {listed}"
