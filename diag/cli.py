@@ -114,6 +114,11 @@ def _runs_folder_problem(path: str) -> str | None:
     return problem
 
 
+def _keys_folder_problem(path: str) -> str | None:
+    problem = _folder_problem(path)
+    return f"{problem} (make one with: diag keys {path})" if problem else None
+
+
 def _seconds_problem(seconds: float) -> str | None:
     return (
         None if math.isfinite(seconds) and seconds > 0 else "must be a positive number of seconds"
@@ -124,7 +129,7 @@ def _count_problem(count: int) -> str | None:
     return None if count >= 1 else "must be 1 or more"
 
 
-EXISTING_FOLDER = _checked(_folder_problem)
+KEYS_FOLDER = _checked(_keys_folder_problem)
 EXISTING_FILE = _checked(_file_problem)
 CREATABLE_FOLDER = _checked(_creatable_folder_problem)
 RUNS_FOLDER = _checked(_runs_folder_problem)
@@ -222,7 +227,7 @@ def run(
         str | None,
         typer.Option(
             help="Keys folder from `diag keys`: CURVE and allow-lists ($EDGEWATCH_KEYS).",
-            callback=EXISTING_FOLDER,
+            callback=KEYS_FOLDER,
         ),
     ] = None,
     insecure: Annotated[
@@ -493,7 +498,7 @@ def watch(
     keys: Annotated[
         str | None,
         typer.Option(
-            help="Keys folder from `diag keys` (or $EDGEWATCH_KEYS).", callback=EXISTING_FOLDER
+            help="Keys folder from `diag keys` (or $EDGEWATCH_KEYS).", callback=KEYS_FOLDER
         ),
     ] = None,
     client: Annotated[
