@@ -79,8 +79,6 @@ BAD_ARGUMENTS = [
     (["watch", "tcp://127.0.0.1:5999", "--keys", "{file}"], "--keys {file}: not a folder"),
     (["watch", "tcp://127.0.0.1:5999", "--server-key", "{missing}"], "{missing}: no such file"),
     (["watch", "tcp://127.0.0.1:5999", "--client-key", "{folder}"], "{folder}: not a file"),
-    (["run", "grokking", "--keys", "{missing}"], "{missing}: no such folder (make one with: diag"),
-    (["run", "grokking", "--no-tui", "--nproc", "0"], "--nproc 0: must be 1 or more"),
 ]
 
 
