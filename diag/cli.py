@@ -120,9 +120,9 @@ def _keys_folder_problem(path: str) -> str | None:
 
 
 def _seconds_problem(seconds: float) -> str | None:
-    return (
-        None if math.isfinite(seconds) and seconds > 0 else "must be a positive number of seconds"
-    )
+    if math.isfinite(seconds) and seconds > 0:
+        return None
+    return "must be a positive number of seconds"
 
 
 def _count_problem(count: int) -> str | None:
