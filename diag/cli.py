@@ -809,8 +809,8 @@ def serve_command(
         bool, typer.Option("--insecure", help="Allow a non-loopback --bind without keys.")
     ] = False,
 ) -> None:
-    """Run a team run server: take runs from Monitors (server=…) and `diag push`, store them in
-    PostgreSQL (needs the server extra: pip install 'edgewatch[server]')."""
+    r"""Run a team run server: take runs from Monitors (server=…) and `diag push`, store them in
+    PostgreSQL (needs the server extra: pip install 'edgewatch\[server]')."""
     from diag.server.commands import ServerProblem, serve
 
     try:
