@@ -550,7 +550,7 @@ def test_diag_run_with_an_unusable_keys_folder_is_a_one_line_error(tmp_path, tui
     args = ["run", "grokking", "--steps", "2", "--keys", str(tmp_path / "missing")]
     result = CliRunner().invoke(app, args + ([] if tui else ["--no-tui"]))
     assert result.exit_code == 2
-    assert "no secret key for the server" in result.output and "diag keys" in result.output
+    assert "missing: no such folder" in result.output and "diag keys" in result.output
     assert "EDGEWATCH_KEYS" not in os.environ
 
 
