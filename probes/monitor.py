@@ -331,8 +331,8 @@ class Monitor:
             for p, old in zip(params, previous, strict=True):
                 clip_update_(p, old, clip.c)  # type: ignore[attr-defined]
         if self.controllers["rho_control"].on and self._inputs is not None:  # type: ignore
-            r, scale = scale_step_to_radius_(self.model, previous, self._inputs)
-            self._control_scalars = {"r_proposed": r, "step_scale": scale}
+            radius, scale = scale_step_to_radius_(self.model, previous, self._inputs)
+            self._control_scalars = {"r_proposed": radius.r, "step_scale": scale}
 
     def event(self, name: str, **data: Any) -> None:
         """Publish an event record (shown in the UI's event log and kept in replays)."""
