@@ -25,14 +25,20 @@ class Threshold:
     strict: bool = False  # True: alert when value > limit; False: when value >= limit
     applies: str = ""
     """When the condition means something (the optimiser, loss or dtype it is about)."""
+    severity: str = "alert"
+    """"alert": crossing the limit is the phenomenon itself (red); "warning": a caution that is
+    not (a dtype's headroom), shown amber at most and published with that severity."""
+
+    def crossed(self, value: float) -> bool:
+        """Whether ``value`` is over the limit (the alert condition), False for NaN."""
+        return value > self.limit if self.strict else value >= self.limit
 
     def level(self, value: float) -> str:
         """ "ok" | "warn" | "alert" | "unknown" for one value."""
         if not math.isfinite(value):
             return "unknown"
-        over = value > self.limit if self.strict else value >= self.limit
-        if over:
-            return "alert"
+        if self.crossed(value):
+            return "alert" if self.severity == "alert" else "warn"
         return "warn" if self.amber < self.limit and value >= self.amber else "ok"
 
 
@@ -70,11 +76,12 @@ THRESHOLDS: dict[str, Threshold] = {
         ),
         Threshold(
             "sc_fp16",
-            0.0,
-            0.0,
-            "logits would collapse in fp16",
-            strict=True,
+            0.5,
+            0.5,
+            "dtype headroom: most logits would collapse if the loss ran in fp16 "
+            "(a warning about that dtype, not a collapse of this run)",
             applies="a warning about fp16 headroom, not a collapse of this run's dtype",
+            severity="warning",
         ),
     )
 }
@@ -99,7 +106,7 @@ class AlertTracker:
             value = scalars.get(name)
             if value is None or not math.isfinite(value):
                 continue
-            if threshold.level(value) == "alert":
+            if threshold.crossed(value):
                 if name not in self._active:
                     self._active.add(name)
                     alerts.append(
@@ -108,6 +115,7 @@ class AlertTracker:
                             "value": value,
                             "limit": threshold.limit,
                             "message": threshold.meaning,
+                            "severity": threshold.severity,
                         }
                     )
             else:

@@ -14,7 +14,9 @@ from probes.probe import Probe, ProbeOutput, StepContext, register_probe
 
 @register_probe
 class SoftmaxCollapseProbe(Probe):
-    """SC fraction in the logits' dtype plus the fp16/bf16/fp32 headroom view."""
+    """Softmax collapse in the dtype the loss is computed in (the headline, ``sc_fraction``)
+    and the partition-sum headroom view per dtype (``sc_fp16``/``sc_bf16``/``sc_fp32``, rows that
+    overflow counted as collapsed; ``sc_fp16_overflow`` their share in fp16)."""
 
     name = "softmax_collapse"
     cost = "cheap"
@@ -22,12 +24,13 @@ class SoftmaxCollapseProbe(Probe):
     default_every = 10
 
     def compute(self, ctx: StepContext) -> ProbeOutput:
-        res = dx.softmax_collapse(ctx.logits, ctx.targets)
+        res = dx.softmax_collapse(ctx.logits, ctx.targets, loss_dtype=ctx.loss_dtype)
         scalars = {
             "sc_fraction": res.fraction,
             "sc_fp16": res.fraction_by_dtype["float16"],
             "sc_bf16": res.fraction_by_dtype["bfloat16"],
             "sc_fp32": res.fraction_by_dtype["float32"],
+            "sc_fp16_overflow": res.overflow_by_dtype["float16"],
             "max_logit_gap": res.max_logit_gap,
         }
         if res.zero_loss_fraction is not None:

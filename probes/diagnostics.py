@@ -42,6 +42,7 @@ __all__ = [
     "eos_gauge",
     "hessian_top_eigenvalue",
     "hessian_trace",
+    "loss_dtype_of",
     "nlm_alignment",
     "preserved_state",
     "safe_step_radius",
@@ -172,9 +173,15 @@ def _trainable(model: nn.Module) -> list[tuple[str, Tensor]]:
 class SoftmaxCollapse:
     """Softmax-collapse statistics of one batch of logits.
 
-    ``fraction`` is evaluated in the logits' own dtype; ``fraction_by_dtype`` repeats the test
-    after casting to fp16/bf16/fp32/fp64 (how much headroom is left before collapse).
-    ``zero_loss_fraction`` is None when no targets were given.
+    ``fraction`` (the headline) is the real thing: the share of samples whose cross-entropy,
+    computed as the loss is computed (``loss_dtype``: autocast runs cross-entropy in fp32 even
+    when the logits are bf16/fp16), is exactly 0 for the top class, i.e. ``log_softmax`` gives
+    the top class exactly 0. ``fraction_by_dtype`` is the headroom view: the paper's
+    partition-sum test ``Σ exp(z − max z) == 1`` after casting to fp16/bf16/fp32/fp64 — a row
+    that overflows in that dtype (fp16 ends at 65504) counts as collapsed, and its share is also
+    in ``overflow_by_dtype``. The two tests use different kernels and can differ by a few points
+    near the threshold in one dtype. ``zero_loss_fraction`` is the share of exactly-zero
+    per-sample losses against the real targets (in ``loss_dtype``); None without targets.
     """
 
     fraction: float
@@ -182,12 +189,43 @@ class SoftmaxCollapse:
     zero_loss_fraction: float | None
     max_logit_gap: float
     num_samples: int
+    loss_dtype: str = "float32"
+    overflow_by_dtype: dict[str, float] = field(default_factory=dict)
 
 
-def _collapse_fraction(logits: Tensor) -> float:
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def loss_dtype_of(logits: Tensor, loss: Tensor | None = None) -> torch.dtype:
+    """The dtype the cross-entropy of ``logits`` is computed in.
+
+    The loss tensor's own dtype when given (what the run really computed); else, inside an
+    autocast region, fp32 for low-precision logits (autocast's policy for cross-entropy);
+    else the logits' dtype.
+    """
+    if isinstance(loss, Tensor) and loss.is_floating_point():
+        return loss.dtype
+    low = logits.dtype in (torch.float16, torch.bfloat16)
+    if low and torch.is_autocast_enabled(logits.device.type):
+        return torch.float32
+    return logits.dtype
+
+
+def _headroom(logits: Tensor) -> tuple[float, float]:
+    """(collapsed, overflowed) shares under the partition-sum test in ``logits``' dtype; a row
+    that is not finite in this dtype (but was before the cast) is collapsed and overflowed."""
     shifted = logits - logits.amax(dim=1, keepdim=True)
     partition = torch.exp(shifted).sum(dim=1)
-    return (partition == 1).double().mean().item()
+    overflow = ~torch.isfinite(logits).all(dim=1)
+    collapsed = (partition == 1) | overflow
+    return collapsed.double().mean().item(), overflow.double().mean().item()
+
+
+def _real_collapse_fraction(logits: Tensor) -> float:
+    """Share of samples whose log-softmax is exactly 0 at the top class (CE == 0 there)."""
+    top = F.log_softmax(logits, dim=1).amax(dim=1)
+    return (top == 0).double().mean().item()
 
 
 def _zero_loss_fraction(logits: Tensor, targets: Tensor, ignore_index: int) -> float:
@@ -212,19 +250,26 @@ def _max_logit_gap(logits: Tensor) -> float:
 
 
 def softmax_collapse(
-    logits: Tensor, targets: Tensor | None = None, *, ignore_index: int = -100
+    logits: Tensor,
+    targets: Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    loss_dtype: torch.dtype | None = None,
 ) -> SoftmaxCollapse:
     """Fraction of samples whose softmax has collapsed to an exact one-hot.
 
     Why: when the top logit dominates, ``sum(exp(z - max z))`` rounds to exactly 1, the
     cross-entropy is exactly 0 and the correct class gets exactly zero gradient (Prieto et al.,
-    "Grokking at the edge of numerical stability"), so learning silently stops. The test is the
-    paper's: exact equality with 1 in a given float dtype. Logits of shape ``(..., C)`` are
-    flattened to ``(N, C)``; an empty batch yields NaN fractions. Targets may be class indices
-    (entries equal to ``ignore_index``, e.g. padding, are left out of the zero-loss fraction) or
-    class probabilities shaped like the logits.
+    "Grokking at the edge of numerical stability"), so learning silently stops. The headline
+    is evaluated in ``loss_dtype`` (default :func:`loss_dtype_of` the logits: under autocast,
+    bf16 logits still get an fp32 loss, and collapse in bf16 would be a false alarm) with the
+    loss's own kernel (log-softmax); the per-dtype partition-sum test is the headroom view.
+    Logits of shape ``(..., C)`` are flattened to ``(N, C)``; an empty batch yields NaN
+    fractions. Targets may be class indices (entries equal to ``ignore_index``, e.g. padding,
+    are left out of the zero-loss fraction) or class probabilities shaped like the logits.
     """
     logits = logits.detach()
+    real_dtype = loss_dtype_of(logits) if loss_dtype is None else loss_dtype
     flat = logits.reshape(-1, logits.shape[-1]) if logits.ndim > 1 else logits.reshape(-1, 1)
     n = flat.shape[0]
     if n == 0:
@@ -234,15 +279,20 @@ def softmax_collapse(
             zero_loss_fraction=None if targets is None else _NAN,
             max_logit_gap=_NAN,
             num_samples=0,
+            loss_dtype=_dtype_name(real_dtype),
+            overflow_by_dtype=dict.fromkeys(_HEADROOM_DTYPES, _NAN),
         )
-    by_dtype = {k: _collapse_fraction(flat.to(dt)) for k, dt in _HEADROOM_DTYPES.items()}
-    zero = None if targets is None else _zero_loss_fraction(flat, targets.detach(), ignore_index)
+    views = {k: _headroom(flat.to(dt)) for k, dt in _HEADROOM_DTYPES.items()}
+    real = flat.to(real_dtype)
+    zero = None if targets is None else _zero_loss_fraction(real, targets.detach(), ignore_index)
     return SoftmaxCollapse(
-        fraction=_collapse_fraction(flat),
-        fraction_by_dtype=by_dtype,
+        fraction=_real_collapse_fraction(real),
+        fraction_by_dtype={k: v[0] for k, v in views.items()},
         zero_loss_fraction=zero,
         max_logit_gap=_max_logit_gap(flat),
         num_samples=n,
+        loss_dtype=_dtype_name(real_dtype),
+        overflow_by_dtype={k: v[1] for k, v in views.items()},
     )
 
 

@@ -208,6 +208,8 @@ class Monitor:
             self._given_model, self._inner_model = model, unwrap_ddp(model)  # is an ABC check)
         model = self._inner_model  # probes' extra forwards must not touch DDP's reducer
         ctx = StepContext(step, model, optimizer, logits, targets, inputs, loss_fn)
+        if isinstance(loss, torch.Tensor) and loss.is_floating_point():
+            ctx.loss_dtype = loss.dtype  # the dtype the loss really ran in (autocast: fp32)
         try:
             self._remember(ctx)
             self._apply_commands()

@@ -57,6 +57,8 @@ class StepContext:
     lr: float = math.nan
     layers: list[str] = field(default_factory=list)
     last_update: list[torch.Tensor] | None = None
+    loss_dtype: torch.dtype | None = None
+    """The dtype of the loss ``observe`` was given (under autocast, fp32 for bf16 logits)."""
 
     def has(self, name: str) -> bool:
         return getattr(self, name) is not None

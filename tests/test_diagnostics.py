@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from probes import InProcessTransport, Monitor
 from probes.diagnostics import (
     ProbeUnsupported,
     SpectralState,
@@ -24,6 +25,7 @@ from probes.diagnostics import (
     softmax_collapse,
     spectral_norms,
 )
+from probes.probe import PROBES
 
 # ------------------------------------------------------------------------------------------------
 # helpers
@@ -540,3 +542,52 @@ def test_hessian_uses_train_mode_loss():
     eval_tr = hessian_trace(model.eval(), F.cross_entropy, x, y, 1, gen().manual_seed(0)).trace
     assert train_tr != pytest.approx(eval_tr, rel=1e-3)
     assert model[1].running_mean.eq(3.0).all()
+
+
+# -- softmax collapse in the dtype the loss runs in (issue 28 item 2) ---------------------------
+
+
+def _gapped_bf16_logits(n: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-logit gaps spread over 2…30: many collapse in bf16 (gap ≳ 6), fewer in fp32 (≳ 17)."""
+    g = torch.Generator().manual_seed(3)
+    gaps = 2 + 28 * torch.rand(n, generator=g)
+    logits = torch.zeros(n, 5)
+    logits[:, 0] = gaps
+    return logits.bfloat16(), torch.zeros(n, dtype=torch.long)
+
+
+def test_softmax_collapse_under_autocast_is_the_real_fp32_losses_share():
+    logits, targets = _gapped_bf16_logits()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the real training loss, as a user runs it
+        losses = F.cross_entropy(logits, targets, reduction="none")
+        inside = softmax_collapse(logits, targets)
+    assert losses.dtype == torch.float32
+    real = (losses == 0).double().mean().item()
+    bf16_view = softmax_collapse(logits, targets, loss_dtype=torch.bfloat16).fraction
+    assert 0.1 < real < bf16_view - 0.2  # the bf16 view would overstate the collapse
+    outside = softmax_collapse(logits, targets, loss_dtype=losses.dtype)
+    for res in (inside, outside):
+        assert res.loss_dtype == "float32"
+        assert res.zero_loss_fraction == real and res.fraction == real
+        assert res.fraction_by_dtype["bfloat16"] == bf16_view  # still there, as headroom
+
+
+def test_softmax_collapse_counts_logits_beyond_fp16_range_as_collapsed_and_overflowed():
+    logits = torch.tensor([[70000.0, 0.0, 1.0], [5.0, 0.0, 1.0]])
+    res = softmax_collapse(logits)
+    assert res.fraction_by_dtype["float16"] == 0.5 and res.overflow_by_dtype["float16"] == 0.5
+    assert res.overflow_by_dtype["float32"] == 0.0
+    assert res.fraction == 0.5  # fp32: exp(-70000) is exactly 0, the first row collapsed
+
+
+def test_softmax_collapse_probe_reads_the_loss_dtype_from_observe():
+    logits, targets = _gapped_bf16_logits()
+    tr = InProcessTransport()
+    mon = Monitor(run="sc-amp", transport=tr, probes=[PROBES["softmax_collapse"](every=1)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = F.cross_entropy(logits, targets)
+    mon.observe(0, loss=loss, logits=logits, targets=targets)
+    mon.close()
+    scalars = next(r.data["scalars"] for r in tr.records if r.kind == "metrics")
+    real = (F.cross_entropy(logits.float(), targets, reduction="none") == 0).double().mean()
+    assert scalars["sc_fraction"] == real.item() < scalars["sc_bf16"]

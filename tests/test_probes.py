@@ -468,3 +468,16 @@ def test_the_norms_are_not_a_fixed_cost_and_fixed_norms_and_probes_make_the_budg
     assert sched.probe_budget() == pytest.approx(0.0125)
     planned = sched.fixed_share() + sched.norm_share() + sched.probe_budget()
     assert planned == pytest.approx(0.04)  # 80 % of the 5 % budget
+
+
+def test_fp16_headroom_is_a_dtype_warning_not_a_softmax_collapse_alert():
+    tracker = AlertTracker()
+    healthy_fp32 = {"sc_fraction": 0.0, "sc_fp16": 0.2}  # a few rows would collapse in fp16
+    assert tracker.check(healthy_fp32) == []
+    assert THRESHOLDS["sc_fp16"].level(0.2) == "ok"
+    (warning,) = tracker.check({"sc_fraction": 0.0, "sc_fp16": 0.9})
+    assert warning["metric"] == "sc_fp16" and warning["severity"] == "warning"
+    assert "collapse of this run" in warning["message"] and "not" in warning["message"]
+    assert THRESHOLDS["sc_fp16"].level(0.9) == "warn"  # never red: the run itself is fine
+    (collapse,) = tracker.check({"sc_fraction": 0.3, "sc_fp16": 0.9})
+    assert collapse["metric"] == "sc_fraction" and collapse["severity"] == "alert"
