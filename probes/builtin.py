@@ -144,16 +144,24 @@ class HessianTraceProbe(Probe):
 
 @register_probe
 class TopEigenvalueProbe(Probe):
-    """λ_max of the Hessian by warm-started power iteration; the EoS gauge λ_max·η/2."""
+    """λ_max (largest algebraic) of the Hessian by warm-started Lanczos, stopped on the residual
+    ``tol·|λ|``; the EoS gauge λ_max·η/2, the residual and the HVPs spent."""
 
     name = "lambda_max"
     cost = "hvp"
     requires = ("model", "inputs", "targets", "loss_fn")
     default_every = 100
 
-    def __init__(self, every: int | None = None, budget: float | None = None, iterations: int = 5):
+    def __init__(
+        self,
+        every: int | None = None,
+        budget: float | None = None,
+        iterations: int = 20,
+        tol: float = 1e-2,
+    ):
         super().__init__(every, budget)
         self.iterations = iterations
+        self.tol = tol
         self._generator = torch.Generator().manual_seed(4321)
         self._vector: list[torch.Tensor] | None = None
 
@@ -166,10 +174,16 @@ class TopEigenvalueProbe(Probe):
             iterations=self.iterations,
             generator=self._generator,
             init=self._vector,
+            tol=self.tol,
         )
         self._vector = res.vector
         return ProbeOutput(
-            {"lambda_max": res.eigenvalue, "eos_gauge": dx.eos_gauge(res.eigenvalue, ctx.lr)}
+            {
+                "lambda_max": res.eigenvalue,
+                "eos_gauge": dx.eos_gauge(res.eigenvalue, ctx.lr),
+                "lambda_residual": res.residual,
+                "lambda_iters": float(res.iterations),
+            }
         )
 
 

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "HessianTrace",
+    "LanczosResult",
     "NLMAlignment",
     "ProbeUnsupported",
     "SafeStepRadius",
@@ -42,6 +43,7 @@ __all__ = [
     "eos_gauge",
     "hessian_top_eigenvalue",
     "hessian_trace",
+    "lanczos",
     "loss_dtype_of",
     "nlm_alignment",
     "preserved_state",
@@ -642,11 +644,82 @@ class HessianTrace:
 
 @dataclass(frozen=True)
 class TopEigenvalue:
-    """Largest-magnitude Hessian eigenvalue by power iteration, and its vector for warm starts."""
+    """Largest *algebraic* Hessian eigenvalue by Lanczos, its Ritz vector (for warm starts), the
+    residual ``‖Hv − λv‖`` of that pair (an eigenvalue of H lies within it of λ) and the number
+    of Hessian-vector products spent."""
 
     eigenvalue: float
     vector: list[Tensor]
     iterations: int
+    residual: float = _NAN
+
+
+@dataclass(frozen=True)
+class LanczosResult:
+    """Top-``k`` Ritz pairs of a symmetric operator, largest algebraic first.
+
+    ``vectors`` is ``n × k`` (the start vector's device and dtype); ``residuals[i]`` is
+    ``‖A y_i − θ_i y_i‖`` (exact for the computed basis under full reorthogonalisation), so
+    some eigenvalue of A lies within it of ``eigenvalues[i]``; ``iterations`` = matvecs spent.
+    """
+
+    eigenvalues: list[float]
+    vectors: Tensor
+    residuals: list[float]
+    iterations: int
+
+
+def lanczos(
+    matvec: Callable[[Tensor], Tensor],
+    start: Tensor,
+    k: int = 1,
+    max_iter: int = 30,
+    tol: float = 1e-3,
+) -> LanczosResult:
+    """Largest algebraic eigenpairs of a symmetric operator by Lanczos with full
+    reorthogonalisation; stops once the top ``k`` residuals are ≤ ``tol·|θ_1|``.
+
+    Why Lanczos and not power iteration: power iteration converges to the eigenvalue of
+    largest *magnitude* (a dominant negative curvature hides λ_max ≥ 2/η), and at the rate
+    |λ_2/λ_1|; Lanczos' extreme Ritz values converge far faster per matvec and the top one is
+    the largest algebraic eigenvalue. Full reorthogonalisation (two Gram–Schmidt passes against
+    the kept basis) costs ``max_iter`` vectors of memory and keeps the residual estimate
+    ``β_j·|s_j|`` exact. ``start`` (e.g. the previous call's Ritz vector: a warm start) must be
+    nonzero. The tridiagonal eigenproblem is solved in float64 on the CPU.
+    """
+    steps = max(1, min(max_iter, start.numel()))
+    basis = start.new_empty(steps, start.numel())  # the Krylov basis, one row per matvec
+    alphas: list[float] = []
+    betas: list[float] = []
+    q = start.reshape(-1) / start.norm()
+    theta = torch.zeros(0, dtype=torch.float64)
+    ritz = torch.zeros(0, 0, dtype=torch.float64)
+    residuals: list[float] = []
+    for j in range(steps):
+        basis[j] = q
+        w = matvec(q)
+        alphas.append(float(torch.dot(q, w)))
+        kept = basis[: j + 1]
+        for _ in range(2):  # full reorthogonalisation, twice is enough (Kahan, Parlett)
+            w = w - kept.T @ (kept @ w)
+        beta = float(w.norm())
+        tri = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        if betas:
+            off = torch.tensor(betas, dtype=torch.float64)
+            tri += torch.diag(off, 1) + torch.diag(off, -1)
+        theta, ritz = torch.linalg.eigh(tri)
+        theta, ritz = theta.flip(0), ritz.flip(1)
+        top = min(k, j + 1)
+        residuals = (beta * ritz[-1, :top].abs()).tolist()
+        scale = max(abs(theta[0].item()), torch.finfo(start.dtype).tiny)
+        if beta <= 1e-12 * scale or (top == k and max(residuals) <= tol * scale):
+            break
+        betas.append(beta)
+        q = w / beta
+    top = min(k, len(alphas))
+    coeffs = ritz[:, :top].to(device=start.device, dtype=start.dtype)
+    vectors = basis[: len(alphas)].T @ coeffs
+    return LanczosResult(theta[:top].tolist(), vectors, residuals, len(alphas))
 
 
 def _default_generator(generator: torch.Generator | None) -> torch.Generator:
@@ -741,13 +814,6 @@ class _HVP:
         )
 
 
-def _dots(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
-    """Per-tensor inner products, float64, as one 1-D tensor."""
-    if not xs:
-        return torch.zeros(0, dtype=torch.float64)
-    return torch.stack([(x.double() * y.double()).sum() for x, y in zip(xs, ys, strict=True)])
-
-
 def _hutchinson_table(hvp: _HVP, gen: torch.Generator, probes: int) -> Tensor:
     """probes × tensors table of ``v_lᵀ (H v)_l``, probes drawn in memory-bounded blocks."""
     block = max(1, min(probes, _PROBE_BATCH_ELEMENTS // max(1, hvp.numel)))
@@ -794,11 +860,6 @@ def hessian_trace(
     )
 
 
-def _normalised(vecs: list[Tensor]) -> tuple[list[Tensor], float]:
-    norm = _global_norm(vecs)
-    return ([v / norm for v in vecs] if norm > 0 else vecs), norm
-
-
 def hessian_top_eigenvalue(
     model: nn.Module,
     loss_fn: Callable[[Any, Any], Tensor],
@@ -807,33 +868,48 @@ def hessian_top_eigenvalue(
     iterations: int = 20,
     generator: torch.Generator | None = None,
     init: Sequence[Tensor] | None = None,
-    tol: float | None = None,
+    tol: float | None = 1e-3,
 ) -> TopEigenvalue:
-    """λ_max of the loss Hessian by power iteration on Hessian-vector products.
+    """λ_max — the largest *algebraic* eigenvalue — of the loss Hessian, by :func:`lanczos` on
+    Hessian-vector products, with its residual ‖Hv − λv‖.
 
     Why: full-batch GD is stable only while ``λ_max·η/2 ≤ 1``; at the edge of stability
-    (Cohen et al.) λ_max hovers at 2/η (see :func:`eos_gauge`). Plain power iteration returns the
-    largest-*magnitude* eigenvalue, which may be negative early in training. Warm-start with the
-    previous call's ``vector`` via ``init``; ``tol`` stops early on a small relative change.
-    Same mode / buffer / RNG policy as :func:`hessian_trace`.
+    (Cohen et al.) λ_max hovers at 2/η (see :func:`eos_gauge`). A power iteration would return
+    the largest-*magnitude* eigenvalue, negative when negative curvature dominates (early in
+    training), hiding a λ_max over 2/η. Stops when the residual is ≤ ``tol·|λ|`` (``None``: run
+    all ``iterations``) or after ``iterations`` HVPs; ``iterations`` in the result is what was
+    spent. Warm-start with the previous call's ``vector`` via ``init``. Same mode / buffer /
+    RNG policy as :func:`hessian_trace`.
     """
     gen = _default_generator(generator)
     with preserved_state(model), torch.enable_grad():
         hvp = _HVP(model, loss_fn, inputs, targets)
         start = _rademacher(hvp.params, gen) if init is None else [t.detach() for t in init]
-        vec, _ = _normalised([s.to(p) for s, p in zip(start, hvp.params, strict=True)])
-        eig, done = _NAN, 0
-        while done < max(1, iterations):
-            done += 1
-            hv = hvp(vec)
-            new = _dots(vec, hv).sum().item()
-            vec_next, norm = _normalised(hv)
-            converged = tol is not None and abs(new - eig) <= tol * abs(new)
-            eig = new
-            if norm == 0 or converged:
-                break
-            vec = vec_next
-    return TopEigenvalue(eigenvalue=eig, vector=[v.detach().clone() for v in vec], iterations=done)
+        flat = torch.cat([s.to(p).reshape(-1) for s, p in zip(start, hvp.params, strict=True)])
+        if not bool(flat.norm() > 0):
+            flat = torch.cat([r.reshape(-1) for r in _rademacher(hvp.params, gen)])
+        res = lanczos(
+            lambda v: _flatten(hvp(_unflatten(v, hvp.params))),
+            flat,
+            max_iter=iterations,
+            tol=0.0 if tol is None else tol,
+        )
+    return TopEigenvalue(
+        eigenvalue=res.eigenvalues[0],
+        vector=[t.clone() for t in _unflatten(res.vectors[:, 0], hvp.params)],
+        iterations=res.iterations,
+        residual=res.residuals[0],
+    )
+
+
+def _flatten(tensors: Sequence[Tensor]) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors]) if tensors else torch.zeros(0)
+
+
+def _unflatten(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """Views of ``flat`` shaped like ``like`` (no copies)."""
+    sizes = [t.numel() for t in like]
+    return [c.view_as(t) for c, t in zip(torch.split(flat, sizes), like, strict=True)]
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from probes.diagnostics import (
     eos_gauge,
     hessian_top_eigenvalue,
     hessian_trace,
+    lanczos,
     nlm_alignment,
     preserved_state,
     safe_step_radius,
@@ -456,11 +457,53 @@ def test_hessian_top_eigenvalue_least_squares():
     res = hessian_top_eigenvalue(
         model, F.mse_loss, x, y, generator=torch.Generator().manual_seed(3)
     )
-    assert res.iterations == 20
+    assert res.iterations <= 6  # a 6-dim Krylov space is exact: Lanczos stops on the residual
     assert res.eigenvalue == pytest.approx(top, rel=1e-3)
+    v = torch.cat([t.reshape(-1) for t in res.vector])
+    exact_residual = (hess @ v - res.eigenvalue * v).norm().item()
+    assert exact_residual <= 1e-3 * top and res.residual == pytest.approx(exact_residual, abs=1e-9)
     warm = hessian_top_eigenvalue(model, F.mse_loss, x, y, iterations=20, init=res.vector, tol=1e-9)
     assert warm.eigenvalue == pytest.approx(top, rel=1e-6)
     assert warm.iterations < 5
+
+
+class _Quadratic(nn.Module):
+    """loss(θ) = ½ θᵀAθ: its Hessian is A exactly."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        super().__init__()
+        self.a = a
+        self.theta = nn.Parameter(torch.ones(a.shape[0], dtype=a.dtype))
+
+    def forward(self, _x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * self.theta @ self.a @ self.theta
+
+
+def _spectrum_matrix(eigenvalues: list[float], seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), generator=g).double())
+    return q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
+
+
+def test_lambda_max_is_the_largest_algebraic_eigenvalue_under_dominant_negative_curvature():
+    spectrum = [-3.82, 1.26, 0.9, 0.5, 0.2, -0.1, -1.0, 0.05] + [0.01 * i for i in range(30)]
+    a = _spectrum_matrix(spectrum)
+    exact = torch.linalg.eigvalsh(a)[-1].item()  # independent: LAPACK on the explicit matrix
+    assert exact == pytest.approx(1.26)
+    res = hessian_top_eigenvalue(_Quadratic(a), lambda out, _t: out, torch.zeros(1), None)
+    assert res.eigenvalue == pytest.approx(exact, rel=1e-3)
+    assert res.residual <= 1e-3 * exact and res.iterations < 20
+
+
+def test_lanczos_top_k_matches_eigh_and_reports_true_residuals():
+    a = _spectrum_matrix([5.0, 4.9, 3.0, -6.0] + [0.1 * i for i in range(40)], seed=1)
+    res = lanczos(lambda v: a @ v, torch.ones(a.shape[0], dtype=torch.float64), k=2, tol=1e-8)
+    exact = torch.linalg.eigvalsh(a).flip(0)[:2].tolist()
+    assert res.eigenvalues == pytest.approx(exact, rel=1e-8)
+    for i in range(2):
+        y = res.vectors[:, i]
+        true = (a @ y - res.eigenvalues[i] * y).norm().item()
+        assert true == pytest.approx(res.residuals[i], abs=1e-9) and true <= 1e-7
 
 
 def test_gauges():
