@@ -100,6 +100,7 @@ class SpectralProbe(Probe):
                 ("sigma_max_update", res.sigma_max_update),
                 ("stable_rank", res.stable_rank),
                 ("mup_ratio", res.mup_ratio),
+                ("sigma_residual", res.sigma_residual),
             )
         }
         top = max(res.sigma_max, default=float("nan"))

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "SPECTRAL_TOL",
     "HessianTrace",
     "LanczosResult",
     "NLMAlignment",
@@ -521,8 +522,9 @@ def _min_or_nan(values: Tensor) -> float:
 class SpectralState:
     """Warm-start memory for :func:`spectral_norms` (mutable; reuse it across calls).
 
-    Keeps, per layer, the right-singular-vector estimates of W and of ΔW and a copy of the
-    previous weights, plus a private generator so random restarts never touch the global RNG.
+    Keeps, per layer, the singular-vector estimates of W and of ΔW (on the smaller side of the
+    matrix) and a copy of the previous weights, plus a private generator so random starts never
+    touch the global RNG.
     """
 
     generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
@@ -533,7 +535,9 @@ class SpectralState:
 
 @dataclass(frozen=True)
 class SpectralNorms:
-    """Per 2-D weight: σ_max(W), σ_max(ΔW) (NaN on first sight), stable rank, μP ratio."""
+    """Per ≥2-D weight: σ_max(W), σ_max(ΔW) (NaN on first sight), stable rank, μP ratio, and
+    ``sigma_residual``: a bound on |σ̃ − σ| for the singular value σ nearest the estimate σ̃
+    (the Lanczos residual of WᵀW over σ̃; σ̃ never exceeds σ_max)."""
 
     layers: list[str]
     sigma_max: list[float]
@@ -541,39 +545,38 @@ class SpectralNorms:
     stable_rank: list[float]
     mup_ratio: list[float]
     state: SpectralState
+    sigma_residual: list[float] = field(default_factory=list)
 
 
-def _start_vector(
-    memory: dict[str, Tensor], name: str, mat: Tensor, gen: torch.Generator
-) -> Tensor:
-    v = memory.get(name)
-    if v is None or v.numel() != mat.shape[1]:
-        v = torch.randn(mat.shape[1], generator=gen, dtype=torch.float64)
-        v = v / v.norm()
-    return v.to(device=mat.device, dtype=mat.dtype)
+SPECTRAL_TOL = 1e-3
+"""Default stopping rule of :func:`spectral_norms`: Lanczos on the Gram matrix runs until its
+residual is ≤ this × σ̃² (so σ̃ is within about this/2 of a singular value), cold or warm."""
 
 
-def _power_sigma(mat: Tensor, v: Tensor, iterations: int) -> tuple[Tensor, Tensor]:
-    """Power iteration on WᵀW; returns (σ estimate, new right vector) with no host sync."""
-    tiny = torch.finfo(mat.dtype).tiny
-    sigma = torch.zeros((), dtype=mat.dtype, device=mat.device)
-    for _ in range(max(1, iterations)):
-        u = mat @ v
-        u = u / u.norm().clamp_min(tiny)
-        w = mat.T @ u
-        sigma = w.norm()
-        v = w / sigma.clamp_min(tiny)
-    return sigma, v
+def _gram_operator(mat: Tensor) -> tuple[Callable[[Tensor], Tensor], int]:
+    """(v ↦ WᵀWv or WWᵀv, its size): the Gram matrix on the smaller side of W (same σ²)."""
+    if mat.shape[1] <= mat.shape[0]:
+        return (lambda v: mat.T @ (mat @ v)), mat.shape[1]
+    return (lambda v: mat @ (mat.T @ v)), mat.shape[0]
 
 
 def _sigma_tracked(
     memory: dict[str, Tensor], name: str, mat: Tensor, state: SpectralState, iterations: int
-) -> Tensor:
-    sigma, v = _power_sigma(mat, _start_vector(memory, name, mat, state.generator), iterations)
-    memory[name] = v.detach()
-    if not bool(v.norm() > 0):  # zero matrix: forget the vector, restart randomly next time
-        memory.pop(name)
-    return sigma
+) -> tuple[float, float]:
+    """(σ̃, residual bound) by Lanczos on the Gram matrix, warm-started from ``memory``."""
+    gram, size = _gram_operator(mat)
+    v = memory.get(name)
+    if v is None or v.numel() != size:
+        v = torch.randn(size, generator=state.generator, dtype=torch.float64)
+    v = v.to(device=mat.device, dtype=mat.dtype)
+    if not bool(v.norm() > 0) or not bool(mat.abs().amax() > 0):
+        memory.pop(name, None)  # zero matrix: σ = 0 exactly, restart randomly next time
+        return 0.0, 0.0
+    res = lanczos(gram, v, max_iter=iterations, tol=SPECTRAL_TOL)
+    memory[name] = res.vectors[:, 0].detach()
+    top = max(res.eigenvalues[0], 0.0)
+    sigma = math.sqrt(top)
+    return sigma, (res.residuals[0] / sigma if sigma > 0 else _NAN)
 
 
 def _as_matrix(param: Tensor) -> Tensor:
@@ -581,42 +584,80 @@ def _as_matrix(param: Tensor) -> Tensor:
     return w if w.dtype in (torch.float32, torch.float64) else w.float()
 
 
-def _layer_spectrum(name: str, param: Tensor, state: SpectralState, iterations: int) -> list[float]:
+def _fans(model: nn.Module | NamedParams) -> dict[str, tuple[int, int]]:
+    """(fan_in, fan_out) of each weight by its module's type, for the μP ratio.
+
+    Linear (out, in): fan_in = in_features. Embedding (num, dim): the input is a one-hot over
+    ``num_embeddings``, so fan_in = num_embeddings, fan_out = embedding_dim (dim 0 is the
+    *input* here). ConvNd (out, in/groups, k…): fan_in = in/groups·∏k. ConvTransposeNd
+    (in, out/groups, k…): fan_in = in_channels, fan_out = out/groups·∏k. A weight shared by
+    two modules (tied embeddings) appears once, under its first name, with the first module's
+    fans. Weights not found here use dim 0 as fan_out (the Linear/Conv layout).
+    """
+    if not isinstance(model, nn.Module):
+        return {}
+    fans: dict[str, tuple[int, int]] = {}
+    for prefix, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, Tensor) or weight.ndim < 2:
+            continue
+        name = f"{prefix}.weight" if prefix else "weight"
+        kernel = math.prod(weight.shape[2:])
+        if isinstance(module, nn.Embedding | nn.EmbeddingBag):
+            fan = (weight.shape[0], weight.shape[1])
+        elif isinstance(module, nn.modules.conv._ConvTransposeNd):
+            fan = (weight.shape[0], weight.shape[1] * kernel)
+        else:
+            fan = (math.prod(weight.shape[1:]), weight.shape[0])
+        fans.setdefault(name, fan)
+    return fans
+
+
+def _layer_spectrum(
+    name: str,
+    param: Tensor,
+    state: SpectralState,
+    iterations: int,
+    fans: tuple[int, int] | None,
+) -> list[float]:
     mat = _as_matrix(param)
-    sigma = _sigma_tracked(state.vectors, name, mat, state, iterations)
+    sigma, residual = _sigma_tracked(state.vectors, name, mat, state, iterations)
     prev = state.previous.get(name)
     if prev is not None and prev.shape == mat.shape:
-        upd = _sigma_tracked(state.update_vectors, name, mat - prev, state, iterations)
+        upd, _ = _sigma_tracked(state.update_vectors, name, mat - prev, state, iterations)
     else:
-        upd = torch.full_like(sigma, _NAN)
+        upd = _NAN
     state.previous[name] = mat.clone()
-    fan_out, fan_in = mat.shape
-    frob_sq = (mat.double() ** 2).sum()
-    sig = sigma.double()
-    stable = frob_sq / sig**2 if bool(sig > 0) else torch.full_like(sig, _NAN)
-    mup = sig / math.sqrt(fan_out / fan_in)
-    return torch.stack([sig, upd.double(), stable, mup]).tolist()
+    fan_in, fan_out = fans if fans is not None else (mat.shape[1], mat.shape[0])
+    frob_sq = float((mat.double() ** 2).sum())
+    stable = frob_sq / sigma**2 if sigma > 0 else _NAN
+    mup = sigma / math.sqrt(fan_out / fan_in)
+    return [sigma, upd, stable, mup, residual]
 
 
 def spectral_norms(
-    model: nn.Module | NamedParams, state: SpectralState | None = None, iterations: int = 3
+    model: nn.Module | NamedParams, state: SpectralState | None = None, iterations: int = 30
 ) -> SpectralNorms:
-    """σ_max of every ≥2-D weight and of its update, by warm-started power iteration.
+    """σ_max of every ≥2-D weight and of its update, by warm-started Lanczos on WᵀW.
 
     Why: exploding operator norms of W (and of ΔW) precede loss spikes, and the μP spectral
     condition says ``σ_max(W) ≈ Θ(sqrt(fan_out/fan_in))``; ``mup_ratio`` is that ratio (≈ O(1)
-    is healthy). Conv kernels are viewed as ``out × (in·k…)``; dim 0 is taken as fan_out
-    (PyTorch's Linear/Conv layout). 1-D parameters are skipped. A few iterations per call are
-    enough because ``state`` carries the singular-vector estimates from the previous call; it
-    also stores the previous weights (one extra copy of every matrix) to form ΔW.
+    is healthy), with each module type's fans (see :func:`_fans`; a bare list of parameters
+    takes dim 0 as fan_out). Conv kernels are viewed as ``out × (in·k…)``. 1-D parameters are
+    skipped. Every call, the first one included, runs until the residual is within
+    :data:`SPECTRAL_TOL` (at most ``iterations`` matvecs; ``sigma_residual`` says how close it
+    got): a cold start from a random vector takes a few dozen products, a warm start from
+    ``state``'s vectors one or two. ``state`` also stores the previous weights (one extra copy
+    of every matrix) to form ΔW.
     """
     state = SpectralState() if state is None else state
+    fans = _fans(model)
     rows: dict[str, list[float]] = {}
     with torch.no_grad():
         for name, param in _named_params(model):
             if param.ndim >= 2 and param.numel() > 0:
-                rows[name] = _layer_spectrum(name, param, state, iterations)
-    cols = list(zip(*rows.values(), strict=True)) if rows else [(), (), (), ()]
+                rows[name] = _layer_spectrum(name, param, state, iterations, fans.get(name))
+    cols = list(zip(*rows.values(), strict=True)) if rows else [()] * 5
     return SpectralNorms(
         layers=list(rows),
         sigma_max=list(cols[0]),
@@ -624,6 +665,7 @@ def spectral_norms(
         stable_rank=list(cols[2]),
         mup_ratio=list(cols[3]),
         state=state,
+        sigma_residual=list(cols[4]),
     )
 
 
@@ -669,6 +711,22 @@ class LanczosResult:
     iterations: int
 
 
+_LANCZOS_CHECKS = frozenset({1, 2, 3, 4, 6, 8, 11, 15, 20, 27, 36, 48, 64, 85, 113, 150})
+"""Iteration counts at which :func:`lanczos` solves its tridiagonal problem to test the
+residual (about every third step late on): each solve is a tiny LAPACK call, and on a loaded
+CPU (threads oversubscribed) one took up to 30 ms — more than a matvec of a 1-M-entry matrix."""
+
+
+def _tridiagonal_eigh(alphas: list[float], betas: list[float]) -> tuple[Tensor, Tensor]:
+    """Eigenpairs of the Lanczos tridiagonal (float64, CPU), largest eigenvalue first."""
+    tri = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    if betas:
+        off = torch.tensor(betas, dtype=torch.float64)
+        tri += torch.diag(off, 1) + torch.diag(off, -1)
+    theta, ritz = torch.linalg.eigh(tri)
+    return theta.flip(0), ritz.flip(1)
+
+
 def lanczos(
     matvec: Callable[[Tensor], Tensor],
     start: Tensor,
@@ -685,7 +743,8 @@ def lanczos(
     the largest algebraic eigenvalue. Full reorthogonalisation (two Gram–Schmidt passes against
     the kept basis) costs ``max_iter`` vectors of memory and keeps the residual estimate
     ``β_j·|s_j|`` exact. ``start`` (e.g. the previous call's Ritz vector: a warm start) must be
-    nonzero. The tridiagonal eigenproblem is solved in float64 on the CPU.
+    nonzero. The tridiagonal eigenproblem is solved in float64 on the CPU, at the iteration
+    counts in :data:`_LANCZOS_CHECKS` (so a run may take a few matvecs past convergence).
     """
     steps = max(1, min(max_iter, start.numel()))
     basis = start.new_empty(steps, start.numel())  # the Krylov basis, one row per matvec
@@ -703,12 +762,11 @@ def lanczos(
         for _ in range(2):  # full reorthogonalisation, twice is enough (Kahan, Parlett)
             w = w - kept.T @ (kept @ w)
         beta = float(w.norm())
-        tri = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        if betas:
-            off = torch.tensor(betas, dtype=torch.float64)
-            tri += torch.diag(off, 1) + torch.diag(off, -1)
-        theta, ritz = torch.linalg.eigh(tri)
-        theta, ritz = theta.flip(0), ritz.flip(1)
+        if j + 1 < steps and j + 1 not in _LANCZOS_CHECKS and beta > 0:
+            betas.append(beta)
+            q = w / beta
+            continue
+        theta, ritz = _tridiagonal_eigh(alphas, betas)
         top = min(k, j + 1)
         residuals = (beta * ritz[-1, :top].abs()).tolist()
         scale = max(abs(theta[0].item()), torch.finfo(start.dtype).tiny)

@@ -13,6 +13,7 @@ from torch.func import functional_call
 
 from probes import InProcessTransport, Monitor
 from probes.diagnostics import (
+    SPECTRAL_TOL,
     ProbeUnsupported,
     SpectralState,
     eos_gauge,
@@ -384,6 +385,32 @@ def test_spectral_norms_update_sigma():
     res = spectral_norms(model, state, iterations=300)
     assert res.sigma_max_update[0] == pytest.approx(_exact_sigma(delta), rel=1e-3)
     assert spectral_norms(model, state).sigma_max_update[0] == 0.0  # unchanged weights
+
+
+def test_spectral_norms_first_call_is_within_the_stated_tolerance_with_a_true_residual_bound():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(128, 256), nn.Linear(256, 64))  # default init: small gaps
+    res = spectral_norms(model)  # cold: random start vectors
+    for name, sigma, bound in zip(res.layers, res.sigma_max, res.sigma_residual, strict=True):
+        exact = torch.linalg.svdvals(model.get_parameter(name).detach().double())
+        assert sigma == pytest.approx(exact[0].item(), rel=SPECTRAL_TOL)
+        assert sigma <= exact[0].item() * (1 + 1e-6)  # a Ritz value never overshoots
+        assert (exact - sigma).abs().min().item() <= bound + 1e-9  # the published bound holds
+
+
+def test_mup_ratio_uses_each_module_types_fan_in_and_fan_out():
+    torch.manual_seed(4)
+    model = nn.ModuleDict(
+        {"emb": nn.Embedding(500, 16), "fc": nn.Linear(16, 40), "conv": nn.Conv2d(3, 8, 3)}
+    )
+    res = spectral_norms(model)
+    by_name = dict(zip(res.layers, res.mup_ratio, strict=True))
+    # Definition (Yang et al., spectral condition): σ_max / sqrt(fan_out / fan_in), with the
+    # embedding's input a one-hot over its 500 rows and the conv's fan-in in·k·k.
+    for name, fan_in, fan_out in (("emb", 500, 16), ("fc", 16, 40), ("conv", 27, 8)):
+        w = model[name].weight.detach().reshape(model[name].weight.shape[0], -1)
+        expected = _exact_sigma(w) / math.sqrt(fan_out / fan_in)
+        assert by_name[f"{name}.weight"] == pytest.approx(expected, rel=2e-3)
 
 
 # ------------------------------------------------------------------------------------------------
