@@ -387,7 +387,7 @@ class Monitor:
             self.scheduler.norms_spent(self._capture_seconds)
         if ctx.step % self.every:
             return
-        due = self.scheduler.due(ctx.step)
+        due = self._runnable(ctx, self.scheduler.due(ctx.step))
         norms = NormSnapshot(None, None)
         if measure:  # stride 1: any step numbering; else θ_t − θ_(t−1) as captured
             start = time.perf_counter()
@@ -419,6 +419,18 @@ class Monitor:
         self.transport.set_status(
             step=ctx.step, state="running", cadences=self.scheduler.cadences()
         )
+
+    def _runnable(self, ctx: StepContext, due: list[Probe]) -> list[Probe]:
+        """The due probes that ``observe`` gave what they need; the others are marked idle in
+        the scheduler (no budget share, no hold on the norms: a probe that cannot run costs
+        nothing)."""
+        runnable = []
+        for probe in due:
+            ok = probe.can_run(ctx)
+            self.scheduler.mark_runnable(probe, ok)
+            if ok:
+                runnable.append(probe)
+        return runnable
 
     def _run_probes(self, ctx: StepContext, due: list[Probe]) -> ProbeOutput:
         """Run the probes due now; a probe that cannot handle this model is retired, loudly."""

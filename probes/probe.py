@@ -90,6 +90,11 @@ class Probe(ABC):
         """The context fields this probe needs and did not get (e.g. ``inputs``)."""
         return [name for name in self.requires if not ctx.has(name)]
 
+    def can_run(self, ctx: StepContext) -> bool:
+        """Whether ``observe`` gave this probe what it needs, the update aside (the Monitor
+        provides that only for a probe that can run)."""
+        return all(name == "last_update" or ctx.has(name) for name in self.requires)
+
     @abstractmethod
     def compute(self, ctx: StepContext) -> ProbeOutput:
         """Compute the diagnostic; may raise ``ProbeUnsupported`` for models it cannot handle."""
@@ -172,6 +177,10 @@ class ProbeScheduler:
         """Seconds one measurement of the basic norms takes (moving average)."""
         self.norm_stride = 1
         """Published steps between measurements of the basic norms (a power of two)."""
+        self._idle: set[str] = set()
+        """Probes that could not run at their last due step (``observe`` lacked an input they
+        need, e.g. ``inputs=`` for safe-step): they take no budget share and do not hold the
+        norms' stride down, so a probe that cannot run costs nothing."""
         self._cadences: dict[str, int] = {}
         self._published: tuple[int, dict[str, int]] | None = None  # (norm_stride, cadences())
         self._steps_since_fit = 0
@@ -212,7 +221,15 @@ class ProbeScheduler:
     def share(self, probe: Probe) -> float:
         if probe.budget is not None:
             return probe.budget
-        return self.probe_budget() / max(1, len(self.probes))
+        active = sum(p.name not in self._idle for p in self.probes)
+        return self.probe_budget() / max(1, active)
+
+    def mark_runnable(self, probe: Probe, runnable: bool) -> None:
+        """Record whether ``probe`` could run at the step it was due (see ``_idle``)."""
+        idle = probe.name in self._idle
+        if runnable == idle:  # a change: shares and the norms' stride are re-decided
+            (self._idle.discard if runnable else self._idle.add)(probe.name)
+            self._refit()
 
     def cost(self, probe: Probe) -> float | None:
         """Seconds a call of ``probe`` takes (median of its last three, the first call left
@@ -287,7 +304,9 @@ class ProbeScheduler:
         stride = 1 << min(MAX_DOUBLINGS, max(0, math.ceil(math.log2(max(need, 1.0)) - 1e-9)))
         # the largest power of two dividing each reader's cadence: its steps stay norm steps
         readers = [
-            self.cadence(p) // self.stride for p in self.probes if "last_update" in p.requires
+            self.cadence(p) // self.stride
+            for p in self.probes
+            if "last_update" in p.requires and p.name not in self._idle
         ]
         return min([stride, *(c & -c for c in readers)])
 
