@@ -25,6 +25,9 @@ class Threshold:
     strict: bool = False  # True: alert when value > limit; False: when value >= limit
     applies: str = ""
     """When the condition means something (the optimiser, loss or dtype it is about)."""
+    alert_on: str | None = None
+    """The scalar whose crossing fires the alert, when not ``metric`` itself (a confidence
+    bound of a noisy estimate); ``metric`` still gives the colour."""
     severity: str = "alert"
     """"alert": crossing the limit is the phenomenon itself (red); "warning": a caution that is
     not (a dtype's headroom), shown amber at most and published with that severity."""
@@ -56,8 +59,11 @@ THRESHOLDS: dict[str, Threshold] = {
             "trace_gauge",
             1.0,
             0.8,
-            "tr(H)·η/2 ≥ 1: not linearly stable for SGD (Wu & Su)",
-            applies="plain SGD with small batches (an SGD condition; Adam rescales steps)",
+            "tr(H)·η/2 ≥ 1 (mean − 2 s.e. over recent draws): not linearly stable for SGD "
+            "(Wu & Su; momentum and Adam's preconditioner adjust the limit)",
+            applies="SGD (momentum β: limit (2+2β)/(η(1−β))); Adam-like: tr(P⁻¹H) with Adam's "
+            "denominator and β₁; no gauge for other optimisers",
+            alert_on="trace_gauge_low",
         ),
         Threshold(
             "eos_gauge",
@@ -103,7 +109,7 @@ class AlertTracker:
     def check(self, scalars: dict[str, float]) -> list[dict]:
         alerts = []
         for name, threshold in self.thresholds.items():
-            value = scalars.get(name)
+            value = scalars.get(threshold.alert_on or name)
             if value is None or not math.isfinite(value):
                 continue
             if threshold.crossed(value):

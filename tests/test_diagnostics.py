@@ -16,10 +16,15 @@ from probes.diagnostics import (
     SPECTRAL_TOL,
     ProbeUnsupported,
     SpectralState,
+    _rademacher,
+    adam_preconditioner,
     eos_gauge,
     hessian_top_eigenvalue,
     hessian_trace,
+    hessian_trace_hutchpp,
+    hutchpp,
     lanczos,
+    momentum_of,
     nlm_alignment,
     preserved_state,
     safe_step_radius,
@@ -661,3 +666,76 @@ def test_softmax_collapse_probe_reads_the_loss_dtype_from_observe():
     scalars = next(r.data["scalars"] for r in tr.records if r.kind == "metrics")
     real = (F.cross_entropy(logits.float(), targets, reduction="none") == 0).double().mean()
     assert scalars["sc_fraction"] == real.item() < scalars["sc_bf16"]
+
+
+# -- curvature for the optimizer that runs; Hutch++ (issue 28 items 6, 11) ----------------------
+
+
+def test_preconditioned_trace_with_adams_denominator_matches_the_explicit_tr_p_inv_h():
+    model = _tiny_classifier(seed=3)
+    x, y = _classification_batch()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-3)
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    # independent: v̂ from PyTorch's documented update, H from autograd.functional.hessian
+    step = 3
+    denom = torch.cat(
+        [
+            ((opt.state[p]["exp_avg_sq"] / (1 - 0.99**step)).sqrt() + 1e-3).reshape(-1)
+            for p in model.parameters()
+        ]
+    )
+    exact = torch.trace(torch.diag(1 / denom) @ _exact_hessian(model, F.cross_entropy, x, y))
+    params = list(model.parameters())
+    diag = adam_preconditioner(opt, params)
+    res = hessian_trace(model, F.cross_entropy, x, y, 3000, _gen(7), preconditioner=diag)
+    assert abs(res.trace - exact.item()) < 3.5 * res.stderr
+    assert res.stderr < 0.05 * abs(exact.item())
+    assert momentum_of(opt) == 0.9 and momentum_of(torch.optim.SGD(params, lr=0.1)) == 0.0
+    assert momentum_of(torch.optim.Adagrad(params)) is None
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_trace_gauge_uses_the_momentum_adjusted_limit():
+    assert sgd_stability_gauge(40.0, 0.05) == pytest.approx(1.0)  # plain SGD: 2/η
+    assert sgd_stability_gauge(38 / 0.01, 0.01, momentum=0.9) == pytest.approx(1.0)  # 38/η
+
+
+def test_rademacher_probes_are_plus_minus_one_balanced_and_shaped_like_the_params():
+    params = [torch.zeros(3, 5, dtype=torch.float64), torch.zeros(7)]
+    vecs = _rademacher(params, _gen(0), 4000)
+    assert [v.shape for v in vecs] == [(4000, 3, 5), (4000, 7)]
+    assert vecs[0].dtype == torch.float64 and vecs[1].dtype == torch.float32
+    flat = torch.cat([v.reshape(4000, -1).double() for v in vecs], dim=1)
+    assert set(flat.unique().tolist()) == {-1.0, 1.0}
+    assert flat.mean().abs() < 0.01  # balanced
+    cov = flat.T @ flat / 4000  # independent coordinates: E[v vᵀ] = I
+    assert (cov - torch.eye(22, dtype=torch.float64)).abs().max() < 0.08
+
+
+def test_hutchpp_is_exact_for_low_rank_and_beats_hutchinson_on_a_decaying_spectrum():
+    a = _spectrum_matrix([10.0 / (i + 1) ** 2 for i in range(60)], seed=2)
+    exact = torch.trace(a).item()
+    low_rank = _spectrum_matrix([5.0, 3.0] + [0.0] * 58, seed=3)
+    est, _ = hutchpp(lambda v: low_rank @ v, 60, 9, _gen(1), dtype=torch.float64)
+    assert est == pytest.approx(8.0, rel=1e-9)  # the sketch captures the whole range
+    errors_pp, errors_h = [], []
+    for seed in range(30):
+        est, _ = hutchpp(lambda v: a @ v, 60, 12, _gen(seed), dtype=torch.float64)
+        errors_pp.append(abs(est - exact))
+        z = _rademacher([torch.zeros(60, dtype=torch.float64)], _gen(100 + seed), 12)[0]
+        errors_h.append(abs(torch.einsum("ki,ij,kj->k", z, a, z).mean().item() - exact))
+    assert np.mean(errors_pp) < 0.5 * np.mean(errors_h)
+
+
+def test_hessian_trace_hutchpp_matches_the_exact_hessian_trace():
+    model = _tiny_classifier(seed=4)
+    x, y = _classification_batch()
+    exact = torch.trace(_exact_hessian(model, F.cross_entropy, x, y)).item()
+    res = hessian_trace_hutchpp(model, F.cross_entropy, x, y, matvecs=78, generator=_gen(2))
+    assert res.trace == pytest.approx(exact, rel=1e-6)  # 26 params: the sketch spans them all

@@ -481,3 +481,27 @@ def test_fp16_headroom_is_a_dtype_warning_not_a_softmax_collapse_alert():
     assert THRESHOLDS["sc_fp16"].level(0.9) == "warn"  # never red: the run itself is fine
     (collapse,) = tracker.check({"sc_fraction": 0.3, "sc_fp16": 0.9})
     assert collapse["metric"] == "sc_fraction" and collapse["severity"] == "alert"
+
+
+def test_trace_alert_fires_on_the_windowed_lower_bound_not_on_one_draw():
+    tracker = AlertTracker()
+    assert tracker.check({"trace_gauge": 1.6, "trace_gauge_low": 0.7}) == []  # one noisy draw
+    (alert,) = tracker.check({"trace_gauge": 1.3, "trace_gauge_low": 1.05})
+    assert alert["metric"] == "trace_gauge" and alert["value"] == 1.05
+
+
+def test_trace_gauge_low_is_the_window_mean_minus_two_standard_errors():
+    import statistics
+
+    from probes.builtin import TRACE_WINDOW
+
+    tr = InProcessTransport()
+    mon = Monitor(run="tg", transport=tr, probes=[PROBES["hessian_trace"](every=1)], budget=None)
+    _train(_mlp, mon, steps=TRACE_WINDOW + 3)
+    mon.close()
+    rows = [r.data["scalars"] for r in tr.records if r.kind == "metrics"]
+    gauges = [s["trace_gauge"] for s in rows]
+    last = gauges[-TRACE_WINDOW:]  # K = 1: each call's gauge is its one sample
+    expected = statistics.fmean(last) - 2 * statistics.stdev(last) / TRACE_WINDOW**0.5
+    assert rows[-1]["trace_gauge_low"] == pytest.approx(expected, rel=1e-9)
+    assert math.isnan(rows[0]["trace_gauge_low"])
