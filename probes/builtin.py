@@ -62,9 +62,13 @@ class NLMProbe(Probe):
 class SafeStepProbe(Probe):
     """ρ_a along the last optimizer step and r = ‖p‖/ρ_a (r ≥ 1: beyond the safe radius).
 
-    The direction is the update the optimizer actually applied last step (θ_t − θ_{t−1}),
-    evaluated at the current parameters on the current batch: the Monitor sees a step only
-    after it happened, and consecutive steps point alike, so this is the live estimate.
+    Conditions (each a choice, see README "Diagnostics"): the direction is the update the
+    optimizer actually applied last step (θ_t − θ_{t−1}), evaluated at the current parameters
+    — the Monitor sees a step only after it happened, and consecutive steps point alike; the
+    samples are the current mini-batch (``inputs=``), or a fixed ``probe_batch`` (the same
+    samples every time, e.g. a slice of the training set, so r moves only with the model);
+    ``mode`` "eval" (running BatchNorm stats, no Dropout) or "train". ``rho_a_spread`` is the
+    sub-batch spread of ρ_a (:func:`probes.diagnostics.radius_spread`).
     """
 
     name = "safe_step"
@@ -72,9 +76,26 @@ class SafeStepProbe(Probe):
     requires = ("model", "inputs", "last_update")
     default_every = 10
 
+    def __init__(
+        self,
+        every: int | None = None,
+        budget: float | None = None,
+        *,
+        mode: str = "eval",
+        probe_batch: object = None,
+    ) -> None:
+        super().__init__(every, budget)
+        if mode not in ("eval", "train"):
+            raise ValueError(f"safe_step: mode must be 'eval' or 'train', got {mode!r}")
+        self.mode = mode
+        self.probe_batch = probe_batch
+        if probe_batch is not None:
+            self.requires = ("model", "last_update")  # type: ignore[misc]
+
     def compute(self, ctx: StepContext) -> ProbeOutput:
-        res = dx.safe_step_radius(ctx.model, ctx.inputs, ctx.last_update)
-        scalars = {"rho_a": res.rho, "r": res.r}
+        inputs = ctx.inputs if self.probe_batch is None else self.probe_batch
+        res = dx.safe_step_radius(ctx.model, inputs, ctx.last_update, mode=self.mode)
+        scalars = {"rho_a": res.rho, "r": res.r, "rho_a_spread": dx.radius_spread(res.delta_a)}
         if res.rho_binary is not None:
             scalars["rho_binary"] = res.rho_binary
         return ProbeOutput(scalars)

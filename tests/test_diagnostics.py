@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -27,6 +28,7 @@ from probes.diagnostics import (
     momentum_of,
     nlm_alignment,
     preserved_state,
+    radius_spread,
     safe_step_radius,
     sgd_stability_gauge,
     softmax_collapse,
@@ -739,3 +741,83 @@ def test_hessian_trace_hutchpp_matches_the_exact_hessian_trace():
     exact = torch.trace(_exact_hessian(model, F.cross_entropy, x, y)).item()
     res = hessian_trace_hutchpp(model, F.cross_entropy, x, y, matvecs=78, generator=_gen(2))
     assert res.trace == pytest.approx(exact, rel=1e-6)  # 26 params: the sketch spans them all
+
+
+# -- ρ_a's conditions: mode, held batch, spread (issue 28 item 7) -------------------------------
+
+
+def _bn_classifier() -> nn.Module:
+    torch.manual_seed(6)
+    return nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 4)).double()
+
+
+def _explicit_rho(model: nn.Module, x: torch.Tensor, direction: list[torch.Tensor]) -> float:
+    """π / max Δ_a from the full Jacobian of the logits (in the model's current mode)."""
+    names = [n for n, _ in model.named_parameters()]
+    params = [p.detach() for p in model.parameters()]
+
+    def logits(*ps):
+        return functional_call(model, dict(zip(names, ps, strict=True)), (x,))
+
+    jac = torch.autograd.functional.jacobian(logits, tuple(params))
+    norm = torch.cat([d.reshape(-1) for d in direction]).norm()
+    a = sum(
+        (j.reshape(*j.shape[:2], -1) @ d.reshape(-1)) for j, d in zip(jac, direction, strict=True)
+    )
+    a = a / norm
+    return math.pi / (a.amax(dim=1) - a.amin(dim=1)).max().item()
+
+
+def test_safe_step_radius_in_train_mode_uses_batch_statistics_and_restores_the_buffers():
+    model = _bn_classifier()
+    with torch.no_grad():
+        model(torch.randn(64, 3, dtype=torch.float64) * 3 + 1)  # running stats ≠ batch stats
+    model.eval()
+    x = torch.randn(32, 3, generator=_gen(5), dtype=torch.float64)
+    direction = [
+        torch.randn(p.shape, generator=_gen(i), dtype=p.dtype)
+        for i, p in enumerate(model.parameters())
+    ]
+    buffers = [b.clone() for b in model.buffers()]
+    train = safe_step_radius(model, x, direction, mode="train")
+    assert not model.training and all(
+        torch.equal(a, b) for a, b in zip(buffers, model.buffers(), strict=True)
+    )
+    evaluated = safe_step_radius(model, x, direction)
+    expected_eval = _explicit_rho(model, x, direction)
+    reference = copy.deepcopy(model).train()
+    expected_train = _explicit_rho(reference, x, direction)
+    assert evaluated.rho == pytest.approx(expected_eval, rel=1e-9)
+    assert train.rho == pytest.approx(expected_train, rel=1e-9)
+    assert abs(train.rho - evaluated.rho) > 0.01 * evaluated.rho  # the modes really differ here
+    with pytest.raises(ValueError, match="mode"):
+        safe_step_radius(model, x, direction, mode="bogus")
+
+
+def test_radius_spread_is_the_relative_range_of_the_sub_batch_radii():
+    delta = torch.tensor([1.0, 2.0, 0.5, 4.0, 1.0, 1.0, 2.0, 8.0], dtype=torch.float64)
+    radii = [math.pi / 2.0, math.pi / 4.0, math.pi / 1.0, math.pi / 8.0]  # pairs' maxima
+    expected = (max(radii) - min(radii)) / (math.pi / 8.0)
+    assert radius_spread(delta) == pytest.approx(expected)
+    assert math.isnan(radius_spread(delta[:3]))
+
+
+def test_safe_step_probe_with_a_held_batch_runs_without_inputs():
+    from probes.builtin import SafeStepProbe
+
+    held = torch.randn(16, 8)
+    tr = InProcessTransport()
+    probe = SafeStepProbe(1, probe_batch=held)
+    mon = Monitor(run="held", transport=tr, probes=[probe], budget=None)
+    model = nn.Linear(8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for step in range(4):
+        opt.zero_grad()
+        logits = model(torch.randn(4, 8))
+        loss = logits.logsumexp(1).mean()
+        loss.backward()
+        mon.observe(step, model=model, optimizer=opt, loss=loss, logits=logits)
+        opt.step()
+    mon.close()
+    rows = [r.data["scalars"] for r in tr.records if r.kind == "metrics"]
+    assert "rho_a" in rows[-1] and "rho_a_spread" in rows[-1]
