@@ -161,6 +161,10 @@ class HessianTraceProbe(Probe):
         self._generator = torch.Generator().manual_seed(1234)
         self._window: deque[list[float]] = deque(maxlen=TRACE_WINDOW)
 
+    @property
+    def work(self) -> float:
+        return float(self.k)
+
     def compute(self, ctx: StepContext) -> ProbeOutput:
         momentum = dx.momentum_of(ctx.optimizer)
         adaptive = momentum is not None and "betas" in ctx.optimizer.param_groups[0]
@@ -218,6 +222,11 @@ class TopEigenvalueProbe(Probe):
         self.tol = tol
         self._generator = torch.Generator().manual_seed(4321)
         self._vector: list[torch.Tensor] | None = None
+
+    @property
+    def work(self) -> float:
+        """HVPs a call may take: the cap (a warm start usually stops far earlier)."""
+        return float(self.iterations)
 
     def compute(self, ctx: StepContext) -> ProbeOutput:
         res = dx.hessian_top_eigenvalue(

@@ -36,6 +36,17 @@ the plan spends scatters around it: costs are medians of three calls that lag th
 after a probe call waits for the slowest rank's call, ranks share cores with each other's I/O
 threads. With the plan at the whole budget the charged overhead of 2-rank runs came out at
 4.7–5.3 % of a 5 % budget and the measured one at 5.1 % on average (README, Benchmarks)."""
+STALE_FRACTION = 0.1
+"""Minimum cadence: a probe whose cadence exceeds this fraction of the elapsed steps (rounded
+up to ``base × 2^k``, and at its multiples) runs as soon as the probes' unspent budget pays
+for it —
+the cheap probes rarely use their whole share, and the power-of-two cadences round the
+costly ones' down by up to half — so a gauge does not go stale for most of a run."""
+FIRST_CALL_STEPS = {"cheap": 0.0, "forward": 1.0, "jvp": 3.0, "hvp": 3.0}
+"""A priori cost of a probe's first call, in step times per unit of its ``work`` (HVPs per call
+for the curvature probes): a costly probe's first call waits until the step time is known and
+the probes' unspent budget covers this estimate, so a short run's warm-up stays within the
+budget too (the first λ_max and trace calls cost a default Monitor +13–22 % over 200 steps)."""
 IO_WINDOW = 64
 """The I/O thread's CPU is charged at its share of the training time over this many steps: the
 thread wakes every ``IO_WAKE_MS`` and finishes several steps' records at once, so one step's own
@@ -85,6 +96,12 @@ class Probe(ABC):
         self.budget = budget
         if self.every < 1:
             raise ValueError(f"{self.name}: every must be ≥ 1")
+
+    @property
+    def work(self) -> float:
+        """Units of work a call does (HVPs for the curvature probes): scales its a priori
+        first-call cost (:data:`FIRST_CALL_STEPS`)."""
+        return 1.0
 
     def missing(self, ctx: StepContext) -> list[str]:
         """The context fields this probe needs and did not get (e.g. ``inputs``)."""
@@ -161,6 +178,7 @@ class ProbeScheduler:
         self._costs: dict[str, deque[float]] = {}
         self._last_run: dict[str, int] = {}
         self._first_seen: dict[str, int] = {}
+        self._spent: dict[str, float] = {}  # seconds each probe has spent over the run
         self._aftermath: list[tuple[str, float]] = []  # (probe, seconds) of the last observe
         self._intervals: deque[float] = deque(maxlen=STEP_WINDOW)
         self.step_time = math.nan  # median of the last STEP_WINDOW training intervals
@@ -330,11 +348,44 @@ class ProbeScheduler:
             del self._last_run[probe.name]
             last = None
         if last is None:
+            if probe.name not in self._first_seen and not self._first_affordable(probe):
+                return False
             first = self._first_seen.setdefault(probe.name, step)
             if step < first:
                 first = self._first_seen[probe.name] = step
             return step % c == 0 or step - first >= 2 * c
-        return (step % c == 0 and step != last) or step - last >= 2 * c
+        regular = (step % c == 0 and step != last) or step - last >= 2 * c
+        return regular or self._stale(probe, step, last)
+
+    def unspent(self) -> float:
+        """Seconds of the probes' budget not spent so far: their planned fraction of the
+        training time over the run, less what all probes spent (∞ without a budget)."""
+        if self.budget is None:
+            return math.inf
+        return self.probe_budget() * self._total_training - sum(self._spent.values())
+
+    def _first_affordable(self, probe: Probe) -> bool:
+        """A costly probe's first call waits for a known step time and for the unspent budget
+        to cover its a priori cost (see :data:`FIRST_CALL_STEPS`)."""
+        prior = FIRST_CALL_STEPS[probe.cost] * probe.work
+        if self.budget is None or prior == 0:
+            return True
+        if not self.step_time > 0:
+            return False
+        return self.unspent() >= prior * self.step_time
+
+    def _stale(self, probe: Probe, step: int, last: int) -> bool:
+        """The minimum cadence (see :data:`STALE_FRACTION`), paid from the unspent budget."""
+        if self.budget is None:
+            return False
+        base = self.base(probe)
+        stale = base << max(0, math.ceil(math.log2(max(1.0, STALE_FRACTION * step / base))))
+        if stale >= self.cadence(probe) or step % stale or step - last < stale:
+            return False
+        cost = self.cost(probe)
+        if cost is None:
+            cost = FIRST_CALL_STEPS[probe.cost] * probe.work * self.step_time
+        return self.unspent() >= cost
 
     def ran(self, probe: Probe, step: int, seconds: float) -> None:
         """Account one call; its cost is known at the next :meth:`step_finished` (see
@@ -345,6 +396,7 @@ class ProbeScheduler:
             self._aftermath.append((probe.name, seconds))
         self._last_run[probe.name] = step
         self._probe_seconds += seconds
+        self._spent[probe.name] = self._spent.get(probe.name, 0.0) + seconds
 
     def _charge_aftermath(self, training_seconds: float) -> float:
         """A call costs its own time and what it does to the step after it, and that is what
