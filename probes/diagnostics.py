@@ -750,7 +750,7 @@ class LanczosResult:
     iterations: int
 
 
-_LANCZOS_CHECKS = frozenset({1, 2, 3, 4, 6, 8, 11, 15, 20, 27, 36, 48, 64, 85, 113, 150})
+_LANCZOS_CHECKS = frozenset({1, 2, 3, 4, 5, 6, 8, 11, 15, 20, 27, 36, 48, 64, 85, 113, 150})
 """Iteration counts at which :func:`lanczos` solves its tridiagonal problem to test the
 residual (about every third step late on): each solve is a tiny LAPACK call, and on a loaded
 CPU (threads oversubscribed) one took up to 30 ms — more than a matvec of a 1-M-entry matrix."""
