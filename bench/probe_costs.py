@@ -3,10 +3,14 @@
 Run by hand: ``python bench/probe_costs.py [--repeats 5]``. Two models, CPU, one thread:
 the grokking MLP (full batch, 5107 samples) and a one-layer transformer on the same task
 (batch 512). For each: the median time of one forward+backward, of each probe's ``compute``
-(after a warm-up call), the total Monitor overhead at the default cadence and 5 % budget, and
-Hutchinson K=1 and K=20 next to PyHessian's ``trace`` with the same K (if PyHessian is
-installed: ``pip install pyhessian``; Cockpit does not import on current setuptools, so it is
-not compared).
+(after a warm-up call), the total Monitor overhead at the default cadence and 5 % budget,
+Hutchinson and Hutch++ at K = 1, 20, 99 HVPs next to PyHessian's ``trace`` with the same K, the
+error of each against a K = 600 Hutchinson reference at equal HVPs, and λ_max by our Lanczos
+next to PyHessian's power iteration under the same relative tolerance, with the HVPs each took
+(PyHessian is the optional extra ``bench``: ``pip install -c constraints pyhessian``). Ours and
+theirs alternate call by call, so load drift hits both. Cockpit (1.0.2 installs beside torch
+2.13 with ``torchvision==0.28.*`` without replacing it, checked by ``pip install --dry-run``)
+is not compared yet.
 """
 
 from __future__ import annotations
@@ -141,12 +145,75 @@ def pyhessian_samples(model, x, y, k: int) -> list[float]:
         )
 
 
-def pyhessian_trace(model, x, y, k: int) -> float | None:
+def pyhessian_call(model, x, y, k: int) -> dict[str, Callable[[], object]]:
+    """PyHessian's K-probe trace as a timed variant, or nothing when it is not installed."""
     try:
         import pyhessian  # noqa: F401
     except ImportError:
-        return None
-    return median_time(lambda: pyhessian_samples(model, x, y, k), 3)
+        return {}
+    return {"PyHessian": lambda: pyhessian_samples(model, x, y, k)}
+
+
+def alternating(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each variant, calls interleaved round by round (one warm-up each)."""
+    for fn in variants.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def accuracy(model, x, y, hvps: int = 30, seeds: int = 8) -> None:
+    """Mean |error| of Hutchinson and Hutch++ at equal HVPs against a K = 600 reference."""
+    ref = dx.hessian_trace(model, F.cross_entropy, x, y, 600, torch.Generator().manual_seed(99))
+    errors: dict[str, list[float]] = {"Hutchinson": [], "Hutch++": []}
+    for seed in range(seeds):
+        gen = torch.Generator().manual_seed(seed)
+        est = dx.hessian_trace(model, F.cross_entropy, x, y, hvps, gen).trace
+        errors["Hutchinson"].append(abs(est - ref.trace))
+        gen = torch.Generator().manual_seed(seed)
+        est = dx.hessian_trace_hutchpp(model, F.cross_entropy, x, y, hvps, gen).trace
+        errors["Hutch++"].append(abs(est - ref.trace))
+    parts = " · ".join(f"{n} {statistics.fmean(e) / abs(ref.trace):.1%}" for n, e in errors.items())
+    print(
+        f"trace error at {hvps} HVPs (mean over {seeds} seeds, vs K=600 reference "
+        f"{ref.trace:.4g} ± {2 * ref.stderr:.2g}): {parts}"
+    )
+
+
+def eigen(model, x, y, tol: float = 1e-3) -> None:
+    """λ_max: our Lanczos (residual stop) vs PyHessian's power iteration (relative change)."""
+    res = {}
+
+    def ours():
+        res["ours"] = dx.hessian_top_eigenvalue(model, F.cross_entropy, x, y, 100, tol=tol)
+
+    variants = {"Lanczos": ours}
+    try:
+        from pyhessian import hessian
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        def theirs():
+            with sdpa_kernel(SDPBackend.MATH):
+                h = hessian(model, F.cross_entropy, data=(x, y), cuda=False)
+                res["theirs"] = h.eigenvalues(maxIter=100, tol=tol)[0][0]
+
+        variants["PyHessian"] = theirs
+    except ImportError:
+        pass
+    timed = alternating(variants, 3)
+    top = res["ours"]
+    line = (
+        f"λ_max (tol {tol:g}): Lanczos {top.eigenvalue:.4g} in {top.iterations} HVPs, "
+        f"residual {top.residual:.2g}, {timed['Lanczos'] * 1e3:.0f} ms"
+    )
+    if "theirs" in res:
+        line += f" · PyHessian {res['theirs']:.4g}, {timed['PyHessian'] * 1e3:.0f} ms"
+    print(line)
 
 
 def main() -> None:
@@ -167,40 +234,29 @@ def main() -> None:
             probe = PROBES[name]()
             cost = median_time(lambda p=probe, c=ctx: p.compute(c), args.repeats)
             print(f"{name:<18}{cost * 1e3:>10.1f}{cost / base:>11.2f}")
-        for k in (1, 20):
-            ours = median_time(
-                lambda k=k, m=model, a=x, b=y: dx.hessian_trace(m, F.cross_entropy, a, b, probes=k),
+        for k in (1, 20, 99):
+            timed = alternating(
+                {
+                    "ours": lambda k=k, m=model, a=x, b=y: dx.hessian_trace(
+                        m, F.cross_entropy, a, b, probes=k
+                    ),
+                    "hutch++": lambda k=k, m=model, a=x, b=y: dx.hessian_trace_hutchpp(
+                        m, F.cross_entropy, a, b, matvecs=max(3, k)
+                    ),
+                    **pyhessian_call(model, x, y, k),
+                },
                 3,
             )
-            theirs = pyhessian_trace(model, x, y, k)
-            side = "n/a" if theirs is None else f"{theirs * 1e3:.1f} ms ({theirs / base:.2f}×)"
-            print(
-                f"Hutchinson K={k:<3} ours {ours * 1e3:.1f} ms ({ours / base:.2f}×) · "
-                f"PyHessian {side}"
-            )
-        agreement(model, x, y)
+            line = " · ".join(f"{n} {t * 1e3:.1f} ms ({t / base:.2f}×)" for n, t in timed.items())
+            print(f"trace K={k:<3} {line}")
+        accuracy(model, x, y)
+        eigen(model, x, y)
         plain, watched, estimate = overhead(model, x, y, args.steps)
         print(
             f"default Monitor, steps 100–{args.steps}: {plain * 1e3:.1f} → {watched * 1e3:.1f} "
             f"ms mean step ({(watched / plain - 1) * 100:+.1f} %); the Monitor's own "
             f"estimate of its share: {estimate * 100:.1f} %"
         )
-
-
-def agreement(model, x, y, k: int = 100) -> None:
-    """Our Hutchinson mean ± 2 SE next to PyHessian's mean over the same number of probes."""
-    ours = dx.hessian_trace(
-        model, F.cross_entropy, x, y, probes=k, generator=torch.Generator().manual_seed(7)
-    )
-    try:
-        theirs = pyhessian_samples(model, x, y, k)
-    except ImportError:
-        return
-    mean = statistics.fmean(theirs)
-    print(
-        f"trace, K={k}: ours {ours.trace:.4g} ± {2 * ours.stderr:.2g} (2 SE) · "
-        f"PyHessian {mean:.4g} · difference {abs(mean - ours.trace) / ours.stderr:.1f} SE"
-    )
 
 
 if __name__ == "__main__":

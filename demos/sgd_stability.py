@@ -3,8 +3,16 @@
 A minimum is linearly stable for GD only if ``λ_max(H) ≤ 2/η``; for SGD (batch 1) it must also
 satisfy ``tr(H) ≤ 2/η``, a much stronger constraint. On a diagonal linear network
 ``f(x) = ⟨a⊙b, x⟩`` the trace is a weighted ℓ1 norm of β = a⊙b (with balanced |a_j| = |b_j| and
-E x² = 1/3, ``tr(G) ≈ (2/3)‖β‖₁``), so SGD is driven to sparse, well-generalising interpolants
-while GD may stop at a dense one.
+E x² = 1/3, ``tr(G) ≈ (2/3)‖β‖₁``), so the paper predicts SGD is driven to sparse,
+well-generalising interpolants while GD may stop at a dense one.
+
+What this recipe shows, plainly: the *stability* half of the claim — GD ends at a minimum with
+tr(G) 59.9 > 2/η = 40 > λ_max 5.65 (GD-stable, not SGD-stable), SGD at tr(G) 9.8. It does not
+show the *generalisation* half: SGD's test MSE 1.016 is that of predicting zero (1.008), the
+minimum-ℓ2 interpolator gets 0.748 and the sparse β* 0, and at η = 0.05 SGD's trace sits far
+below the bound (9.8 ≪ 40), so the bound is not what selects its solution. A re-tuning where
+GD's minima violate tr ≤ 2/η, SGD's sit at the bound and SGD recovers a sparse β* is open
+(issue 28 item 8).
 
 Recipe (papers-A §3 (c)): d = 100, n = 30, x ~ U[−1, 1]^d, β* = (1, 1, 1, 0, …), y = ⟨β*, x⟩,
 a, b ~ N(0, 1) (a large init, so GD stays near a dense interpolant), loss ½(f − y)², η = 0.05;

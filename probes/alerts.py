@@ -25,14 +25,23 @@ class Threshold:
     strict: bool = False  # True: alert when value > limit; False: when value >= limit
     applies: str = ""
     """When the condition means something (the optimiser, loss or dtype it is about)."""
+    alert_on: str | None = None
+    """The scalar whose crossing fires the alert, when not ``metric`` itself (a confidence
+    bound of a noisy estimate); ``metric`` still gives the colour."""
+    severity: str = "alert"
+    """"alert": crossing the limit is the phenomenon itself (red); "warning": a caution that is
+    not (a dtype's headroom), shown amber at most and published with that severity."""
+
+    def crossed(self, value: float) -> bool:
+        """Whether ``value`` is over the limit (the alert condition), False for NaN."""
+        return value > self.limit if self.strict else value >= self.limit
 
     def level(self, value: float) -> str:
         """ "ok" | "warn" | "alert" | "unknown" for one value."""
         if not math.isfinite(value):
             return "unknown"
-        over = value > self.limit if self.strict else value >= self.limit
-        if over:
-            return "alert"
+        if self.crossed(value):
+            return "alert" if self.severity == "alert" else "warn"
         return "warn" if self.amber < self.limit and value >= self.amber else "ok"
 
 
@@ -50,8 +59,11 @@ THRESHOLDS: dict[str, Threshold] = {
             "trace_gauge",
             1.0,
             0.8,
-            "tr(H)·η/2 ≥ 1: not linearly stable for SGD (Wu & Su)",
-            applies="plain SGD with small batches (an SGD condition; Adam rescales steps)",
+            "tr(H)·η/2 ≥ 1 (mean − 2 s.e. over recent draws): not linearly stable for SGD "
+            "(Wu & Su; momentum and Adam's preconditioner adjust the limit)",
+            applies="SGD (momentum β: limit (2+2β)/(η(1−β))); Adam-like: tr(P⁻¹H) with Adam's "
+            "denominator and β₁; no gauge for other optimisers",
+            alert_on="trace_gauge_low",
         ),
         Threshold(
             "eos_gauge",
@@ -70,11 +82,12 @@ THRESHOLDS: dict[str, Threshold] = {
         ),
         Threshold(
             "sc_fp16",
-            0.0,
-            0.0,
-            "logits would collapse in fp16",
-            strict=True,
+            0.5,
+            0.5,
+            "dtype headroom: most logits would collapse if the loss ran in fp16 "
+            "(a warning about that dtype, not a collapse of this run)",
             applies="a warning about fp16 headroom, not a collapse of this run's dtype",
+            severity="warning",
         ),
     )
 }
@@ -96,10 +109,10 @@ class AlertTracker:
     def check(self, scalars: dict[str, float]) -> list[dict]:
         alerts = []
         for name, threshold in self.thresholds.items():
-            value = scalars.get(name)
+            value = scalars.get(threshold.alert_on or name)
             if value is None or not math.isfinite(value):
                 continue
-            if threshold.level(value) == "alert":
+            if threshold.crossed(value):
                 if name not in self._active:
                     self._active.add(name)
                     alerts.append(
@@ -108,6 +121,7 @@ class AlertTracker:
                             "value": value,
                             "limit": threshold.limit,
                             "message": threshold.meaning,
+                            "severity": threshold.severity,
                         }
                     )
             else:

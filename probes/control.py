@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 if TYPE_CHECKING:
+    from probes.diagnostics import SafeStepRadius
     from probes.monitor import Monitor
 
 ArgSpec = dict[str, type]
@@ -251,12 +252,23 @@ def builtin_controllers() -> dict[str, Controller]:
 # -- what the toggles do to a step --------------------------------------------------------------
 @torch.no_grad()
 def scale_step_to_radius_(
-    model: torch.nn.Module, previous: list[torch.Tensor], inputs: Any
-) -> tuple[float, float]:
-    """θ ← θ_old + s·p with s = min(1, ρ_a/‖p‖), ρ_a measured at θ_old along the step p the
-    optimizer just took; returns (r of the proposed step, s).
+    model: torch.nn.Module,
+    previous: list[torch.Tensor],
+    inputs: Any,
+    *,
+    logits_fn: Callable[[Any], torch.Tensor] | None = None,
+    apply: bool = True,
+) -> tuple[SafeStepRadius, float]:
+    """The ρ_a controller of "Ghosts of Softmax" (Sao, Prop. 5.2): θ ← θ_old + s·p with
+    s = min(1, ρ_a(θ_old; p)/‖p‖), p the step the optimizer just proposed.
 
-    ``previous`` holds the trainable parameters before the step, in ``parameters()`` order.
+    ρ_a is measured at the parameters the step starts from (θ_old), along p — not at the
+    endpoint θ_old + p, where after a large step the radius can be an order of magnitude
+    smaller. The one implementation of the controller: the Monitor's ``rho_control`` toggle and
+    ``diag.methods.RhoControl`` both call it. ``previous`` holds the trainable parameters before
+    the step, in ``parameters()`` order. With ``apply=False`` ρ_a is measured but the step is
+    left exactly as the optimizer made it. Returns the measurement (``r`` is that of the
+    proposed step) and the scale s applied (1.0 when not applied or ρ_a is not finite).
     """
     from probes.diagnostics import safe_step_radius
 
@@ -265,9 +277,14 @@ def scale_step_to_radius_(
     step = [new - old for new, old in zip(proposed, previous, strict=True)]
     for p, old in zip(params, previous, strict=True):
         p.copy_(old)
-    res = safe_step_radius(model, inputs, step)
-    usable = res.step_norm > 0 and math.isfinite(res.rho)
+    try:
+        res = safe_step_radius(model, inputs, step, logits_fn=logits_fn)
+    finally:  # a probe failure leaves the step as the optimizer took it
+        for p, new in zip(params, proposed, strict=True):
+            p.copy_(new)
+    usable = apply and res.step_norm > 0 and math.isfinite(res.rho)
     scale = min(1.0, res.rho / res.step_norm) if usable else 1.0
-    for p, old, new, delta in zip(params, previous, proposed, step, strict=True):
-        p.copy_(old + scale * delta if scale < 1.0 else new)
-    return res.r, scale
+    if scale < 1.0:
+        for p, old, delta in zip(params, previous, step, strict=True):
+            p.copy_(old + scale * delta)
+    return res, scale

@@ -208,6 +208,8 @@ class Monitor:
             self._given_model, self._inner_model = model, unwrap_ddp(model)  # is an ABC check)
         model = self._inner_model  # probes' extra forwards must not touch DDP's reducer
         ctx = StepContext(step, model, optimizer, logits, targets, inputs, loss_fn)
+        if isinstance(loss, torch.Tensor) and loss.is_floating_point():
+            ctx.loss_dtype = loss.dtype  # the dtype the loss really ran in (autocast: fp32)
         try:
             self._remember(ctx)
             self._apply_commands()
@@ -331,8 +333,8 @@ class Monitor:
             for p, old in zip(params, previous, strict=True):
                 clip_update_(p, old, clip.c)  # type: ignore[attr-defined]
         if self.controllers["rho_control"].on and self._inputs is not None:  # type: ignore
-            r, scale = scale_step_to_radius_(self.model, previous, self._inputs)
-            self._control_scalars = {"r_proposed": r, "step_scale": scale}
+            radius, scale = scale_step_to_radius_(self.model, previous, self._inputs)
+            self._control_scalars = {"r_proposed": radius.r, "step_scale": scale}
 
     def event(self, name: str, **data: Any) -> None:
         """Publish an event record (shown in the UI's event log and kept in replays)."""
@@ -385,7 +387,7 @@ class Monitor:
             self.scheduler.norms_spent(self._capture_seconds)
         if ctx.step % self.every:
             return
-        due = self.scheduler.due(ctx.step)
+        due = self._runnable(ctx, self.scheduler.due(ctx.step))
         norms = NormSnapshot(None, None)
         if measure:  # stride 1: any step numbering; else θ_t − θ_(t−1) as captured
             start = time.perf_counter()
@@ -417,6 +419,18 @@ class Monitor:
         self.transport.set_status(
             step=ctx.step, state="running", cadences=self.scheduler.cadences()
         )
+
+    def _runnable(self, ctx: StepContext, due: list[Probe]) -> list[Probe]:
+        """The due probes that ``observe`` gave what they need; the others are marked idle in
+        the scheduler (no budget share, no hold on the norms: a probe that cannot run costs
+        nothing)."""
+        runnable = []
+        for probe in due:
+            ok = probe.can_run(ctx)
+            self.scheduler.mark_runnable(probe, ok)
+            if ok:
+                runnable.append(probe)
+        return runnable
 
     def _run_probes(self, ctx: StepContext, due: list[Probe]) -> ProbeOutput:
         """Run the probes due now; a probe that cannot handle this model is retired, loudly."""

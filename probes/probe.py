@@ -36,6 +36,17 @@ the plan spends scatters around it: costs are medians of three calls that lag th
 after a probe call waits for the slowest rank's call, ranks share cores with each other's I/O
 threads. With the plan at the whole budget the charged overhead of 2-rank runs came out at
 4.7–5.3 % of a 5 % budget and the measured one at 5.1 % on average (README, Benchmarks)."""
+STALE_FRACTION = 0.1
+"""Minimum cadence: a probe whose cadence exceeds this fraction of the elapsed steps (rounded
+up to ``base × 2^k``, and at its multiples) runs as soon as the probes' unspent budget pays
+for it —
+the cheap probes rarely use their whole share, and the power-of-two cadences round the
+costly ones' down by up to half — so a gauge does not go stale for most of a run."""
+FIRST_CALL_STEPS = {"cheap": 0.0, "forward": 1.0, "jvp": 3.0, "hvp": 3.0}
+"""A priori cost of a probe's first call, in step times per unit of its ``work`` (HVPs per call
+for the curvature probes): a costly probe's first call waits until the step time is known and
+the probes' unspent budget covers this estimate, so a short run's warm-up stays within the
+budget too (the first λ_max and trace calls cost a default Monitor +13–22 % over 200 steps)."""
 IO_WINDOW = 64
 """The I/O thread's CPU is charged at its share of the training time over this many steps: the
 thread wakes every ``IO_WAKE_MS`` and finishes several steps' records at once, so one step's own
@@ -57,6 +68,8 @@ class StepContext:
     lr: float = math.nan
     layers: list[str] = field(default_factory=list)
     last_update: list[torch.Tensor] | None = None
+    loss_dtype: torch.dtype | None = None
+    """The dtype of the loss ``observe`` was given (under autocast, fp32 for bf16 logits)."""
 
     def has(self, name: str) -> bool:
         return getattr(self, name) is not None
@@ -84,9 +97,20 @@ class Probe(ABC):
         if self.every < 1:
             raise ValueError(f"{self.name}: every must be ≥ 1")
 
+    @property
+    def work(self) -> float:
+        """Units of work a call does (HVPs for the curvature probes): scales its a priori
+        first-call cost (:data:`FIRST_CALL_STEPS`)."""
+        return 1.0
+
     def missing(self, ctx: StepContext) -> list[str]:
         """The context fields this probe needs and did not get (e.g. ``inputs``)."""
         return [name for name in self.requires if not ctx.has(name)]
+
+    def can_run(self, ctx: StepContext) -> bool:
+        """Whether ``observe`` gave this probe what it needs, the update aside (the Monitor
+        provides that only for a probe that can run)."""
+        return all(name == "last_update" or ctx.has(name) for name in self.requires)
 
     @abstractmethod
     def compute(self, ctx: StepContext) -> ProbeOutput:
@@ -154,6 +178,7 @@ class ProbeScheduler:
         self._costs: dict[str, deque[float]] = {}
         self._last_run: dict[str, int] = {}
         self._first_seen: dict[str, int] = {}
+        self._spent: dict[str, float] = {}  # seconds each probe has spent over the run
         self._aftermath: list[tuple[str, float]] = []  # (probe, seconds) of the last observe
         self._intervals: deque[float] = deque(maxlen=STEP_WINDOW)
         self.step_time = math.nan  # median of the last STEP_WINDOW training intervals
@@ -170,6 +195,10 @@ class ProbeScheduler:
         """Seconds one measurement of the basic norms takes (moving average)."""
         self.norm_stride = 1
         """Published steps between measurements of the basic norms (a power of two)."""
+        self._idle: set[str] = set()
+        """Probes that could not run at their last due step (``observe`` lacked an input they
+        need, e.g. ``inputs=`` for safe-step): they take no budget share and do not hold the
+        norms' stride down, so a probe that cannot run costs nothing."""
         self._cadences: dict[str, int] = {}
         self._published: tuple[int, dict[str, int]] | None = None  # (norm_stride, cadences())
         self._steps_since_fit = 0
@@ -210,7 +239,15 @@ class ProbeScheduler:
     def share(self, probe: Probe) -> float:
         if probe.budget is not None:
             return probe.budget
-        return self.probe_budget() / max(1, len(self.probes))
+        active = sum(p.name not in self._idle for p in self.probes)
+        return self.probe_budget() / max(1, active)
+
+    def mark_runnable(self, probe: Probe, runnable: bool) -> None:
+        """Record whether ``probe`` could run at the step it was due (see ``_idle``)."""
+        idle = probe.name in self._idle
+        if runnable == idle:  # a change: shares and the norms' stride are re-decided
+            (self._idle.discard if runnable else self._idle.add)(probe.name)
+            self._refit()
 
     def cost(self, probe: Probe) -> float | None:
         """Seconds a call of ``probe`` takes (median of its last three, the first call left
@@ -285,7 +322,9 @@ class ProbeScheduler:
         stride = 1 << min(MAX_DOUBLINGS, max(0, math.ceil(math.log2(max(need, 1.0)) - 1e-9)))
         # the largest power of two dividing each reader's cadence: its steps stay norm steps
         readers = [
-            self.cadence(p) // self.stride for p in self.probes if "last_update" in p.requires
+            self.cadence(p) // self.stride
+            for p in self.probes
+            if "last_update" in p.requires and p.name not in self._idle
         ]
         return min([stride, *(c & -c for c in readers)])
 
@@ -309,11 +348,44 @@ class ProbeScheduler:
             del self._last_run[probe.name]
             last = None
         if last is None:
+            if probe.name not in self._first_seen and not self._first_affordable(probe):
+                return False
             first = self._first_seen.setdefault(probe.name, step)
             if step < first:
                 first = self._first_seen[probe.name] = step
             return step % c == 0 or step - first >= 2 * c
-        return (step % c == 0 and step != last) or step - last >= 2 * c
+        regular = (step % c == 0 and step != last) or step - last >= 2 * c
+        return regular or self._stale(probe, step, last)
+
+    def unspent(self) -> float:
+        """Seconds of the probes' budget not spent so far: their planned fraction of the
+        training time over the run, less what all probes spent (∞ without a budget)."""
+        if self.budget is None:
+            return math.inf
+        return self.probe_budget() * self._total_training - sum(self._spent.values())
+
+    def _first_affordable(self, probe: Probe) -> bool:
+        """A costly probe's first call waits for a known step time and for the unspent budget
+        to cover its a priori cost (see :data:`FIRST_CALL_STEPS`)."""
+        prior = FIRST_CALL_STEPS[probe.cost] * probe.work
+        if self.budget is None or prior == 0:
+            return True
+        if not self.step_time > 0:
+            return False
+        return self.unspent() >= prior * self.step_time
+
+    def _stale(self, probe: Probe, step: int, last: int) -> bool:
+        """The minimum cadence (see :data:`STALE_FRACTION`), paid from the unspent budget."""
+        if self.budget is None:
+            return False
+        base = self.base(probe)
+        stale = base << max(0, math.ceil(math.log2(max(1.0, STALE_FRACTION * step / base))))
+        if stale >= self.cadence(probe) or step % stale or step - last < stale:
+            return False
+        cost = self.cost(probe)
+        if cost is None:
+            cost = FIRST_CALL_STEPS[probe.cost] * probe.work * self.step_time
+        return self.unspent() >= cost
 
     def ran(self, probe: Probe, step: int, seconds: float) -> None:
         """Account one call; its cost is known at the next :meth:`step_finished` (see
@@ -324,6 +396,7 @@ class ProbeScheduler:
             self._aftermath.append((probe.name, seconds))
         self._last_run[probe.name] = step
         self._probe_seconds += seconds
+        self._spent[probe.name] = self._spent.get(probe.name, 0.0) + seconds
 
     def _charge_aftermath(self, training_seconds: float) -> float:
         """A call costs its own time and what it does to the step after it, and that is what

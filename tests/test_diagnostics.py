@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -11,19 +12,29 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from probes import InProcessTransport, Monitor
 from probes.diagnostics import (
+    SPECTRAL_TOL,
     ProbeUnsupported,
     SpectralState,
+    _rademacher,
+    adam_preconditioner,
     eos_gauge,
     hessian_top_eigenvalue,
     hessian_trace,
+    hessian_trace_hutchpp,
+    hutchpp,
+    lanczos,
+    momentum_of,
     nlm_alignment,
     preserved_state,
+    radius_spread,
     safe_step_radius,
     sgd_stability_gauge,
     softmax_collapse,
     spectral_norms,
 )
+from probes.probe import PROBES
 
 # ------------------------------------------------------------------------------------------------
 # helpers
@@ -383,6 +394,32 @@ def test_spectral_norms_update_sigma():
     assert spectral_norms(model, state).sigma_max_update[0] == 0.0  # unchanged weights
 
 
+def test_spectral_norms_first_call_is_within_the_stated_tolerance_with_a_true_residual_bound():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(128, 256), nn.Linear(256, 64))  # default init: small gaps
+    res = spectral_norms(model)  # cold: random start vectors
+    for name, sigma, bound in zip(res.layers, res.sigma_max, res.sigma_residual, strict=True):
+        exact = torch.linalg.svdvals(model.get_parameter(name).detach().double())
+        assert sigma == pytest.approx(exact[0].item(), rel=SPECTRAL_TOL)
+        assert sigma <= exact[0].item() * (1 + 1e-6)  # a Ritz value never overshoots
+        assert (exact - sigma).abs().min().item() <= bound + 1e-9  # the published bound holds
+
+
+def test_mup_ratio_uses_each_module_types_fan_in_and_fan_out():
+    torch.manual_seed(4)
+    model = nn.ModuleDict(
+        {"emb": nn.Embedding(500, 16), "fc": nn.Linear(16, 40), "conv": nn.Conv2d(3, 8, 3)}
+    )
+    res = spectral_norms(model)
+    by_name = dict(zip(res.layers, res.mup_ratio, strict=True))
+    # Definition (Yang et al., spectral condition): σ_max / sqrt(fan_out / fan_in), with the
+    # embedding's input a one-hot over its 500 rows and the conv's fan-in in·k·k.
+    for name, fan_in, fan_out in (("emb", 500, 16), ("fc", 16, 40), ("conv", 27, 8)):
+        w = model[name].weight.detach().reshape(model[name].weight.shape[0], -1)
+        expected = _exact_sigma(w) / math.sqrt(fan_out / fan_in)
+        assert by_name[f"{name}.weight"] == pytest.approx(expected, rel=2e-3)
+
+
 # ------------------------------------------------------------------------------------------------
 # curvature
 # ------------------------------------------------------------------------------------------------
@@ -454,11 +491,56 @@ def test_hessian_top_eigenvalue_least_squares():
     res = hessian_top_eigenvalue(
         model, F.mse_loss, x, y, generator=torch.Generator().manual_seed(3)
     )
-    assert res.iterations == 20
+    assert res.iterations <= 6  # a 6-dim Krylov space is exact: Lanczos stops on the residual
     assert res.eigenvalue == pytest.approx(top, rel=1e-3)
-    warm = hessian_top_eigenvalue(model, F.mse_loss, x, y, iterations=20, init=res.vector, tol=1e-9)
+    v = torch.cat([t.reshape(-1) for t in res.vector])
+    exact_residual = (hess @ v - res.eigenvalue * v).norm().item()
+    assert exact_residual <= 1e-3 * top and res.residual == pytest.approx(exact_residual, abs=1e-9)
+    warm = hessian_top_eigenvalue(model, F.mse_loss, x, y, iterations=20, init=res.vector, tol=1e-6)
+    cold = hessian_top_eigenvalue(
+        model, F.mse_loss, x, y, 20, torch.Generator().manual_seed(3), tol=1e-6
+    )
     assert warm.eigenvalue == pytest.approx(top, rel=1e-6)
-    assert warm.iterations < 5
+    assert warm.iterations < cold.iterations  # the warm start saves HVPs at equal tolerance
+
+
+class _Quadratic(nn.Module):
+    """loss(θ) = ½ θᵀAθ: its Hessian is A exactly."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        super().__init__()
+        self.a = a
+        self.theta = nn.Parameter(torch.ones(a.shape[0], dtype=a.dtype))
+
+    def forward(self, _x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * self.theta @ self.a @ self.theta
+
+
+def _spectrum_matrix(eigenvalues: list[float], seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), generator=g).double())
+    return q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
+
+
+def test_lambda_max_is_the_largest_algebraic_eigenvalue_under_dominant_negative_curvature():
+    spectrum = [-3.82, 1.26, 0.9, 0.5, 0.2, -0.1, -1.0, 0.05] + [0.01 * i for i in range(30)]
+    a = _spectrum_matrix(spectrum)
+    exact = torch.linalg.eigvalsh(a)[-1].item()  # independent: LAPACK on the explicit matrix
+    assert exact == pytest.approx(1.26)
+    res = hessian_top_eigenvalue(_Quadratic(a), lambda out, _t: out, torch.zeros(1), None)
+    assert res.eigenvalue == pytest.approx(exact, rel=1e-3)
+    assert res.residual <= 1e-3 * exact and res.iterations < 20
+
+
+def test_lanczos_top_k_matches_eigh_and_reports_true_residuals():
+    a = _spectrum_matrix([5.0, 4.9, 3.0, -6.0] + [0.1 * i for i in range(40)], seed=1)
+    res = lanczos(lambda v: a @ v, torch.ones(a.shape[0], dtype=torch.float64), k=2, tol=1e-8)
+    exact = torch.linalg.eigvalsh(a).flip(0)[:2].tolist()
+    assert res.eigenvalues == pytest.approx(exact, rel=1e-8)
+    for i in range(2):
+        y = res.vectors[:, i]
+        true = (a @ y - res.eigenvalues[i] * y).norm().item()
+        assert true == pytest.approx(res.residuals[i], abs=1e-9) and true <= 1e-7
 
 
 def test_gauges():
@@ -540,3 +622,205 @@ def test_hessian_uses_train_mode_loss():
     eval_tr = hessian_trace(model.eval(), F.cross_entropy, x, y, 1, gen().manual_seed(0)).trace
     assert train_tr != pytest.approx(eval_tr, rel=1e-3)
     assert model[1].running_mean.eq(3.0).all()
+
+
+# -- softmax collapse in the dtype the loss runs in (issue 28 item 2) ---------------------------
+
+
+def _gapped_bf16_logits(n: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-logit gaps spread over 2…30: many collapse in bf16 (gap ≳ 6), fewer in fp32 (≳ 17)."""
+    g = torch.Generator().manual_seed(3)
+    gaps = 2 + 28 * torch.rand(n, generator=g)
+    logits = torch.zeros(n, 5)
+    logits[:, 0] = gaps
+    return logits.bfloat16(), torch.zeros(n, dtype=torch.long)
+
+
+def test_softmax_collapse_under_autocast_is_the_real_fp32_losses_share():
+    logits, targets = _gapped_bf16_logits()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the real training loss, as a user runs it
+        losses = F.cross_entropy(logits, targets, reduction="none")
+        inside = softmax_collapse(logits, targets)
+    assert losses.dtype == torch.float32
+    real = (losses == 0).double().mean().item()
+    bf16_view = softmax_collapse(logits, targets, loss_dtype=torch.bfloat16).fraction
+    assert 0.1 < real < bf16_view - 0.2  # the bf16 view would overstate the collapse
+    outside = softmax_collapse(logits, targets, loss_dtype=losses.dtype)
+    for res in (inside, outside):
+        assert res.loss_dtype == "float32"
+        assert res.zero_loss_fraction == real and res.fraction == real
+        assert res.fraction_by_dtype["bfloat16"] == bf16_view  # still there, as headroom
+
+
+def test_softmax_collapse_counts_logits_beyond_fp16_range_as_collapsed_and_overflowed():
+    logits = torch.tensor([[70000.0, 0.0, 1.0], [5.0, 0.0, 1.0]])
+    res = softmax_collapse(logits)
+    assert res.fraction_by_dtype["float16"] == 0.5 and res.overflow_by_dtype["float16"] == 0.5
+    assert res.overflow_by_dtype["float32"] == 0.0
+    assert res.fraction == 0.5  # fp32: exp(-70000) is exactly 0, the first row collapsed
+
+
+def test_softmax_collapse_probe_reads_the_loss_dtype_from_observe():
+    logits, targets = _gapped_bf16_logits()
+    tr = InProcessTransport()
+    mon = Monitor(run="sc-amp", transport=tr, probes=[PROBES["softmax_collapse"](every=1)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = F.cross_entropy(logits, targets)
+    mon.observe(0, loss=loss, logits=logits, targets=targets)
+    mon.close()
+    scalars = next(r.data["scalars"] for r in tr.records if r.kind == "metrics")
+    real = (F.cross_entropy(logits.float(), targets, reduction="none") == 0).double().mean()
+    assert scalars["sc_fraction"] == real.item() < scalars["sc_bf16"]
+
+
+# -- curvature for the optimizer that runs; Hutch++ (issue 28 items 6, 11) ----------------------
+
+
+def test_preconditioned_trace_with_adams_denominator_matches_the_explicit_tr_p_inv_h():
+    model = _tiny_classifier(seed=3)
+    x, y = _classification_batch()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-3)
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    # independent: v̂ from PyTorch's documented update, H from autograd.functional.hessian
+    step = 3
+    denom = torch.cat(
+        [
+            ((opt.state[p]["exp_avg_sq"] / (1 - 0.99**step)).sqrt() + 1e-3).reshape(-1)
+            for p in model.parameters()
+        ]
+    )
+    exact = torch.trace(torch.diag(1 / denom) @ _exact_hessian(model, F.cross_entropy, x, y))
+    params = list(model.parameters())
+    diag = adam_preconditioner(opt, params)
+    res = hessian_trace(model, F.cross_entropy, x, y, 3000, _gen(7), preconditioner=diag)
+    assert abs(res.trace - exact.item()) < 3.5 * res.stderr
+    assert res.stderr < 0.05 * abs(exact.item())
+    assert momentum_of(opt) == 0.9 and momentum_of(torch.optim.SGD(params, lr=0.1)) == 0.0
+    assert momentum_of(torch.optim.Adagrad(params)) is None
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_trace_gauge_uses_the_momentum_adjusted_limit():
+    assert sgd_stability_gauge(40.0, 0.05) == pytest.approx(1.0)  # plain SGD: 2/η
+    assert sgd_stability_gauge(38 / 0.01, 0.01, momentum=0.9) == pytest.approx(1.0)  # 38/η
+
+
+def test_rademacher_probes_are_plus_minus_one_balanced_and_shaped_like_the_params():
+    params = [torch.zeros(3, 5, dtype=torch.float64), torch.zeros(7)]
+    vecs = _rademacher(params, _gen(0), 4000)
+    assert [v.shape for v in vecs] == [(4000, 3, 5), (4000, 7)]
+    assert vecs[0].dtype == torch.float64 and vecs[1].dtype == torch.float32
+    flat = torch.cat([v.reshape(4000, -1).double() for v in vecs], dim=1)
+    assert set(flat.unique().tolist()) == {-1.0, 1.0}
+    assert flat.mean().abs() < 0.01  # balanced
+    cov = flat.T @ flat / 4000  # independent coordinates: E[v vᵀ] = I
+    assert (cov - torch.eye(22, dtype=torch.float64)).abs().max() < 0.08
+
+
+def test_hutchpp_is_exact_for_low_rank_and_beats_hutchinson_on_a_decaying_spectrum():
+    a = _spectrum_matrix([10.0 / (i + 1) ** 2 for i in range(60)], seed=2)
+    exact = torch.trace(a).item()
+    low_rank = _spectrum_matrix([5.0, 3.0] + [0.0] * 58, seed=3)
+    est, _ = hutchpp(lambda v: low_rank @ v, 60, 9, _gen(1), dtype=torch.float64)
+    assert est == pytest.approx(8.0, rel=1e-9)  # the sketch captures the whole range
+    errors_pp, errors_h = [], []
+    for seed in range(30):
+        est, _ = hutchpp(lambda v: a @ v, 60, 12, _gen(seed), dtype=torch.float64)
+        errors_pp.append(abs(est - exact))
+        z = _rademacher([torch.zeros(60, dtype=torch.float64)], _gen(100 + seed), 12)[0]
+        errors_h.append(abs(torch.einsum("ki,ij,kj->k", z, a, z).mean().item() - exact))
+    assert np.mean(errors_pp) < 0.5 * np.mean(errors_h)
+
+
+def test_hessian_trace_hutchpp_matches_the_exact_hessian_trace():
+    model = _tiny_classifier(seed=4)
+    x, y = _classification_batch()
+    exact = torch.trace(_exact_hessian(model, F.cross_entropy, x, y)).item()
+    res = hessian_trace_hutchpp(model, F.cross_entropy, x, y, matvecs=78, generator=_gen(2))
+    assert res.trace == pytest.approx(exact, rel=1e-6)  # 26 params: the sketch spans them all
+
+
+# -- ρ_a's conditions: mode, held batch, spread (issue 28 item 7) -------------------------------
+
+
+def _bn_classifier() -> nn.Module:
+    torch.manual_seed(6)
+    return nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 4)).double()
+
+
+def _explicit_rho(model: nn.Module, x: torch.Tensor, direction: list[torch.Tensor]) -> float:
+    """π / max Δ_a from the full Jacobian of the logits (in the model's current mode)."""
+    names = [n for n, _ in model.named_parameters()]
+    params = [p.detach() for p in model.parameters()]
+
+    def logits(*ps):
+        return functional_call(model, dict(zip(names, ps, strict=True)), (x,))
+
+    jac = torch.autograd.functional.jacobian(logits, tuple(params))
+    norm = torch.cat([d.reshape(-1) for d in direction]).norm()
+    a = sum(
+        (j.reshape(*j.shape[:2], -1) @ d.reshape(-1)) for j, d in zip(jac, direction, strict=True)
+    )
+    a = a / norm
+    return math.pi / (a.amax(dim=1) - a.amin(dim=1)).max().item()
+
+
+def test_safe_step_radius_in_train_mode_uses_batch_statistics_and_restores_the_buffers():
+    model = _bn_classifier()
+    with torch.no_grad():
+        model(torch.randn(64, 3, dtype=torch.float64) * 3 + 1)  # running stats ≠ batch stats
+    model.eval()
+    x = torch.randn(32, 3, generator=_gen(5), dtype=torch.float64)
+    direction = [
+        torch.randn(p.shape, generator=_gen(i), dtype=p.dtype)
+        for i, p in enumerate(model.parameters())
+    ]
+    buffers = [b.clone() for b in model.buffers()]
+    train = safe_step_radius(model, x, direction, mode="train")
+    assert not model.training and all(
+        torch.equal(a, b) for a, b in zip(buffers, model.buffers(), strict=True)
+    )
+    evaluated = safe_step_radius(model, x, direction)
+    expected_eval = _explicit_rho(model, x, direction)
+    reference = copy.deepcopy(model).train()
+    expected_train = _explicit_rho(reference, x, direction)
+    assert evaluated.rho == pytest.approx(expected_eval, rel=1e-9)
+    assert train.rho == pytest.approx(expected_train, rel=1e-9)
+    assert abs(train.rho - evaluated.rho) > 0.01 * evaluated.rho  # the modes really differ here
+    with pytest.raises(ValueError, match="mode"):
+        safe_step_radius(model, x, direction, mode="bogus")
+
+
+def test_radius_spread_is_the_relative_range_of_the_sub_batch_radii():
+    delta = torch.tensor([1.0, 2.0, 0.5, 4.0, 1.0, 1.0, 2.0, 8.0], dtype=torch.float64)
+    radii = [math.pi / 2.0, math.pi / 4.0, math.pi / 1.0, math.pi / 8.0]  # pairs' maxima
+    expected = (max(radii) - min(radii)) / (math.pi / 8.0)
+    assert radius_spread(delta) == pytest.approx(expected)
+    assert math.isnan(radius_spread(delta[:3]))
+
+
+def test_safe_step_probe_with_a_held_batch_runs_without_inputs():
+    from probes.builtin import SafeStepProbe
+
+    held = torch.randn(16, 8)
+    tr = InProcessTransport()
+    probe = SafeStepProbe(1, probe_batch=held)
+    mon = Monitor(run="held", transport=tr, probes=[probe], budget=None)
+    model = nn.Linear(8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for step in range(4):
+        opt.zero_grad()
+        logits = model(torch.randn(4, 8))
+        loss = logits.logsumexp(1).mean()
+        loss.backward()
+        mon.observe(step, model=model, optimizer=opt, loss=loss, logits=logits)
+        opt.step()
+    mon.close()
+    rows = [r.data["scalars"] for r in tr.records if r.kind == "metrics"]
+    assert "rho_a" in rows[-1] and "rho_a_spread" in rows[-1]

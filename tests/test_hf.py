@@ -88,7 +88,8 @@ def test_window_loss_equals_the_trainers_log_and_every_probe_gets_its_inputs(tmp
     skipped = [r.data for r in transport.records if r.data.get("event") == "probe_skipped"]
     assert skipped == []
     scalars = records[-1].data["scalars"]  # ρ_a needs a previous step
-    for name in ("sc_fraction", "zero_loss_fraction", "rho_a", "trace_h"):
+    # AdamW: the trace the preconditioned step sees, tr(P⁻¹H), is published as trace_precond
+    for name in ("sc_fraction", "zero_loss_fraction", "rho_a", "trace_precond"):
         assert math.isfinite(scalars[name]), name
 
 

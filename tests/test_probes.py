@@ -141,7 +141,7 @@ def test_a_model_no_probe_can_differentiate_gets_a_skip_reason_not_an_exception(
         run="skip",
         transport=tr,
         probes=[PROBES["safe_step"](every=1), PROBES["hessian_trace"](every=1)],
-        budget=1.0,
+        budget=None,  # a budget would defer the first curvature call past these 3 steps
     )
     model, x, y = _Opaque(), torch.randn(5, 3), torch.randint(0, 2, (5,))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -468,3 +468,40 @@ def test_the_norms_are_not_a_fixed_cost_and_fixed_norms_and_probes_make_the_budg
     assert sched.probe_budget() == pytest.approx(0.0125)
     planned = sched.fixed_share() + sched.norm_share() + sched.probe_budget()
     assert planned == pytest.approx(0.04)  # 80 % of the 5 % budget
+
+
+def test_fp16_headroom_is_a_dtype_warning_not_a_softmax_collapse_alert():
+    tracker = AlertTracker()
+    healthy_fp32 = {"sc_fraction": 0.0, "sc_fp16": 0.2}  # a few rows would collapse in fp16
+    assert tracker.check(healthy_fp32) == []
+    assert THRESHOLDS["sc_fp16"].level(0.2) == "ok"
+    (warning,) = tracker.check({"sc_fraction": 0.0, "sc_fp16": 0.9})
+    assert warning["metric"] == "sc_fp16" and warning["severity"] == "warning"
+    assert "collapse of this run" in warning["message"] and "not" in warning["message"]
+    assert THRESHOLDS["sc_fp16"].level(0.9) == "warn"  # never red: the run itself is fine
+    (collapse,) = tracker.check({"sc_fraction": 0.3, "sc_fp16": 0.9})
+    assert collapse["metric"] == "sc_fraction" and collapse["severity"] == "alert"
+
+
+def test_trace_alert_fires_on_the_windowed_lower_bound_not_on_one_draw():
+    tracker = AlertTracker()
+    assert tracker.check({"trace_gauge": 1.6, "trace_gauge_low": 0.7}) == []  # one noisy draw
+    (alert,) = tracker.check({"trace_gauge": 1.3, "trace_gauge_low": 1.05})
+    assert alert["metric"] == "trace_gauge" and alert["value"] == 1.05
+
+
+def test_trace_gauge_low_is_the_window_mean_minus_two_standard_errors():
+    import statistics
+
+    from probes.builtin import TRACE_WINDOW
+
+    tr = InProcessTransport()
+    mon = Monitor(run="tg", transport=tr, probes=[PROBES["hessian_trace"](every=1)], budget=None)
+    _train(_mlp, mon, steps=TRACE_WINDOW + 3)
+    mon.close()
+    rows = [r.data["scalars"] for r in tr.records if r.kind == "metrics"]
+    gauges = [s["trace_gauge"] for s in rows]
+    last = gauges[-TRACE_WINDOW:]  # K = 1: each call's gauge is its one sample
+    expected = statistics.fmean(last) - 2 * statistics.stdev(last) / TRACE_WINDOW**0.5
+    assert rows[-1]["trace_gauge_low"] == pytest.approx(expected, rel=1e-9)
+    assert math.isnan(rows[0]["trace_gauge_low"])

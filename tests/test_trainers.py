@@ -68,9 +68,13 @@ def test_rho_control_clips_a_long_step_to_exactly_s_times_p():
     for p, q, old in zip(model.parameters(), twin.parameters(), before, strict=True):
         proposed = q.detach() - old
         assert torch.equal(p.detach(), old + ctrl.scale * proposed)  # θ_old + s·p, bit for bit
-    # An independent measurement along the step actually taken: r ≤ 1 (float64 model).
+    # An independent measurement along the step actually taken, at θ_old where it starts: r ≤ 1.
     taken = [p.detach() - old for p, old in zip(model.parameters(), before, strict=True)]
-    assert safe_step_radius(model, x, taken).r <= 1 + 1e-6
+    start = copy.deepcopy(model)
+    with torch.no_grad():
+        for p, old in zip(start.parameters(), before, strict=True):
+            p.copy_(old)
+    assert safe_step_radius(start, x, taken).r <= 1 + 1e-6
     # The rescale leaves Adam's moments as the unscaled step left them.
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):
         for key in ("exp_avg", "exp_avg_sq"):

@@ -306,5 +306,6 @@ def test_watch_once_prints_a_summary_of_a_live_run() -> None:
     out = result.output
     assert "grokking-demo" in out and "step 119" in out and "0 lost" in out
     sc_row = next(line for line in out.splitlines() if line.startswith("sc_fp16"))
-    assert sc_row.split()[2] == "alert" and "> 0" in sc_row
+    # fp16 headroom of 0.18 on an fp32 run is no alert: a dtype warning from 0.5 (issue 17.11)
+    assert sc_row.split()[2] == "ok" and "0.5" in sc_row
     assert "recent events" in out and "stablemax" in out

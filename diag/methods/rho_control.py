@@ -9,8 +9,10 @@ trustworthy; the paper's controller (Prop. 5.2, eq. 19) simply shortens it:
     p = θ_new − θ_old  (the base optimizer's proposed step),
     s = min(1, ρ_a(p/‖p‖) / ‖p‖),          θ ← θ_old + s·p.
 
-No new hyper-parameter. ρ_a is measured by :func:`probes.diagnostics.safe_step_radius` (one
-forward-mode JVP, model in eval mode) on the sample set ``inputs_fn()`` returns — the paper uses
+No new hyper-parameter. ρ_a is measured at θ_old (where the step starts) by
+:func:`probes.control.scale_step_to_radius_`, the one implementation the Monitor's
+``rho_control`` toggle shares (one forward-mode JVP, model in eval mode), on the sample set
+``inputs_fn()`` returns — the paper uses
 the whole training set, which gives the most conservative radius.
 
 The base optimizer's *state* is not touched by the rescale: Adam's moments (and its step count)
@@ -79,24 +81,15 @@ class RhoControl(OptimizerWrapper):
     def _wrapped_step(self) -> None:
         # Deferred: importing `probes` pulls in the Monitor and pyzmq, and the Monitor's
         # controllers may import diag.methods — keep `import diag.methods` light and acyclic.
-        from probes.diagnostics import safe_step_radius
+        from probes.control import scale_step_to_radius_
 
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         with torch.no_grad():
-            before = {n: p.detach().clone() for n, p in named}
+            before = [p.detach().clone() for p in self.model.parameters() if p.requires_grad]
         self.base.step()
-        with torch.no_grad():
-            step = {n: p.detach() - before[n] for n, p in named}
-        radius = safe_step_radius(self.model, self.inputs_fn(), step, logits_fn=self.logits_fn)
+        radius, self.scale = scale_step_to_radius_(
+            self.model, before, self.inputs_fn(), logits_fn=self.logits_fn, apply=self.enabled
+        )
         self.rho, self.r, self.step_norm = radius.rho, radius.r, radius.step_norm
-        scale = 1.0
-        if math.isfinite(self.rho) and self.step_norm > self.rho:
-            scale = self.rho / self.step_norm
-        self.scale = scale if self.enabled else 1.0
-        if self.scale < 1.0:
-            with torch.no_grad():
-                for n, p in named:
-                    p.copy_(before[n] + self.scale * step[n])
 
     def __repr__(self) -> str:
         return f"RhoControl(enabled={self.enabled}, base={self.base!r})"
