@@ -27,6 +27,7 @@ import torch
 
 from probes.alerts import AlertTracker
 from probes.builtin import DEFAULT_PROBES
+from probes.coerce import CoercionError, coerce_step, coerce_value, plain
 from probes.control import (
     Command,
     CommandError,
@@ -153,6 +154,7 @@ class Monitor:
         self.endpoint = self.transport.endpoint
         self.config = dict(config or {})
         self.errors = 0
+        self._error_kinds: set[str] = set()
         self._track_updates = track_updates
         self._tracker: NormTracker | None = None
         self._model_id: int | None = None
@@ -204,6 +206,12 @@ class Monitor:
         Never raises: failures are counted in ``errors`` and logged once.
         """
         started = time.perf_counter()
+        try:
+            step = coerce_step(step)
+            values = _coerced_values({"loss": loss, **extra})
+        except CoercionError as err:
+            self._count_error("observe() got a value it cannot publish; step not recorded", err)
+            return
         if model is not self._given_model:  # unwrapped once per model object (DDP's
             self._given_model, self._inner_model = model, unwrap_ddp(model)  # is an ABC check)
         model = self._inner_model  # probes' extra forwards must not touch DDP's reducer
@@ -213,14 +221,22 @@ class Monitor:
         try:
             self._remember(ctx)
             self._apply_commands()
-            self._observe(ctx, loss, batch_size, extra)
+            self._observe(ctx, values, batch_size)
             self._steer_gradients()
-        except Exception:
-            self.errors += 1
-            if self.errors == 1:
-                log.warning("edgewatch: observe() failed; training continues", exc_info=True)
+        except Exception as err:
+            self._count_error("observe() failed; training continues", err)
         self._monitor_seconds = time.perf_counter() - started
         self._wait_while_paused()
+
+    def _count_error(self, what: str, err: BaseException) -> None:
+        """Count a failure in ``errors``; log the first one with its traceback, then one line
+        per kind of failure (never a log line per step)."""
+        self.errors += 1
+        kind = type(err).__name__
+        if kind in self._error_kinds:
+            return
+        self._error_kinds.add(kind)
+        log.warning("edgewatch: %s: %s", what, err, exc_info=self.errors == 1)
 
     # -- steering ----------------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -338,7 +354,7 @@ class Monitor:
 
     def event(self, name: str, **data: Any) -> None:
         """Publish an event record (shown in the UI's event log and kept in replays)."""
-        self._publish("event", self.step, {"event": name, **data})
+        self._publish("event", self.step, plain({**data, "event": name}))
 
     def summary(self, **headline: Any) -> None:
         """Publish the run's headline numbers (shown at the end, kept with the run)."""
@@ -365,9 +381,8 @@ class Monitor:
     def _observe(
         self,
         ctx: StepContext,
-        loss: torch.Tensor | float | None,
+        values: Mapping[str, float | torch.Tensor],
         batch_size: int | None,
-        extra: Mapping[str, float | torch.Tensor],
     ) -> None:
         now = time.perf_counter()
         step_time = now - self._last_observe if self._last_observe is not None else math.nan
@@ -411,7 +426,7 @@ class Monitor:
             "steps_per_s": 1.0 / step_time if step_time > 0 else math.nan,
             "overhead_pct": 100 * self.scheduler.overhead,
         }
-        device = {name: _detached(v) for name, v in {"loss": loss, **extra}.items()}
+        device = dict(values)
         device.update(self._control_scalars)
         self.transport.send(
             _MetricsThunk(self.run, ctx.step, ctx.layers, host, device, norms, probed, self._alerts)
@@ -484,7 +499,7 @@ class Monitor:
             "pid": os.getpid(),
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "config": _plain(self.config),
+            "config": plain(self.config),
             "started": time.time(),
             "endpoint": self.endpoint,
             "rank": self.rank,
@@ -591,9 +606,15 @@ def _make_probes(spec: str | list[ProbeSpec] | None) -> list[Probe]:
     return out
 
 
-def _detached(value: Any) -> Any:
-    """Drop the autograd graph now, so a queued record does not keep it alive."""
-    return value.detach() if isinstance(value, torch.Tensor) else value
+def _coerced_values(values: Mapping[str, Any]) -> dict[str, float | torch.Tensor]:
+    """Every metric ``observe`` was given, as a float or a detached tensor (None: left out);
+    raises :class:`CoercionError` naming the first value that is not a number."""
+    out = {}
+    for name, value in values.items():
+        coerced = coerce_value(name, value)
+        if coerced is not None:
+            out[name] = coerced
+    return out
 
 
 def _to_float(value: float | torch.Tensor) -> float:
@@ -609,14 +630,3 @@ def _batch_size(logits: torch.Tensor | None, targets: torch.Tensor | None) -> in
         if isinstance(tensor, torch.Tensor) and tensor.dim() > 0:
             return int(tensor.shape[0])
     return None
-
-
-def _plain(value: Any) -> Any:
-    """Make a config msgpack-safe: unknown objects become their repr."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)

@@ -522,32 +522,38 @@ class RankForwarder(QueuedTransport):
 
     # -- I/O thread --------------------------------------------------------------------------
     def _loop(self) -> None:
-        last_sent = time.monotonic()
+        self._last_sent = time.monotonic()
         try:
             while True:
-                self.io_cpu_seconds = time.thread_time()  # see QueuedTransport.io_cpu_seconds
-                stopping = self._stop.is_set()
-                if self._drain():
-                    last_sent = time.monotonic()
-                if stopping:
-                    self._heartbeat(final=True)
-                    break
-                if time.monotonic() - last_sent >= self._heartbeat_s:
-                    self._heartbeat()
-                    last_sent = time.monotonic()
-                if self._sub.poll(IO_WAKE_MS):
-                    self._read_commands()
-        except Exception:  # never take the training process down
-            log.exception("rank forwarder stopped")
+                try:
+                    if self._pass():
+                        break
+                except Exception as err:  # one bad record must not end the forwarding
+                    self._survive(err)
         finally:
             self._push.close()
             self._sub.close()
 
+    def _pass(self) -> bool:
+        """One turn of the forwarder's loop; True when it has stopped."""
+        self.io_cpu_seconds = time.thread_time()  # see QueuedTransport.io_cpu_seconds
+        stopping = self._stop.is_set()
+        if self._drain():
+            self._last_sent = time.monotonic()
+        if stopping:
+            self._heartbeat(final=True)
+            return True
+        if time.monotonic() - self._last_sent >= self._heartbeat_s:
+            self._heartbeat()
+            self._last_sent = time.monotonic()
+        if self._sub.poll(IO_WAKE_MS):
+            self._read_commands()
+        return False
+
     def _drain(self, limit: int = 5000) -> bool:
         sent = False
-        for record in self._finalized(limit):
-            record.rank = self.rank
-            self._push_payload(encode(self._seq.stamp(record)))
+        for _, payload in self._encoded(limit, rank=self.rank):
+            self._push_payload(payload)
             sent = True
         return sent
 

@@ -90,6 +90,10 @@ class TransportStats:
     """Times the control socket went unread for a moment: over REQUESTS_PER_S (a flood)."""
     auth_denied: int = 0
     send_errors: int = 0
+    encode_errors: int = 0
+    """Records dropped because they could not be encoded (logged; the thread goes on)."""
+    io_errors: int = 0
+    """Passes of the I/O loop that failed (logged; the thread goes on)."""
 
     def as_map(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -189,6 +193,10 @@ class _Sequencer:
         self.next_seq += 1
         return record
 
+    def unstamp(self) -> None:
+        """Give back the seq just stamped (its record was dropped before anyone saw it)."""
+        self.next_seq -= 1
+
     @property
     def last(self) -> int:
         return self.next_seq - 1
@@ -269,6 +277,38 @@ class QueuedTransport:
     def set_status(self, **status: Any) -> None:
         """Status fields that ride on heartbeats (state, step, overhead...)."""
         self._status = {**self._status, **status}
+
+    def _encoded(self, limit: int, rank: int | None = None) -> Iterator[tuple[Record, bytes]]:
+        """(record, payload) for up to ``limit`` queued items, stamped with the next seq (I/O
+        thread). A record that cannot be encoded (a value msgpack cannot carry slipped past
+        the Monitor's coercion) is logged, counted in ``encode_errors`` and dropped, and its
+        seq is given back: the stream stays gap-free and this thread goes on."""
+        for record in self._finalized(limit):
+            if rank is not None:
+                record.rank = rank
+            try:
+                payload = encode(self._seq.stamp(record))
+            except Exception as err:
+                self._seq.unstamp()
+                self.stats.encode_errors += 1
+                self._log_once("a record could not be encoded and was dropped", err)
+                continue
+            yield record, payload
+
+    def _survive(self, err: Exception) -> None:
+        """One pass of the I/O loop failed: count and log it, pause a moment (a failure that
+        repeats must not spin a core), and let the loop go on."""
+        self.stats.io_errors += 1
+        self._log_once("the I/O thread hit an error and carries on", err)
+        time.sleep(0.01)
+
+    def _log_once(self, what: str, err: Exception) -> None:
+        """Log each kind of failure once with its traceback (later ones at debug level)."""
+        seen = self.__dict__.setdefault("_logged_kinds", set())
+        kind = (what, type(err).__name__)
+        level = logging.DEBUG if kind in seen else logging.WARNING
+        seen.add(kind)
+        log.log(level, "edgewatch: %s: %s: %s", what, type(err).__name__, err, exc_info=True)
 
     def _finalized(self, limit: int) -> Iterator[Record]:
         """Records of up to ``limit`` queued items (I/O thread); an item that fails to
@@ -387,33 +427,40 @@ class ZmqTransport(QueuedTransport):
     def _loop(self) -> None:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
-        last_sent = time.monotonic()
+        self._last_sent = time.monotonic()
         try:
             while True:
-                self.io_cpu_seconds = time.thread_time()
-                stopping = self._stop.is_set()
-                if self._drain():
-                    last_sent = time.monotonic()
-                if self.store is not None:
-                    self.store.maybe_flush()
-                if stopping:
-                    self._publish_heartbeat(final=True)
-                    break
-                if time.monotonic() - last_sent >= self._heartbeat_s:
-                    self._publish_heartbeat()
-                    last_sent = time.monotonic()
-                if time.monotonic() < self._reading_resumes_at:
-                    time.sleep(0.01)  # over the read budget: a flood waits in ZeroMQ's queues
-                elif dict(poller.poll(IO_WAKE_MS)).get(self._router):
-                    self._serve_requests()
-        except Exception:  # the I/O thread must never take the training process down
-            log.exception("edgewatch I/O thread stopped")
+                try:
+                    if self._pass(poller):
+                        break
+                except Exception as err:  # one bad record or request must not end the stream
+                    self._survive(err)
         finally:
             if self.store is not None:
                 self.store.close(self._status.get("final_state", "finished"))
             self._pub.close()
             self._router.close()
             self._close_auth()
+
+    def _pass(self, poller: zmq.Poller) -> bool:
+        """One turn of the I/O loop; True when the transport has stopped."""
+        self.io_cpu_seconds = time.thread_time()
+        stopping = self._stop.is_set()
+        if self._drain():
+            self._last_sent = time.monotonic()
+        if self.store is not None:
+            self.store.maybe_flush()
+        if stopping:
+            self._publish_heartbeat(final=True)
+            return True
+        if time.monotonic() - self._last_sent >= self._heartbeat_s:
+            self._publish_heartbeat()
+            self._last_sent = time.monotonic()
+        if time.monotonic() < self._reading_resumes_at:
+            time.sleep(0.01)  # over the read budget: a flood waits in ZeroMQ's queues
+        elif dict(poller.poll(IO_WAKE_MS)).get(self._router):
+            self._serve_requests()
+        return False
 
     def _count_denied(self) -> None:
         self.stats.auth_denied += 1  # called on the ZAP handler's thread: one int, GIL-atomic
@@ -428,8 +475,7 @@ class ZmqTransport(QueuedTransport):
         while self._replies:
             reply = self._replies.popleft()
             self._reply(reply.peer, b"ack", reply.body)
-        for record in self._finalized(limit):
-            payload = encode(self._seq.stamp(record))
+        for record, payload in self._encoded(limit):
             self._history.add(record.seq, payload, record.kind == "meta")
             self._publish(payload)
             if self.store is not None:

@@ -1,0 +1,157 @@
+"""Issue 18: nothing a user or a peer sends may silence, crash or stretch a run.
+
+Each test here reproduces one of the attacks the issue lists against a real transport (ZeroMQ
+sockets, a SQLite store) and asserts what must hold: the stream and the store stay alive, bad
+input is refused with a counted, one-line reason, and the run's record says what happened.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from probes.coerce import CoercionError, coerce_step
+from probes.monitor import Monitor
+from probes.store import open_store
+from probes.wire import Record
+
+LOOPBACK = "tcp://127.0.0.1:0"
+
+
+def _stored_steps(path: Path, kind: str = "metrics") -> list[int]:
+    with open_store(path) as reader:
+        return [r.step for r in reader.records(kinds=[kind])]
+
+
+def _monitor(tmp_path: Path, name: str = "h") -> Monitor:
+    return Monitor(name, bind=LOOPBACK, store=tmp_path / f"{name}.db", probes=None)
+
+
+# -- item 1: numpy / torch scalars must not kill the I/O thread ------------------------------
+@pytest.mark.parametrize(
+    "make_step",
+    [np.int64, np.int32, np.uint16, lambda s: torch.tensor(s), lambda s: np.array(s)],
+    ids=["np.int64", "np.int32", "np.uint16", "torch 0-d", "np 0-d array"],
+)
+def test_numpy_and_torch_integer_steps_are_streamed_and_stored(tmp_path, make_step):
+    mon = _monitor(tmp_path)
+    for s in range(30):
+        mon.observe(make_step(s), loss=np.float32(0.5), acc=torch.tensor(0.25), n=np.int64(3))
+    mon.close()
+    assert mon.errors == 0
+    assert _stored_steps(mon.transport.store.path) == list(range(30))
+    with open_store(mon.transport.store.path) as reader:
+        last = list(reader.records(kinds=["metrics"]))[-1].data["scalars"]
+    assert (last["loss"], last["acc"], last["n"]) == (0.5, 0.25, 3.0)
+
+
+def test_steps_beyond_the_wire_range_are_refused_and_counted_not_fatal(tmp_path):
+    mon = _monitor(tmp_path)
+    mon.observe(0, loss=1.0)
+    mon.observe(2**64, loss=1.0)  # beyond int64: would kill msgpack on the I/O thread
+    mon.observe(np.uint64(2**64 - 1), loss=1.0)
+    mon.observe(-1, loss=1.0)
+    mon.observe(1, loss=1.0)
+    mon.close()
+    assert mon.errors == 3
+    assert _stored_steps(mon.transport.store.path) == [0, 1]
+    assert mon.transport.stats.io_errors == 0
+
+
+def test_a_record_that_cannot_be_encoded_is_dropped_and_the_io_thread_goes_on(tmp_path):
+    mon = _monitor(tmp_path)
+    mon.observe(0, loss=1.0)
+    mon.transport.send(Record(kind="event", run="h", step=1, data={"x": object()}))
+    mon.observe(2, loss=1.0)
+    mon.close()
+    assert mon.transport.stats.encode_errors == 1
+    path = mon.transport.store.path
+    assert _stored_steps(path) == [0, 2]
+    with open_store(path) as reader:  # the dropped record gave its seq back: no gap
+        seqs = [r.seq for r in reader.records()]
+    assert seqs == list(range(len(seqs)))
+
+
+def test_events_and_summaries_with_numpy_values_are_stored(tmp_path):
+    mon = _monitor(tmp_path)
+    mon.summary(acc=np.float64(0.9), steps=np.int64(7), t=torch.tensor(2.5), big=2**70)
+    mon.close()
+    with open_store(mon.transport.store.path) as reader:
+        summary = [r.data for r in reader.records(kinds=["event"]) if r.data["event"] == "summary"]
+    assert summary == [{"acc": 0.9, "steps": 7, "t": 2.5, "big": repr(2**70), "event": "summary"}]
+
+
+def test_coerce_step_refuses_what_is_not_an_integer_step():
+    for bad in (1.5, math.nan, "3", None, True, torch.tensor([1, 2]), torch.tensor(1.0), 2**63):
+        with pytest.raises(CoercionError):
+            coerce_step(bad)
+    assert coerce_step(np.uint8(7)) == 7 and coerce_step(4.0) == 4
+
+
+_NUMPY_SCALARS = st.one_of(
+    hnp.from_dtype(np.dtype(d))
+    for d in (
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint32",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+        "bool",
+    )
+)
+_TORCH_TENSORS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(torch.tensor),
+    st.integers(-(2**62), 2**62).map(torch.tensor),
+    st.lists(st.floats(width=32), min_size=0, max_size=4).map(torch.tensor),
+    st.lists(st.integers(-5, 5), min_size=1, max_size=3).map(lambda v: torch.tensor([v, v])),
+    st.booleans().map(torch.tensor),
+)
+_ANY_VALUE = st.recursive(
+    st.one_of(
+        st.none(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=5),
+        st.binary(max_size=5),
+        _NUMPY_SCALARS,
+        _TORCH_TENSORS,
+        st.lists(st.integers(), max_size=3).map(np.array),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def test_any_value_given_to_observe_leaves_the_stream_and_the_store_alive(tmp_path):
+    mon = _monitor(tmp_path, "prop")
+
+    @settings(
+        max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
+    @given(step=_ANY_VALUE, loss=_ANY_VALUE, extra=_ANY_VALUE)
+    def feed(step, loss, extra):
+        mon.observe(step, loss=loss, extra=extra)
+        mon.event("fuzz", value=extra)
+        assert mon.transport._thread.is_alive()
+
+    feed()
+    sentinel = 2**62
+    mon.observe(sentinel, loss=1.0)
+    mon.close()
+    stats = mon.transport.stats
+    assert (stats.encode_errors, stats.io_errors, stats.finalize_errors) == (0, 0, 0)
+    assert _stored_steps(mon.transport.store.path)[-1] == sentinel
