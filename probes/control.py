@@ -29,7 +29,14 @@ if TYPE_CHECKING:
     from probes.monitor import Monitor
 
 ArgSpec = dict[str, type]
+Bounds = dict[str, tuple[float, float]]
 MAX_COMMAND_BYTES = 64 * 1024
+MAX_INT_ARG = 2**63 - 1
+"""Integer arguments of any controller must fit an int64 (what every consumer can hold)."""
+LR_RANGE = (1e-12, 1e3)
+"""``lr_scale`` refuses a factor that would take any group's learning rate outside this range:
+past it ``optimizer.step()`` overflows (a learning rate of 1e28 raised inside the user's step)
+or the rate underflows to 0, from which no factor brings it back."""
 
 
 class CommandError(ValueError):
@@ -82,15 +89,32 @@ def check_args(name: str, spec: ArgSpec, args: Mapping[str, Any]) -> dict[str, A
     return out
 
 
+def check_bounds(name: str, bounds: Bounds, args: Mapping[str, Any]) -> None:
+    """Refuse numeric arguments outside the controller's documented range (inclusive), and
+    integers beyond int64 for every controller: a valid command must not be able to push the
+    run into a state that raises later, inside the user's own code."""
+    for key, value in args.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, int) and abs(value) > MAX_INT_ARG:
+            raise CommandError(f"{name}: {key} must fit in a 64-bit integer")
+        if key in bounds:
+            low, high = bounds[key]
+            if not low <= value <= high:
+                raise CommandError(f"{name}: {key} must be in [{low:g}, {high:g}], got {value:g}")
+
+
 class Controller:
     """A named action on the run. Subclass it, or use ``Monitor.controller`` as a decorator.
 
-    ``args`` is the argument schema (name → bool/float/int/str). ``apply`` runs on the training
-    thread at a step boundary and returns extra fields for the ack (e.g. the new state).
+    ``args`` is the argument schema (name → bool/float/int/str), ``bounds`` the inclusive range
+    of each numeric argument (checked before ``apply``; refused with an error ack). ``apply``
+    runs on the training thread at a step boundary and returns extra fields for the ack.
     """
 
     name: ClassVar[str]
     args: ClassVar[ArgSpec] = {}
+    bounds: ClassVar[Bounds] = {}
 
     def apply(self, monitor: Monitor, args: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -152,6 +176,7 @@ class SpectralClipToggle(Toggle):
 
     name = "spectral_clip"
     args: ClassVar[ArgSpec] = {"on": bool, "c": float}
+    bounds: ClassVar[Bounds] = {"c": (1e-6, 1e6)}
 
     def __init__(self, c: float = 1.0) -> None:
         super().__init__()
@@ -166,21 +191,37 @@ class SpectralClipToggle(Toggle):
 
 
 class LrScale(Controller):
-    """Multiply every param group's learning rate by ``factor`` (also: inject an LR spike)."""
+    """Multiply every param group's learning rate by ``factor`` in [1e-6, 1e6] (also: inject
+    an LR spike). All groups or none: a factor that would take any group's rate outside
+    ``LR_RANGE`` is refused and nothing changes."""
 
     name = "lr_scale"
     args: ClassVar[ArgSpec] = {"factor": float}
+    bounds: ClassVar[Bounds] = {"factor": (1e-6, 1e6)}
 
     def apply(self, monitor: Monitor, args: dict[str, Any]) -> dict[str, Any]:
         factor = args.get("factor")
-        if factor is None or factor <= 0:
-            raise CommandError("lr_scale: factor must be a positive number")
+        if factor is None:
+            raise CommandError("lr_scale: factor is required")
         optimizer = monitor.optimizer
         if optimizer is None:
             raise CommandError("lr_scale: no optimizer was passed to observe()")
-        for group in optimizer.param_groups:
-            group["lr"] = group["lr"] * factor
-        return {"lr": [g["lr"] for g in optimizer.param_groups]}
+        scaled = [_scaled_lr(group["lr"], factor) for group in optimizer.param_groups]
+        for group, lr in zip(optimizer.param_groups, scaled, strict=True):
+            group["lr"] = lr
+        return {"lr": [float(g["lr"]) for g in optimizer.param_groups]}
+
+
+def _scaled_lr(lr: Any, factor: float) -> Any:
+    """``lr × factor`` (a float, or a tensor kept a tensor), refused outside ``LR_RANGE``."""
+    new = lr * factor
+    value = float(new)
+    low, high = LR_RANGE
+    if not (math.isfinite(value) and low <= value <= high):
+        raise CommandError(
+            f"lr_scale: the learning rate would become {value:g}, outside [{low:g}, {high:g}]"
+        )
+    return new
 
 
 class Pause(Controller):

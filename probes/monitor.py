@@ -35,6 +35,7 @@ from probes.control import (
     FunctionController,
     builtin_controllers,
     check_args,
+    check_bounds,
     scale_step_to_radius_,
 )
 from probes.diagnostics import ProbeUnsupported
@@ -290,6 +291,7 @@ class Monitor:
                 known = ", ".join(sorted(self.controllers))
                 raise CommandError(f"this run has no controller {command.cmd!r}; it has: {known}")
             args = check_args(command.cmd, dict(controller.args), command.args)
+            check_bounds(command.cmd, getattr(controller, "bounds", {}), args)
             ack.update(controller.apply(self, args), applied_at_step=self.step)
         except CommandError as err:
             ack["error"] = str(err)
@@ -324,10 +326,15 @@ class Monitor:
 
     @torch.no_grad()
     def _before_optimizer_step(self, *_: Any) -> None:
-        if self.model is not None and self._step_controllers_on():
-            self._before_step = [
-                p.detach().clone() for p in self.model.parameters() if p.requires_grad
-            ]
+        """Runs inside the user's ``opt.step()``: must never raise there."""
+        try:
+            if self.model is not None and self._step_controllers_on():
+                self._before_step = [
+                    p.detach().clone() for p in self.model.parameters() if p.requires_grad
+                ]
+        except Exception as err:  # e.g. out of memory for the copy: the step goes unsteered
+            self._before_step = None
+            self._count_error("step controller could not copy the parameters", err)
 
     @torch.no_grad()
     def _after_optimizer_step(self, *_: Any) -> None:
@@ -336,9 +343,8 @@ class Monitor:
             return
         try:
             self._clip_and_scale_step(previous)
-        except Exception:
-            self.errors += 1
-            log.warning("edgewatch: step controller failed; step left as taken", exc_info=True)
+        except Exception as err:
+            self._count_error("step controller failed; step left as taken", err)
 
     def _clip_and_scale_step(self, previous: list[torch.Tensor]) -> None:
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -155,3 +155,70 @@ def test_any_value_given_to_observe_leaves_the_stream_and_the_store_alive(tmp_pa
     stats = mon.transport.stats
     assert (stats.encode_errors, stats.io_errors, stats.finalize_errors) == (0, 0, 0)
     assert _stored_steps(mon.transport.store.path)[-1] == sentinel
+
+
+# -- item 2: every controller argument is bounded; no command can raise inside opt.step() ---
+def _steered_model_run(commands: list[dict], steps: int = 4) -> tuple[Monitor, list, list]:
+    """A tiny SGD loop whose Monitor gets ``commands`` before step 1; returns the Monitor, the
+    acks by id order and the learning rate seen at each step."""
+    from probes.transport import InProcessTransport
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tr = InProcessTransport()
+    mon = Monitor("bounds", transport=tr, probes=None)
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    lrs = []
+    for step in range(steps):
+        if step == 1:
+            for command in commands:
+                tr.submit(command)
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        mon.observe(step, model=model, optimizer=opt, loss=loss)
+        opt.step()  # must never raise, whatever was commanded
+        lrs.append(opt.param_groups[0]["lr"])
+    mon.close()
+    return mon, [body for _, body in tr.replies], lrs
+
+
+def test_lr_scale_factors_outside_their_range_are_refused_and_the_lr_kept():
+    huge = {"cmd": "lr_scale", "args": {"factor": 1e30}}
+    _, acks, lrs = _steered_model_run(
+        [
+            {"id": 1, **huge},
+            {"id": 2, **huge},
+            {"id": 3, "cmd": "lr_scale", "args": {"factor": 2**64 - 1}},
+        ]
+    )
+    assert [("error" in a) for a in acks] == [True, True, True]
+    assert "factor must be in [1e-06, 1e+06]" in acks[0]["error"]
+    assert lrs == [0.1] * 4
+
+
+def test_lr_scale_refuses_a_factor_that_takes_the_lr_past_its_cap_without_changing_it():
+    by_1000 = {"cmd": "lr_scale", "args": {"factor": 1e3}}
+    _, acks, lrs = _steered_model_run([{"id": 1, **by_1000}, {"id": 2, **by_1000}])
+    assert acks[0]["lr"] == [pytest.approx(100.0)]  # 0.1 × 1e3: within the cap
+    assert "would become 100000, outside [1e-12, 1000]" in acks[1]["error"]
+    assert lrs == [0.1] + [pytest.approx(100.0)] * 3
+
+
+def test_spectral_clip_c_and_custom_int_arguments_are_bounded():
+    from probes.transport import InProcessTransport
+
+    tr = InProcessTransport()
+    mon = Monitor("bounds", transport=tr, probes=None)
+    mon.controller("warmup", steps=int)(lambda monitor, steps: {"steps": steps})
+    tr.submit({"id": 1, "cmd": "spectral_clip", "args": {"c": 1e30}})
+    tr.submit({"id": 2, "cmd": "spectral_clip", "args": {"c": 1e-9}})
+    tr.submit({"id": 3, "cmd": "warmup", "args": {"steps": 2**64 - 1}})
+    tr.submit({"id": 4, "cmd": "spectral_clip", "args": {"c": 2.0}})
+    mon.observe(0, loss=1.0)
+    mon.close()
+    acks = {body["id"]: body for _, body in tr.replies}
+    assert "c must be in" in acks[1]["error"] and "c must be in" in acks[2]["error"]
+    assert "64-bit" in acks[3]["error"]
+    assert acks[4]["c"] == 2.0 and mon.controllers["spectral_clip"].c == 2.0
