@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import msgpack
 import torch
 
 if TYPE_CHECKING:
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
 ArgSpec = dict[str, type]
 Bounds = dict[str, tuple[float, float]]
 MAX_COMMAND_BYTES = 64 * 1024
+MAX_ID_BYTES = 64
+MAX_CMD_BYTES = 32
+MAX_ARGS_BYTES = 2048
+"""Caps on the fields an ack echoes (and every ack is stored): a command over any of them is
+refused, so no peer can make the run's acks, store or memory grow by sending large fields."""
 MAX_INT_ARG = 2**63 - 1
 """Integer arguments of any controller must fit an int64 (what every consumer can hold)."""
 LR_RANGE = (1e-12, 1e3)
@@ -59,15 +65,43 @@ def parse_command(obj: Any, peer: bytes = b"") -> Command:
     cid = obj.get("id")
     if isinstance(cid, bool) or not isinstance(cid, (str, int)):
         raise CommandError("id must be a string or an integer")
+    if echoable_id(cid) is None:
+        raise CommandError(f"id must be at most {MAX_ID_BYTES} bytes (or an int64)")
     cmd = obj.get("cmd")
     if not isinstance(cmd, str) or not cmd:
         raise CommandError("cmd must be a non-empty string")
+    if len(cmd.encode("utf-8", "replace")) > MAX_CMD_BYTES:
+        raise CommandError(f"cmd must be at most {MAX_CMD_BYTES} bytes")
     args = obj.get("args", {})
     if args is None:
         args = {}
     if not isinstance(args, Mapping) or not all(isinstance(k, str) for k in args):
         raise CommandError("args must be a map with string keys")
+    if _packed_size(args) > MAX_ARGS_BYTES:
+        raise CommandError(f"args must be at most {MAX_ARGS_BYTES} bytes as msgpack")
     return Command(cid, cmd, dict(args), peer)
+
+
+def echoable_id(cid: Any) -> str | int | None:
+    """A command id as an error ack may echo it: a string of at most ``MAX_ID_BYTES`` bytes
+    or an int64; anything else (a peer's structure, a huge field) is echoed as None."""
+    if isinstance(cid, str) and len(cid.encode("utf-8", "replace")) <= MAX_ID_BYTES:
+        return cid
+    if isinstance(cid, int) and not isinstance(cid, bool) and abs(cid) <= MAX_INT_ARG:
+        return cid
+    return None
+
+
+def echoable_cmd(cmd: Any) -> str | None:
+    """A command name as an error ack may echo it: a string, cut to ``MAX_CMD_BYTES``."""
+    return cmd[:MAX_CMD_BYTES] if isinstance(cmd, str) else None
+
+
+def _packed_size(args: Mapping[str, Any]) -> int:
+    try:
+        return len(msgpack.packb(dict(args), use_bin_type=True))
+    except (TypeError, ValueError, OverflowError):
+        return MAX_ARGS_BYTES + 1  # not msgpack-able: cannot be echoed, refuse it
 
 
 def check_args(name: str, spec: ArgSpec, args: Mapping[str, Any]) -> dict[str, Any]:

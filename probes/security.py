@@ -370,12 +370,14 @@ class RateLimiter:
         self.rate, self.burst, self.max_peers = rate, burst, max_peers
         self._buckets: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
 
-    def allow(self, peer: bytes, now: float | None = None) -> bool:
+    def allow(self, peer: bytes, now: float | None = None, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens from ``peer``'s bucket (False, nothing taken, if it lacks
+        them; a cost above ``burst`` is never allowed)."""
         now = time.monotonic() if now is None else now
         tokens, last = self._buckets.pop(peer, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        allowed = tokens >= 1.0
-        self._buckets[peer] = (tokens - 1.0 if allowed else tokens, now)
+        allowed = tokens >= cost
+        self._buckets[peer] = (tokens - cost if allowed else tokens, now)
         while len(self._buckets) > self.max_peers:
             self._buckets.popitem(last=False)
         return allowed

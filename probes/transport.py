@@ -24,7 +24,14 @@ from typing import Any, Protocol
 import msgpack
 import zmq
 
-from probes.control import MAX_COMMAND_BYTES, Command, CommandError, parse_command
+from probes.control import (
+    MAX_COMMAND_BYTES,
+    Command,
+    CommandError,
+    echoable_cmd,
+    echoable_id,
+    parse_command,
+)
 from probes.endpoints import (
     Endpoint,
     EndpointError,
@@ -59,6 +66,15 @@ REQUESTS_PER_S = 200.0
 """Control-socket messages the I/O thread reads per second, all peers together. Past it the
 thread stops reading for READ_PAUSE_S: the flood waits in ZeroMQ's queues and pushes back on
 its senders, so it costs the training process (the GIL, a core) a bounded amount of work."""
+BYTES_PER_S = 256 * 1024
+"""Control-socket bytes the I/O thread reads per second, all peers together (burst: 4 × that):
+messages are capped at 64 KiB and 200 a second, but 200 × 64 KiB would still be 12 MiB/s of
+unpacking. A message past the budget is answered ``rate limited`` and reading pauses."""
+COMMANDS_PER_S = 50.0
+"""Commands queued for the training thread per second, all peers together (burst 100). The
+per-peer bucket stops one socket; this one stops a peer that opens a new socket (a new
+identity, a fresh bucket) for every few commands. Under CURVE a peer is its key, which it
+cannot cycle, but the global budget holds there too."""
 READ_PAUSE_S = 0.05
 HEARTBEAT_S = 1.0
 IO_WAKE_MS = 40
@@ -86,6 +102,8 @@ class TransportStats:
     commands_refused: int = 0
     commands_rate_limited: int = 0
     snapshots_rate_limited: int = 0
+    bytes_rate_limited: int = 0
+    """Control messages refused because all peers together sent over BYTES_PER_S."""
     reads_deferred: int = 0
     """Times the control socket went unread for a moment: over REQUESTS_PER_S (a flood)."""
     auth_denied: int = 0
@@ -346,6 +364,8 @@ class ZmqTransport(QueuedTransport):
         self._limiter = rate_limit or RateLimiter()
         self._snapshot_limiter = RateLimiter(rate=5.0, burst=20)  # each may send the history
         self._read_budget = RateLimiter(rate=REQUESTS_PER_S, burst=int(REQUESTS_PER_S), max_peers=1)
+        self._byte_budget = RateLimiter(rate=BYTES_PER_S, burst=4 * BYTES_PER_S, max_peers=1)
+        self._command_budget = RateLimiter(rate=COMMANDS_PER_S, burst=100, max_peers=1)
         self._reading_resumes_at = 0.0
         self.store = store
         self._run = run
@@ -520,7 +540,13 @@ class ZmqTransport(QueuedTransport):
                 frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            self._answer(frames[0].bytes, frames[-1].bytes, frame_user_id(frames[-1]))
+            identity, body = frames[0].bytes, frames[-1].bytes
+            if not self._byte_budget.allow(b"*", cost=len(body)):
+                self.stats.bytes_rate_limited += 1
+                self._reading_resumes_at = time.monotonic() + READ_PAUSE_S
+                self._reply(identity, b"error", {"error": "rate limited: too many bytes"})
+                return
+            self._answer(identity, body, frame_user_id(frames[-1]))
 
     def _answer(self, identity: bytes, body: bytes, user_id: str | None = None) -> None:
         kind, value = classify_request(body)
@@ -542,11 +568,8 @@ class ZmqTransport(QueuedTransport):
         self.stats.commands_received += 1
         refusal = self._refusal(identity, user_id)
         if refusal is not None:
-            self._reply(
-                identity,
-                b"ack",
-                {"id": _command_id(request), "cmd": _command_name(request), "error": refusal},
-            )
+            echo = {"id": echoable_id(request.get("id")), "cmd": echoable_cmd(request.get("cmd"))}
+            self._reply(identity, b"ack", {**echo, "error": refusal})
             return
         try:
             command = parse_command(request, identity)
@@ -554,11 +577,8 @@ class ZmqTransport(QueuedTransport):
                 raise CommandError("command queue full")
         except CommandError as err:
             self.stats.commands_rejected += 1
-            reason = str(err)
-            cid = _command_id(request)
-            self._reply(
-                identity, b"ack", {"id": cid, "cmd": _command_name(request), "error": reason}
-            )
+            echo = {"id": echoable_id(request.get("id")), "cmd": echoable_cmd(request.get("cmd"))}
+            self._reply(identity, b"ack", {**echo, "error": str(err)})
 
     def _refusal(self, identity: bytes, user_id: str | None) -> str | None:
         """Why a command from this peer is not queued (None: it may be)."""
@@ -568,6 +588,9 @@ class ZmqTransport(QueuedTransport):
         if not self._limiter.allow(user_id.encode() if user_id else identity):
             self.stats.commands_rate_limited += 1
             return "rate limited: too many commands from this peer; try again shortly"
+        if not self._command_budget.allow(b"*"):
+            self.stats.commands_rate_limited += 1
+            return "rate limited: too many commands from all peers; try again shortly"
         return None
 
     def _send_snapshot(self, identity: bytes, since: int) -> None:
@@ -625,17 +648,6 @@ def classify_request(body: bytes) -> tuple[str, Any]:
     if since is None:
         return "error", "expected {'req': 'snapshot', 'since': N} or {'id', 'cmd', 'args'}"
     return "snapshot", since
-
-
-def _command_id(request: dict[str, Any]) -> str | int | None:
-    cid = request.get("id")
-    return cid if isinstance(cid, (str, int)) and not isinstance(cid, bool) else None
-
-
-def _command_name(request: dict[str, Any]) -> str | None:
-    """The ``cmd`` to echo in an error ack: only a short string (never a peer's structure)."""
-    cmd = request.get("cmd")
-    return cmd[:100] if isinstance(cmd, str) else None
 
 
 def _snapshot_since(request: Any) -> int | None:

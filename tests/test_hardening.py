@@ -8,16 +8,22 @@ input is refused with a counted, one-line reason, and the run's record says what
 from __future__ import annotations
 
 import math
+import threading
+import time
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 import torch
+import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from probes.client import decode_reply
 from probes.coerce import CoercionError, coerce_step
+from probes.endpoints import parse_endpoint
 from probes.monitor import Monitor
 from probes.store import open_store
 from probes.wire import Record
@@ -222,3 +228,123 @@ def test_spectral_clip_c_and_custom_int_arguments_are_bounded():
     assert "c must be in" in acks[1]["error"] and "c must be in" in acks[2]["error"]
     assert "64-bit" in acks[3]["error"]
     assert acks[4]["c"] == 2.0 and mon.controllers["spectral_clip"].c == 2.0
+
+
+# -- item 4: echoed fields are capped; bytes and commands are budgeted for all peers ---------
+class _Loop:
+    """A Monitor stepping on a thread (every ~5 ms) until stopped: commands get applied."""
+
+    def __init__(self, tmp_path: Path, name: str = "loop") -> None:
+        self.mon = _monitor(tmp_path, name)
+        self.ctx = zmq.Context()
+        self._done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        step = 0
+        while not self._done.is_set():
+            self.mon.observe(step, loss=1.0)
+            step += 1
+            time.sleep(0.005)
+
+    def dealer(self) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(parse_endpoint(self.mon.endpoint).control)
+        return sock
+
+    def replies(self, socks: list[zmq.Socket], expected: int, timeout: float = 20.0) -> list:
+        out, deadline = [], time.monotonic() + timeout
+        poller = zmq.Poller()
+        for sock in socks:
+            poller.register(sock, zmq.POLLIN)
+        while len(out) < expected and time.monotonic() < deadline:
+            for sock, _ in poller.poll(200):
+                while sock.poll(0):
+                    out.append(decode_reply(sock.recv_multipart()))
+        return out
+
+    def close(self) -> Path:
+        self._done.set()
+        self.thread.join(10)
+        self.mon.close()
+        self.ctx.destroy(0)
+        return self.mon.transport.store.path
+
+
+def test_oversized_id_cmd_and_args_are_refused_and_never_echoed_or_stored(tmp_path):
+    loop = _Loop(tmp_path)
+    sock = loop.dealer()
+    big_id = "x" * 60_000
+    sock.send(msgpack.packb({"id": big_id, "cmd": "stablemax", "args": {}}))
+    sock.send(msgpack.packb({"id": 2, "cmd": "c" * 33, "args": {}}))
+    sock.send(msgpack.packb({"id": 3, "cmd": "warmup", "args": {"note": "y" * 3000}}))
+    sock.send(msgpack.packb({"id": "a" * 64, "cmd": "stablemax", "args": {}}))
+    replies = loop.replies([sock], 4)
+    path = loop.close()
+    errors = [body for tag, body in replies if tag == "ack" and "error" in body]
+    assert [(e["id"], e["error"].split(" must")[0]) for e in errors] == [
+        (None, "id"),
+        (2, "cmd"),
+        (3, "args"),
+    ]
+    assert errors[1]["cmd"] == "c" * 32
+    applied = [body for _, body in replies if "applied_at_step" in body]
+    assert [a["id"] for a in applied] == ["a" * 64]
+    assert path.stat().st_size < 200_000  # the 60 kB id was stored nowhere
+    assert loop.mon.transport.stats.commands_rejected == 3
+
+
+def test_new_sockets_do_not_bypass_the_command_budget(tmp_path):
+    loop = _Loop(tmp_path)
+    socks = [loop.dealer() for _ in range(25)]
+    started = time.monotonic()
+    for i, sock in enumerate(socks):  # 25 fresh identities × 8: each within its own bucket
+        for j in range(8):
+            sock.send(msgpack.packb({"id": f"{i}-{j}", "cmd": "fp64_loss", "args": {}}))
+    replies = loop.replies(socks, 200)
+    elapsed = time.monotonic() - started
+    loop.close()
+    accepted = [b for _, b in replies if "applied_at_step" in b]
+    limited = [b for _, b in replies if "too many commands from all peers" in b.get("error", "")]
+    assert len(accepted) + len(limited) == 200
+    assert len(accepted) <= 100 + 50 * elapsed  # the global bucket: burst 100, then 50/s
+    assert len(limited) >= 1
+
+
+def test_control_bytes_per_second_are_bounded_for_all_peers(tmp_path):
+    loop = _Loop(tmp_path)
+    socks = [loop.dealer() for _ in range(4)]
+    junk = msgpack.packb({"req": "snapshot", "since": 0, "pad": "z" * 60_000})
+    for sock in socks:
+        for _ in range(12):  # 48 × 60 kB ≈ 2.9 MB at once, over the 1 MiB burst
+            sock.send(junk)
+    replies = loop.replies(socks, 48)
+    loop.close()
+    limited = [b for tag, b in replies if tag == "error" and "too many bytes" in b["error"]]
+    assert limited and loop.mon.transport.stats.bytes_rate_limited == len(limited)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    cid=st.one_of(st.text(max_size=100), st.integers(-(2**64), 2**64), st.binary(max_size=80)),
+    cmd=st.text(max_size=60),
+    args=st.dictionaries(st.text(max_size=8), st.text(max_size=900), max_size=4),
+)
+def test_a_parsed_command_never_carries_a_field_over_its_cap(cid, cmd, args):
+    from probes.control import (
+        MAX_ARGS_BYTES,
+        MAX_CMD_BYTES,
+        MAX_ID_BYTES,
+        CommandError,
+        parse_command,
+    )
+
+    try:
+        command = parse_command({"id": cid, "cmd": cmd, "args": args})
+    except CommandError:
+        return
+    assert len(str(command.id).encode()) <= max(MAX_ID_BYTES, 20)
+    assert len(command.cmd.encode()) <= MAX_CMD_BYTES
+    assert len(msgpack.packb(command.args)) <= MAX_ARGS_BYTES
