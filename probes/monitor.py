@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from probes import lifecycle
 from probes.alerts import AlertTracker
 from probes.builtin import DEFAULT_PROBES
 from probes.coerce import CoercionError, coerce_step, coerce_value, plain
@@ -183,6 +184,7 @@ class Monitor:
         self._control_scalars: dict[str, float] = {}
         self._publish("meta", 0, self._base_meta())
         self._publish("event", 0, {"event": "start"})
+        self._exit_token = lifecycle.register(self, Monitor.close)
 
     # -- public API ------------------------------------------------------------------------
     def observe(
@@ -367,10 +369,13 @@ class Monitor:
         self.event("summary", **headline)
 
     def close(self, status: str = "finished") -> None:
-        """Flush and stop publishing. ``status`` is ``finished`` or ``crashed``."""
+        """Flush and stop publishing. ``status`` is ``finished``, ``stopped``, ``interrupted``
+        or ``crashed``. A Monitor left open is closed at interpreter exit or on SIGTERM
+        (:mod:`probes.lifecycle`), with the status of what ended the process."""
         if self._closed:
             return
         self._closed = True
+        lifecycle.unregister(self._exit_token)
         self._publish("event", self.step, {"event": status})
         self.transport.set_status(state=status, final_state=status, step=self.step)
         self.transport.close()
@@ -381,7 +386,11 @@ class Monitor:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        self.close("finished" if exc_type is None or exc_type is KeyboardInterrupt else "crashed")
+        if exc_type is None:
+            self.close("finished")
+        else:
+            interrupted = issubclass(exc_type, KeyboardInterrupt)
+            self.close("interrupted" if interrupted else "crashed")
 
     # -- internals -------------------------------------------------------------------------
     def _observe(

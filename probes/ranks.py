@@ -48,6 +48,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from probes import lifecycle
 from probes.control import Command, parse_command
 from probes.endpoints import EndpointError
 from probes.store import RunStore
@@ -78,7 +79,7 @@ CLOSE_WAIT_S = 5.0
 """How long rank 0's close waits for the other ranks' final records before giving up."""
 NEVER_HEARD_S = 60.0
 """A rank that has sent nothing this long after rank 0 started is announced as lost."""
-FINAL_STATES = ("finished", "crashed", "stopped")
+FINAL_STATES = ("finished", "crashed", "stopped", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -483,6 +484,7 @@ class RankForwarder(QueuedTransport):
             target=self._loop, name=f"edgewatch-rank{rank}", daemon=True
         )
         self._thread.start()
+        self._exit_token = lifecycle.register(self, lambda forwarder, _: forwarder.close())
 
     # -- training-thread side (send, set_status: QueuedTransport) ------------------------------
     def poll_commands(self) -> list[Command]:
@@ -517,6 +519,7 @@ class RankForwarder(QueuedTransport):
     def close(self, timeout: float = 2.0) -> None:
         if self._stop.is_set():
             return
+        lifecycle.unregister(self._exit_token)
         self._stop.set()
         self._thread.join(timeout)
 

@@ -23,9 +23,10 @@ a million payloads: min/max decimation streams over them a chunk at a time. A ve
 (no chunk tables) is still read, by decoding payloads; any other version is refused.
 
 ``meta`` holds the merged ``data`` of all "meta" records plus the store's own keys:
-``status`` ("running", then "finished"/"crashed"/"stopped" on close) and ``store.*`` (writer
-pid/host, creation time, first/last metrics step). A meta record key that collides with one of
-these is kept under ``meta.<key>``. A store left "running" by a dead writer reads as "crashed".
+``status`` ("running", then "finished"/"crashed"/"stopped"/"interrupted" on close) and
+``store.*`` (writer pid/host, creation time, first/last metrics step). A meta record key
+that collides with one of these is kept under ``meta.<key>``. A store left "running" by a
+dead writer reads as "crashed".
 
 Reader side: :func:`open_store`, :func:`status_of`, :func:`list_runs`, :func:`export`.
 Only stdlib + msgpack + :mod:`probes.wire` are imported here (numpy lazily, for series).
@@ -61,7 +62,7 @@ STORE_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 """Version 1 stores (no column tables) are still read, by decoding their payloads (slower)."""
 APPLICATION_ID = 0x45576368  # "EWch"
-STATUSES = ("running", "finished", "crashed", "stopped")
+STATUSES = ("running", "finished", "crashed", "stopped", "interrupted")
 CHUNK = 5000
 _RESERVED = ("status",)
 _SCHEMA = """
@@ -449,7 +450,7 @@ class RunStore:
         if exc_type is None:
             self.close("finished")
         elif issubclass(exc_type, KeyboardInterrupt):
-            self.close("stopped")
+            self.close("interrupted")
         else:
             self.close("crashed")
 
@@ -1155,7 +1156,8 @@ def open_store(path: str | os.PathLike[str]) -> StoreReader:
 
 
 def status_of(path: str | os.PathLike[str]) -> str:
-    """ "running" (writer alive), "finished", "stopped" or "crashed" (incl. a dead writer)."""
+    """ "running" (writer alive), "finished", "stopped", "interrupted" or "crashed" (incl. a
+    dead writer)."""
     with open_store(path) as reader:
         return reader.status()
 

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import msgpack
 import zmq
 
+from probes import lifecycle
 from probes.control import (
     MAX_COMMAND_BYTES,
     Command,
@@ -398,6 +399,7 @@ class ZmqTransport(QueuedTransport):
         self.control_endpoint = parsed.control
         self._thread = threading.Thread(target=self._loop, name="edgewatch-io", daemon=True)
         self._thread.start()
+        self._exit_token = lifecycle.register(self, _close_at_exit)
 
     # -- training-thread side (send, set_status: QueuedTransport) -------------------------
     def poll_commands(self) -> list[Command]:
@@ -413,6 +415,7 @@ class ZmqTransport(QueuedTransport):
         """Flush what is queued, then stop the I/O thread and close the sockets."""
         if self._stop.is_set():
             return
+        lifecycle.unregister(self._exit_token)
         self._stop.set()
         self._thread.join(timeout)
 
@@ -605,6 +608,13 @@ class ZmqTransport(QueuedTransport):
             self._router.send_multipart([identity, tag, msgpack.packb(body, use_bin_type=True)])
         except (zmq.ZMQError, ValueError, TypeError):  # a peer's echo must not stop this thread
             self.stats.send_errors += 1
+
+
+def _close_at_exit(transport: QueuedTransport, status: str) -> None:
+    """A transport nobody closed (its Monitor is closed first, newest first): record how the
+    process ended, then flush and join as ``close`` does."""
+    transport.set_status(final_state=transport._status.get("final_state", status))
+    transport.close()
 
 
 def heartbeat_record(

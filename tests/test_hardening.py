@@ -8,6 +8,10 @@ input is refused with a counted, one-line reason, and the run's record says what
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -348,3 +352,71 @@ def test_a_parsed_command_never_carries_a_field_over_its_cap(cid, cmd, args):
     assert len(str(command.id).encode()) <= max(MAX_ID_BYTES, 20)
     assert len(command.cmd.encode()) <= MAX_CMD_BYTES
     assert len(msgpack.packb(command.args)) <= MAX_ARGS_BYTES
+
+
+# -- item 7: unclosed and interrupted runs keep their tail and say how they ended -------------
+_LOOP_SCRIPT = """
+import sys, time, torch
+from probes.monitor import Monitor
+mode, store, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+mon = Monitor("life", bind="tcp://127.0.0.1:0", store=store, probes=None)
+model = torch.nn.Linear(4, 2)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+for step in range(steps):
+    opt.zero_grad()
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    mon.observe(step, model=model, optimizer=opt, loss=loss)
+    opt.step()
+    print(step, flush=True)
+    if mode == "raise" and step == 50:
+        raise RuntimeError("boom")
+# no mon.close(): what an unclosed run leaves is what this tests
+"""
+
+
+def _run_loop(tmp_path: Path, mode: str, steps: int, signum: int | None = None):
+    """Run the loop script; with ``signum``, send it once 20 steps are done. Returns the
+    process, the last step it printed and the store's (status, metrics steps)."""
+    script = tmp_path / "loop.py"
+    script.write_text(_LOOP_SCRIPT)
+    store = tmp_path / f"{mode}.db"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), mode, str(store), str(steps)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    printed = []
+    for line in proc.stdout:
+        printed.append(int(line))
+        if signum is not None and printed[-1] == 20:
+            proc.send_signal(signum)
+            signum = None
+    proc.wait(60)
+    with open_store(store) as reader:
+        steps_stored = [r.step for r in reader.records(kinds=["metrics"])]
+        return proc, printed[-1], reader.status(), steps_stored
+
+
+def test_an_unclosed_run_stores_every_step_and_finishes(tmp_path):
+    proc, _, status, stored = _run_loop(tmp_path, "exit", 300)
+    assert proc.returncode == 0
+    assert (status, stored) == ("finished", list(range(300)))
+
+
+def test_an_uncaught_exception_records_crashed_with_every_step(tmp_path):
+    proc, last, status, stored = _run_loop(tmp_path, "raise", 300)
+    assert proc.returncode == 1 and last == 50
+    assert (status, stored) == ("crashed", list(range(51)))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signalled_run_records_interrupted_and_keeps_its_tail(tmp_path, signum):
+    proc, last, status, stored = _run_loop(tmp_path, "signal", 10**6, signum)
+    assert proc.returncode in (1, -signum)  # KeyboardInterrupt exits 1; SIGTERM kills
+    assert status == "interrupted"
+    assert stored == list(range(len(stored))) and stored[-1] >= last
