@@ -352,6 +352,7 @@ class RankZeroTransport(ZmqTransport):
             self._remember(rank, record, payload)
             if self.store is not None:
                 self.store.append(record, payload)
+                self.store.maybe_flush()
         self._publish(payload)
         self.stats.forwarded += 1
 

@@ -503,6 +503,7 @@ class ZmqTransport(QueuedTransport):
             self._publish(payload)
             if self.store is not None:
                 self.store.append(record, payload)
+                self.store.maybe_flush()  # on time even when a long drain holds this thread
             sent = True
         return sent
 

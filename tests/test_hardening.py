@@ -420,3 +420,27 @@ def test_a_signalled_run_records_interrupted_and_keeps_its_tail(tmp_path, signum
     assert proc.returncode in (1, -signum)  # KeyboardInterrupt exits 1; SIGTERM kills
     assert status == "interrupted"
     assert stored == list(range(len(stored))) and stored[-1] >= last
+
+
+# -- item 8: the store's flush keeps its interval however long a drain takes ------------------
+def test_the_store_commits_on_its_interval_during_a_long_drain(tmp_path):
+    mon = _monitor(tmp_path, "drain")
+    store = mon.transport.store
+    store.flush()
+    before = store.flushes
+
+    def slow_record(step: int):  # what a record costs that waits on a device sync
+        def finish() -> Record:
+            time.sleep(0.02)
+            return Record(kind="event", run="drain", step=step, data={"event": "slow"})
+
+        return finish
+
+    for step in range(60):  # ≥ 1.2 s of finishing work, queued before the I/O thread wakes
+        mon.transport.send(slow_record(step))
+    deadline = time.monotonic() + 60
+    while store.written < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    commits_during_the_drain = store.flushes - before
+    mon.close()
+    assert commits_during_the_drain >= 3  # every 0.25 s, not once when the drain ends
