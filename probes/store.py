@@ -1126,18 +1126,7 @@ def open_store(path: str | os.PathLike[str]) -> StoreReader:
         raise StoreError(f"{path}: empty file, not an edgewatch store")
     uri = path.resolve().as_uri()
     try:
-        conn = sqlite3.connect(
-            f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-        )
-        try:
-            conn.execute("PRAGMA application_id").fetchone()
-        except sqlite3.OperationalError:
-            # a WAL file in a folder we cannot write (no -shm can be made): no writer can be
-            # there either, so read it as an immutable snapshot
-            conn.close()
-            conn = sqlite3.connect(
-                f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False
-            )
+        conn = _connect_read_only(uri, _writer_may_be_there(path))
     except sqlite3.Error as exc:
         if "not a database" in str(exc):
             raise StoreError(f"{path}: not an edgewatch store (not a SQLite database)") from None
@@ -1153,6 +1142,10 @@ def open_store(path: str | os.PathLike[str]) -> StoreReader:
     if app_id != APPLICATION_ID or not {"records", "meta"} <= tables:
         conn.close()
         raise StoreError(f"{path}: a SQLite database, but not an edgewatch store")
+    problem = _integrity_problem(conn)
+    if problem is not None:
+        conn.close()
+        raise StoreError(f"{path}: database disk image is malformed ({problem})")
     columns = {"metric_chunks", "scalar_chunks"}
     if version not in READABLE_VERSIONS or (version >= 2 and not columns <= tables):
         conn.close()
@@ -1160,6 +1153,42 @@ def open_store(path: str | os.PathLike[str]) -> StoreReader:
         readable = ", ".join(map(str, READABLE_VERSIONS))
         raise StoreError(f"{path}: store version {version} is not one of {readable}{newer}")
     return StoreReader(conn, path, version)
+
+
+def _writer_may_be_there(path: Path) -> bool:
+    """A WAL-mode store whose writer closed has no ``-wal`` file beside it (the last
+    connection checkpoints and deletes it): such a store is finished and cannot change."""
+    return path.with_name(path.name + "-wal").exists()
+
+
+def _connect_read_only(uri: str, live: bool) -> sqlite3.Connection:
+    """Readers never write and leave nothing beside the store: a finished store is opened
+    ``immutable=1`` (no locks, no ``-wal``/``-shm`` files made); one a writer may still be
+    appending to is opened ``mode=ro`` (it shares the writer's ``-shm``, which exists)."""
+    if live:
+        conn = sqlite3.connect(
+            f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA application_id").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            # a WAL file in a folder we cannot write (no -shm can be made): no writer can be
+            # there either, so read it as an immutable snapshot
+            conn.close()
+    return sqlite3.connect(
+        f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False
+    )
+
+
+def _integrity_problem(conn: sqlite3.Connection) -> str | None:
+    """SQLite's ``quick_check`` (every page and record's format, not index contents): a store
+    with overwritten pages must not replay as if it were empty. None when it is sound."""
+    try:
+        first = conn.execute("PRAGMA quick_check(1)").fetchone()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None if first is None or first[0] == "ok" else str(first[0])[:200]
 
 
 def status_of(path: str | os.PathLike[str]) -> str:

@@ -444,3 +444,75 @@ def test_the_store_commits_on_its_interval_during_a_long_drain(tmp_path):
     commits_during_the_drain = store.flushes - before
     mon.close()
     assert commits_during_the_drain >= 3  # every 0.25 s, not once when the drain ends
+
+
+# -- item 6 and issue 17 item 4: readers check the store and leave nothing beside it ----------
+def _written_store(path: Path, n: int = 3000) -> Path:
+    from probes.store import RunStore
+
+    store = RunStore(path)
+    for i in range(n):
+        store.append(Record("metrics", "r", i, {"scalars": {"loss": 1.0 / (i + 1)}}, seq=i))
+    store.close()
+    return store.path
+
+
+def _diag(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run(
+        [sys.executable, "-m", "diag", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_a_store_with_overwritten_pages_is_reported_malformed_by_every_reader(tmp_path):
+    from probes.store import StoreError, list_runs
+
+    path = _written_store(tmp_path / "bad.db")
+    rng = np.random.default_rng(0)
+    pages = path.stat().st_size // 4096
+    with open(path, "r+b") as f:  # eight 4 KB pages past the header page, overwritten
+        for page in rng.choice(np.arange(2, pages), size=8, replace=False):
+            f.seek(int(page) * 4096)
+            f.write(rng.bytes(4096))
+    with pytest.raises(StoreError, match="database disk image is malformed"):
+        open_store(path)
+    [info] = list_runs(tmp_path)
+    assert info.status.startswith("unreadable: database disk image is malformed")
+    replay = _diag("replay", str(path))
+    assert replay.returncode == 2 and "database disk image is malformed" in replay.stderr
+    assert "malformed" in _diag("runs", str(tmp_path)).stdout
+
+
+def test_readers_of_a_finished_store_leave_no_wal_or_shm_files(tmp_path):
+    from probes.store import export, list_runs
+
+    path = _written_store(tmp_path / "done.db", n=200)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["done.db"]
+    with open_store(path) as reader:
+        assert reader.count() == 200
+    list_runs(tmp_path)
+    export(path, tmp_path / "out.csv", "csv")
+    export(path, tmp_path / "out.jsonl", "jsonl")
+    assert _diag("runs", str(tmp_path)).returncode == 0
+    assert (
+        _diag("export", str(path), "--format", "csv", "--out", str(tmp_path / "c.csv")).returncode
+        == 0
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "c.csv",
+        "done.db",
+        "out.csv",
+        "out.jsonl",
+    ]
+
+
+def test_a_reader_of_a_live_store_leaves_nothing_once_the_writer_closes(tmp_path):
+    from probes.store import RunStore
+
+    store = RunStore(tmp_path / "live.db")
+    store.append(Record("metrics", "r", 0, {"scalars": {"loss": 1.0}}))
+    store.flush()
+    with open_store(store.path) as reader:
+        assert reader.status() == "running" and reader.count() == 1
+    store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.db"]
