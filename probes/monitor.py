@@ -133,25 +133,8 @@ class Monitor:
         self.every = every
         self.rank_info = detect_rank()
         self.rank, self.world_size = self.rank_info.rank, self.rank_info.world_size
-        if transport is None and self.rank_info.distributed:  # torchrun: rank 0 hosts the job
-            transport = rank_transport(
-                self.rank_info,
-                run=self.run,
-                bind=bind or DEFAULT_ENDPOINT,
-                history=history,
-                auto_port=bind is None,
-                open_store=lambda: _open_store(store, self.run, uploads),
-                keys=resolve_server_keys(keys),
-                insecure=insecure,
-            )
-        self.transport: Transport = transport or ZmqTransport(
-            bind or DEFAULT_ENDPOINT,
-            run=self.run,
-            history=history,
-            auto_port=bind is None,
-            store=_open_store(store, self.run, uploads),
-            keys=resolve_server_keys(keys),
-            insecure=insecure,
+        self.transport: Transport = transport or self._own_transport(
+            bind, history, store, keys, insecure, uploads
         )
         self.endpoint = self.transport.endpoint
         self.config = dict(config or {})
@@ -185,6 +168,49 @@ class Monitor:
         self._publish("meta", 0, self._base_meta())
         self._publish("event", 0, {"event": "start"})
         self._exit_token = lifecycle.register(self, Monitor.close)
+
+    def _own_transport(
+        self,
+        bind: str | None,
+        history: int,
+        store: str | os.PathLike[str] | None,
+        keys: ServerKeys | str | os.PathLike[str] | None,
+        insecure: bool,
+        uploads: UploadTarget | None,
+    ) -> Transport:
+        """The ZeroMQ transport (rank 0's or a forwarder under torchrun) and its store. A run
+        refused before it starts (a public bind without keys, a busy port, bad keys) leaves
+        no store behind: the store opened for it is deleted."""
+        check_store_spec(store)
+        opened: list[RunStore] = []
+
+        def open_run_store() -> RunStore | None:
+            run_store = _open_store(store, self.run, uploads)
+            if run_store is not None:
+                opened.append(run_store)
+            return run_store
+
+        server_keys = resolve_server_keys(keys)
+        common = {
+            "run": self.run,
+            "history": history,
+            "auto_port": bind is None,
+            "keys": server_keys,
+            "insecure": insecure,
+        }
+        try:
+            if self.rank_info.distributed:  # torchrun: rank 0 hosts the job
+                return rank_transport(
+                    self.rank_info,
+                    bind=bind or DEFAULT_ENDPOINT,
+                    open_store=open_run_store,
+                    **common,
+                )
+            return ZmqTransport(bind or DEFAULT_ENDPOINT, store=open_run_store(), **common)
+        except BaseException:
+            for run_store in opened:
+                run_store.discard()
+            raise
 
     # -- public API ------------------------------------------------------------------------
     def observe(
@@ -592,6 +618,18 @@ def _git_commit() -> str | None:
 def runs_folder() -> str:
     """Where stores and checkpoints go: ``$EDGEWATCH_RUNS``, else ``runs`` (relative)."""
     return os.environ.get("EDGEWATCH_RUNS", "runs")
+
+
+def check_store_spec(spec: str | os.PathLike[str] | None) -> None:
+    """Refuse a ``store=`` that names no file, in one line (``Path("")`` is ``.``)."""
+    if spec is None or spec == "auto":
+        return
+    bad = not isinstance(spec, (str, os.PathLike)) or not str(spec).strip()
+    if bad or not Path(spec).name or Path(spec).is_dir():
+        raise ValueError(
+            f"store={spec!r} names no file: give a path such as 'runs/my-run.db', "
+            "'auto' (the default) or None (no store)"
+        )
 
 
 def _open_store(

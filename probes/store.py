@@ -34,6 +34,7 @@ Only stdlib + msgpack + :mod:`probes.wire` are imported here (numpy lazily, for 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -449,6 +450,20 @@ class RunStore:
                 conn.close()
             except sqlite3.Error as exc:
                 self._fail("cannot close", exc)
+
+    def discard(self) -> None:
+        """Close and delete the file (and its -wal/-shm): for a run refused before it started,
+        which must not be listed as a crashed run. Never raises."""
+        with self._lock:
+            self.closed = True
+            self._buf.clear()
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(OSError):
+                self.path.with_name(self.path.name + suffix).unlink()
 
     def __enter__(self) -> RunStore:
         return self

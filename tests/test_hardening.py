@@ -516,3 +516,49 @@ def test_a_reader_of_a_live_store_leaves_nothing_once_the_writer_closes(tmp_path
         assert reader.status() == "running" and reader.count() == 1
     store.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["live.db"]
+
+
+# -- item 9: a run refused before it starts leaves no store; item 12: one-line messages ------
+def test_a_refused_public_bind_leaves_no_store(tmp_path):
+    from probes.security import InsecureBindError
+
+    with pytest.raises(InsecureBindError):
+        Monitor("refused", bind="tcp://0.0.0.0:0", store=tmp_path / "refused.db", probes=None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_busy_explicit_port_leaves_no_store(tmp_path):
+    from probes.endpoints import EndpointError
+
+    first = _monitor(tmp_path, "first")
+    try:
+        with pytest.raises(EndpointError, match="already in use"):
+            Monitor("second", bind=first.endpoint, store=tmp_path / "second.db", probes=None)
+    finally:
+        first.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first.db"]
+
+
+@pytest.mark.parametrize("spec", ["", " ", "a folder"])
+def test_a_store_path_that_names_no_file_is_one_clear_error(tmp_path, spec):
+    spec = str(tmp_path) if spec == "a folder" else spec
+    with pytest.raises(ValueError, match="names no file: give a path such as"):
+        Monitor("nofile", bind=LOOPBACK, store=spec, probes=None)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["tcp://256.1.1.1:5555", "tcp://1.2.3:5555", "tcp://[::zz]:5555", "tcp://a_b:5"]
+)
+def test_a_bad_address_is_refused_by_name(endpoint):
+    from probes.endpoints import EndpointError, parse_endpoint
+
+    with pytest.raises(EndpointError, match="bad address"):
+        parse_endpoint(endpoint)
+
+
+def test_diag_watch_of_a_bad_address_says_so_and_exits_2():
+    proc = _diag("watch", "tcp://256.1.1.1:5555", "--timeout", "1")
+    assert proc.returncode == 2
+    assert "bad address: 256.1.1.1 is not an IPv4 address" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
