@@ -268,6 +268,8 @@ class RunStore:
         self.written = 0
         self.flushes = 0
         """Committed transactions so far."""
+        self._dropped_saved = 0
+        """``dropped`` as last written to meta (``store.dropped``)."""
         self.closed = False
         self._lock = threading.Lock()
         self._buf: list[tuple[int, int, str, int, float, bytes]] = []
@@ -396,6 +398,9 @@ class RunStore:
             meta["store.first_step"], meta["store.last_step"] = self._steps
             self._steps_dirty = False
         meta.update(extra_meta or {})
+        dropped = self.dropped
+        if dropped != self._dropped_saved:  # a full disk must not look like a complete run
+            meta["store.dropped"] = dropped
         if not rows and not meta:
             return 0
         conn = self._conn
@@ -433,6 +438,7 @@ class RunStore:
             return 0
         self.written += len(rows)
         self.flushes += 1
+        self._dropped_saved = max(self._dropped_saved, dropped)
         return len(rows)
 
     def close(self, status: str = "finished") -> None:
@@ -1206,6 +1212,10 @@ def _integrity_problem(conn: sqlite3.Connection) -> str | None:
     return None if first is None or first[0] == "ok" else str(first[0])[:200]
 
 
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def status_of(path: str | os.PathLike[str]) -> str:
     """ "running" (writer alive), "finished", "stopped", "interrupted" or "crashed" (incl. a
     dead writer)."""
@@ -1220,6 +1230,8 @@ class RunInfo:
     started: float | None
     steps: tuple[int | None, int | None]
     status: str
+    dropped: int = 0
+    """Records the writer could not save (full disk, unwritable file), from ``store.dropped``."""
 
 
 def list_runs(folder: str | os.PathLike[str] = "runs") -> list[RunInfo]:
@@ -1238,6 +1250,7 @@ def list_runs(folder: str | os.PathLike[str] = "runs") -> list[RunInfo]:
                         started if _is_number(started) else None,
                         reader.steps(),
                         _effective_status(meta),
+                        _count(meta.get("store.dropped")),
                     )
                 )
         except StoreError as err:

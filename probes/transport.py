@@ -77,6 +77,7 @@ per-peer bucket stops one socket; this one stops a peer that opens a new socket 
 identity, a fresh bucket) for every few commands. Under CURVE a peer is its key, which it
 cannot cycle, but the global budget holds there too."""
 READ_PAUSE_S = 0.05
+STORE_DROPS_EVERY_S = 5.0
 HEARTBEAT_S = 1.0
 IO_WAKE_MS = 40
 """The I/O thread wakes this often to drain the record queue (requests on the control socket
@@ -368,6 +369,8 @@ class ZmqTransport(QueuedTransport):
         self._byte_budget = RateLimiter(rate=BYTES_PER_S, burst=4 * BYTES_PER_S, max_peers=1)
         self._command_budget = RateLimiter(rate=COMMANDS_PER_S, burst=100, max_peers=1)
         self._reading_resumes_at = 0.0
+        self._drops_reported = 0
+        self._drops_report_after = 0.0
         self.store = store
         self._run = run
         self._rank = rank
@@ -469,6 +472,8 @@ class ZmqTransport(QueuedTransport):
         """One turn of the I/O loop; True when the transport has stopped."""
         self.io_cpu_seconds = time.thread_time()
         stopping = self._stop.is_set()
+        if self.store is not None:
+            self._report_store_drops(stopping)
         if self._drain():
             self._last_sent = time.monotonic()
         if self.store is not None:
@@ -484,6 +489,19 @@ class ZmqTransport(QueuedTransport):
         elif dict(poller.poll(IO_WAKE_MS)).get(self._router):
             self._serve_requests()
         return False
+
+    def _report_store_drops(self, now_or_never: bool = False) -> None:
+        """Publish a ``store_dropped`` event when the store could not save records (a full
+        disk): on the live stream at once, and in the store itself once writes succeed again,
+        so a replay shows the gap. At most one event per STORE_DROPS_EVERY_S."""
+        dropped = self.store.dropped
+        now = time.monotonic()
+        if dropped == self._drops_reported or (now < self._drops_report_after and not now_or_never):
+            return
+        self._drops_reported, self._drops_report_after = dropped, now + STORE_DROPS_EVERY_S
+        data = {"event": "store_dropped", "dropped": dropped, "error": self.store.error}
+        step = int(self._status.get("step", 0))
+        self.send(Record(kind="event", run=self._run, step=step, data=data))
 
     def _count_denied(self) -> None:
         self.stats.auth_denied += 1  # called on the ZAP handler's thread: one int, GIL-atomic

@@ -458,7 +458,7 @@ def _written_store(path: Path, n: int = 3000) -> Path:
 
 
 def _diag(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "COLUMNS": "250"}
     return subprocess.run(
         [sys.executable, "-m", "diag", *args], capture_output=True, text=True, env=env, timeout=120
     )
@@ -562,3 +562,38 @@ def test_diag_watch_of_a_bad_address_says_so_and_exits_2():
     assert proc.returncode == 2
     assert "bad address: 256.1.1.1 is not an IPv4 address" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# -- item 10: a store that could not save everything says so ---------------------------------
+def _limit_store_pages(store, full: bool) -> None:
+    """Make SQLite's page limit act as a full disk (the file may not grow), or lift it."""
+    with store._lock:
+        count = store._conn.execute("PRAGMA page_count").fetchone()[0]
+        store._conn.execute(f"PRAGMA max_page_count={count if full else 1073741823}")
+
+
+def test_records_lost_to_a_full_disk_are_recorded_in_meta_events_and_diag_runs(tmp_path):
+    from probes.store import list_runs
+
+    mon = _monitor(tmp_path, "full")
+    store = mon.transport.store
+    for step in range(50):
+        mon.observe(step, loss=1.0)
+    deadline = time.monotonic() + 30
+    while store.written < 50 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _limit_store_pages(store, full=True)  # the disk is full from here
+    for step in range(50, 3000):
+        mon.observe(step, loss=1.0)
+    while store.dropped < 2950 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _limit_store_pages(store, full=False)  # room again
+    mon.observe(3000, loss=1.0)
+    mon.close()
+    [info] = list_runs(tmp_path)
+    assert info.dropped == store.dropped >= 2950
+    with open_store(store.path) as reader:
+        events = [r.data for r in reader.records(kinds=["event"])]
+    reported = [e for e in events if e["event"] == "store_dropped"]
+    assert reported and reported[-1]["dropped"] >= 2950 and "full" in reported[-1]["error"]
+    assert f"{info.dropped} records not saved" in _diag("runs", str(tmp_path)).stdout
