@@ -288,16 +288,30 @@ class Stop(Controller):
 
 
 class Checkpoint(Controller):
-    """Save model and optimizer state dicts to the run folder; the path is in the ack."""
+    """Save model and optimizer state dicts to the run folder; the path is in the ack.
+
+    Writing a checkpoint is the one expensive command: a flood of them must not turn every
+    step into a ``torch.save``. So requests at the same step are coalesced (one file, every ack
+    pointing at it, marked ``coalesced``), new files have their own budget (``burst`` at once,
+    then one per ``every_s``; past it an error ack names the last file), and a file this run
+    did not write is never overwritten (the new one gets a ``-1``, ``-2`` … suffix)."""
 
     name = "checkpoint"
+
+    def __init__(self, every_s: float = 2.0, burst: int = 2) -> None:
+        self.every_s, self.burst = every_s, burst
+        self._tokens, self._refilled = float(burst), time.monotonic()
+        self._last: tuple[int, str] | None = None
 
     def apply(self, monitor: Monitor, args: dict[str, Any]) -> dict[str, Any]:
         if monitor.model is None:
             raise CommandError("checkpoint: no model was passed to observe()")
+        if self._last is not None and self._last[0] == monitor.step:
+            return {"path": self._last[1], "coalesced": True}
+        self._take_token()
         folder = Path(monitor.run_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"checkpoint-step{monitor.step}.pt"
+        path = _unused(folder / f"checkpoint-step{monitor.step}.pt")
         state = {"step": monitor.step, "model": monitor.model.state_dict()}
         if monitor.optimizer is not None:
             state["optimizer"] = monitor.optimizer.state_dict()
@@ -305,7 +319,29 @@ class Checkpoint(Controller):
             torch.save(state, path)
         except OSError as exc:
             raise CommandError(f"checkpoint: cannot write {path}: {exc.strerror}") from None
-        return {"path": str(path.resolve())}
+        self._last = (monitor.step, str(path.resolve()))
+        return {"path": self._last[1]}
+
+    def _take_token(self) -> None:
+        now = time.monotonic()
+        rate = 1.0 / self.every_s
+        self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        if self._tokens < 1.0:
+            last = f"; the last one is {self._last[1]}" if self._last else ""
+            raise CommandError(
+                f"checkpoint: busy: at most one new checkpoint every {self.every_s:g} s{last}"
+            )
+        self._tokens -= 1.0
+
+
+def _unused(path: Path) -> Path:
+    """``path``, or the first ``stem-N.pt`` beside it that does not exist yet."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
 
 
 def builtin_controllers() -> dict[str, Controller]:

@@ -597,3 +597,39 @@ def test_records_lost_to_a_full_disk_are_recorded_in_meta_events_and_diag_runs(t
     reported = [e for e in events if e["event"] == "store_dropped"]
     assert reported and reported[-1]["dropped"] >= 2950 and "full" in reported[-1]["error"]
     assert f"{info.dropped} records not saved" in _diag("runs", str(tmp_path)).stdout
+
+
+# -- item 5: checkpoint floods are coalesced and budgeted; no checkpoint overwrites another ---
+def test_a_checkpoint_flood_writes_one_file_per_step_within_its_budget(tmp_path):
+    from probes.control import Checkpoint
+    from probes.transport import InProcessTransport
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tr = InProcessTransport()
+    mon = Monitor("ckpt", transport=tr, probes=None, run_dir=str(tmp_path / "ckpt"))
+    mon.add_controller(Checkpoint(every_s=3600, burst=2))  # no refill within the test
+    (tmp_path / "ckpt").mkdir()
+    foreign = tmp_path / "ckpt" / "checkpoint-step0.pt"
+    foreign.write_bytes(b"an earlier run's checkpoint")
+    for step in range(3):
+        for peer in range(5):  # 5 peers × 40 at each step boundary
+            for i in range(40):
+                tr.submit({"id": f"{step}-{peer}-{i}", "cmd": "checkpoint"}, peer=bytes([peer]))
+        mon.observe(step, model=model, optimizer=opt, loss=1.0)
+    mon.close()
+    acks = [body for _, body in tr.replies]
+    paths_by_step = {}
+    for ack in acks:
+        if "path" in ack:
+            paths_by_step.setdefault(ack["applied_at_step"], set()).add(ack["path"])
+    assert {s: len(p) for s, p in paths_by_step.items()} == {0: 1, 1: 1}
+    assert paths_by_step[0] == {str((tmp_path / "ckpt" / "checkpoint-step0-1.pt").resolve())}
+    assert foreign.read_bytes() == b"an earlier run's checkpoint"
+    busy = [a for a in acks if "busy" in a.get("error", "")]
+    assert len(busy) == 200 and all("checkpoint-step1.pt" in a["error"] for a in busy)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "checkpoint-step0-1.pt",
+        "checkpoint-step0.pt",
+        "checkpoint-step1.pt",
+    ]
