@@ -78,6 +78,7 @@ identity, a fresh bucket) for every few commands. Under CURVE a peer is its key,
 cannot cycle, but the global budget holds there too."""
 READ_PAUSE_S = 0.05
 STORE_DROPS_EVERY_S = 5.0
+REJECTED_ACKS_EVERY_S = 1.0
 HEARTBEAT_S = 1.0
 IO_WAKE_MS = 40
 """The I/O thread wakes this often to drain the record queue (requests on the control socket
@@ -108,6 +109,8 @@ class TransportStats:
     """Control messages refused because all peers together sent over BYTES_PER_S."""
     reads_deferred: int = 0
     """Times the control socket went unread for a moment: over REQUESTS_PER_S (a flood)."""
+    acks_coalesced: int = 0
+    """Refusal acks sent to their peer but not published (one per reason per second is)."""
     auth_denied: int = 0
     send_errors: int = 0
     encode_errors: int = 0
@@ -370,6 +373,7 @@ class ZmqTransport(QueuedTransport):
         self._command_budget = RateLimiter(rate=COMMANDS_PER_S, burst=100, max_peers=1)
         self._reading_resumes_at = 0.0
         self._drops_reported = 0
+        self._rejections: dict[str, tuple[float, int]] = {}
         self._drops_report_after = 0.0
         self.store = store
         self._run = run
@@ -591,7 +595,7 @@ class ZmqTransport(QueuedTransport):
         refusal = self._refusal(identity, user_id)
         if refusal is not None:
             echo = {"id": echoable_id(request.get("id")), "cmd": echoable_cmd(request.get("cmd"))}
-            self._reply(identity, b"ack", {**echo, "error": refusal})
+            self._reject(identity, {**echo, "error": refusal})
             return
         try:
             command = parse_command(request, identity)
@@ -600,7 +604,27 @@ class ZmqTransport(QueuedTransport):
         except CommandError as err:
             self.stats.commands_rejected += 1
             echo = {"id": echoable_id(request.get("id")), "cmd": echoable_cmd(request.get("cmd"))}
-            self._reply(identity, b"ack", {**echo, "error": str(err)})
+            self._reject(identity, {**echo, "error": str(err)})
+
+    def _reject(self, identity: bytes, ack: dict[str, Any]) -> None:
+        """Answer a command the transport refused (bad shape, not allowed, rate limited) with
+        its error ack, and publish it like every ack, coalesced: at most one published refusal
+        per reason per REJECTED_ACKS_EVERY_S, carrying ``coalesced``, how many like it were
+        only counted (``acks_coalesced``) since the last one published."""
+        self._reply(identity, b"ack", ack)
+        reason = str(ack["error"]).split(":")[0][:40]
+        now = time.monotonic()
+        due, skipped = self._rejections.get(reason, (0.0, 0))
+        if now < due:
+            self._rejections[reason] = (due, skipped + 1)
+            self.stats.acks_coalesced += 1
+            return
+        self._rejections[reason] = (now + REJECTED_ACKS_EVERY_S, 0)
+        if len(self._rejections) > 64:  # reasons are ours, but keep the map bounded anyway
+            self._rejections.clear()
+        data = {**ack, "rejected": True, "coalesced": skipped}
+        step = int(self._status.get("step", 0))
+        self.send(Record(kind="ack", run=self._run, step=step, data=data))
 
     def _refusal(self, identity: bytes, user_id: str | None) -> str | None:
         """Why a command from this peer is not queued (None: it may be)."""

@@ -633,3 +633,21 @@ def test_a_checkpoint_flood_writes_one_file_per_step_within_its_budget(tmp_path)
         "checkpoint-step0.pt",
         "checkpoint-step1.pt",
     ]
+
+
+# -- item 11: refused commands' acks are published too, counted and coalesced ----------------
+def test_refused_command_acks_are_published_coalesced_and_counted(tmp_path):
+    loop = _Loop(tmp_path, "acks")
+    sock = loop.dealer()
+    for i in range(30):  # within the per-peer burst; a bad shape: refused by the transport
+        sock.send(msgpack.packb({"id": i, "cmd": "x" * 40}))
+    replies = loop.replies([sock], 30)
+    path = loop.close()
+    assert len(replies) == 30 and all("cmd must be at most" in b["error"] for _, b in replies)
+    with open_store(path) as reader:
+        published = [r.data for r in reader.records(kinds=["ack"])]
+    assert published and all(p["rejected"] and "cmd must be" in p["error"] for p in published)
+    stats = loop.mon.transport.stats
+    assert len(published) + stats.acks_coalesced == 30
+    assert sum(p["coalesced"] for p in published) <= stats.acks_coalesced
+    assert len(published) < 30
