@@ -651,3 +651,84 @@ def test_refused_command_acks_are_published_coalesced_and_counted(tmp_path):
     assert len(published) + stats.acks_coalesced == 30
     assert sum(p["coalesced"] for p in published) <= stats.acks_coalesced
     assert len(published) < 30
+
+
+# -- item 3: rank links follow the viewer sockets' rules --------------------------------------
+def test_rank_links_stay_on_loopback_for_a_single_node_job():
+    from probes.ranks import ranks_endpoints
+
+    env = {"MASTER_ADDR": "10.1.2.3", "MASTER_PORT": "29500", "WORLD_SIZE": "2"}
+    single = ranks_endpoints({**env, "LOCAL_WORLD_SIZE": "2"})
+    multi = ranks_endpoints({**env, "LOCAL_WORLD_SIZE": "1"})
+    assert single == ("tcp://127.0.0.1:29511", "tcp://127.0.0.1:29512")
+    assert multi == ("tcp://10.1.2.3:29511", "tcp://10.1.2.3:29512")
+
+
+def test_rank_links_refuse_a_public_bind_without_keys():
+    from probes.endpoints import free_port_pair
+    from probes.ranks import RankZeroTransport
+    from probes.security import InsecureBindError
+
+    port = free_port_pair()
+    public = (f"tcp://0.0.0.0:{port}", f"tcp://0.0.0.0:{port + 1}")
+    with pytest.raises(InsecureBindError, match="refusing to bind the rank links"):
+        RankZeroTransport(LOOPBACK, run="job", world_size=2, addresses=public)
+
+
+def test_rank_links_with_keys_admit_only_the_job_rank_key(tmp_path):
+    from probes.control import Command
+    from probes.endpoints import free_port_pair
+    from probes.ranks import RankForwarder, RankZeroTransport
+    from probes.security import ClientKeys, ServerKeys, create_keys, make_curve_client
+    from probes.store import RunStore
+    from probes.wire import encode
+
+    create_keys(tmp_path / "keys", "viewer")
+    keys = ServerKeys.load(tmp_path / "keys")
+    port = free_port_pair()
+    public = (f"tcp://0.0.0.0:{port}", f"tcp://0.0.0.0:{port + 1}")
+    reach = (f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}")
+    zero = RankZeroTransport(
+        LOOPBACK,
+        run="job",
+        world_size=2,
+        addresses=public,
+        keys=keys,
+        store=RunStore(tmp_path / "job.db"),
+    )
+    fwd = RankForwarder(run="job", rank=1, addresses=reach, keys=keys)
+    ctx = zmq.Context()
+    viewer = ClientKeys.from_folder(tmp_path / "keys", "viewer")
+    intruders = []
+    for curve in (None, viewer):  # no key at all, and a viewer's key (not the rank key)
+        push, sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.SUB)
+        for sock in (push, sub):
+            sock.setsockopt(zmq.LINGER, 0)
+            if curve is not None:
+                make_curve_client(sock, curve)
+        push.connect(reach[0])
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(reach[1])
+        forged = Record(kind="alert", run="job", step=0, rank=1, seq=99, data={"host": "attacker"})
+        push.send(encode(forged), zmq.NOBLOCK)
+        intruders.append(sub)
+    try:
+        fwd.send(Record(kind="event", run="job", step=1, data={"event": "legit"}))
+        deadline = time.monotonic() + 30
+        while zero.stats.forwarded < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        zero._commands.put(Command("c1", "lr_scale", {"factor": 0.5}, b"peer"))
+        zero.set_status(step=1)
+        zero.poll_commands()  # broadcast to the ranks
+        while fwd._received.empty() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not fwd._received.empty()  # the real rank got the command
+        assert not any(sub.poll(500) for sub in intruders)  # nobody else read it
+    finally:
+        fwd.close()
+        zero.close()
+        ctx.destroy(0)
+    with open_store(zero.store.path) as reader:
+        stored = list(reader.records())
+    assert any(r.data.get("event") == "legit" for r in stored)
+    assert not any(r.data.get("host") == "attacker" for r in stored)
