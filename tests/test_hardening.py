@@ -397,6 +397,7 @@ def _run_loop(tmp_path: Path, mode: str, steps: int, signum: int | None = None):
             proc.send_signal(signum)
             signum = None
     proc.wait(60)
+    proc.stderr_text = proc.stderr.read()
     with open_store(store) as reader:
         steps_stored = [r.step for r in reader.records(kinds=["metrics"])]
         return proc, printed[-1], reader.status(), steps_stored
@@ -412,6 +413,28 @@ def test_an_uncaught_exception_records_crashed_with_every_step(tmp_path):
     proc, last, status, stored = _run_loop(tmp_path, "raise", 300)
     assert proc.returncode == 1 and last == 50
     assert (status, stored) == ("crashed", list(range(51)))
+
+
+def _interrupt_repeatedly(tmp_path: Path, runs: int) -> None:
+    """SIGINT a running loop ``runs`` times: each must end by KeyboardInterrupt (-SIGINT),
+    never SIGABRT ("terminate called without an active exception": a thread or ZeroMQ context
+    torn down in the wrong order at exit), with its store closed as interrupted."""
+    for i in range(runs):
+        run_dir = tmp_path / str(i)
+        run_dir.mkdir()
+        proc, _, status, stored = _run_loop(run_dir, "signal", 10**6, signal.SIGINT)
+        assert proc.returncode == -signal.SIGINT, proc.stderr_text[-2000:]
+        assert "terminate called" not in proc.stderr_text
+        assert status == "interrupted" and stored == list(range(len(stored)))
+
+
+def test_interrupted_runs_exit_cleanly_again_and_again(tmp_path):
+    _interrupt_repeatedly(tmp_path, 2)
+
+
+@pytest.mark.slow
+def test_interrupted_runs_exit_cleanly_again_and_again_many_times(tmp_path):
+    _interrupt_repeatedly(tmp_path, 40)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
