@@ -200,7 +200,7 @@ class _History:
         if not self.items:
             return []
         first = self.items[0][0]
-        start = max(0, seq + 1 - first)
+        start = min(max(0, seq + 1 - first), len(self.items))
         evicted_meta = [payload for s, payload in self.meta if seq < s < first]
         return evicted_meta + [payload for _, payload in islice(self.items, start, None)]
 
@@ -707,7 +707,8 @@ def _snapshot_since(request: Any) -> int | None:
     if not isinstance(request, dict) or request.get("req") != "snapshot":
         return None
     since = request.get("since", -1)
-    return since if isinstance(since, int) and not isinstance(since, bool) else None
+    valid = isinstance(since, int) and not isinstance(since, bool) and -1 <= since < 2**63
+    return since if valid else None
 
 
 def _bind_hint(endpoint: Endpoint, exc: zmq.ZMQError) -> str:

@@ -755,3 +755,21 @@ def test_rank_links_with_keys_admit_only_the_job_rank_key(tmp_path):
         stored = list(reader.records())
     assert any(r.data.get("event") == "legit" for r in stored)
     assert not any(r.data.get("host") == "attacker" for r in stored)
+
+
+# -- found by bench/soak.py: a snapshot request past the last seq ----------------------------
+def test_snapshot_requests_with_huge_or_negative_since_are_answered_not_fatal(tmp_path):
+    from probes.transport import _History, classify_request
+
+    history = _History(limit=10)
+    for seq in range(5):
+        history.add(seq, b"p%d" % seq, False)
+    assert history.since(2**63 - 1) == [] and history.since(-1) == [b"p%d" % s for s in range(5)]
+    assert classify_request(msgpack.packb({"req": "snapshot", "since": 2**63}))[0] == "error"
+    assert classify_request(msgpack.packb({"req": "snapshot", "since": -5}))[0] == "error"
+    loop = _Loop(tmp_path, "snap")
+    sock = loop.dealer()
+    sock.send(msgpack.packb({"req": "snapshot", "since": 2**63 - 1}))
+    replies = loop.replies([sock], 1)
+    loop.close()
+    assert replies[0][0] == "end" and loop.mon.transport.stats.io_errors == 0
