@@ -3,8 +3,8 @@
 Run by hand (a few minutes): ``python bench/soak.py [--rounds 3] [--window 20]``; a quick look:
 ``--rounds 1 --window 5``. The training loop (a small MLP, a few ms a step, a Monitor with its
 store, default probes off so the step is mostly the loop's own) runs in this process; the
-attackers run in their own processes and are switched on and off together, so each round has a
-quiet window and an attacked window, interleaved so that drift in machine load hits both alike:
+attackers run in their own processes and are aimed all together, window by window, so that
+drift in machine load hits every kind of window alike:
 
 * fuzzer: random bytes, wrong-shaped msgpack, oversized ids/cmds/args, snapshot requests with
   nonsense, from a new socket every 20 messages (fresh identities);
@@ -13,7 +13,12 @@ quiet window and an attacked window, interleaved so that drift in machine load h
 * viewers: one subscriber that asks for a snapshot and reads, SIGKILLed and restarted every
   0.5–2 s, and one that subscribes and never reads (a frozen link).
 
-Reports the median and 95th-percentile step in each window kind and their ratio, the records
+Three window kinds per round, order rotated: ``quiet`` (attackers idle), ``attacked`` and
+``decoy``: the same attack aimed at a second, nearly idle run in another process. On a small
+machine the attackers' own CPU slows the loop whatever they target; attacked/decoy is what
+the attack costs the run itself, attacked/quiet what it costs in all.
+
+Reports the median and 95th-percentile step in each window kind and their ratios, the records
 lost (metrics records stored vs steps observed: 0 with a clean close), the training process's
 memory growth during the attacked windows (RSS), the run's counters and the checkpoint files.
 Prints figures only; asserts nothing.
@@ -76,36 +81,43 @@ def _junk(rng: random.Random) -> bytes:
     return msgpack.packb([rng.random(), {"cmd": [1, 2]}, None])
 
 
-def fuzzer(control: str, on, stop, ready, seed: int) -> None:
+def fuzzer(controls: list[str], target, stop, ready, seed: int) -> None:
+    """Hostile messages to ``controls[target.value]`` (-1: idle), a new socket every 20."""
     rng, ctx = random.Random(seed), zmq.Context()
-    sock = _dealer(ctx, control)
+    socks = [_dealer(ctx, c) for c in controls]
     ready.put(seed)
     sent = 0
     while not stop.is_set():
-        if not on.wait(0.1):
+        which = target.value
+        if which < 0:
+            time.sleep(0.05)
             continue
         try:
-            sock.send(_junk(rng), zmq.NOBLOCK)
+            socks[which].send(_junk(rng), zmq.NOBLOCK)
         except zmq.Again:
             time.sleep(0.005)
         sent += 1
         if sent % 20 == 0:  # a fresh identity: a fresh per-peer bucket
-            sock.close(0)
-            sock = _dealer(ctx, control)
-        _drain(sock)
-    sock.close(0)
+            socks[which].close(0)
+            socks[which] = _dealer(ctx, controls[which])
+        _drain(socks[which])
+    for sock in socks:
+        sock.close(0)
     ctx.term()
 
 
-def command_flood(control: str, on, stop, ready, seed: int, commands: tuple[str, ...]) -> None:
+def command_flood(controls: list[str], target, stop, ready, seed: int, commands: tuple) -> None:
+    """Valid commands from 3 sockets to ``controls[target.value]`` as fast as they go."""
     rng, ctx = random.Random(seed), zmq.Context()
-    socks = [_dealer(ctx, control) for _ in range(3)]
+    socks = [[_dealer(ctx, c) for _ in range(3)] for c in controls]
     ready.put(seed)
     n = 0
     while not stop.is_set():
-        if not on.wait(0.1):
+        which = target.value
+        if which < 0:
+            time.sleep(0.05)
             continue
-        for sock in socks:
+        for sock in socks[which]:
             cmd = rng.choice(commands)
             args = {"factor": rng.choice([1.0, 1e30, 2**64 - 1])} if cmd == "lr_scale" else {}
             with contextlib.suppress(zmq.Again):
@@ -113,9 +125,30 @@ def command_flood(control: str, on, stop, ready, seed: int, commands: tuple[str,
             n += 1
             _drain(sock)
         time.sleep(0.001)
-    for sock in socks:
-        sock.close(0)
+    for group in socks:
+        for sock in group:
+            sock.close(0)
     ctx.term()
+
+
+def decoy(stop, endpoints) -> None:
+    """A second run that only receives the attack (a tiny model observed every 5 ms): in the
+    decoy windows the attackers burn the same CPU, but aimed away from the measured run."""
+    import torch
+
+    from probes import Monitor
+
+    torch.set_num_threads(1)
+    model = torch.nn.Linear(4, 2)
+    folder = tempfile.mkdtemp(prefix="edgewatch-decoy-")
+    mon = Monitor("decoy", bind="tcp://127.0.0.1:0", probes=None, store=None, run_dir=folder)
+    endpoints.put((mon.endpoint, mon.transport.control_endpoint))
+    step = 0
+    while not stop.is_set():
+        mon.observe(step, model=model, loss=1.0)
+        step += 1
+        time.sleep(0.005)
+    mon.close()
 
 
 def viewer(endpoint: str, control: str) -> None:
@@ -188,19 +221,27 @@ def main() -> None:
         "step": 0,
     }
     mon = Monitor("soak", bind="tcp://127.0.0.1:0", probes=None, run_dir=str(folder / "soak"))
-    control = mon.transport.control_endpoint
     mp_ctx = mp.get_context("spawn")
-    on, stop, ready = mp_ctx.Event(), mp_ctx.Event(), mp_ctx.Queue()
+    stop, ready, decoy_at = mp_ctx.Event(), mp_ctx.Queue(), mp_ctx.Queue()
+    target = mp_ctx.Value("i", -1)
+    decoy_proc = mp_ctx.Process(target=decoy, args=(stop, decoy_at), daemon=True)
+    decoy_proc.start()
+    decoy_endpoint, decoy_control = decoy_at.get(timeout=300)
+    telemetry = [mon.endpoint, decoy_endpoint]
+    controls = [mon.transport.control_endpoint, decoy_control]
+    flood_commands = (*SAFE_COMMANDS, "lr_scale")
     attackers = [
-        mp_ctx.Process(target=fuzzer, args=(control, on, stop, ready, 1), daemon=True),
-        mp_ctx.Process(target=fuzzer, args=(control, on, stop, ready, 2), daemon=True),
+        mp_ctx.Process(target=fuzzer, args=(controls, target, stop, ready, 1), daemon=True),
+        mp_ctx.Process(target=fuzzer, args=(controls, target, stop, ready, 2), daemon=True),
         mp_ctx.Process(
             target=command_flood,
-            args=(control, on, stop, ready, 3, (*SAFE_COMMANDS, "lr_scale")),
+            args=(controls, target, stop, ready, 3, flood_commands),
             daemon=True,
         ),
         mp_ctx.Process(
-            target=command_flood, args=(control, on, stop, ready, 4, ("checkpoint",)), daemon=True
+            target=command_flood,
+            args=(controls, target, stop, ready, 4, ("checkpoint",)),
+            daemon=True,
         ),
         mp_ctx.Process(target=frozen_viewer, args=(mon.endpoint, stop, ready), daemon=True),
     ]
@@ -209,44 +250,55 @@ def main() -> None:
     for _ in attackers:  # every attacker connected before the first window
         ready.get(timeout=120)
     train(mon, 2.0, state)  # warm-up, not counted
-    quiet, attacked, rss = [], [], []
+    times: dict[str, list[float]] = {"quiet": [], "decoy": [], "attacked": []}
+    rss = []
     viewers_killed = 0
-    for _ in range(args.rounds):
-        quiet += train(mon, args.window, state)
-        on.set()
-        rss.append(rss_mb())
-        end = time.monotonic() + args.window
-        while time.monotonic() < end:  # viewer churn between training slices
-            view = mp_ctx.Process(target=viewer, args=(mon.endpoint, control), daemon=True)
-            view.start()
-            attacked += train(mon, random.uniform(0.5, 2.0), state)
-            os.kill(view.pid, signal.SIGKILL)
-            view.join()
-            viewers_killed += 1
-        rss.append(rss_mb())
-        on.clear()
+    for round_ in range(args.rounds):
+        kinds = ["quiet", "decoy", "attacked"]
+        for kind in kinds[round_ % 3 :] + kinds[: round_ % 3]:  # rotate the order
+            which = {"quiet": -1, "attacked": 0, "decoy": 1}[kind]
+            target.value = which
+            if which < 0:
+                times[kind] += train(mon, args.window, state)
+                continue
+            if kind == "attacked":
+                rss.append(rss_mb())
+            end = time.monotonic() + args.window
+            while time.monotonic() < end:  # viewer churn between training slices
+                view = mp_ctx.Process(
+                    target=viewer, args=(telemetry[which], controls[which]), daemon=True
+                )
+                view.start()
+                times[kind] += train(mon, random.uniform(0.5, 2.0), state)
+                os.kill(view.pid, signal.SIGKILL)
+                view.join()
+                viewers_killed += kind == "attacked"
+            if kind == "attacked":
+                rss.append(rss_mb())
+        target.value = -1
     stop.set()
-    on.set()
-    for proc in attackers:
+    for proc in [*attackers, decoy_proc]:
         proc.join(10)
     observed = state["step"]
     mon.close()
     with open_store(mon.transport.store.path) as reader:
         stored = reader.count(["metrics"])
         status = reader.status()
-    report(quiet, attacked, observed, stored, status, rss, viewers_killed, mon, folder)
+    report(times, observed, stored, status, rss, viewers_killed, mon, folder)
 
 
 def _p95(values: list[float]) -> float:
     return sorted(values)[int(0.95 * (len(values) - 1))]
 
 
-def report(quiet, attacked, observed, stored, status, rss, killed, mon, folder) -> None:
-    q, a = statistics.median(quiet), statistics.median(attacked)
-    print(f"steps: {observed} ({len(quiet)} quiet, {len(attacked)} attacked)")
-    print(f"median step: quiet {q * 1e3:.2f} ms, attacked {a * 1e3:.2f} ms, ratio {a / q:.2f}×")
-    qp, ap = _p95(quiet), _p95(attacked)
-    print(f"p95 step:    quiet {qp * 1e3:.2f} ms, attacked {ap * 1e3:.2f} ms, ratio {ap / qp:.2f}×")
+def report(times, observed, stored, status, rss, killed, mon, folder) -> None:
+    print(f"steps: {observed} (" + ", ".join(f"{len(v)} {k}" for k, v in times.items()) + ")")
+    for label, pick in (("median", statistics.median), ("p95", _p95)):
+        q, d, a = (pick(times[k]) for k in ("quiet", "decoy", "attacked"))
+        print(
+            f"{label} step: quiet {q * 1e3:.2f} ms, decoy {d * 1e3:.2f} ms, attacked "
+            f"{a * 1e3:.2f} ms; attacked/quiet {a / q:.2f}×, attacked/decoy {a / d:.2f}×"
+        )
     print(f"records lost: {observed - stored} (metrics stored {stored} of {observed}; {status})")
     growth = [rss[i + 1] - rss[i] for i in range(0, len(rss), 2)]
     print(
@@ -256,10 +308,10 @@ def report(quiet, attacked, observed, stored, status, rss, killed, mon, folder) 
     )
     stats = mon.transport.stats.as_map()
     shown = {k: v for k, v in stats.items() if v}
-    print(f"viewers SIGKILLed: {killed}; monitor errors: {mon.errors}")
+    print(f"viewers SIGKILLed (attacked windows): {killed}; monitor errors: {mon.errors}")
     print(f"transport: {shown}")
     files = sorted(p.name for p in (folder / "soak").glob("*.pt"))
-    print(f"checkpoints written: {len(files)} ({files[0] if files else '-'} … )")
+    print(f"checkpoints written: {len(files)}")
 
 
 if __name__ == "__main__":
