@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -202,6 +203,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--window", type=float, default=20.0, help="seconds per window")
+    parser.add_argument(
+        "--trace", action="store_true", help="tracemalloc: where Python memory grew (slower)"
+    )
     args = parser.parse_args()
     import torch
 
@@ -250,6 +254,9 @@ def main() -> None:
     for _ in attackers:  # every attacker connected before the first window
         ready.get(timeout=120)
     train(mon, 2.0, state)  # warm-up, not counted
+    if args.trace:
+        tracemalloc.start(8)
+        traced = tracemalloc.take_snapshot()
     times: dict[str, list[float]] = {"quiet": [], "decoy": [], "attacked": []}
     rss = []
     viewers_killed = 0
@@ -279,6 +286,13 @@ def main() -> None:
     stop.set()
     for proc in [*attackers, decoy_proc]:
         proc.join(10)
+    if args.trace:
+        growth = tracemalloc.take_snapshot().compare_to(traced, "traceback")
+        print("Python memory growth since the warm-up, largest first:")
+        for stat in growth[:6]:
+            frames = reversed(stat.traceback[-4:])  # the allocating line first
+            where = " ← ".join(f"{f.filename.split('/')[-1]}:{f.lineno}" for f in frames)
+            print(f"  {stat.size_diff / 2**20:+.2f} MB in {stat.count_diff:+d} blocks at {where}")
     observed = state["step"]
     mon.close()
     with open_store(mon.transport.store.path) as reader:
