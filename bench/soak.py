@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,22 +83,25 @@ def _junk(rng: random.Random) -> bytes:
     return msgpack.packb([rng.random(), {"cmd": [1, 2]}, None])
 
 
+def _aimed(target, stop) -> Iterator[int]:
+    """The index of the run to attack now (``target.value``), until ``stop``; idles at -1."""
+    while not stop.is_set():
+        if target.value < 0:
+            time.sleep(0.05)
+            continue
+        yield target.value
+
+
 def fuzzer(controls: list[str], target, stop, ready, seed: int) -> None:
     """Hostile messages to ``controls[target.value]`` (-1: idle), a new socket every 20."""
     rng, ctx = random.Random(seed), zmq.Context()
     socks = [_dealer(ctx, c) for c in controls]
     ready.put(seed)
-    sent = 0
-    while not stop.is_set():
-        which = target.value
-        if which < 0:
-            time.sleep(0.05)
-            continue
+    for sent, which in enumerate(_aimed(target, stop), start=1):
         try:
             socks[which].send(_junk(rng), zmq.NOBLOCK)
         except zmq.Again:
             time.sleep(0.005)
-        sent += 1
         if sent % 20 == 0:  # a fresh identity: a fresh per-peer bucket
             socks[which].close(0)
             socks[which] = _dealer(ctx, controls[which])
@@ -113,11 +117,7 @@ def command_flood(controls: list[str], target, stop, ready, seed: int, commands:
     socks = [[_dealer(ctx, c) for _ in range(3)] for c in controls]
     ready.put(seed)
     n = 0
-    while not stop.is_set():
-        which = target.value
-        if which < 0:
-            time.sleep(0.05)
-            continue
+    for which in _aimed(target, stop):
         for sock in socks[which]:
             cmd = rng.choice(commands)
             args = {"factor": rng.choice([1.0, 1e30, 2**64 - 1])} if cmd == "lr_scale" else {}
