@@ -409,7 +409,8 @@ class RankZeroTransport(ZmqTransport):
             self._remember(rank, record, payload)
             if self.store is not None:
                 self.store.append(record, payload)
-                self.store.maybe_flush()
+                if self.store.flush_due():
+                    self.store.maybe_flush()
         self._publish(payload)
         self.stats.forwarded += 1
 

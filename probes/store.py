@@ -375,14 +375,17 @@ class RunStore:
             self.dropped += 1
             log.debug("record could not be buffered", exc_info=True)
 
+    def flush_due(self, now: float | None = None) -> bool:
+        """``flush_interval`` has passed (with something to write) or ``batch`` records wait:
+        cheap enough to ask after every record."""
+        now = time.monotonic() if now is None else now
+        return len(self._buf) >= self.batch or (
+            now - self._last_flush >= self.flush_interval and bool(self._buf or self._meta)
+        )
+
     def maybe_flush(self, now: float | None = None) -> int:
         """Flush if ``flush_interval`` has passed or ``batch`` records are waiting."""
-        now = time.monotonic() if now is None else now
-        if len(self._buf) >= self.batch or (
-            now - self._last_flush >= self.flush_interval and (self._buf or self._meta)
-        ):
-            return self.flush()
-        return 0
+        return self.flush() if self.flush_due(now) else 0
 
     def flush(self) -> int:
         """Write the buffer in one transaction; returns how many records were written."""

@@ -525,7 +525,8 @@ class ZmqTransport(QueuedTransport):
             self._publish(payload)
             if self.store is not None:
                 self.store.append(record, payload)
-                self.store.maybe_flush()  # on time even when a long drain holds this thread
+                if self.store.flush_due():  # on time even when a long drain holds this thread
+                    self.store.maybe_flush()
             sent = True
         return sent
 
