@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -64,8 +65,27 @@ def close_all(status: str) -> None:
             close(owner, status)
 
 
+EXIT_JOIN_S = 20.0
+"""How long exit waits, in all, for edgewatch's threads to finish after they were told to
+stop. ``close`` itself waits 2 s; on a loaded machine a final flush can take longer, and a
+thread still holding its sockets when Python's garbage collector terminates the ZeroMQ context
+makes that wait forever (seen: a hang at exit) or abort."""
+
+
+IO_THREADS = ("edgewatch-io", "edgewatch-rank")
+"""The transports' I/O threads (stopped by close_all); other threads are not waited for."""
+
+
+def _join_threads(seconds: float = EXIT_JOIN_S) -> None:
+    deadline = time.monotonic() + seconds
+    for thread in threading.enumerate():
+        if thread.name.startswith(IO_THREADS) and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
 def _at_exit() -> None:
     close_all(_exit_status)
+    _join_threads()
 
 
 def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
@@ -77,6 +97,7 @@ def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> N
 def _on_sigterm(signum: int, frame: Any) -> None:
     """Flush and finalise as ``interrupted``, then die of SIGTERM as the sender expects."""
     close_all("interrupted")
+    _join_threads()
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 

@@ -773,3 +773,31 @@ def test_snapshot_requests_with_huge_or_negative_since_are_answered_not_fatal(tm
     replies = loop.replies([sock], 1)
     loop.close()
     assert replies[0][0] == "end" and loop.mon.transport.stats.io_errors == 0
+
+
+_SLOW_EXIT_SCRIPT = """
+import sys, time
+from probes.monitor import Monitor
+from probes.wire import Record
+mon = Monitor("slow", bind="tcp://127.0.0.1:0", store=sys.argv[1], probes=None)
+mon.observe(0, loss=1.0)
+def slow():  # a final record whose finishing outlasts close()'s 2 s join (a loaded machine)
+    time.sleep(3)
+    return Record(kind="event", run="slow", step=1, data={"event": "late"})
+mon.transport.send(slow)
+# no close(): exit must still wait for the I/O thread to flush and close its sockets
+"""
+
+
+def test_exit_waits_for_an_io_thread_slower_than_close(tmp_path):
+    script = tmp_path / "slow.py"
+    script.write_text(_SLOW_EXIT_SCRIPT)
+    store = tmp_path / "slow.db"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(store)], env=env, capture_output=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open_store(store) as reader:
+        events = [r.data["event"] for r in reader.records(kinds=["event"])]
+        assert reader.status() == "finished" and "late" in events
