@@ -761,6 +761,8 @@ def runs(
         steps = "—" if last is None else f"{first}–{last}"
         style = {"finished": "green", "crashed": "red", "running": "yellow"}.get(info.status)
         status = f"[{style}]{info.status}[/]" if style else info.status
+        if info.dropped:
+            status += f" [red]({info.dropped} records not saved)[/]"
         table.add_row(str(info.run), started, steps, status, str(info.path))
     console.print(table)
 

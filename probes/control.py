@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import msgpack
 import torch
 
 if TYPE_CHECKING:
@@ -29,7 +30,19 @@ if TYPE_CHECKING:
     from probes.monitor import Monitor
 
 ArgSpec = dict[str, type]
+Bounds = dict[str, tuple[float, float]]
 MAX_COMMAND_BYTES = 64 * 1024
+MAX_ID_BYTES = 64
+MAX_CMD_BYTES = 32
+MAX_ARGS_BYTES = 2048
+"""Caps on the fields an ack echoes (and every ack is stored): a command over any of them is
+refused, so no peer can make the run's acks, store or memory grow by sending large fields."""
+MAX_INT_ARG = 2**63 - 1
+"""Integer arguments of any controller must fit an int64 (what every consumer can hold)."""
+LR_RANGE = (1e-12, 1e3)
+"""``lr_scale`` refuses a factor that would take any group's learning rate outside this range:
+past it ``optimizer.step()`` overflows (a learning rate of 1e28 raised inside the user's step)
+or the rate underflows to 0, from which no factor brings it back."""
 
 
 class CommandError(ValueError):
@@ -52,15 +65,43 @@ def parse_command(obj: Any, peer: bytes = b"") -> Command:
     cid = obj.get("id")
     if isinstance(cid, bool) or not isinstance(cid, (str, int)):
         raise CommandError("id must be a string or an integer")
+    if echoable_id(cid) is None:
+        raise CommandError(f"id must be at most {MAX_ID_BYTES} bytes (or an int64)")
     cmd = obj.get("cmd")
     if not isinstance(cmd, str) or not cmd:
         raise CommandError("cmd must be a non-empty string")
+    if len(cmd.encode("utf-8", "replace")) > MAX_CMD_BYTES:
+        raise CommandError(f"cmd must be at most {MAX_CMD_BYTES} bytes")
     args = obj.get("args", {})
     if args is None:
         args = {}
     if not isinstance(args, Mapping) or not all(isinstance(k, str) for k in args):
         raise CommandError("args must be a map with string keys")
+    if _packed_size(args) > MAX_ARGS_BYTES:
+        raise CommandError(f"args must be at most {MAX_ARGS_BYTES} bytes as msgpack")
     return Command(cid, cmd, dict(args), peer)
+
+
+def echoable_id(cid: Any) -> str | int | None:
+    """A command id as an error ack may echo it: a string of at most ``MAX_ID_BYTES`` bytes
+    or an int64; anything else (a peer's structure, a huge field) is echoed as None."""
+    if isinstance(cid, str) and len(cid.encode("utf-8", "replace")) <= MAX_ID_BYTES:
+        return cid
+    if isinstance(cid, int) and not isinstance(cid, bool) and abs(cid) <= MAX_INT_ARG:
+        return cid
+    return None
+
+
+def echoable_cmd(cmd: Any) -> str | None:
+    """A command name as an error ack may echo it: a string, cut to ``MAX_CMD_BYTES``."""
+    return cmd[:MAX_CMD_BYTES] if isinstance(cmd, str) else None
+
+
+def _packed_size(args: Mapping[str, Any]) -> int:
+    try:
+        return len(msgpack.packb(dict(args), use_bin_type=True))
+    except (TypeError, ValueError, OverflowError):
+        return MAX_ARGS_BYTES + 1  # not msgpack-able: cannot be echoed, refuse it
 
 
 def check_args(name: str, spec: ArgSpec, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,15 +123,32 @@ def check_args(name: str, spec: ArgSpec, args: Mapping[str, Any]) -> dict[str, A
     return out
 
 
+def check_bounds(name: str, bounds: Bounds, args: Mapping[str, Any]) -> None:
+    """Refuse numeric arguments outside the controller's documented range (inclusive), and
+    integers beyond int64 for every controller: a valid command must not be able to push the
+    run into a state that raises later, inside the user's own code."""
+    for key, value in args.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, int) and abs(value) > MAX_INT_ARG:
+            raise CommandError(f"{name}: {key} must fit in a 64-bit integer")
+        if key in bounds:
+            low, high = bounds[key]
+            if not low <= value <= high:
+                raise CommandError(f"{name}: {key} must be in [{low:g}, {high:g}], got {value:g}")
+
+
 class Controller:
     """A named action on the run. Subclass it, or use ``Monitor.controller`` as a decorator.
 
-    ``args`` is the argument schema (name → bool/float/int/str). ``apply`` runs on the training
-    thread at a step boundary and returns extra fields for the ack (e.g. the new state).
+    ``args`` is the argument schema (name → bool/float/int/str), ``bounds`` the inclusive range
+    of each numeric argument (checked before ``apply``; refused with an error ack). ``apply``
+    runs on the training thread at a step boundary and returns extra fields for the ack.
     """
 
     name: ClassVar[str]
     args: ClassVar[ArgSpec] = {}
+    bounds: ClassVar[Bounds] = {}
 
     def apply(self, monitor: Monitor, args: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -152,6 +210,7 @@ class SpectralClipToggle(Toggle):
 
     name = "spectral_clip"
     args: ClassVar[ArgSpec] = {"on": bool, "c": float}
+    bounds: ClassVar[Bounds] = {"c": (1e-6, 1e6)}
 
     def __init__(self, c: float = 1.0) -> None:
         super().__init__()
@@ -166,21 +225,37 @@ class SpectralClipToggle(Toggle):
 
 
 class LrScale(Controller):
-    """Multiply every param group's learning rate by ``factor`` (also: inject an LR spike)."""
+    """Multiply every param group's learning rate by ``factor`` in [1e-6, 1e6] (also: inject
+    an LR spike). All groups or none: a factor that would take any group's rate outside
+    ``LR_RANGE`` is refused and nothing changes."""
 
     name = "lr_scale"
     args: ClassVar[ArgSpec] = {"factor": float}
+    bounds: ClassVar[Bounds] = {"factor": (1e-6, 1e6)}
 
     def apply(self, monitor: Monitor, args: dict[str, Any]) -> dict[str, Any]:
         factor = args.get("factor")
-        if factor is None or factor <= 0:
-            raise CommandError("lr_scale: factor must be a positive number")
+        if factor is None:
+            raise CommandError("lr_scale: factor is required")
         optimizer = monitor.optimizer
         if optimizer is None:
             raise CommandError("lr_scale: no optimizer was passed to observe()")
-        for group in optimizer.param_groups:
-            group["lr"] = group["lr"] * factor
-        return {"lr": [g["lr"] for g in optimizer.param_groups]}
+        scaled = [_scaled_lr(group["lr"], factor) for group in optimizer.param_groups]
+        for group, lr in zip(optimizer.param_groups, scaled, strict=True):
+            group["lr"] = lr
+        return {"lr": [float(g["lr"]) for g in optimizer.param_groups]}
+
+
+def _scaled_lr(lr: Any, factor: float) -> Any:
+    """``lr × factor`` (a float, or a tensor kept a tensor), refused outside ``LR_RANGE``."""
+    new = lr * factor
+    value = float(new)
+    low, high = LR_RANGE
+    if not (math.isfinite(value) and low <= value <= high):
+        raise CommandError(
+            f"lr_scale: the learning rate would become {value:g}, outside [{low:g}, {high:g}]"
+        )
+    return new
 
 
 class Pause(Controller):
@@ -213,16 +288,30 @@ class Stop(Controller):
 
 
 class Checkpoint(Controller):
-    """Save model and optimizer state dicts to the run folder; the path is in the ack."""
+    """Save model and optimizer state dicts to the run folder; the path is in the ack.
+
+    Writing a checkpoint is the one expensive command: a flood of them must not turn every
+    step into a ``torch.save``. So requests at the same step are coalesced (one file, every ack
+    pointing at it, marked ``coalesced``), new files have their own budget (``burst`` at once,
+    then one per ``every_s``; past it an error ack names the last file), and a file this run
+    did not write is never overwritten (the new one gets a ``-1``, ``-2`` … suffix)."""
 
     name = "checkpoint"
+
+    def __init__(self, every_s: float = 2.0, burst: int = 2) -> None:
+        self.every_s, self.burst = every_s, burst
+        self._tokens, self._refilled = float(burst), time.monotonic()
+        self._last: tuple[int, str] | None = None
 
     def apply(self, monitor: Monitor, args: dict[str, Any]) -> dict[str, Any]:
         if monitor.model is None:
             raise CommandError("checkpoint: no model was passed to observe()")
+        if self._last is not None and self._last[0] == monitor.step:
+            return {"path": self._last[1], "coalesced": True}
+        self._take_token()
         folder = Path(monitor.run_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"checkpoint-step{monitor.step}.pt"
+        path = _unused(folder / f"checkpoint-step{monitor.step}.pt")
         state = {"step": monitor.step, "model": monitor.model.state_dict()}
         if monitor.optimizer is not None:
             state["optimizer"] = monitor.optimizer.state_dict()
@@ -230,7 +319,29 @@ class Checkpoint(Controller):
             torch.save(state, path)
         except OSError as exc:
             raise CommandError(f"checkpoint: cannot write {path}: {exc.strerror}") from None
-        return {"path": str(path.resolve())}
+        self._last = (monitor.step, str(path.resolve()))
+        return {"path": self._last[1]}
+
+    def _take_token(self) -> None:
+        now = time.monotonic()
+        rate = 1.0 / self.every_s
+        self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        if self._tokens < 1.0:
+            last = f"; the last one is {self._last[1]}" if self._last else ""
+            raise CommandError(
+                f"checkpoint: busy: at most one new checkpoint every {self.every_s:g} s{last}"
+            )
+        self._tokens -= 1.0
+
+
+def _unused(path: Path) -> Path:
+    """``path``, or the first ``stem-N.pt`` beside it that does not exist yet."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
 
 
 def builtin_controllers() -> dict[str, Controller]:

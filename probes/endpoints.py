@@ -66,7 +66,36 @@ def parse_endpoint(text: str) -> Endpoint:
     port = int(match["port"])
     if port > 65534:
         raise EndpointError(f"{text!r}: port must be 0..65534 (the control socket uses port + 1)")
+    problem = _host_problem(match["host"])
+    if problem:
+        raise EndpointError(f"{text!r}: bad address: {problem}")
     return Endpoint("tcp", host=match["host"], port=port)
+
+
+_IPV4_LIKE = re.compile(r"^[0-9.]+$")
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _host_problem(host: str) -> str | None:
+    """Why ``host`` cannot be an address (None if it can): checked here, without a lookup, so
+    ``tcp://256.1.1.1:5555`` is a bad address at once, not a run that never answers."""
+    if host == "*":  # ZeroMQ's bind-to-all
+        return None
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return f"{host} is not an IPv6 address"
+        return None
+    if _IPV4_LIKE.match(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"{host} is not an IPv4 address (four numbers 0–255)"
+        return None
+    if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in host.split(".")):
+        return f"{host!r} is not a host name"
+    return None
 
 
 def free_port_pair(host: str = "127.0.0.1", attempts: int = 200) -> int:

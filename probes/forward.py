@@ -340,6 +340,12 @@ class ForwardingStore(RunStore):
             self.uploader.pump()
         return written
 
+    def discard(self) -> None:
+        """A run refused before it started: no upload, no store, no uploader sockets left."""
+        self.uploader.close()
+        self.uploader._ctx.term()
+        super().discard()
+
     def close(self, status: str = "finished") -> None:
         already = self.closed
         super().close(status)

@@ -25,8 +25,10 @@ from typing import Any
 
 import torch
 
+from probes import lifecycle
 from probes.alerts import AlertTracker
 from probes.builtin import DEFAULT_PROBES
+from probes.coerce import CoercionError, coerce_step, coerce_value, plain
 from probes.control import (
     Command,
     CommandError,
@@ -34,6 +36,7 @@ from probes.control import (
     FunctionController,
     builtin_controllers,
     check_args,
+    check_bounds,
     scale_step_to_radius_,
 )
 from probes.diagnostics import ProbeUnsupported
@@ -130,29 +133,13 @@ class Monitor:
         self.every = every
         self.rank_info = detect_rank()
         self.rank, self.world_size = self.rank_info.rank, self.rank_info.world_size
-        if transport is None and self.rank_info.distributed:  # torchrun: rank 0 hosts the job
-            transport = rank_transport(
-                self.rank_info,
-                run=self.run,
-                bind=bind or DEFAULT_ENDPOINT,
-                history=history,
-                auto_port=bind is None,
-                open_store=lambda: _open_store(store, self.run, uploads),
-                keys=resolve_server_keys(keys),
-                insecure=insecure,
-            )
-        self.transport: Transport = transport or ZmqTransport(
-            bind or DEFAULT_ENDPOINT,
-            run=self.run,
-            history=history,
-            auto_port=bind is None,
-            store=_open_store(store, self.run, uploads),
-            keys=resolve_server_keys(keys),
-            insecure=insecure,
+        self.transport: Transport = transport or self._own_transport(
+            bind, history, store, keys, insecure, uploads
         )
         self.endpoint = self.transport.endpoint
         self.config = dict(config or {})
         self.errors = 0
+        self._error_kinds: set[str] = set()
         self._track_updates = track_updates
         self._tracker: NormTracker | None = None
         self._model_id: int | None = None
@@ -180,6 +167,50 @@ class Monitor:
         self._control_scalars: dict[str, float] = {}
         self._publish("meta", 0, self._base_meta())
         self._publish("event", 0, {"event": "start"})
+        self._exit_token = lifecycle.register(self, Monitor.close)
+
+    def _own_transport(
+        self,
+        bind: str | None,
+        history: int,
+        store: str | os.PathLike[str] | None,
+        keys: ServerKeys | str | os.PathLike[str] | None,
+        insecure: bool,
+        uploads: UploadTarget | None,
+    ) -> Transport:
+        """The ZeroMQ transport (rank 0's or a forwarder under torchrun) and its store. A run
+        refused before it starts (a public bind without keys, a busy port, bad keys) leaves
+        no store behind: the store opened for it is deleted."""
+        check_store_spec(store)
+        opened: list[RunStore] = []
+
+        def open_run_store() -> RunStore | None:
+            run_store = _open_store(store, self.run, uploads)
+            if run_store is not None:
+                opened.append(run_store)
+            return run_store
+
+        server_keys = resolve_server_keys(keys)
+        common = {
+            "run": self.run,
+            "history": history,
+            "auto_port": bind is None,
+            "keys": server_keys,
+            "insecure": insecure,
+        }
+        try:
+            if self.rank_info.distributed:  # torchrun: rank 0 hosts the job
+                return rank_transport(
+                    self.rank_info,
+                    bind=bind or DEFAULT_ENDPOINT,
+                    open_store=open_run_store,
+                    **common,
+                )
+            return ZmqTransport(bind or DEFAULT_ENDPOINT, store=open_run_store(), **common)
+        except BaseException:
+            for run_store in opened:
+                run_store.discard()
+            raise
 
     # -- public API ------------------------------------------------------------------------
     def observe(
@@ -204,6 +235,12 @@ class Monitor:
         Never raises: failures are counted in ``errors`` and logged once.
         """
         started = time.perf_counter()
+        try:
+            step = coerce_step(step)
+            values = _coerced_values({"loss": loss, **extra})
+        except CoercionError as err:
+            self._count_error("observe() got a value it cannot publish; step not recorded", err)
+            return
         if model is not self._given_model:  # unwrapped once per model object (DDP's
             self._given_model, self._inner_model = model, unwrap_ddp(model)  # is an ABC check)
         model = self._inner_model  # probes' extra forwards must not touch DDP's reducer
@@ -213,14 +250,22 @@ class Monitor:
         try:
             self._remember(ctx)
             self._apply_commands()
-            self._observe(ctx, loss, batch_size, extra)
+            self._observe(ctx, values, batch_size)
             self._steer_gradients()
-        except Exception:
-            self.errors += 1
-            if self.errors == 1:
-                log.warning("edgewatch: observe() failed; training continues", exc_info=True)
+        except Exception as err:
+            self._count_error("observe() failed; training continues", err)
         self._monitor_seconds = time.perf_counter() - started
         self._wait_while_paused()
+
+    def _count_error(self, what: str, err: BaseException) -> None:
+        """Count a failure in ``errors``; log the first one with its traceback, then one line
+        per kind of failure (never a log line per step)."""
+        self.errors += 1
+        kind = type(err).__name__
+        if kind in self._error_kinds:
+            return
+        self._error_kinds.add(kind)
+        log.warning("edgewatch: %s: %s", what, err, exc_info=self.errors == 1)
 
     # -- steering ----------------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -274,6 +319,7 @@ class Monitor:
                 known = ", ".join(sorted(self.controllers))
                 raise CommandError(f"this run has no controller {command.cmd!r}; it has: {known}")
             args = check_args(command.cmd, dict(controller.args), command.args)
+            check_bounds(command.cmd, getattr(controller, "bounds", {}), args)
             ack.update(controller.apply(self, args), applied_at_step=self.step)
         except CommandError as err:
             ack["error"] = str(err)
@@ -308,10 +354,15 @@ class Monitor:
 
     @torch.no_grad()
     def _before_optimizer_step(self, *_: Any) -> None:
-        if self.model is not None and self._step_controllers_on():
-            self._before_step = [
-                p.detach().clone() for p in self.model.parameters() if p.requires_grad
-            ]
+        """Runs inside the user's ``opt.step()``: must never raise there."""
+        try:
+            if self.model is not None and self._step_controllers_on():
+                self._before_step = [
+                    p.detach().clone() for p in self.model.parameters() if p.requires_grad
+                ]
+        except Exception as err:  # e.g. out of memory for the copy: the step goes unsteered
+            self._before_step = None
+            self._count_error("step controller could not copy the parameters", err)
 
     @torch.no_grad()
     def _after_optimizer_step(self, *_: Any) -> None:
@@ -320,9 +371,8 @@ class Monitor:
             return
         try:
             self._clip_and_scale_step(previous)
-        except Exception:
-            self.errors += 1
-            log.warning("edgewatch: step controller failed; step left as taken", exc_info=True)
+        except Exception as err:
+            self._count_error("step controller failed; step left as taken", err)
 
     def _clip_and_scale_step(self, previous: list[torch.Tensor]) -> None:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -338,17 +388,20 @@ class Monitor:
 
     def event(self, name: str, **data: Any) -> None:
         """Publish an event record (shown in the UI's event log and kept in replays)."""
-        self._publish("event", self.step, {"event": name, **data})
+        self._publish("event", self.step, plain({**data, "event": name}))
 
     def summary(self, **headline: Any) -> None:
         """Publish the run's headline numbers (shown at the end, kept with the run)."""
         self.event("summary", **headline)
 
     def close(self, status: str = "finished") -> None:
-        """Flush and stop publishing. ``status`` is ``finished`` or ``crashed``."""
+        """Flush and stop publishing. ``status`` is ``finished``, ``stopped``, ``interrupted``
+        or ``crashed``. A Monitor left open is closed at interpreter exit or on SIGTERM
+        (:mod:`probes.lifecycle`), with the status of what ended the process."""
         if self._closed:
             return
         self._closed = True
+        lifecycle.unregister(self._exit_token)
         self._publish("event", self.step, {"event": status})
         self.transport.set_status(state=status, final_state=status, step=self.step)
         self.transport.close()
@@ -359,15 +412,18 @@ class Monitor:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        self.close("finished" if exc_type is None or exc_type is KeyboardInterrupt else "crashed")
+        if exc_type is None:
+            self.close("finished")
+        else:
+            interrupted = issubclass(exc_type, KeyboardInterrupt)
+            self.close("interrupted" if interrupted else "crashed")
 
     # -- internals -------------------------------------------------------------------------
     def _observe(
         self,
         ctx: StepContext,
-        loss: torch.Tensor | float | None,
+        values: Mapping[str, float | torch.Tensor],
         batch_size: int | None,
-        extra: Mapping[str, float | torch.Tensor],
     ) -> None:
         now = time.perf_counter()
         step_time = now - self._last_observe if self._last_observe is not None else math.nan
@@ -411,7 +467,7 @@ class Monitor:
             "steps_per_s": 1.0 / step_time if step_time > 0 else math.nan,
             "overhead_pct": 100 * self.scheduler.overhead,
         }
-        device = {name: _detached(v) for name, v in {"loss": loss, **extra}.items()}
+        device = dict(values)
         device.update(self._control_scalars)
         self.transport.send(
             _MetricsThunk(self.run, ctx.step, ctx.layers, host, device, norms, probed, self._alerts)
@@ -484,7 +540,7 @@ class Monitor:
             "pid": os.getpid(),
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "config": _plain(self.config),
+            "config": plain(self.config),
             "started": time.time(),
             "endpoint": self.endpoint,
             "rank": self.rank,
@@ -564,6 +620,18 @@ def runs_folder() -> str:
     return os.environ.get("EDGEWATCH_RUNS", "runs")
 
 
+def check_store_spec(spec: str | os.PathLike[str] | None) -> None:
+    """Refuse a ``store=`` that names no file, in one line (``Path("")`` is ``.``)."""
+    if spec is None or spec == "auto":
+        return
+    bad = not isinstance(spec, (str, os.PathLike)) or not str(spec).strip()
+    if bad or not Path(spec).name or Path(spec).is_dir():
+        raise ValueError(
+            f"store={spec!r} names no file: give a path such as 'runs/my-run.db', "
+            "'auto' (the default) or None (no store)"
+        )
+
+
 def _open_store(
     spec: str | os.PathLike[str] | None, run: str, upload: UploadTarget | None = None
 ) -> RunStore | None:
@@ -591,9 +659,15 @@ def _make_probes(spec: str | list[ProbeSpec] | None) -> list[Probe]:
     return out
 
 
-def _detached(value: Any) -> Any:
-    """Drop the autograd graph now, so a queued record does not keep it alive."""
-    return value.detach() if isinstance(value, torch.Tensor) else value
+def _coerced_values(values: Mapping[str, Any]) -> dict[str, float | torch.Tensor]:
+    """Every metric ``observe`` was given, as a float or a detached tensor (None: left out);
+    raises :class:`CoercionError` naming the first value that is not a number."""
+    out = {}
+    for name, value in values.items():
+        coerced = coerce_value(name, value)
+        if coerced is not None:
+            out[name] = coerced
+    return out
 
 
 def _to_float(value: float | torch.Tensor) -> float:
@@ -609,14 +683,3 @@ def _batch_size(logits: torch.Tensor | None, targets: torch.Tensor | None) -> in
         if isinstance(tensor, torch.Tensor) and tensor.dim() > 0:
             return int(tensor.shape[0])
     return None
-
-
-def _plain(value: Any) -> Any:
-    """Make a config msgpack-safe: unknown objects become their repr."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)

@@ -48,8 +48,18 @@ from typing import Any
 import msgpack
 import zmq
 
+from probes import lifecycle
 from probes.control import Command, parse_command
-from probes.endpoints import EndpointError
+from probes.endpoints import EndpointError, is_loopback, parse_endpoint
+from probes.security import (
+    ENV_KEYS,
+    InsecureBindError,
+    ServerKeys,
+    make_curve_client,
+    make_curve_server,
+    rank_client_keys,
+    start_authenticator,
+)
 from probes.store import RunStore
 from probes.transport import (
     HEARTBEAT_S,
@@ -78,7 +88,7 @@ CLOSE_WAIT_S = 5.0
 """How long rank 0's close waits for the other ranks' final records before giving up."""
 NEVER_HEARD_S = 60.0
 """A rank that has sent nothing this long after rank 0 started is announced as lost."""
-FINAL_STATES = ("finished", "crashed", "stopped")
+FINAL_STATES = ("finished", "crashed", "stopped", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -155,10 +165,45 @@ def ranks_endpoints(env: dict[str, str] | None = None) -> tuple[str, str]:
     if override:
         host, port = _split_tcp(override)
     else:
-        host = env.get("MASTER_ADDR", "127.0.0.1")
+        host = "127.0.0.1" if _single_node(env) else env.get("MASTER_ADDR", "127.0.0.1")
         port = _env_int(env, "MASTER_PORT", 29500) + RANKS_PORT_OFFSET
     host = _resolve(host)
     return f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}"
+
+
+def _single_node(env: Any) -> bool:
+    """Every rank on this machine (torchrun sets LOCAL_WORLD_SIZE and WORLD_SIZE): the rank
+    links stay on loopback whatever MASTER_ADDR says."""
+    world, local = env.get("WORLD_SIZE"), env.get("LOCAL_WORLD_SIZE")
+    return world is not None and world == local
+
+
+def check_rank_bind(records_addr: str, keys: ServerKeys | None, insecure: bool) -> None:
+    """The viewer sockets' refusal rule, for the rank links: without keys they bind only to
+    loopback (a multi-node job needs keys, or ``insecure=True``)."""
+    endpoint = parse_endpoint(records_addr)
+    if keys is not None or is_loopback(endpoint):
+        return
+    if not insecure:
+        raise InsecureBindError(
+            f"refusing to bind the rank links {records_addr} (records) and port + 1 (commands) "
+            "without keys: anyone who reaches them could inject records as a rank or read "
+            "the job's commands. Create keys with `diag keys DIR` and give every node the "
+            f"folder (keys=DIR or {ENV_KEYS}=DIR), run single-node (the links stay on "
+            "127.0.0.1), or pass insecure=True (--insecure) to bind anyway."
+        )
+    log.warning("INSECURE: rank links %s are bound without authentication", records_addr)
+
+
+def _rank_context(keys: ServerKeys | None) -> tuple[zmq.Context, Any]:
+    """The context for rank 0's rank links: with keys its own, with a ZAP handler admitting
+    only the job's rank key (a viewer's key may not push records as a rank)."""
+    if keys is None:
+        return zmq.Context.instance(), None
+    if keys.rank_public is None:
+        rank_client_keys(keys)  # raises the KeysError that says how to add the pair
+    ctx = zmq.Context()
+    return ctx, start_authenticator(ctx, keys, allowed=frozenset({keys.rank_public}))
 
 
 def _split_tcp(address: str) -> tuple[str, int]:
@@ -240,19 +285,22 @@ class RankZeroTransport(ZmqTransport):
             os.environ.get("EDGEWATCH_RANK_TIMEOUT", LOST_AFTER_S)
         )
         records_addr, commands_addr = addresses or ranks_endpoints()
-        ctx = zmq.Context.instance()
-        self._pull = ctx.socket(zmq.PULL)
-        self._cmd_pub = ctx.socket(zmq.PUB)
+        keys = kwargs.get("keys")
+        check_rank_bind(records_addr, keys, bool(kwargs.get("insecure")))
+        self._rank_ctx, self._rank_auth = _rank_context(keys)
+        self._pull = self._rank_ctx.socket(zmq.PULL)
+        self._cmd_pub = self._rank_ctx.socket(zmq.PUB)
         for sock in (self._pull, self._cmd_pub):
             sock.setsockopt(zmq.LINGER, 500)
+            if keys is not None:
+                make_curve_server(sock, keys)
         self._pull.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         self._pull.setsockopt(zmq.RCVHWM, 100_000)
         try:
             self._pull.bind(records_addr)
             self._cmd_pub.bind(commands_addr)
         except zmq.ZMQError as exc:
-            self._pull.close(0)
-            self._cmd_pub.close(0)
+            self._close_rank_links(0)
             raise EndpointError(
                 f"rank 0 cannot bind {records_addr} / {commands_addr}: "
                 f"{exc.strerror}; set EDGEWATCH_RANKS_ENDPOINT"
@@ -270,7 +318,11 @@ class RankZeroTransport(ZmqTransport):
         self._broadcasts: deque[bytes] = deque()
         self._lockstep = _Lockstep()
         self._rate = _StepRate()
-        super().__init__(bind, run=run, rank=0, history=history, **kwargs)
+        try:
+            super().__init__(bind, run=run, rank=0, history=history, **kwargs)
+        except BaseException:
+            self._close_rank_links(0)
+            raise
         self.stats: RankZeroStats = RankZeroStats(**self.stats.as_map())
 
     # -- training-thread side -------------------------------------------------------------
@@ -301,8 +353,14 @@ class RankZeroTransport(ZmqTransport):
         try:
             super()._loop()
         finally:
-            self._pull.close()
-            self._cmd_pub.close()
+            self._close_rank_links()
+
+    def _close_rank_links(self, linger: int | None = None) -> None:
+        self._pull.close(linger)
+        self._cmd_pub.close(linger)
+        if self._rank_auth is not None:
+            self._rank_auth.stop()
+            self._rank_ctx.term()
 
     def _drain(self, limit: int = 5000) -> bool:
         sent = super()._drain(limit)
@@ -351,6 +409,8 @@ class RankZeroTransport(ZmqTransport):
             self._remember(rank, record, payload)
             if self.store is not None:
                 self.store.append(record, payload)
+                if self.store.flush_due():
+                    self.store.maybe_flush()
         self._publish(payload)
         self.stats.forwarded += 1
 
@@ -454,6 +514,7 @@ class RankForwarder(QueuedTransport):
         queue_size: int = 10_000,
         send_hwm: int = 10_000,
         heartbeat_s: float = HEARTBEAT_S,
+        keys: ServerKeys | None = None,
     ) -> None:
         if rank < 1:
             raise ValueError(f"a forwarder is for ranks ≥ 1, got rank {rank}")
@@ -470,11 +531,15 @@ class RankForwarder(QueuedTransport):
         self._heartbeat_s = heartbeat_s
         self._stop = threading.Event()
         ctx = zmq.Context.instance()
+        identity = rank_client_keys(keys) if keys is not None else None
         self._push = ctx.socket(zmq.PUSH)
+        self._sub = ctx.socket(zmq.SUB)
+        if identity is not None:  # CURVE client with the job's rank pair
+            make_curve_client(self._push, identity)
+            make_curve_client(self._sub, identity)
         self._push.setsockopt(zmq.SNDHWM, send_hwm)
         self._push.setsockopt(zmq.LINGER, 1000)  # exit never waits long on a dead rank 0
         self._push.connect(records_addr)
-        self._sub = ctx.socket(zmq.SUB)
         self._sub.setsockopt(zmq.LINGER, 0)
         self._sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"cmd")
@@ -483,6 +548,7 @@ class RankForwarder(QueuedTransport):
             target=self._loop, name=f"edgewatch-rank{rank}", daemon=True
         )
         self._thread.start()
+        self._exit_token = lifecycle.register(self, lambda forwarder, _: forwarder.close())
 
     # -- training-thread side (send, set_status: QueuedTransport) ------------------------------
     def poll_commands(self) -> list[Command]:
@@ -517,37 +583,44 @@ class RankForwarder(QueuedTransport):
     def close(self, timeout: float = 2.0) -> None:
         if self._stop.is_set():
             return
+        lifecycle.unregister(self._exit_token)
         self._stop.set()
         self._thread.join(timeout)
 
     # -- I/O thread --------------------------------------------------------------------------
     def _loop(self) -> None:
-        last_sent = time.monotonic()
+        self._last_sent = time.monotonic()
         try:
             while True:
-                self.io_cpu_seconds = time.thread_time()  # see QueuedTransport.io_cpu_seconds
-                stopping = self._stop.is_set()
-                if self._drain():
-                    last_sent = time.monotonic()
-                if stopping:
-                    self._heartbeat(final=True)
-                    break
-                if time.monotonic() - last_sent >= self._heartbeat_s:
-                    self._heartbeat()
-                    last_sent = time.monotonic()
-                if self._sub.poll(IO_WAKE_MS):
-                    self._read_commands()
-        except Exception:  # never take the training process down
-            log.exception("rank forwarder stopped")
+                try:
+                    if self._pass():
+                        break
+                except Exception as err:  # one bad record must not end the forwarding
+                    self._survive(err)
         finally:
             self._push.close()
             self._sub.close()
 
+    def _pass(self) -> bool:
+        """One turn of the forwarder's loop; True when it has stopped."""
+        self.io_cpu_seconds = time.thread_time()  # see QueuedTransport.io_cpu_seconds
+        stopping = self._stop.is_set()
+        if self._drain():
+            self._last_sent = time.monotonic()
+        if stopping:
+            self._heartbeat(final=True)
+            return True
+        if time.monotonic() - self._last_sent >= self._heartbeat_s:
+            self._heartbeat()
+            self._last_sent = time.monotonic()
+        if self._sub.poll(IO_WAKE_MS):
+            self._read_commands()
+        return False
+
     def _drain(self, limit: int = 5000) -> bool:
         sent = False
-        for record in self._finalized(limit):
-            record.rank = self.rank
-            self._push_payload(encode(self._seq.stamp(record)))
+        for _, payload in self._encoded(limit, rank=self.rank):
+            self._push_payload(payload)
             sent = True
         return sent
 
@@ -611,4 +684,4 @@ def rank_transport(
             store=open_store(),
             **viewer_options,
         )
-    return RankForwarder(run=run, rank=info.rank)
+    return RankForwarder(run=run, rank=info.rank, keys=viewer_options.get("keys"))

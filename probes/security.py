@@ -104,6 +104,10 @@ class ServerKeys:
     secret: bytes
     control: frozenset[bytes]
     telemetry: frozenset[bytes]
+    rank_public: bytes | None = None
+    """The job's rank pair (``rank.key``/``rank.key_secret``): under torchrun every rank > 0
+    authenticates with it on the links to rank 0, and rank 0 admits only it there."""
+    rank_secret: bytes | None = None
 
     @property
     def allowed(self) -> frozenset[bytes]:
@@ -122,7 +126,17 @@ class ServerKeys:
             raise KeysError(
                 f"{root}/allow/ holds no client keys: add one with `diag keys {root} --client NAME`"
             )
-        return cls(public, secret, frozenset(control), frozenset(telemetry - control))
+        rank_public = rank_secret = None
+        if (root / "rank.key_secret").exists():
+            rank_public, rank_secret = _load_pair(root / "rank.key_secret", "the ranks")
+        return cls(
+            public,
+            secret,
+            frozenset(control),
+            frozenset(telemetry - control),
+            rank_public,
+            rank_secret,
+        )
 
 
 @dataclass(frozen=True)
@@ -261,6 +275,8 @@ def create_keys(
     server_created = not (root / "server.key_secret").exists()
     if server_created:
         _create_pair(root, "server")
+    if server_created or not (root / "rank.key_secret").exists():
+        _create_pair(root, "rank")  # what ranks > 0 of a torchrun job present to rank 0
     secret = root / "clients" / f"{client}.key_secret"
     if secret.exists() and not force:
         raise KeysError(
@@ -309,13 +325,18 @@ def usage_text(created: CreatedKeys) -> str:
 
 # -- applying keys to sockets ------------------------------------------------------------------
 def start_authenticator(
-    ctx: zmq.Context, keys: ServerKeys, on_denied: Callable[[], None] | None = None
+    ctx: zmq.Context,
+    keys: ServerKeys,
+    on_denied: Callable[[], None] | None = None,
+    allowed: frozenset[bytes] | None = None,
 ) -> ThreadAuthenticator:
-    """A ZAP handler on ``ctx`` admitting exactly the allow-listed client keys; ``on_denied``
-    is called (on the handler's thread) for each refused CURVE handshake, to count it."""
+    """A ZAP handler on ``ctx`` admitting exactly the allow-listed client keys (or
+    ``allowed``); ``on_denied`` is called (on the handler's thread) for each refused CURVE
+    handshake, to count it."""
     auth = ThreadAuthenticator(ctx, log=logging.getLogger("edgewatch.zap"))
     auth.start()
-    auth.configure_curve_callback(ZAP_DOMAIN, _AllowList(keys.allowed, on_denied))
+    admitted = keys.allowed if allowed is None else allowed
+    auth.configure_curve_callback(ZAP_DOMAIN, _AllowList(admitted, on_denied))
     return auth
 
 
@@ -341,6 +362,16 @@ def make_curve_server(sock: zmq.Socket, keys: ServerKeys) -> None:
     sock.curve_secretkey = keys.secret
     sock.curve_publickey = keys.public
     sock.curve_server = True
+
+
+def rank_client_keys(keys: ServerKeys) -> ClientKeys:
+    """What a rank > 0 presents to rank 0: the rank pair, checked against the server key."""
+    if keys.rank_public is None or keys.rank_secret is None:
+        raise KeysError(
+            "the keys folder has no rank pair (rank.key, rank.key_secret) for a torchrun job: "
+            "run `diag keys DIR` once more to add it, and give every node the same folder"
+        )
+    return ClientKeys(keys.public, keys.rank_public, keys.rank_secret)
 
 
 def make_curve_client(sock: zmq.Socket, keys: ClientKeys) -> None:
@@ -370,12 +401,14 @@ class RateLimiter:
         self.rate, self.burst, self.max_peers = rate, burst, max_peers
         self._buckets: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
 
-    def allow(self, peer: bytes, now: float | None = None) -> bool:
+    def allow(self, peer: bytes, now: float | None = None, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens from ``peer``'s bucket (False, nothing taken, if it lacks
+        them; a cost above ``burst`` is never allowed)."""
         now = time.monotonic() if now is None else now
         tokens, last = self._buckets.pop(peer, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        allowed = tokens >= 1.0
-        self._buckets[peer] = (tokens - 1.0 if allowed else tokens, now)
+        allowed = tokens >= cost
+        self._buckets[peer] = (tokens - cost if allowed else tokens, now)
         while len(self._buckets) > self.max_peers:
             self._buckets.popitem(last=False)
         return allowed

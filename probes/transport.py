@@ -24,7 +24,15 @@ from typing import Any, Protocol
 import msgpack
 import zmq
 
-from probes.control import MAX_COMMAND_BYTES, Command, CommandError, parse_command
+from probes import lifecycle
+from probes.control import (
+    MAX_COMMAND_BYTES,
+    Command,
+    CommandError,
+    echoable_cmd,
+    echoable_id,
+    parse_command,
+)
 from probes.endpoints import (
     Endpoint,
     EndpointError,
@@ -59,7 +67,18 @@ REQUESTS_PER_S = 200.0
 """Control-socket messages the I/O thread reads per second, all peers together. Past it the
 thread stops reading for READ_PAUSE_S: the flood waits in ZeroMQ's queues and pushes back on
 its senders, so it costs the training process (the GIL, a core) a bounded amount of work."""
+BYTES_PER_S = 256 * 1024
+"""Control-socket bytes the I/O thread reads per second, all peers together (burst: 4 × that):
+messages are capped at 64 KiB and 200 a second, but 200 × 64 KiB would still be 12 MiB/s of
+unpacking. A message past the budget is answered ``rate limited`` and reading pauses."""
+COMMANDS_PER_S = 50.0
+"""Commands queued for the training thread per second, all peers together (burst 100). The
+per-peer bucket stops one socket; this one stops a peer that opens a new socket (a new
+identity, a fresh bucket) for every few commands. Under CURVE a peer is its key, which it
+cannot cycle, but the global budget holds there too."""
 READ_PAUSE_S = 0.05
+STORE_DROPS_EVERY_S = 5.0
+REJECTED_ACKS_EVERY_S = 1.0
 HEARTBEAT_S = 1.0
 IO_WAKE_MS = 40
 """The I/O thread wakes this often to drain the record queue (requests on the control socket
@@ -86,10 +105,18 @@ class TransportStats:
     commands_refused: int = 0
     commands_rate_limited: int = 0
     snapshots_rate_limited: int = 0
+    bytes_rate_limited: int = 0
+    """Control messages refused because all peers together sent over BYTES_PER_S."""
     reads_deferred: int = 0
     """Times the control socket went unread for a moment: over REQUESTS_PER_S (a flood)."""
+    acks_coalesced: int = 0
+    """Refusal acks sent to their peer but not published (one per reason per second is)."""
     auth_denied: int = 0
     send_errors: int = 0
+    encode_errors: int = 0
+    """Records dropped because they could not be encoded (logged; the thread goes on)."""
+    io_errors: int = 0
+    """Passes of the I/O loop that failed (logged; the thread goes on)."""
 
     def as_map(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -173,7 +200,7 @@ class _History:
         if not self.items:
             return []
         first = self.items[0][0]
-        start = max(0, seq + 1 - first)
+        start = min(max(0, seq + 1 - first), len(self.items))
         evicted_meta = [payload for s, payload in self.meta if seq < s < first]
         return evicted_meta + [payload for _, payload in islice(self.items, start, None)]
 
@@ -188,6 +215,10 @@ class _Sequencer:
         record.seq = self.next_seq
         self.next_seq += 1
         return record
+
+    def unstamp(self) -> None:
+        """Give back the seq just stamped (its record was dropped before anyone saw it)."""
+        self.next_seq -= 1
 
     @property
     def last(self) -> int:
@@ -270,6 +301,38 @@ class QueuedTransport:
         """Status fields that ride on heartbeats (state, step, overhead...)."""
         self._status = {**self._status, **status}
 
+    def _encoded(self, limit: int, rank: int | None = None) -> Iterator[tuple[Record, bytes]]:
+        """(record, payload) for up to ``limit`` queued items, stamped with the next seq (I/O
+        thread). A record that cannot be encoded (a value msgpack cannot carry slipped past
+        the Monitor's coercion) is logged, counted in ``encode_errors`` and dropped, and its
+        seq is given back: the stream stays gap-free and this thread goes on."""
+        for record in self._finalized(limit):
+            if rank is not None:
+                record.rank = rank
+            try:
+                payload = encode(self._seq.stamp(record))
+            except Exception as err:
+                self._seq.unstamp()
+                self.stats.encode_errors += 1
+                self._log_once("a record could not be encoded and was dropped", err)
+                continue
+            yield record, payload
+
+    def _survive(self, err: Exception) -> None:
+        """One pass of the I/O loop failed: count and log it, pause a moment (a failure that
+        repeats must not spin a core), and let the loop go on."""
+        self.stats.io_errors += 1
+        self._log_once("the I/O thread hit an error and carries on", err)
+        time.sleep(0.01)
+
+    def _log_once(self, what: str, err: Exception) -> None:
+        """Log each kind of failure once with its traceback (later ones at debug level)."""
+        seen = self.__dict__.setdefault("_logged_kinds", set())
+        kind = (what, type(err).__name__)
+        level = logging.DEBUG if kind in seen else logging.WARNING
+        seen.add(kind)
+        log.log(level, "edgewatch: %s: %s: %s", what, type(err).__name__, err, exc_info=True)
+
     def _finalized(self, limit: int) -> Iterator[Record]:
         """Records of up to ``limit`` queued items (I/O thread); an item that fails to
         finalise is counted and skipped."""
@@ -306,7 +369,12 @@ class ZmqTransport(QueuedTransport):
         self._limiter = rate_limit or RateLimiter()
         self._snapshot_limiter = RateLimiter(rate=5.0, burst=20)  # each may send the history
         self._read_budget = RateLimiter(rate=REQUESTS_PER_S, burst=int(REQUESTS_PER_S), max_peers=1)
+        self._byte_budget = RateLimiter(rate=BYTES_PER_S, burst=4 * BYTES_PER_S, max_peers=1)
+        self._command_budget = RateLimiter(rate=COMMANDS_PER_S, burst=100, max_peers=1)
         self._reading_resumes_at = 0.0
+        self._drops_reported = 0
+        self._rejections: dict[str, tuple[float, int]] = {}
+        self._drops_report_after = 0.0
         self.store = store
         self._run = run
         self._rank = rank
@@ -338,6 +406,7 @@ class ZmqTransport(QueuedTransport):
         self.control_endpoint = parsed.control
         self._thread = threading.Thread(target=self._loop, name="edgewatch-io", daemon=True)
         self._thread.start()
+        self._exit_token = lifecycle.register(self, _close_at_exit)
 
     # -- training-thread side (send, set_status: QueuedTransport) -------------------------
     def poll_commands(self) -> list[Command]:
@@ -353,6 +422,7 @@ class ZmqTransport(QueuedTransport):
         """Flush what is queued, then stop the I/O thread and close the sockets."""
         if self._stop.is_set():
             return
+        lifecycle.unregister(self._exit_token)
         self._stop.set()
         self._thread.join(timeout)
 
@@ -387,33 +457,55 @@ class ZmqTransport(QueuedTransport):
     def _loop(self) -> None:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
-        last_sent = time.monotonic()
+        self._last_sent = time.monotonic()
         try:
             while True:
-                self.io_cpu_seconds = time.thread_time()
-                stopping = self._stop.is_set()
-                if self._drain():
-                    last_sent = time.monotonic()
-                if self.store is not None:
-                    self.store.maybe_flush()
-                if stopping:
-                    self._publish_heartbeat(final=True)
-                    break
-                if time.monotonic() - last_sent >= self._heartbeat_s:
-                    self._publish_heartbeat()
-                    last_sent = time.monotonic()
-                if time.monotonic() < self._reading_resumes_at:
-                    time.sleep(0.01)  # over the read budget: a flood waits in ZeroMQ's queues
-                elif dict(poller.poll(IO_WAKE_MS)).get(self._router):
-                    self._serve_requests()
-        except Exception:  # the I/O thread must never take the training process down
-            log.exception("edgewatch I/O thread stopped")
+                try:
+                    if self._pass(poller):
+                        break
+                except Exception as err:  # one bad record or request must not end the stream
+                    self._survive(err)
         finally:
             if self.store is not None:
                 self.store.close(self._status.get("final_state", "finished"))
             self._pub.close()
             self._router.close()
             self._close_auth()
+
+    def _pass(self, poller: zmq.Poller) -> bool:
+        """One turn of the I/O loop; True when the transport has stopped."""
+        self.io_cpu_seconds = time.thread_time()
+        stopping = self._stop.is_set()
+        if self.store is not None:
+            self._report_store_drops(stopping)
+        if self._drain():
+            self._last_sent = time.monotonic()
+        if self.store is not None:
+            self.store.maybe_flush()
+        if stopping:
+            self._publish_heartbeat(final=True)
+            return True
+        if time.monotonic() - self._last_sent >= self._heartbeat_s:
+            self._publish_heartbeat()
+            self._last_sent = time.monotonic()
+        if time.monotonic() < self._reading_resumes_at:
+            time.sleep(0.01)  # over the read budget: a flood waits in ZeroMQ's queues
+        elif dict(poller.poll(IO_WAKE_MS)).get(self._router):
+            self._serve_requests()
+        return False
+
+    def _report_store_drops(self, now_or_never: bool = False) -> None:
+        """Publish a ``store_dropped`` event when the store could not save records (a full
+        disk): on the live stream at once, and in the store itself once writes succeed again,
+        so a replay shows the gap. At most one event per STORE_DROPS_EVERY_S."""
+        dropped = self.store.dropped
+        now = time.monotonic()
+        if dropped == self._drops_reported or (now < self._drops_report_after and not now_or_never):
+            return
+        self._drops_reported, self._drops_report_after = dropped, now + STORE_DROPS_EVERY_S
+        data = {"event": "store_dropped", "dropped": dropped, "error": self.store.error}
+        step = int(self._status.get("step", 0))
+        self.send(Record(kind="event", run=self._run, step=step, data=data))
 
     def _count_denied(self) -> None:
         self.stats.auth_denied += 1  # called on the ZAP handler's thread: one int, GIL-atomic
@@ -428,12 +520,13 @@ class ZmqTransport(QueuedTransport):
         while self._replies:
             reply = self._replies.popleft()
             self._reply(reply.peer, b"ack", reply.body)
-        for record in self._finalized(limit):
-            payload = encode(self._seq.stamp(record))
+        for record, payload in self._encoded(limit):
             self._history.add(record.seq, payload, record.kind == "meta")
             self._publish(payload)
             if self.store is not None:
                 self.store.append(record, payload)
+                if self.store.flush_due():  # on time even when a long drain holds this thread
+                    self.store.maybe_flush()
             sent = True
         return sent
 
@@ -474,7 +567,13 @@ class ZmqTransport(QueuedTransport):
                 frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            self._answer(frames[0].bytes, frames[-1].bytes, frame_user_id(frames[-1]))
+            identity, body = frames[0].bytes, frames[-1].bytes
+            if not self._byte_budget.allow(b"*", cost=len(body)):
+                self.stats.bytes_rate_limited += 1
+                self._reading_resumes_at = time.monotonic() + READ_PAUSE_S
+                self._reply(identity, b"error", {"error": "rate limited: too many bytes"})
+                return
+            self._answer(identity, body, frame_user_id(frames[-1]))
 
     def _answer(self, identity: bytes, body: bytes, user_id: str | None = None) -> None:
         kind, value = classify_request(body)
@@ -496,11 +595,8 @@ class ZmqTransport(QueuedTransport):
         self.stats.commands_received += 1
         refusal = self._refusal(identity, user_id)
         if refusal is not None:
-            self._reply(
-                identity,
-                b"ack",
-                {"id": _command_id(request), "cmd": _command_name(request), "error": refusal},
-            )
+            echo = {"id": echoable_id(request.get("id")), "cmd": echoable_cmd(request.get("cmd"))}
+            self._reject(identity, {**echo, "error": refusal})
             return
         try:
             command = parse_command(request, identity)
@@ -508,11 +604,28 @@ class ZmqTransport(QueuedTransport):
                 raise CommandError("command queue full")
         except CommandError as err:
             self.stats.commands_rejected += 1
-            reason = str(err)
-            cid = _command_id(request)
-            self._reply(
-                identity, b"ack", {"id": cid, "cmd": _command_name(request), "error": reason}
-            )
+            echo = {"id": echoable_id(request.get("id")), "cmd": echoable_cmd(request.get("cmd"))}
+            self._reject(identity, {**echo, "error": str(err)})
+
+    def _reject(self, identity: bytes, ack: dict[str, Any]) -> None:
+        """Answer a command the transport refused (bad shape, not allowed, rate limited) with
+        its error ack, and publish it like every ack, coalesced: at most one published refusal
+        per reason per REJECTED_ACKS_EVERY_S, carrying ``coalesced``, how many like it were
+        only counted (``acks_coalesced``) since the last one published."""
+        self._reply(identity, b"ack", ack)
+        reason = str(ack["error"]).split(":")[0][:40]
+        now = time.monotonic()
+        due, skipped = self._rejections.get(reason, (0.0, 0))
+        if now < due:
+            self._rejections[reason] = (due, skipped + 1)
+            self.stats.acks_coalesced += 1
+            return
+        self._rejections[reason] = (now + REJECTED_ACKS_EVERY_S, 0)
+        if len(self._rejections) > 64:  # reasons are ours, but keep the map bounded anyway
+            self._rejections.clear()
+        data = {**ack, "rejected": True, "coalesced": skipped}
+        step = int(self._status.get("step", 0))
+        self.send(Record(kind="ack", run=self._run, step=step, data=data))
 
     def _refusal(self, identity: bytes, user_id: str | None) -> str | None:
         """Why a command from this peer is not queued (None: it may be)."""
@@ -522,6 +635,9 @@ class ZmqTransport(QueuedTransport):
         if not self._limiter.allow(user_id.encode() if user_id else identity):
             self.stats.commands_rate_limited += 1
             return "rate limited: too many commands from this peer; try again shortly"
+        if not self._command_budget.allow(b"*"):
+            self.stats.commands_rate_limited += 1
+            return "rate limited: too many commands from all peers; try again shortly"
         return None
 
     def _send_snapshot(self, identity: bytes, since: int) -> None:
@@ -536,6 +652,13 @@ class ZmqTransport(QueuedTransport):
             self._router.send_multipart([identity, tag, msgpack.packb(body, use_bin_type=True)])
         except (zmq.ZMQError, ValueError, TypeError):  # a peer's echo must not stop this thread
             self.stats.send_errors += 1
+
+
+def _close_at_exit(transport: QueuedTransport, status: str) -> None:
+    """A transport nobody closed (its Monitor is closed first, newest first): record how the
+    process ended, then flush and join as ``close`` does."""
+    transport.set_status(final_state=transport._status.get("final_state", status))
+    transport.close()
 
 
 def heartbeat_record(
@@ -581,22 +704,12 @@ def classify_request(body: bytes) -> tuple[str, Any]:
     return "snapshot", since
 
 
-def _command_id(request: dict[str, Any]) -> str | int | None:
-    cid = request.get("id")
-    return cid if isinstance(cid, (str, int)) and not isinstance(cid, bool) else None
-
-
-def _command_name(request: dict[str, Any]) -> str | None:
-    """The ``cmd`` to echo in an error ack: only a short string (never a peer's structure)."""
-    cmd = request.get("cmd")
-    return cmd[:100] if isinstance(cmd, str) else None
-
-
 def _snapshot_since(request: Any) -> int | None:
     if not isinstance(request, dict) or request.get("req") != "snapshot":
         return None
     since = request.get("since", -1)
-    return since if isinstance(since, int) and not isinstance(since, bool) else None
+    valid = isinstance(since, int) and not isinstance(since, bool) and -1 <= since < 2**63
+    return since if valid else None
 
 
 def _bind_hint(endpoint: Endpoint, exc: zmq.ZMQError) -> str:
