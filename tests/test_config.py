@@ -75,7 +75,7 @@ def test_a_subclass_that_changes_a_default_keeps_its_parents_rules():
 def test_parse_rejects_unknown_fields_and_types_with_the_list_of_fields():
     with pytest.raises(ConfigError, match="expected FIELD=VALUE with FIELD one of steps, seed"):
         parse_overrides(GrokkingConfig, ["nope=1"])
-    with pytest.raises(ConfigError, match="hidden: '1.5' is not a valid int"):
+    with pytest.raises(ConfigError, match=r"hidden: '1\.5' is not a valid int"):
         parse_overrides(GrokkingConfig, ["hidden=1.5"])
     with pytest.raises(ConfigError, match="has no field nope"):
         build_config(GrokkingConfig, {"nope": 1})
