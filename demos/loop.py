@@ -225,6 +225,8 @@ def run(
     """Run ``config.steps`` steps (fewer if stopped or converged), streaming through
     ``monitor`` when one is given; publish and return the headline numbers."""
     cfg = method.config
+    if monitor is not None:
+        announce(method, monitor)
     start = time.perf_counter()
     last: dict[str, float] = {}
     step, converged = -1, False
@@ -246,6 +248,17 @@ def run(
     seconds = time.perf_counter() - start
     stopped = done < cfg.steps and not converged
     return RunResult(method.name, done, seconds, headline, stopped, converged)
+
+
+def announce(method: Method, monitor: Monitor) -> None:
+    """Tell the run's viewers what this method is and which gauges it publishes."""
+    spec = method.spec
+    card = {"phenomenon": spec.card.phenomenon, "claim": spec.card.claim, "watch": spec.card.watch}
+    monitor.describe(
+        method={"name": spec.name, "title": spec.title, "kind": spec.kind, "card": card}
+    )
+    for gauge in spec.gauges:
+        monitor.add_gauge(gauge.as_meta())
 
 
 def _finite_number(value: Any) -> bool:

@@ -23,15 +23,30 @@ class Threshold:
     amber: float  # start of the amber band; amber == limit means no amber band
     meaning: str
     strict: bool = False  # True: alert when value > limit; False: when value >= limit
+    direction: str = "above"  # "below": the red zone is at or under the limit (mirrored)
 
     def level(self, value: float) -> str:
         """ "ok" | "warn" | "alert" | "unknown" for one value."""
         if not math.isfinite(value):
             return "unknown"
-        over = value > self.limit if self.strict else value >= self.limit
+        sign = -1.0 if self.direction == "below" else 1.0
+        value, limit, amber = sign * value, sign * self.limit, sign * self.amber
+        over = value > limit if self.strict else value >= limit
         if over:
             return "alert"
-        return "warn" if self.amber < self.limit and value >= self.amber else "ok"
+        return "warn" if amber < limit and value >= amber else "ok"
+
+    @classmethod
+    def from_meta(cls, gauge: dict) -> Threshold:
+        """A gauge as a run's meta record announces it (``diag.spec.Gauge.as_meta``)."""
+        return cls(
+            str(gauge["metric"]),
+            float(gauge["threshold"]),
+            float(gauge.get("amber", gauge["threshold"])),
+            str(gauge.get("meaning", "")),
+            bool(gauge.get("strict", False)),
+            "below" if gauge.get("direction") == "below" else "above",
+        )
 
 
 THRESHOLDS: dict[str, Threshold] = {
@@ -61,9 +76,23 @@ class AlertTracker:
         thresholds: dict[str, Threshold] | None = None,
     ) -> None:
         self.notifier = notifier
-        self.thresholds = THRESHOLDS if thresholds is None else thresholds
+        self.thresholds = dict(THRESHOLDS if thresholds is None else thresholds)
         self._active: set[str] = set()
         self._loss_alerted = False
+
+    def add(self, threshold: Threshold) -> None:
+        """Watch one more gauge (a method's or a user's own, announced in the run's meta)."""
+        self.thresholds[threshold.metric] = threshold
+
+    def worst(self, scalars: dict[str, float], window: dict) -> dict[str, float]:
+        """``scalars`` with each gauge's value replaced by its window's most alarming extreme
+        (``window["max"]`` / ``["min"]``), so a spike between two records still alerts."""
+        out = dict(scalars)
+        for name, threshold in self.thresholds.items():
+            extreme = window["min" if threshold.direction == "below" else "max"].get(name)
+            if extreme is not None:
+                out[name] = extreme
+        return out
 
     def check(self, scalars: dict[str, float]) -> list[dict]:
         alerts = []

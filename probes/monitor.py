@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from probes.alerts import AlertTracker
+from probes.alerts import AlertTracker, Threshold
 from probes.builtin import DEFAULT_PROBES
 from probes.control import (
     Command,
@@ -46,6 +46,7 @@ from probes.ranks import detect_rank, rank_transport, unwrap_ddp
 from probes.security import ClientKeys, ServerKeys, resolve_server_keys
 from probes.store import RunStore, default_store_path
 from probes.transport import Transport, ZmqTransport
+from probes.window import ScalarWindow, plain_floats
 from probes.wire import Record, metrics_data
 
 ProbeSpec = str | Probe
@@ -178,6 +179,8 @@ class Monitor:
         self._before_step: list[torch.Tensor] | None = None
         self._hooked: set[int] = set()
         self._control_scalars: dict[str, float] = {}
+        self._window: ScalarWindow | None = None  # solver mode, from its first observe
+        self.gauges: dict[str, dict[str, Any]] = {}
         self._publish("meta", 0, self._base_meta())
         self._publish("event", 0, {"event": "start"})
 
@@ -202,7 +205,14 @@ class Monitor:
         optional; they enable the safe-step radius and the curvature probes. Extra keyword
         arguments are published as additional scalars (e.g. ``test_acc=0.93``).
         Never raises: failures are counted in ``errors`` and logged once.
+
+        Solver mode: called with scalars only (no model, optimizer, loss or batch), as a solver's
+        iteration does, the scalars are folded into a time window and published a few hundred
+        times a second at most, with each one's min and max (:mod:`probes.window`).
         """
+        if model is optimizer is loss is logits is targets is inputs is None:
+            self._observe_scalars(step, extra)
+            return
         started = time.perf_counter()
         if model is not self._given_model:  # unwrapped once per model object (DDP's
             self._given_model, self._inner_model = model, unwrap_ddp(model)  # is an ABC check)
@@ -220,6 +230,60 @@ class Monitor:
         self._monitor_seconds = time.perf_counter() - started
         self._wait_while_paused()
 
+    def _observe_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+        """Solver mode: fold this iteration in; send the window when its time is up."""
+        started = time.perf_counter()
+        try:
+            window = self._window
+            if window is None:
+                window = self._window = ScalarWindow()
+                self._apply_commands()  # and then once per window
+            self.step = step
+            window.add(step, plain_floats(scalars, _to_float))
+            if window.due(started):
+                self._flush_window(started)
+                self._apply_commands()
+        except Exception:
+            self.errors += 1
+            if self.errors == 1:
+                log.warning("edgewatch: observe() failed; the loop continues", exc_info=True)
+        if self._window is not None:
+            self._window.inside += time.perf_counter() - started
+        self._wait_while_paused()
+
+    def _flush_window(self, now: float) -> None:
+        window = self._window
+        if window is not None and window.count:
+            self.transport.send(window.flush(self.run, self.step, now, self._alerts))
+            self.transport.set_status(step=self.step, state="running")
+
+    # -- announcing what the run offers -------------------------------------------------------
+    def add_gauge(self, gauge: Mapping[str, Any]) -> None:
+        """Announce a gauge (``{"metric", "threshold", "meaning", ...}`` as
+        ``diag.spec.Gauge.as_meta`` writes it): the run alerts when it crosses its threshold,
+        and viewers draw its threshold line and explain it, from the run's meta record."""
+        threshold = Threshold.from_meta(dict(gauge))
+        self.gauges[threshold.metric] = dict(gauge)
+        self.transport.send(_AddThreshold(self._alerts, threshold))
+        self._publish("meta", self.step, {"gauges": list(self.gauges.values())})
+
+    def describe(self, **fields: Any) -> None:
+        """Publish more about the run in a meta record (e.g. the method, its card)."""
+        self._publish("meta", self.step, _plain(fields))
+
+    def controller_meta(self) -> list[dict[str, Any]]:
+        """Every command this run accepts: name, argument schema, label, key, one-line help."""
+        return [
+            {
+                "name": name,
+                "args": {arg: kind.__name__ for arg, kind in dict(c.args).items()},
+                "label": getattr(c, "label", "") or name,
+                "key": getattr(c, "key", ""),
+                "help": ((type(c).__doc__ or "").strip().splitlines() or [""])[0],
+            }
+            for name, c in self.controllers.items()
+        ]
+
     # -- steering ----------------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy as the live controllers say: softmax (default), StableMax (float64,
@@ -235,6 +299,7 @@ class Monitor:
     def add_controller(self, controller: Controller) -> Controller:
         """Make a custom controller reachable as a command named ``controller.name``."""
         self.controllers[controller.name] = controller
+        self._publish("meta", self.step, {"controllers": self.controller_meta()})
         return controller
 
     def controller(self, name: str, **args: type):
@@ -347,6 +412,7 @@ class Monitor:
         if self._closed:
             return
         self._closed = True
+        self._flush_window(time.perf_counter())
         self._publish("event", self.step, {"event": status})
         self.transport.set_status(state=status, final_state=status, step=self.step)
         self.transport.close()
@@ -405,10 +471,11 @@ class Monitor:
         host = {
             "lr": lrs,
             "step_time": step_time,
-            "samples_per_s": batch / step_time if batch and step_time > 0 else math.nan,
             "steps_per_s": 1.0 / step_time if step_time > 0 else math.nan,
             "overhead_pct": 100 * self.scheduler.overhead,
         }
+        if batch:  # no batch (a solver, a loss-only loop): no samples/s at all, not NaN
+            host["samples_per_s"] = batch / step_time if step_time > 0 else math.nan
         device = {name: _detached(v) for name, v in {"loss": loss, **extra}.items()}
         device.update(self._control_scalars)
         self.transport.send(
@@ -476,11 +543,25 @@ class Monitor:
             "rank": self.rank,
             "world_size": self.world_size,
             "git_commit": _git_commit(),
+            "controllers": self.controller_meta(),
             **getattr(self.transport, "security_meta", {}),
         }
 
     def _publish(self, kind: str, step: int, data: dict[str, Any]) -> None:
         self.transport.send(Record(kind=kind, run=self.run, step=step, data=data))
+
+
+class _AddThreshold:
+    """Adds a gauge to the alert rules on the I/O thread, which alone touches them."""
+
+    __slots__ = ("alerts", "threshold")
+
+    def __init__(self, alerts: AlertTracker, threshold: Threshold) -> None:
+        self.alerts, self.threshold = alerts, threshold
+
+    def __call__(self) -> list[Record]:
+        self.alerts.add(self.threshold)
+        return []
 
 
 class _MetricsThunk:
