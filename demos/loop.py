@@ -251,8 +251,12 @@ def run(
 
 
 def announce(method: Method, monitor: Monitor) -> None:
-    """Tell the run's viewers what this method is and which gauges it publishes."""
+    """Give the run's Monitor this method's controllers, and tell its viewers what the method
+    is and which gauges it publishes (meta records)."""
     spec = method.spec
+    for controller in spec.controllers:
+        if controller.name not in monitor.controllers:
+            monitor.add_controller(controller.create())
     card = {"phenomenon": spec.card.phenomenon, "claim": spec.card.claim, "watch": spec.card.watch}
     monitor.describe(
         method={"name": spec.name, "title": spec.title, "kind": spec.kind, "card": card}

@@ -83,11 +83,18 @@ def _root(
 
 # -- diag list ------------------------------------------------------------------------------
 @app.command("list")
-def list_methods() -> None:
+def list_methods(
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the README's method index instead.")
+    ] = False,
+) -> None:
     """List the method library by family: kind, status, expected CPU time, what it shows."""
-    from diag.registry import all_specs, by_family
+    from diag.registry import all_specs, by_family, markdown_table
 
     specs = all_specs()
+    if markdown:
+        print(markdown_table(specs), end="")
+        return
     for family, members in by_family(specs).items():
         table = Table(title=family, title_justify="left")
         table.add_column("name", style="bold cyan", no_wrap=True)

@@ -73,6 +73,24 @@ def get_spec(name: str) -> MethodSpec:
     )
 
 
+def markdown_table(specs: dict[str, MethodSpec]) -> str:
+    """The README's method index, generated from the specs (a test keeps the README equal)."""
+    rows = [
+        "| name | family | kind | what it shows | paper | CPU | its test checks |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for spec in specs.values():
+        paper = f"[{spec.paper.cite()}]({spec.paper.link})"
+        checks = "; ".join(f"{metric} {target}" for metric, target in spec.headline.items())
+        cells = (spec.name, spec.family, spec.kind, spec.title, paper)
+        rows.append(
+            f"| `{cells[0]}` | "
+            + " | ".join(cells[1:])
+            + f" | ~{spec.expected_cpu_s:g} s | {checks} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 def by_family(specs: dict[str, MethodSpec]) -> dict[str, list[MethodSpec]]:
     """Specs grouped by family, families in order of first appearance by name."""
     out: dict[str, list[MethodSpec]] = {}

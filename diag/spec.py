@@ -68,13 +68,24 @@ class Gauge:
 
 @dataclass(frozen=True)
 class ControllerSpec:
-    """A live control a method offers: its command name, arguments, label and suggested key."""
+    """A live control a method offers: its command name, arguments, label and suggested key;
+    ``entry`` (``"module:Class"``) is the :class:`probes.control.Controller` that does it."""
 
     name: str
     label: str
     help: str
     args: dict[str, str] = field(default_factory=lambda: {"on": "bool"})
     key: str = ""
+    entry: str = ""
+
+    def create(self) -> Any:
+        """A fresh controller (torch comes in here), labelled as this spec announces it."""
+        module_name, _, attr = self.entry.partition(":")
+        controller = getattr(importlib.import_module(module_name), attr)()
+        if controller.name != self.name:
+            raise TypeError(f"{self.entry} is named {controller.name!r}, not {self.name!r}")
+        controller.label, controller.key, controller.help = self.label, self.key, self.help
+        return controller
 
 
 @dataclass(frozen=True)

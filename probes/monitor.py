@@ -34,7 +34,6 @@ from probes.control import (
     FunctionController,
     builtin_controllers,
     check_args,
-    scale_step_to_radius_,
 )
 from probes.diagnostics import ProbeUnsupported
 from probes.endpoints import DEFAULT_ENDPOINT
@@ -279,22 +278,25 @@ class Monitor:
                 "args": {arg: kind.__name__ for arg, kind in dict(c.args).items()},
                 "label": getattr(c, "label", "") or name,
                 "key": getattr(c, "key", ""),
-                "help": ((type(c).__doc__ or "").strip().splitlines() or [""])[0],
+                "help": c.help or ((type(c).__doc__ or "").strip().splitlines() or [""])[0],
             }
             for name, c in self.controllers.items()
         ]
 
     # -- steering ----------------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy as the live controllers say: softmax (default), StableMax (float64,
-        ``stablemax`` on) or softmax in float64 (``fp64_loss`` on)."""
-        from diag.methods import softmax_cross_entropy_fp64, stablemax_cross_entropy
-
-        if self.controllers["stablemax"].on:  # type: ignore[attr-defined]
-            return stablemax_cross_entropy(logits, targets)
-        if self.controllers["fp64_loss"].on:  # type: ignore[attr-defined]
-            return softmax_cross_entropy_fp64(logits, targets)
+        """Cross-entropy as the live controllers say: the first controller whose loss hook
+        answers (e.g. StableMax or float64 when switched on), else softmax cross-entropy."""
+        for controller in self.controllers.values():
+            replaced = controller.loss(logits, targets)
+            if replaced is not None:
+                return replaced
         return torch.nn.functional.cross_entropy(logits, targets)
+
+    @property
+    def inputs(self) -> Any:
+        """The last batch ``observe`` was given (``inputs=``), for controllers that need it."""
+        return self._inputs
 
     def add_controller(self, controller: Controller) -> Controller:
         """Make a custom controller reachable as a command named ``controller.name``."""
@@ -302,11 +304,12 @@ class Monitor:
         self._publish("meta", self.step, {"controllers": self.controller_meta()})
         return controller
 
-    def controller(self, name: str, **args: type):
-        """Decorator form: ``@mon.controller("warmup", steps=int) def f(mon, steps): ...``."""
+    def controller(self, name: str, *, label: str = "", key: str = "", **args: type):
+        """Decorator form: ``@mon.controller("warmup", steps=int) def f(mon, steps): ...``;
+        ``label`` and ``key`` are what viewers show for it (announced in the meta record)."""
 
         def register(fn):
-            self.add_controller(FunctionController(name, fn, dict(args)))
+            self.add_controller(FunctionController(name, fn, dict(args), label, key))
             return fn
 
         return register
@@ -358,16 +361,11 @@ class Monitor:
         self.transport.set_status(state="running")
 
     def _steer_gradients(self) -> None:
-        if self.controllers["perpgrad"].on and self.model is not None:  # type: ignore[attr-defined]
-            from diag.methods import project_gradients_
-
-            project_gradients_(p for p in self.model.parameters() if p.requires_grad)
+        for controller in self.controllers.values():
+            controller.on_gradients(self)
 
     def _step_controllers_on(self) -> bool:
-        return bool(
-            self.controllers["rho_control"].on  # type: ignore[attr-defined]
-            or self.controllers["spectral_clip"].on
-        )  # type: ignore[attr-defined]
+        return any(c.wants_step(self) for c in self.controllers.values())
 
     @torch.no_grad()
     def _before_optimizer_step(self, *_: Any) -> None:
@@ -388,16 +386,10 @@ class Monitor:
             log.warning("edgewatch: step controller failed; step left as taken", exc_info=True)
 
     def _clip_and_scale_step(self, previous: list[torch.Tensor]) -> None:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        clip = self.controllers["spectral_clip"]
-        if clip.on:  # type: ignore[attr-defined]
-            from diag.methods import clip_update_
-
-            for p, old in zip(params, previous, strict=True):
-                clip_update_(p, old, clip.c)  # type: ignore[attr-defined]
-        if self.controllers["rho_control"].on and self._inputs is not None:  # type: ignore
-            r, scale = scale_step_to_radius_(self.model, previous, self._inputs)
-            self._control_scalars = {"r_proposed": r, "step_scale": scale}
+        """The step hooks of the controllers that asked for it, in the order they were added."""
+        for controller in self.controllers.values():
+            if controller.wants_step(self):
+                self._control_scalars.update(controller.on_step(self, previous))
 
     def event(self, name: str, **data: Any) -> None:
         """Publish an event record (shown in the UI's event log and kept in replays)."""

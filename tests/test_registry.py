@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from demos.loop import prepare, run
 from diag.cli import app
 from diag.config import build_config, config_dict, parse_overrides
-from diag.registry import METHODS_ENV, all_specs, spec_modules
+from diag.registry import METHODS_ENV, all_specs, markdown_table, spec_modules
 from probes import InProcessTransport, Monitor
 from probes.window import ScalarWindow
 
@@ -116,6 +116,13 @@ def test_contract_five_steps_emit_every_declared_gauge_and_announce_it(name):
         assert math.isfinite(published[gauge.metric]), gauge.metric
     announced = [r.data["gauges"] for r in transport.records if "gauges" in r.data]
     assert {g["metric"] for g in announced[-1]} == {g.metric for g in spec.gauges}
+    offered = [r.data["controllers"] for r in transport.records if "controllers" in r.data]
+    names = {c["name"]: c for c in offered[-1]}
+    assert {"lr_scale", "pause", "resume", "checkpoint", "stop"} <= set(names)
+    for controller in spec.controllers:
+        assert names[controller.name]["label"] == controller.label
+        assert names[controller.name]["key"] == controller.key
+        assert names[controller.name]["args"] == controller.args
     methods = [r.data["method"] for r in transport.records if "method" in r.data]
     assert methods == [
         {"name": name, "title": spec.title, "kind": spec.kind, "card": methods[0]["card"]}
@@ -203,3 +210,42 @@ def test_solver_mode_at_ten_microseconds_bounds_records_and_keeps_every_spike():
     assert "samples_per_s" not in scalars and "lr" not in scalars and "grad_norm" not in scalars
     assert 0 < scalars["overhead_pct"] < 100  # observe costs less than a 10 µs iteration
     assert scalars["iterations"] == it
+
+
+def test_the_readmes_method_index_is_the_one_the_specs_generate(monkeypatch):
+    monkeypatch.delenv(METHODS_ENV)
+    text = (REPO / "README.md").read_text()
+    begin = text.index("<!-- methods:begin")
+    block = text[text.index("\n", begin) + 1 : text.index("<!-- methods:end -->")]
+    assert block == markdown_table(all_specs()), "regenerate it with `diag list --markdown`"
+
+
+def test_a_users_own_controller_is_announced_with_its_label_key_and_schema():
+    transport = InProcessTransport()
+    monitor = Monitor(run="user", transport=transport, probes=None, store=None)
+
+    @monitor.controller("warmup", label="Warm-up", key="w", steps=int)
+    def warmup(mon, steps=10):
+        """Ramp the learning rate up over ``steps`` steps."""
+        return {"steps": steps}
+
+    monitor.close()
+    offered = [r.data["controllers"] for r in transport.records if "controllers" in r.data][-1]
+    mine = next(c for c in offered if c["name"] == "warmup")
+    assert mine == {"name": "warmup", "args": {"steps": "int"}, "label": "Warm-up", "key": "w",
+                    "help": "Ramp the learning rate up over ``steps`` steps."}  # fmt: skip
+
+
+def test_probes_import_nothing_from_diag_tui_or_demos():
+    import ast
+
+    for path in (REPO / "probes").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            for name in names:
+                assert name.split(".")[0] not in {"diag", "tui", "demos"}, f"{path.name}: {name}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diag.config import RunConfig, param
+from diag.methods.controls import TRAINING_STABILITY
 from diag.spec import Card, Gauge, MethodSpec, Paper
 
 
@@ -53,6 +54,7 @@ SPEC = MethodSpec(
             amber=0.9,
         ),
     ),
-    expected_cpu_s=120,
+    controllers=TRAINING_STABILITY,
+    expected_cpu_s=12,
     headline={"late_mean_ratio": "within 5 % of 1", "late_max_ratio": "≤ 1.2"},
 )

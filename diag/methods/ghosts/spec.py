@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diag.config import RunConfig, param
-from diag.spec import Card, ControllerSpec, Gauge, MethodSpec, Paper
+from diag.methods.controls import TRAINING_STABILITY
+from diag.spec import Card, Gauge, MethodSpec, Paper
 
 
 @dataclass
@@ -53,9 +54,7 @@ SPEC = MethodSpec(
             amber=0.5,
         ),
     ),
-    controllers=(
-        ControllerSpec("rho_control", "ρ-ctrl", "scale each step to at most ρ_a", key="r"),
-    ),
-    expected_cpu_s=15,
+    controllers=TRAINING_STABILITY,
+    expected_cpu_s=2,
     headline={"test_acc": "≥ 0.9 with rho_control, ≤ 0.5 without", "max_r_applied": "≤ 1"},
 )

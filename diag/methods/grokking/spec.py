@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass
 
 from diag.config import RunConfig, param
-from diag.spec import Card, ControllerSpec, Gauge, MethodSpec, Paper
+from diag.methods.controls import TRAINING_STABILITY
+from diag.spec import Card, Gauge, MethodSpec, Paper
 
 NAN = math.nan
 VARIANTS: dict[str, dict[str, float]] = {
@@ -68,11 +69,7 @@ SPEC = MethodSpec(
         "--set variant=perpgrad test_acc climbs past 0.95 within ~150 steps.",
     ),
     gauges=(Gauge("sc_fp16", 0.0, "logits would collapse in fp16", label="SC fp16", strict=True),),
-    controllers=(
-        ControllerSpec("stablemax", "StableMax", "StableMax cross-entropy in float64", key="s"),
-        ControllerSpec("perpgrad", "⊥Grad", "gradients projected orthogonal to weights", key="g"),
-        ControllerSpec("fp64_loss", "fp64", "softmax cross-entropy in float64", key="f"),
-    ),
+    controllers=TRAINING_STABILITY,
     expected_cpu_s=60,
     headline={"test_acc": "≥ 0.95 with variant=perpgrad in 150 steps; < 0.1 for the baseline"},
 )

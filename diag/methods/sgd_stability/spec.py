@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diag.config import RunConfig, param
+from diag.methods.controls import TRAINING_STABILITY
 from diag.spec import Card, Gauge, MethodSpec, Paper
 
 BUDGET = {"gd": 5000, "sgd": 30000}
@@ -64,6 +65,7 @@ SPEC = MethodSpec(
             amber=0.9,
         ),
     ),
-    expected_cpu_s=40,
+    controllers=TRAINING_STABILITY,
+    expected_cpu_s=100,
     headline={"trace_g": "SGD ≤ 2/η < GD", "test_mse": "SGD < 0.5 × GD"},
 )
