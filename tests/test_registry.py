@@ -249,3 +249,25 @@ def test_probes_import_nothing_from_diag_tui_or_demos():
                 names = [node.module or ""]
             for name in names:
                 assert name.split(".")[0] not in {"diag", "tui", "demos"}, f"{path.name}: {name}"
+
+
+async def test_the_toy_solver_appears_in_the_launcher_with_its_card_and_checked_form():
+    from helpers import until
+
+    from tui.app import EdgewatchApp
+    from tui.ingest import MemorySource
+    from tui.launcher import LauncherScreen
+
+    app = EdgewatchApp(MemorySource())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("o")
+        await until(pilot, lambda: isinstance(app.screen, LauncherScreen))
+        screen = app.screen
+        assert {"toy_solver", "toy_trainer"} <= set(screen.catalog.names)
+        screen.catalog.highlighted = screen.catalog.names.index("toy_solver")
+        await until(pilot, lambda: screen.trainer == "toy_solver" and screen.form.is_mounted)
+        assert "contracts the error" in str(screen.info.render())  # its card
+        assert {"size", "omega", "tol"} <= set(screen.form.inputs)
+        screen.form.set_text("omega", "-1")
+        assert screen.checked_values() is None
+        assert str(screen.form.errors["omega"].render()) == "-1.0 must be > 0"
