@@ -55,6 +55,6 @@ SPEC = MethodSpec(
         ),
     ),
     controllers=TRAINING_STABILITY,
-    expected_cpu_s=12,
+    expected_cpu_s=14,
     headline={"late_mean_ratio": "within 5 % of 1", "late_max_ratio": "≤ 1.2"},
 )

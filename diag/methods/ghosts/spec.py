@@ -55,6 +55,6 @@ SPEC = MethodSpec(
         ),
     ),
     controllers=TRAINING_STABILITY,
-    expected_cpu_s=2,
+    expected_cpu_s=8,
     headline={"test_acc": "≥ 0.9 with rho_control, ≤ 0.5 without", "max_r_applied": "≤ 1"},
 )

@@ -70,6 +70,6 @@ SPEC = MethodSpec(
     ),
     gauges=(Gauge("sc_fp16", 0.0, "logits would collapse in fp16", label="SC fp16", strict=True),),
     controllers=TRAINING_STABILITY,
-    expected_cpu_s=60,
+    expected_cpu_s=76,
     headline={"test_acc": "≥ 0.95 with variant=perpgrad in 150 steps; < 0.1 for the baseline"},
 )

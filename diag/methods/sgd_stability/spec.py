@@ -66,6 +66,6 @@ SPEC = MethodSpec(
         ),
     ),
     controllers=TRAINING_STABILITY,
-    expected_cpu_s=100,
+    expected_cpu_s=24,
     headline={"trace_g": "SGD ≤ 2/η < GD", "test_mse": "SGD < 0.5 × GD"},
 )
