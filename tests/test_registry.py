@@ -271,3 +271,36 @@ async def test_the_toy_solver_appears_in_the_launcher_with_its_card_and_checked_
         screen.form.set_text("omega", "-1")
         assert screen.checked_values() is None
         assert str(screen.form.errors["omega"].render()) == "-1.0 must be > 0"
+
+
+async def test_the_tui_builds_toggles_keys_and_help_from_the_controllers_a_run_announces():
+    from helpers import until
+
+    from probes.wire import Record
+    from tui.app import EdgewatchApp
+    from tui.ingest import MemorySource
+
+    transport = InProcessTransport()
+    monitor = Monitor(run="user", transport=transport, probes=None, store=None)
+
+    @monitor.controller("warmup", label="Warm-up", key="u", on=bool)
+    def warmup(mon, on=True):
+        return {"on": on}
+
+    monitor.close()
+    meta = [r for r in transport.records if r.kind == "meta"]
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(120, 36)) as pilot:
+        assert "stablemax" in app.controls.toggles  # a run that announced nothing (old stores)
+        source.push(*meta)
+        await until(pilot, lambda: list(app.controls.toggles) == ["warmup"])
+        assert ("u", "Warm-up") in app.binding_rows()
+        await pilot.press("u")
+        await until(pilot, lambda: bool(source.sent))
+        assert (source.sent[-1]["cmd"], source.sent[-1]["args"]) == ("warmup", {"on": True})
+        ack = {"id": source.sent[-1]["id"], "cmd": "warmup", "on": True, "applied_at_step": 3}
+        source.push(Record("ack", "user", 3, ack, seq=99))
+        await until(pilot, lambda: app.controls.toggles["warmup"].on)
+        app.flush()
+        assert "Warm-up on since 3" in str(app.controls_bar.render())
