@@ -9,8 +9,9 @@ gauge hovering at its limit (the edge of stability does exactly that) does not f
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from probes.notify import AlertNotifier
@@ -65,6 +66,19 @@ THRESHOLDS: dict[str, Threshold] = {
         Threshold("sc_fp16", 0.0, 0.0, "logits would collapse in fp16", strict=True),
     )
 }
+
+
+def thresholds_from_meta(meta: Mapping[str, Any] | None) -> dict[str, Threshold]:
+    """The built-in gauges, then those a run announced in its meta (``gauges``; a malformed
+    entry is skipped): one table for a viewer's badges, threshold lines and summaries."""
+    table = dict(THRESHOLDS)
+    for gauge in (meta or {}).get("gauges") or []:
+        try:
+            threshold = Threshold.from_meta(gauge)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+        table[threshold.metric] = threshold
+    return table
 
 
 class AlertTracker:

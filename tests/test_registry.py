@@ -304,3 +304,19 @@ async def test_the_tui_builds_toggles_keys_and_help_from_the_controllers_a_run_a
         await until(pilot, lambda: app.controls.toggles["warmup"].on)
         app.flush()
         assert "Warm-up on since 3" in str(app.controls_bar.render())
+
+
+def test_watch_once_summary_colours_a_gauge_the_run_announced():
+    from rich.console import Console
+
+    from diag.summary import fold, summary
+
+    transport = InProcessTransport()
+    monitor = Monitor(run="s", transport=transport, probes=None, store=None)
+    monitor.add_gauge({"metric": "kkt", "threshold": 1e-3, "meaning": "m", "direction": "below"})
+    monitor.observe(0, kkt=1e-4)
+    monitor.close()
+    console = Console(width=120, record=True)
+    console.print(summary(fold(transport.records), "inproc://x"))
+    row = next(line for line in console.export_text().splitlines() if line.startswith("kkt"))
+    assert "alert" in row and "≤ 0.001" in row
