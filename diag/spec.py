@@ -53,6 +53,16 @@ class Gauge:
     amber: float | None = None
     strict: bool = False
 
+    @classmethod
+    def builtin(cls, metric: str, label: str) -> Gauge:
+        """A gauge the Monitor's own diagnostics know (:data:`probes.alerts.THRESHOLDS`), with
+        its limit, band and meaning from that one table."""
+        from probes.alerts import THRESHOLDS  # torch-free
+
+        t = THRESHOLDS[metric]
+        direction = "below" if getattr(t, "direction", "above") == "below" else "above"
+        return cls(metric, t.limit, t.meaning, label, direction, t.amber, t.strict)
+
     def as_meta(self) -> dict[str, Any]:
         """The gauge as the run's meta record announces it (plain msgpack values)."""
         return {

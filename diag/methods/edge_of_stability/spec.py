@@ -45,15 +45,7 @@ SPEC = MethodSpec(
         watch="eos_gauge = λ_max·η/2 climbs from ~0.5 to 1 by step ~300 and stays near 1; the "
         "loss chart shows small upward blips.",
     ),
-    gauges=(
-        Gauge(
-            "eos_gauge",
-            1.0,
-            "λ_max·η/2 ≥ 1: at/over the edge of stability for GD",
-            label="λ_max·η/2",
-            amber=0.9,
-        ),
-    ),
+    gauges=(Gauge.builtin("eos_gauge", "λ_max·η/2"),),
     controllers=TRAINING_STABILITY,
     expected_cpu_s=14,
     headline={"late_mean_ratio": "within 5 % of 1", "late_max_ratio": "≤ 1.2"},

@@ -45,15 +45,7 @@ SPEC = MethodSpec(
         watch="At step 50 the LR jumps: r shoots past 1 and test_acc collapses; rerun with "
         "--set rho_control=true and r_applied stays ≤ 1 while test_acc keeps above 0.9.",
     ),
-    gauges=(
-        Gauge(
-            "r",
-            1.0,
-            "step longer than the safe radius ρ_a (Ghosts of Softmax)",
-            label="r = ‖p‖/ρ_a",
-            amber=0.5,
-        ),
-    ),
+    gauges=(Gauge.builtin("r", "r = ‖p‖/ρ_a"),),
     controllers=TRAINING_STABILITY,
     expected_cpu_s=8,
     headline={"test_acc": "≥ 0.9 with rho_control, ≤ 0.5 without", "max_r_applied": "≤ 1"},

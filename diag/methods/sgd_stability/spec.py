@@ -50,20 +50,8 @@ SPEC = MethodSpec(
         "trace_gauge settles under 1 and test_mse ends lower.",
     ),
     gauges=(
-        Gauge(
-            "trace_gauge",
-            1.0,
-            "tr(H)·η/2 ≥ 1: not linearly stable for SGD (Wu & Su)",
-            label="tr(H)·η/2",
-            amber=0.8,
-        ),
-        Gauge(
-            "eos_gauge",
-            1.0,
-            "λ_max·η/2 ≥ 1: at/over the edge of stability for GD",
-            label="λ_max·η/2",
-            amber=0.9,
-        ),
+        Gauge.builtin("trace_gauge", "tr(H)·η/2"),
+        Gauge.builtin("eos_gauge", "λ_max·η/2"),
     ),
     controllers=TRAINING_STABILITY,
     expected_cpu_s=24,
