@@ -263,6 +263,8 @@ def announce(method: Method, monitor: Monitor) -> None:
     )
     for gauge in spec.gauges:
         monitor.add_gauge(gauge.as_meta())
+    if isinstance(method, Solver):
+        monitor.use_windows()  # iterations of microseconds: a record per window, not per call
 
 
 def _finite_number(value: Any) -> bool:

@@ -45,7 +45,7 @@ from probes.ranks import detect_rank, rank_transport, unwrap_ddp
 from probes.security import ClientKeys, ServerKeys, resolve_server_keys
 from probes.store import RunStore, default_store_path
 from probes.transport import Transport, ZmqTransport
-from probes.window import ScalarWindow, plain_floats
+from probes.window import RECORD_INTERVAL, ScalarWindow, plain_floats
 from probes.wire import Record, metrics_data
 
 ProbeSpec = str | Probe
@@ -178,7 +178,7 @@ class Monitor:
         self._before_step: list[torch.Tensor] | None = None
         self._hooked: set[int] = set()
         self._control_scalars: dict[str, float] = {}
-        self._window: ScalarWindow | None = None  # solver mode, from its first observe
+        self._window: ScalarWindow | None = None  # solver mode (use_windows), else None
         self.gauges: dict[str, dict[str, Any]] = {}
         self._publish("meta", 0, self._base_meta())
         self._publish("event", 0, {"event": "start"})
@@ -205,11 +205,11 @@ class Monitor:
         arguments are published as additional scalars (e.g. ``test_acc=0.93``).
         Never raises: failures are counted in ``errors`` and logged once.
 
-        Solver mode: called with scalars only (no model, optimizer, loss or batch), as a solver's
-        iteration does, the scalars are folded into a time window and published a few hundred
-        times a second at most, with each one's min and max (:mod:`probes.window`).
+        In solver mode (:meth:`use_windows`), a call with scalars only (no model, optimizer,
+        loss or batch), as a solver's iteration makes, is folded into a time window published a
+        few hundred times a second at most, with each scalar's min and max (:mod:`probes.window`).
         """
-        if model is optimizer is loss is logits is targets is inputs is None:
+        if self._window is not None and model is optimizer is loss is logits is inputs is None:
             self._observe_scalars(step, extra)
             return
         started = time.perf_counter()
@@ -229,13 +229,23 @@ class Monitor:
         self._monitor_seconds = time.perf_counter() - started
         self._wait_while_paused()
 
+    def use_windows(self, interval: float = RECORD_INTERVAL) -> None:
+        """Solver mode, for loops of microseconds (the driver turns it on for a solver): scalar
+        observes are folded into windows of ``interval`` seconds, one record per window with
+        every value's last, min and max and the iterations counted; commands apply once per
+        window; ``overhead_pct`` is the time inside ``observe`` over the time outside it.
+        Without it every ``observe`` is a record (what ``ew.log``-style callers expect)."""
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0 seconds, got {interval}")
+        self._flush_window(time.perf_counter())
+        self._window = ScalarWindow(interval)
+
     def _observe_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         """Solver mode: fold this iteration in; send the window when its time is up."""
         started = time.perf_counter()
+        window = self._window
         try:
-            window = self._window
-            if window is None:
-                window = self._window = ScalarWindow()
+            if window.iterations == 0:
                 self._apply_commands()  # and then once per window
             self.step = step
             window.add(step, plain_floats(scalars, _to_float))
@@ -246,8 +256,7 @@ class Monitor:
             self.errors += 1
             if self.errors == 1:
                 log.warning("edgewatch: observe() failed; the loop continues", exc_info=True)
-        if self._window is not None:
-            self._window.inside += time.perf_counter() - started
+        window.inside += time.perf_counter() - started
         self._wait_while_paused()
 
     def _flush_window(self, now: float) -> None:

@@ -1,4 +1,4 @@
-"""Solver mode: ``Monitor.observe(it, **scalars)`` with no model, for loops of microseconds.
+"""Solver mode (``Monitor.use_windows()``): ``observe(it, **scalars)`` for loops of microseconds.
 
 A Sinkhorn or SOR iteration can take 10 µs; a record per iteration would cost more than the
 iteration and flood every viewer. So scalars-only observations are folded into a time window:

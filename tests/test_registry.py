@@ -184,6 +184,7 @@ def test_solver_mode_at_ten_microseconds_bounds_records_and_keeps_every_spike():
     min/max are those of exactly the iterations it counted, and nothing trainer-only appears."""
     transport = InProcessTransport()
     monitor = Monitor(run="solver", transport=transport, probes=None, store=None)
+    monitor.use_windows()
     values = {}
     start = time.perf_counter()
     it = 0
