@@ -7,11 +7,13 @@ line saying what is wrong and what to do, and exit status 2; nothing prints a tr
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,8 +29,9 @@ from diag.tensorboard_io import import_app
 app = typer.Typer(
     name="diag",
     help="edgewatch: see and steer a PyTorch training run while it happens.",
-    no_args_is_help=True,
+    invoke_without_command=True,  # bare `diag`: help and exit 0 (click ≥ 8.2 would exit 2)
     add_completion=True,
+    rich_markup_mode="rich",  # the same on every typer: before 0.20.1 the default was None
     pretty_exceptions_enable=False,
 )
 console = Console()
@@ -66,6 +69,74 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+# -- argument checks: a bad path or number is one line and exit 2, before anything starts -----
+def _checked(problem_with: Callable[[Any], str | None]) -> Callable[..., Any]:
+    """A typer callback that runs ``problem_with`` on the value (each value of a list); what it
+    returns, if anything, is what is wrong: printed as ``error: --option VALUE: problem``."""
+
+    def callback(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+        if value is None or ctx.resilient_parsing:
+            return value
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            problem = problem_with(item)
+            if problem:
+                flag = f"{param.opts[0]} " if param.param_type_name == "option" else ""
+                raise fail(f"{flag}{item}: {problem}")
+        return value
+
+    return callback
+
+
+def _folder_problem(path: str) -> str | None:
+    where = Path(path).expanduser()
+    if not where.exists():
+        return "no such folder"
+    return None if where.is_dir() else "not a folder"
+
+
+def _file_problem(path: str) -> str | None:
+    where = Path(path).expanduser()
+    if not where.exists():
+        return "no such file"
+    return None if where.is_file() else "not a file"
+
+
+def _creatable_folder_problem(path: str) -> str | None:
+    """A folder that is made if missing: only an existing non-folder is wrong."""
+    where = Path(path).expanduser()
+    return "not a folder" if where.exists() and not where.is_dir() else None
+
+
+def _runs_folder_problem(path: str) -> str | None:
+    problem = _folder_problem(path)
+    if problem == "not a folder" and Path(path).is_file():
+        return f"a file, not a folder of run stores (one store opens with: diag replay {path})"
+    return problem
+
+
+def _keys_folder_problem(path: str) -> str | None:
+    problem = _folder_problem(path)
+    return f"{problem} (make one with: diag keys {path})" if problem else None
+
+
+def _seconds_problem(seconds: float) -> str | None:
+    if math.isfinite(seconds) and seconds > 0:
+        return None
+    return "must be a positive number of seconds"
+
+
+def _count_problem(count: int) -> str | None:
+    return None if count >= 1 else "must be 1 or more"
+
+
+KEYS_FOLDER = _checked(_keys_folder_problem)
+EXISTING_FILE = _checked(_file_problem)
+CREATABLE_FOLDER = _checked(_creatable_folder_problem)
+RUNS_FOLDER = _checked(_runs_folder_problem)
+POSITIVE_SECONDS = _checked(_seconds_problem)
+AT_LEAST_ONE = _checked(_count_problem)
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"edgewatch {__version__}")
@@ -74,23 +145,35 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
     """edgewatch: see and steer a PyTorch training run while it happens."""
+    if ctx.invoked_subcommand is None:
+        text = ctx.get_help()  # typer's rich help prints itself and returns ""
+        if text:
+            typer.echo(text)
 
 
 # -- diag list ------------------------------------------------------------------------------
 @app.command("list")
 def list_methods(
+    name: Annotated[
+        str | None, typer.Argument(help="A method: show its card, variants and --set fields.")
+    ] = None,
     markdown: Annotated[
         bool, typer.Option("--markdown", help="Print the README's method index instead.")
     ] = False,
 ) -> None:
-    """List the method library by family: kind, status, expected CPU time, what it shows."""
+    """List the method library by family (kind, status, expected CPU time, what it shows),
+    or one method's card and settings."""
     from diag.registry import all_specs, by_family, markdown_table
 
+    if name is not None:
+        console.print(_method_text(name), highlight=False, markup=False)
+        return
     specs = all_specs()
     if markdown:
         print(markdown_table(specs), end="")
@@ -108,6 +191,23 @@ def list_methods(
             table.add_row(spec.name, spec.kind, spec.status, cpu, spec.title, spec.paper.cite())
         console.print(table)
     console.print("Run one with [bold]diag run NAME[/] (add --no-tui for a headless run).")
+    console.print("[bold]diag list NAME[/] shows its variants and --set fields.")
+
+
+def _method_text(name: str) -> str:
+    """What ``diag list NAME`` prints and ``diag run NAME --help`` ends with."""
+    from diag.launch import settings_lines
+    from diag.registry import UnknownTrainerError, get_spec
+
+    try:
+        spec = get_spec(name)
+    except UnknownTrainerError as err:
+        raise fail(str(err)) from None
+    lines = [f"{spec.name} ({spec.kind}, {spec.family}): {spec.title}"]
+    lines += [f"paper: {spec.paper.cite()} {spec.paper.link}", "", spec.card.text(), ""]
+    settings = [f"  {line}" for line in settings_lines(spec.config)]
+    lines += ["--set FIELD=VALUE (defaults shown):", *settings]
+    return "\n".join(lines)
 
 
 # -- diag run -------------------------------------------------------------------------------
@@ -132,11 +232,17 @@ def run(
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar (used for child runs).")] = False,
     nproc: Annotated[
-        int, typer.Option(help="Processes under torchrun (gloo on CPU, nccl on GPU).")
+        int,
+        typer.Option(
+            help="Processes under torchrun (gloo on CPU, nccl on GPU).", callback=AT_LEAST_ONE
+        ),
     ] = 1,
     keys: Annotated[
         str | None,
-        typer.Option(help="Keys folder from `diag keys`: CURVE and allow-lists ($EDGEWATCH_KEYS)."),
+        typer.Option(
+            help="Keys folder from `diag keys`: CURVE and allow-lists ($EDGEWATCH_KEYS).",
+            callback=KEYS_FOLDER,
+        ),
     ] = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow a non-loopback --endpoint without keys.")
@@ -149,8 +255,6 @@ def run(
 
     try:
         method_cls, config = _resolve_run(name, steps, seed, device, set_ or [])
-        if nproc < 1:
-            raise UsageProblem(f"--nproc must be ≥ 1, got {nproc}")
         if no_tui and nproc > 1 and "WORLD_SIZE" not in os.environ:
             _exec_torchrun(nproc, sys.argv[2:])
         if no_tui:
@@ -231,6 +335,7 @@ def _run_headless(
     except EndpointError as err:
         raise UsageProblem(str(err)) from None
     monitor.event("trainer", trainer=spec.name, title=spec.title)
+    quiet = quiet or os.environ.get("RANK", "0") != "0"  # under --nproc: rank 0 speaks for all
     stop = _StopFlag()
     if not quiet:
         where = f"watch: diag watch {monitor.endpoint}"
@@ -310,7 +415,8 @@ def _brief(last: dict[str, float]) -> str:
 
 
 def summary_table(result) -> Table:
-    table = Table(title=f"{result.trainer}: {result.steps_done} steps in {result.seconds:.1f} s")
+    title = f"{result.trainer}: {result.steps_done} steps in {result.seconds:.1f} s"
+    table = Table(title=title, min_width=len(title))  # a title wider than the table wraps
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
     for key, value in result.headline.items():
@@ -383,18 +489,28 @@ def watch(
     once: Annotated[
         bool, typer.Option("--once", help="Print one summary per endpoint and exit.")
     ] = False,
-    timeout: Annotated[float, typer.Option(help="With --once: seconds to wait for data.")] = 5.0,
+    timeout: Annotated[
+        float,
+        typer.Option(help="With --once: seconds to wait for data.", callback=POSITIVE_SECONDS),
+    ] = 5.0,
     keys: Annotated[
-        str | None, typer.Option(help="Keys folder from `diag keys` (or $EDGEWATCH_KEYS).")
+        str | None,
+        typer.Option(
+            help="Keys folder from `diag keys` (or $EDGEWATCH_KEYS).", callback=KEYS_FOLDER
+        ),
     ] = None,
     client: Annotated[
         str | None, typer.Option(help="Client name in the keys folder (default viewer).")
     ] = None,
     server_key: Annotated[
-        str | None, typer.Option(help="The server's public key file (server.key).")
+        str | None,
+        typer.Option(help="The server's public key file (server.key).", callback=EXISTING_FILE),
     ] = None,
     client_key: Annotated[
-        str | None, typer.Option(help="This viewer's secret key file (NAME.key_secret).")
+        str | None,
+        typer.Option(
+            help="This viewer's secret key file (NAME.key_secret).", callback=EXISTING_FILE
+        ),
     ] = None,
     theme: ThemeOption = None,
     ascii_only: AsciiOption = False,
@@ -479,7 +595,9 @@ def _watch_once(endpoint: str, timeout: float, keys=None) -> bool:
 # -- diag keys ------------------------------------------------------------------------------
 @app.command("keys")
 def keys_command(
-    folder: Annotated[str, typer.Argument(help="Keys folder (made 0700).")] = "~/.edgewatch/keys",
+    folder: Annotated[
+        str, typer.Argument(help="Keys folder (made 0700).", callback=CREATABLE_FOLDER)
+    ] = "~/.edgewatch/keys",
     client: Annotated[str, typer.Option(help="Name of the viewer key to create.")] = "viewer",
     read_only: Annotated[
         bool, typer.Option("--read-only", help="This viewer may watch but not send commands.")
@@ -511,8 +629,10 @@ def replay(
     theme: ThemeOption = None,
     ascii_only: AsciiOption = False,
 ) -> None:
-    """Open a recorded run in the TUI with a timeline (space play/pause, ←/→, [/], g, home/end);
-    the charts of any further stores are overlaid on it, one line per run."""
+    r"""Open a recorded run in the TUI with a timeline; further stores are overlaid on its charts.
+
+    Keys: space play/pause, ←/→ step, \[/] slower/faster, g go to a step, home/end.
+    """
     from diag.server.commands import ServerProblem, local_stores
     from probes.store import StoreError
     from tui.replay import run_replay
@@ -537,8 +657,10 @@ def compare(
         ),
     ],
 ) -> None:
-    """Overlay the charts of runs: the live one if an endpoint is given, else the first store
-    (with its timeline), and every other store drawn on its charts."""
+    """Overlay the charts of runs: every other store drawn on the live run or the first store.
+
+    With an endpoint the live run is the base; without one the first store is, with its timeline.
+    """
     from diag.server.query import is_server_ref
 
     live = [r for r in runs if "://" in r and not is_server_ref(r)]
@@ -567,7 +689,10 @@ def compare(
 @app.command()
 def runs(
     folder: Annotated[
-        str | None, typer.Argument(help="Folder of run stores (default $EDGEWATCH_RUNS or runs).")
+        str | None,
+        typer.Argument(
+            help="Folder of run stores (default $EDGEWATCH_RUNS or runs).", callback=RUNS_FOLDER
+        ),
     ] = None,
     server: Annotated[
         str | None,
@@ -620,7 +745,8 @@ def runs(
     if not found:
         console.print(f"no run stores in {location}/ (a Monitor writes one per run there)")
         return
-    table = Table(title=f"runs in {location}/", title_justify="left")
+    title = f"runs in {location}/"
+    table = Table(title=title, title_justify="left", min_width=len(title))
     for column in ("run", "started", "steps", "status", "file"):
         table.add_column(column)
     for info in found:
@@ -681,8 +807,8 @@ def serve_command(
         bool, typer.Option("--insecure", help="Allow a non-loopback --bind without keys.")
     ] = False,
 ) -> None:
-    """Run a team run server: take runs from Monitors (server=…) and `diag push`, store them in
-    PostgreSQL (needs the server extra: pip install 'edgewatch[server]')."""
+    r"""Run a team run server: take runs from Monitors (server=…) and `diag push`, store them in
+    PostgreSQL (needs the server extra: pip install 'edgewatch\[server]')."""
     from diag.server.commands import ServerProblem, serve
 
     try:
@@ -778,4 +904,16 @@ def run_module_main(name: str) -> None:
 def main() -> None:
     """The ``diag`` console script and ``python -m diag``: one program name for both, so
     usage lines and shell completion (``_DIAG_COMPLETE``) read the same."""
-    app(prog_name="diag")
+    command = typer.main.get_command(app)
+    _describe_trainer_in_run_help(command, sys.argv[1:])
+    command(prog_name="diag")
+
+
+def _describe_trainer_in_run_help(command: Any, argv: list[str]) -> None:
+    """``diag run NAME --help`` ends with NAME's variants and --set fields (help is printed
+    before NAME is parsed, so it is looked at here)."""
+    if len(argv) >= 3 and argv[0] == "run" and "--help" in argv and not argv[1].startswith("-"):
+        from diag.registry import all_specs
+
+        if argv[1] in all_specs():
+            command.commands["run"].epilog = _method_text(argv[1])

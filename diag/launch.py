@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diag.config import FieldSpec, format_value
+from diag.config import FieldSpec, config_fields, format_value
 
 PARENT_ENV = "EDGEWATCH_PARENT_PID"
 """Set for a trainer started by `diag run` (TUI mode): the pid whose death ends the trainer."""
@@ -115,6 +115,20 @@ def stop_child(child: subprocess.Popen, grace: float = 10.0) -> int | None:
 
 
 # -- the launcher's form → `diag run` options ----------------------------------------------
+def settings_lines(config_cls: type) -> list[str]:
+    """A method's ``--set`` fields, one line each: ``variant = weight_decay  one of …; ≥ 1``
+    then its help — for ``diag list NAME`` and ``diag run NAME --help``, from the config."""
+    specs = [spec for spec in config_fields(config_cls) if spec.name not in CLI_FIELDS]
+    width = max((len(f"{spec.name} = {spec.default_text}") for spec in specs), default=0)
+    lines = []
+    for spec in specs:
+        head = f"{spec.name} = {spec.default_text}".ljust(width)
+        notes = [note for note in (spec.describe(), spec.help) if note]
+        lines.append(f"{head}  {notes[0]}" if notes else head.rstrip())
+        lines += [f"{'':{width}}  {note}" for note in notes[1:]]
+    return lines
+
+
 def run_args(values: dict[str, Any], specs: list[FieldSpec]) -> list[str]:
     """`diag run` options for the values that differ from the defaults (device always)."""
     args: list[str] = []

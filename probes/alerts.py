@@ -24,6 +24,8 @@ class Threshold:
     amber: float  # start of the amber band; amber == limit means no amber band
     meaning: str
     strict: bool = False  # True: alert when value > limit; False: when value >= limit
+    applies: str = ""
+    """When the condition means something (the optimiser, loss or dtype it is about)."""
     direction: str = "above"  # "below": the red zone is at or under the limit (mirrored)
 
     def level(self, value: float) -> str:
@@ -46,24 +48,51 @@ class Threshold:
             float(gauge.get("amber", gauge["threshold"])),
             str(gauge.get("meaning", "")),
             bool(gauge.get("strict", False)),
-            "below" if gauge.get("direction") == "below" else "above",
+            applies=str(gauge.get("applies", "")),
+            direction="below" if gauge.get("direction") == "below" else "above",
         )
 
 
 THRESHOLDS: dict[str, Threshold] = {
     t.metric: t
     for t in (
-        Threshold("r", 1.0, 0.5, "step longer than the safe radius ρ_a (Ghosts of Softmax)"),
-        Threshold("trace_gauge", 1.0, 0.8, "tr(H)·η/2 ≥ 1: not linearly stable for SGD (Wu & Su)"),
-        Threshold("eos_gauge", 1.0, 0.9, "λ_max·η/2 ≥ 1: at/over the edge of stability for GD"),
+        Threshold(
+            "r",
+            1.0,
+            0.5,
+            "step longer than the safe radius ρ_a (Ghosts of Softmax)",
+            applies="any optimiser, softmax cross-entropy; r = ‖step‖/ρ_a along the step taken",
+        ),
+        Threshold(
+            "trace_gauge",
+            1.0,
+            0.8,
+            "tr(H)·η/2 ≥ 1: not linearly stable for SGD (Wu & Su)",
+            applies="plain SGD with small batches (an SGD condition; Adam rescales steps)",
+        ),
+        Threshold(
+            "eos_gauge",
+            1.0,
+            0.9,
+            "λ_max·η/2 ≥ 1: at/over the edge of stability for GD",
+            applies="full-batch gradient descent (hovers at 1 at the edge of stability)",
+        ),
         Threshold(
             "sc_fraction",
             0.0,
             0.0,
             "softmax collapse: samples with zero gradient signal",
             strict=True,
+            applies="softmax cross-entropy, in the dtype the loss is computed in",
         ),
-        Threshold("sc_fp16", 0.0, 0.0, "logits would collapse in fp16", strict=True),
+        Threshold(
+            "sc_fp16",
+            0.0,
+            0.0,
+            "logits would collapse in fp16",
+            strict=True,
+            applies="a warning about fp16 headroom, not a collapse of this run's dtype",
+        ),
     )
 }
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+TOOL_CACHES = {".git", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache"}
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -17,3 +21,24 @@ def _runs_folder(tmp_path_factory):
         os.environ.pop("EDGEWATCH_RUNS", None)
     else:
         os.environ["EDGEWATCH_RUNS"] = previous
+
+
+def checkout_files(root: Path = CHECKOUT) -> set[Path]:
+    """Every file and folder under the checkout, tool caches left out."""
+    found = set()
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [name for name in subfolders if name not in TOOL_CACHES]
+        here = Path(folder)
+        found.update(here / name for name in [*subfolders, *files])
+    return found
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _checkout_stays_clean():
+    """Tests write only to tmp: a run store or export left in the checkout (issue #17) fails
+    the session here, naming the files, instead of piling up in `git status`."""
+    before = checkout_files()
+    yield
+    created = sorted(str(p.relative_to(CHECKOUT)) for p in checkout_files() - before)
+    listed = ", ".join(created[:10])
+    assert not created, f"files appeared in the checkout during the tests (write to tmp): {listed}"

@@ -6,8 +6,11 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+import typer
+from rich.text import Text
 from typer.testing import CliRunner
 
 from diag.cli import app, stop_child
@@ -15,7 +18,13 @@ from probes.client import Subscriber
 from probes.endpoints import free_port_pair
 
 runner = CliRunner()
-ENV = {**os.environ, "COLUMNS": "200"}
+ENV = {"COLUMNS": "200"}  # CliRunner's env: added to (not replacing) os.environ
+
+
+def subprocess_env() -> dict[str, str]:
+    """Built per call: conftest sets $EDGEWATCH_RUNS (a tmp folder) after this module loads,
+    and a child run without it writes its store into the checkout."""
+    return {**os.environ, "COLUMNS": "200"}
 
 
 def test_headless_grokking_run_exits_zero_with_a_summary():
@@ -35,7 +44,7 @@ def test_headless_grokking_run_exits_zero_with_a_summary():
         capture_output=True,
         text=True,
         timeout=240,
-        env=ENV,
+        env=subprocess_env(),
     )
     assert proc.returncode == 0, proc.stderr
     assert "grokking: 50 steps" in proc.stdout and "train_acc" in proc.stdout
@@ -58,6 +67,35 @@ def test_usage_errors_are_one_clear_line_and_exit_2(args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+BAD_ARGUMENTS = [
+    (["runs", "{missing}"], "{missing}: no such folder"),
+    (["runs", "{file}"], "{file}: a file, not a folder of run stores"),
+    (["keys", "{file}"], "{file}: not a folder"),
+    (["watch", "tcp://127.0.0.1:5999", "--once", "--timeout", "-1"], "--timeout -1.0: must be"),
+    (["watch", "tcp://127.0.0.1:5999", "--once", "--timeout", "nan"], "--timeout nan: must be"),
+    (["watch", "tcp://127.0.0.1:5999", "--once", "--timeout", "0"], "--timeout 0.0: must be"),
+    (["watch", "tcp://127.0.0.1:5999", "--keys", "{file}"], "--keys {file}: not a folder"),
+    (["watch", "tcp://127.0.0.1:5999", "--server-key", "{missing}"], "{missing}: no such file"),
+    (["watch", "tcp://127.0.0.1:5999", "--client-key", "{folder}"], "{folder}: not a file"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_ARGUMENTS)
+def test_bad_paths_and_numbers_are_one_line_and_exit_2(tmp_path, args, message):
+    """Each once exited 0 ("no run stores"), was accepted, or printed a bare OSError."""
+    paths = {"missing": tmp_path / "missing", "file": tmp_path / "a.db", "folder": tmp_path}
+    paths["file"].write_text("not a folder")
+    result = runner.invoke(app, [arg.format(**paths) for arg in args], env=ENV)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+    assert message.format(**paths) in result.output
+
+
+def test_runs_in_an_empty_folder_says_so_and_exits_0(tmp_path):
+    result = runner.invoke(app, ["runs", str(tmp_path)], env=ENV)
+    assert result.exit_code == 0 and "no run stores in" in result.output
 
 
 def test_busy_explicit_endpoint_is_reported_not_crashed():
@@ -169,3 +207,68 @@ def test_a_trainer_started_for_the_tui_stops_when_the_tui_process_dies():
     else:
         os.kill(child_pid, 9)
         raise AssertionError("the orphaned trainer kept running")
+
+
+# -- help: every command's --help and bare `diag` work on the installed typer/click/rich -----
+COMMANDS = sorted(typer.main.get_command(app).commands)
+
+
+def help_texts() -> list[tuple[str, str]]:
+    """(where, text) for the app's, each command's and each parameter's help."""
+    group = typer.main.get_command(app)
+    texts = [("diag", group.help or "")]
+    for name, command in group.commands.items():
+        texts.append((name, command.help or ""))
+        texts += [(f"{name} {p.name}", getattr(p, "help", None) or "") for p in command.params]
+    return texts
+
+
+def test_help_texts_are_plain_text_under_rich_markup():
+    """typer ≥ 0.20.1 reads help as rich markup: `[/]` crashed `diag --help` (MarkupError) and
+    a `[word]` would vanish silently. Only escaped brackets (\\[) may appear."""
+    for where, text in help_texts():
+        assert Text.from_markup(text).plain == text.replace("\\[", "["), where
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_help_exits_0_with_usage_and_summary(command):
+    result = runner.invoke(app, [command, "--help"], env=ENV)
+    assert result.exit_code == 0, result.output
+    words = " ".join(result.output.split())
+    assert f"{command} [OPTIONS]" in words
+    summary = typer.main.get_command(app).commands[command].help.split("\n")[0]
+    assert " ".join(summary.split()) in words
+    assert "--help" in words
+
+
+def run_diag(*args: str, program: list[str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*(program or [sys.executable, "-m", "diag"]), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=subprocess_env(),
+        cwd=Path(__file__).parent,
+    )
+
+
+@pytest.mark.parametrize("args", [[], ["--help"]], ids=["bare", "help"])
+def test_bare_diag_and_help_list_every_command_and_exit_0(args):
+    proc = run_diag(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage:" in proc.stdout and "Traceback" not in proc.stderr
+    listed = {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("│ ")}
+    assert set(COMMANDS) <= listed, proc.stdout
+
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("diag")
+
+
+@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="no installed `diag` console script")
+@pytest.mark.parametrize("args", [[], ["--help"], ["replay", "--help"]])
+def test_console_script_prints_what_python_m_diag_prints(args):
+    script = run_diag(*args, program=[str(CONSOLE_SCRIPT)])
+    module = run_diag(*args)
+    assert script.returncode == module.returncode == 0, script.stderr
+    same_words = " ".join(module.stdout.replace("python -m diag", "diag").split())
+    assert " ".join(script.stdout.split()) == same_words

@@ -48,7 +48,7 @@ def test_a_bad_set_value_is_one_line_naming_the_field_and_exit_2(name, assignmen
 
 def test_nan_means_the_variants_preset_only_where_the_field_says_so():
     cfg = build_config(GrokkingConfig, parse_overrides(GrokkingConfig, ["weight_decay=nan"]))
-    assert cfg.weight_decay == 0.0  # baseline's preset, resolved
+    assert cfg.weight_decay == 1.0  # the default variant (weight_decay)'s preset, resolved
     with pytest.raises(ConfigError, match="lr: nan must be a finite number"):
         build_config(GrokkingConfig, {"lr": math.nan})
 

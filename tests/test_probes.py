@@ -212,10 +212,10 @@ def test_scheduler_holds_the_long_run_share_to_the_budget():
     # the first call is the warm-up; the second, at `every`, measures 7 ms a call against
     # the plan's 80 % of 5 % of 100 ms = 4 ms a step: every other step from then on
     assert AIM == 0.8 and ran[:5] == [0, 1, 2, 4, 6]
-    assert _share(ran, 400, 0.007, 0.100) <= AIM * 0.05
+    assert _share(ran, 400, 0.007, 0.100) <= 0.04
     sched = ProbeScheduler([probe], budget=0.05)
     ran = _steps_run(sched, probe, 400, cost=0.013, training=0.100)  # 3.25 steps' share: 4
-    assert ran[2:5] == [4, 8, 12] and _share(ran, 400, 0.013, 0.100) <= AIM * 0.05
+    assert ran[2:5] == [4, 8, 12] and _share(ran, 400, 0.013, 0.100) <= 0.04
 
 
 def test_a_slow_first_call_is_warm_up_but_a_slow_probe_is_stretched():
@@ -243,7 +243,7 @@ def test_cadences_are_aligned_across_ranks_that_measure_different_costs():
     assert dear < cheap  # nested: every step the dear rank probes, the cheap one does too
     assert len(cheap | dear) == len(cheap)  # the union is one rank's calls, not the sum
     for ran, cost in zip(runs, costs, strict=True):
-        assert _share(sorted(ran), 400, cost, 0.100) <= AIM * 0.05
+        assert _share(sorted(ran), 400, cost, 0.100) <= 0.04  # 80 % of 5 %
     for cost in (0.0090, 0.0105, 0.030, 0.100):  # and cadences are multiples of `every`
         probe = _FakeProbe(every=5)
         ran = _steps_run(ProbeScheduler([probe], 0.05), probe, 2000, cost, 0.100)
@@ -327,15 +327,18 @@ def test_declared_cadence_is_a_floor_and_budget_none_ignores_cost():
 def test_per_probe_budget_overrides_the_equal_split():
     cheap, dear = _FakeProbe(every=1), _FakeProbe(every=1, budget=0.5)
     sched = ProbeScheduler([cheap, dear], budget=0.1)
-    assert sched.share(cheap) == pytest.approx(AIM * 0.1 / 2) and sched.share(dear) == 0.5
+    # the plan is 80 % of the 10 % budget, split between the two: 4 % each
+    assert sched.share(cheap) == pytest.approx(0.04) and sched.share(dear) == 0.5
 
 
-def test_overhead_is_published_and_within_budget_for_cheap_probes():
+def test_overhead_pct_is_published_on_every_step_finite_and_non_negative():
+    """Only that it is published: whether it stays within budget is timing, measured in bench/."""
     tr = InProcessTransport()
     mon = Monitor(run="oh", transport=tr, probes=["nlm"], budget=0.05)
     _train(_mlp, mon, steps=30)
     mon.close()
     overheads = [r.data["scalars"]["overhead_pct"] for r in tr.records if r.kind == "metrics"]
+    assert len(overheads) == 30
     assert all(math.isfinite(v) and v >= 0 for v in overheads[2:])
 
 
@@ -440,7 +443,8 @@ def test_io_cpu_during_a_pause_is_spread_over_the_pause():
     # charged at its share of the window's time (0.33 s CPU in 66.3 s), not 240 ms a step
     io = (63 * 0.0015 + 0.240) / (63 * 0.100 + 60.0) * 0.100
     assert sched.io_time == pytest.approx(io) and io < 0.0006
-    assert sched.probe_budget() == pytest.approx(AIM * 0.05 - (0.0005 + io) / 0.100)
+    # the plan (4 % of 100 ms = 4 ms) less the 0.5 ms basic metrics and the I/O share
+    assert sched.probe_budget() == pytest.approx((0.004 - 0.0005 - io) / 0.100)
 
 
 def test_the_norms_are_not_a_fixed_cost_and_fixed_norms_and_probes_make_the_budget():
@@ -463,4 +467,4 @@ def test_the_norms_are_not_a_fixed_cost_and_fixed_norms_and_probes_make_the_budg
     assert sched.norm_share() == pytest.approx(0.0075)
     assert sched.probe_budget() == pytest.approx(0.0125)
     planned = sched.fixed_share() + sched.norm_share() + sched.probe_budget()
-    assert planned == pytest.approx(AIM * 0.05)
+    assert planned == pytest.approx(0.04)  # 80 % of the 5 % budget

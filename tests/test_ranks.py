@@ -234,7 +234,7 @@ def _diag(*args: str, tmp_path: Path, timeout: float) -> subprocess.CompletedPro
 
 def test_diag_run_rejects_a_bad_nproc(tmp_path):
     out = _diag("run", "grokking", "--no-tui", "--nproc", "0", tmp_path=tmp_path, timeout=60)
-    assert out.returncode == 2 and "--nproc must be ≥ 1, got 0" in out.stderr
+    assert out.returncode == 2 and "--nproc 0: must be 1 or more" in out.stderr
 
 
 @pytest.mark.slow  # torchrun + two trainer start-ups (~60 s under load)
@@ -260,6 +260,16 @@ def test_diag_run_nproc_streams_both_ranks_into_one_store(tmp_path):
     for rank in (0, 1):
         steps = sorted(r.step for r in records if r.rank == rank and r.kind == "metrics")
         assert steps == list(range(12)), rank
+
+
+@pytest.mark.slow  # torchrun + two trainer start-ups
+def test_diag_run_nproc_prints_one_watch_line_progress_and_summary(tmp_path):
+    """Each rank printed its own endpoint, progress bar and summary (issue 17 item 10)."""
+    argv = ("run", "grokking", "--no-tui", "--nproc", "2", "--steps", "6")
+    out = _diag(*argv, tmp_path=tmp_path, timeout=240)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("watch: diag watch") == 1, out.stdout
+    assert out.stdout.count("grokking: 6 steps in") == 1, out.stdout
 
 
 # -- rank detection (no processes) ----------------------------------------------------------

@@ -321,3 +321,25 @@ def test_watch_once_summary_colours_a_gauge_the_run_announced():
     console.print(summary(fold(transport.records), "inproc://x"))
     row = next(line for line in console.export_text().splitlines() if line.startswith("kkt"))
     assert "alert" in row and "≤ 0.001" in row
+
+
+async def test_a_gauge_the_run_announces_gets_its_threshold_line_and_help_row():
+    from helpers import until
+
+    from tui.app import EdgewatchApp
+    from tui.gauges import gauge_table
+    from tui.ingest import MemorySource
+
+    transport = InProcessTransport()
+    monitor = Monitor(run="g", transport=transport, probes=None, store=None)
+    gauge = {"metric": "omega_gauge", "threshold": 1.0, "meaning": "m"}
+    monitor.add_gauge(gauge)
+    monitor.observe(0, omega_gauge=0.5, loss=1.0)
+    monitor.close()
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(120, 36)) as pilot:
+        source.push(*transport.records)
+        await until(pilot, lambda: "omega_gauge" in app.charts)
+        assert app.charts["omega_gauge"].threshold.limit == gauge["threshold"]
+        assert "omega_gauge" in gauge_table(app.state.meta)

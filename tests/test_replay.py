@@ -56,9 +56,11 @@ async def test_play_pause_advances_and_stops(store_path: Path) -> None:
         await settled(pilot, app)
         assert app.state.step == 0 and not app.source.playing, "opens paused on the first step"
         assert app.state.meta["trainer"] == "demo"
+        await until(pilot, lambda: app.badge.render().plain.startswith("⏸ replay"))  # held
         await pilot.press("space")
         await until(pilot, lambda: app.state.step >= 60)
         assert app.source.playing and app.timeline.info.playing
+        await until(pilot, lambda: app.badge.render().plain.startswith("⏵ replay"))
         await pilot.press("space")
         await pilot.pause(0.1)
         held = app.state.step
@@ -151,7 +153,6 @@ async def test_controller_keys_send_nothing(store_path: Path) -> None:
         assert sent == []
         assert all(not view.pending for view in app.controls.toggles.values())
         assert any(n.message == READ_ONLY for n in app._notifications)
-        assert app.badge.render().plain.startswith("⏵ replay")
         keys = {key for key, _ in app.binding_rows()}
         assert {"space", "g", "[", "]"} <= keys and "k" not in keys, keys
     with pytest.raises(RuntimeError, match="cannot be steered"):

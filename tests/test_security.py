@@ -283,9 +283,16 @@ def test_keys_allow_a_non_loopback_bind(keys_dir):
         mon.close()
 
 
-def test_loopback_and_ipc_need_no_keys(tmp_path):
+def test_loopback_and_ipc_bind_without_keys_and_serve_a_run_not_flagged_insecure(tmp_path):
     for bind in ("tcp://127.0.0.1:0", f"ipc://{tmp_path}/run.sock"):
-        Monitor(run="local", bind=bind, probes=None, store=None).close()
+        mon = Monitor(run="local", bind=bind, probes=None, store=None)  # no InsecureBindError
+        try:
+            assert mon.endpoint.split("://")[0] == bind.split("://")[0]
+            records = _collect_metrics(mon.endpoint, None, 5.0, kind="meta")
+            meta = next(r for r in records if r.kind == "meta")
+            assert meta.data["insecure"] is False and meta.data["auth"] == "none"
+        finally:
+            mon.close()
 
 
 # -- flooding and oversized input --------------------------------------------------------------
@@ -543,7 +550,7 @@ def test_diag_run_with_an_unusable_keys_folder_is_a_one_line_error(tmp_path, tui
     args = ["run", "grokking", "--steps", "2", "--keys", str(tmp_path / "missing")]
     result = CliRunner().invoke(app, args + ([] if tui else ["--no-tui"]))
     assert result.exit_code == 2
-    assert "no secret key for the server" in result.output and "diag keys" in result.output
+    assert "missing: no such folder" in result.output and "diag keys" in result.output
     assert "EDGEWATCH_KEYS" not in os.environ
 
 

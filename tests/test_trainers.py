@@ -244,3 +244,38 @@ def test_edge_of_stability_hovers_at_two_over_eta(lr):
 def test_edge_of_stability_small_lr_never_reaches_the_edge():
     h = _run(EdgeOfStability, EdgeOfStabilityConfig(lr=0.1, device="cpu"))[1].headline
     assert h["late_max_ratio"] < 0.9 and h["sharpening"] > 3
+
+
+# -- the quick start: variants are discoverable -----------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["list", "grokking"], ["run", "grokking", "--help"]])
+def test_diag_shows_a_trainers_variants_and_set_fields(argv: list[str]) -> None:
+    """``diag list NAME`` and ``diag run NAME --help`` list the variants (issue 17 item 6)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "diag", *argv], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "variant = weight_decay" in proc.stdout
+    assert "one of baseline, weight_decay, stablemax, perpgrad" in proc.stdout
+    assert "lr = 0.01" in proc.stdout and "hidden = 200" in proc.stdout
+
+
+def test_summary_table_title_stays_on_one_line_off_a_terminal() -> None:
+    """The title wrapped mid-phrase when stdout was a pipe (issue 17 item 13)."""
+    import io
+
+    from rich.console import Console
+
+    from demos.loop import RunResult
+    from diag.cli import summary_table
+
+    result = RunResult("edge_of_stability", 3000, 123.4, {"loss": 0.5})
+    out = io.StringIO()
+    Console(file=out, width=80).print(summary_table(result))
+    assert "edge_of_stability: 3000 steps in 123.4 s" in out.getvalue()

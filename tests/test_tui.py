@@ -158,6 +158,45 @@ def test_runstate_restart_clears_history_and_session_counters_sync() -> None:
     assert (state.lost, state.repairs, state.lost_or_rejected) == (3, 2, 7)
 
 
+def ack(cmd: str, step: int, seq: int, **data: object) -> Record:
+    payload = {"id": f"other-{seq}", "cmd": cmd, "applied_at_step": step, **data}
+    return Record(kind="ack", run="run-1", step=step, seq=seq, data=payload)
+
+
+def test_run_state_follows_pause_and_resume_acks_without_waiting_for_heartbeats() -> None:
+    """Heartbeats come only when the stream is idle: the ack and the next step's metrics say
+    at once that the run paused and runs again (issue 17 item 7)."""
+    state = RunState()
+    state.apply([meta(), metrics(1), heartbeat("running", 1)])
+    state.apply([ack("pause", 1, 10, state="paused")])
+    assert state.state == "paused"
+    state.apply([heartbeat("paused", 1), ack("resume", 1, 11, state="running")])
+    assert state.state == "running"
+    state.apply([ack("pause", 2, 12, state="paused"), metrics(2)])
+    assert state.state == "paused", "the paused step's own metrics do not resume it"
+    state.apply([metrics(3)])
+    assert state.state == "running", "a later step's metrics mean it runs (resumed elsewhere)"
+    assert [e.text for e in state.events if e.kind == "state"][-2:] == [
+        "state → paused",
+        "state → running",
+    ]
+
+
+def test_ack_events_show_the_values_sent_and_returned_not_container_sizes() -> None:
+    state = RunState()
+    state.apply([meta(), ack("lr_scale", 4, 9, args={"factor": 0.5}, lr=[0.005])])
+    assert state.events[-1].text == "ack lr_scale applied_at_step=4 factor=0.5 lr=0.005"
+
+
+def test_run_state_is_final_after_a_stopped_event_whatever_a_late_heartbeat_says() -> None:
+    state = RunState()
+    state.apply([meta(), metrics(1), ack("stop", 1, 5, state="stopping")])
+    assert state.state == "stopping"
+    stopped = Record(kind="event", run="run-1", step=1, seq=6, data={"event": "stopped"})
+    state.apply([stopped, heartbeat("running", 1)])
+    assert state.state == "stopped"
+
+
 # -- the app with an in-memory source -------------------------------------------------------
 
 
@@ -187,7 +226,7 @@ async def test_app_shows_run_charts_and_reacts_to_keys() -> None:
         await pilot.press("p")
         source.push(metrics(50, loss=123.0))
         await until(pilot, lambda: "step 50" in header_text(app))
-        assert "⏸ paused" in header_text(app)
+        assert "⏸ view frozen" in header_text(app) and "paused" not in header_text(app)
         await pilot.pause(0.3)
         assert loss.latest == 49.0, "paused: charts frozen while ingest continues"
         await pilot.press("p")
@@ -196,13 +235,38 @@ async def test_app_shows_run_charts_and_reacts_to_keys() -> None:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         shown = "\n".join(f"{key} {text}" for key, text in app.screen.rows)
-        for description in ("Quit", "Pause view", "Log y", "Help"):
+        for description in ("Quit", "Freeze view", "Log y", "Help"):
             assert description in shown
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
 
         await pilot.press("q")
         assert app.return_code == 0
+
+
+@pytest.mark.parametrize("size", [(100, 30), (160, 40)])
+async def test_header_is_one_line_and_i_tells_where_to_watch_the_run_from(
+    size: tuple[int, int], monkeypatch
+) -> None:
+    """The header wrapped at 100×30 and no view said which endpoint the run was on, so a second
+    `diag watch` could not find it (issue 17 items 10, 13)."""
+    monkeypatch.setenv("EDGEWATCH_KEYS", "/home/me/keys")
+    endpoint = "tcp://127.0.0.1:32566"
+    source = MemorySource(label=endpoint)
+    app = EdgewatchApp(source, title="diag run grokking")
+    async with app.run_test(size=size) as pilot:
+        info = {"host": "a-rather-long-host-name", "device": "cpu", "params": 107_800}
+        source.push(meta(trainer="grokking", **info), metrics(5))
+        await until(pilot, lambda: "step 5" in header_text(app))
+        header = app.query_one(RunHeader)
+        await pilot.pause(0.1)
+        assert header.region.height == 1 and len(header_text(app)) <= size[0]
+        assert (endpoint in header_text(app)) is (size[0] >= 160), header_text(app)
+        await pilot.press("i")
+        await pilot.pause(0.1)
+        (toast,) = [n for n in app._notifications if n.title == "run info"]
+        assert f"diag watch {endpoint} --keys /home/me/keys" in toast.message
+        assert "host: a-rather-long-host-name" in toast.message
 
 
 async def test_app_survives_nonfinite_values_and_lists_events() -> None:
@@ -304,7 +368,7 @@ async def test_command_palette_exposes_the_binding_actions() -> None:
     app = EdgewatchApp(MemorySource())
     async with app.run_test(size=(80, 24)):
         titles = {command.title for command in app.get_system_commands(app.screen)}
-    assert {"Pause view", "Log y", "Help"} <= titles
+    assert {"Freeze view", "Log y", "Help"} <= titles
 
 
 # -- the app over real ZeroMQ sockets -------------------------------------------------------
@@ -569,6 +633,28 @@ async def test_health_badges_show_only_published_gauges_with_their_level() -> No
         source.push(gauge_metrics(2, r=1.0, trace_gauge=0.1, eos_gauge=0.1))
         await until(pilot, lambda: bar.shown["r"].level == "alert")
         assert bar.shown["eos_gauge"].level == "ok"
+
+
+async def test_a_gauge_measured_long_ago_shows_its_step_dimmed_and_spans_the_runs_steps() -> None:
+    """trace_gauge measured at steps 0 and 50 of a 1000-step run: its badge says @ step 50
+    (dimmed) and its chart's x-axis runs to 1000 like its neighbours' (issue 17 item 8)."""
+    from tui.widgets.health import HealthBar
+
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(120, 36)) as pilot:
+        bar = app.query_one(HealthBar)
+        source.push(meta(), gauge_metrics(0, trace_gauge=1.25, r=0.1))
+        source.push(gauge_metrics(50, seq=51, trace_gauge=1.25, r=0.1))
+        source.push(*[gauge_metrics(s, r=0.1) for s in range(100, 1001, 50)])
+        await until(pilot, lambda: app.state.step == 1000 and "trace_gauge" in bar.shown)
+        await until(pilot, lambda: bar.shown["trace_gauge"].has_class("-old"))
+        assert "@ step 50" in str(bar.shown["trace_gauge"].render())
+        assert not bar.shown["r"].has_class("-old") and "@" not in str(bar.shown["r"].render())
+        chart = app.charts["trace_gauge"]
+        await until(pilot, lambda: chart.x_range == (0.0, 1000.0))
+        assert chart.lines()[-1][1].tolist() == [0.0, 50.0], "the line itself ends at step 50"
+        assert app.charts["r"].x_range == (0.0, 1000.0)
 
 
 def cell_texts(table, layer: str) -> list[str]:

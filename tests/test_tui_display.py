@@ -214,6 +214,51 @@ async def test_compact_layout_at_80x24(size: tuple[int, int], compact: bool) -> 
         assert first.metric == "r" and first.region.y < size[1] // 2, "gauges come first"
 
 
+async def test_help_fits_80x24_with_every_key_the_gauges_and_the_closing_hint() -> None:
+    """At 80×24 the help was cut: the 1–9 row and "escape closes" were off-screen, PageDown
+    was not listed and the gauges not explained (issue 17 items 11, 13)."""
+    from textual.containers import VerticalScroll
+
+    app = EdgewatchApp(MemorySource())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.pause(0.1)
+        box = app.screen.query_one(VerticalScroll)
+        assert "escape or ? closes" in str(box.border_subtitle)
+        assert box.region.bottom <= 24 and box.region.right <= 80
+        columns = list(app.screen.query(".key-column"))
+        assert len(columns) >= 2 and all(c.region.bottom <= box.region.bottom for c in columns)
+        shown = "\n".join(str(c.render()) for c in columns)
+        for key in ("q", "1–9", "pgdn/pgup", "space", "?"):
+            assert f"{key}  " in shown, key
+        gauges = str(app.screen.query_one("#gauges").render())
+        assert "● ok  ▲ amber  ✖ over the limit" in gauges
+        assert "trace_gauge" in gauges and "SGD" in gauges
+
+
+async def test_every_gauge_badge_is_on_screen_at_80x24() -> None:
+    """Five gauges, two of them old, truncated the badge row at 80×24 (issue 17 item 13)."""
+    from tests.test_tui import gauge_metrics, meta
+    from tui.widgets.health import HealthBar
+
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        gauges = {"trace_gauge": 2.11, "eos_gauge": 0.005417}
+        now = {"r": 0.8511, "sc_fraction": 0.0, "sc_fp16": 0.0468}
+        source.push(meta(), gauge_metrics(50, **gauges, **now))
+        source.push(*[gauge_metrics(s, **now) for s in range(100, 801, 100)])
+        bar = app.query_one(HealthBar)
+        await until(pilot, lambda: len(bar.shown) == 5 and bar.shown["eos_gauge"].measured_at)
+        await pilot.pause(0.2)
+        for name, badge in bar.shown.items():
+            assert badge.region.right <= 80 and badge.region.width > 0, name
+            text = str(badge.render())
+            assert badge.region.width >= len(text), (name, text, badge.region)
+        assert "@50" in str(bar.shown["trace_gauge"].render())
+
+
 async def test_ascii_mode_draws_charts_and_labels_in_ascii(monkeypatch) -> None:
     monkeypatch.setenv("EDGEWATCH_ASCII", "1")
     source = MemorySource()

@@ -21,7 +21,7 @@ from diag.registry import all_specs
 from probes.endpoints import free_port_pair
 from probes.transport import ZmqTransport
 from probes.wire import Record, metrics_data
-from tui.app import EdgewatchApp
+from tui.app import CONTROLLER_ACTIONS, EdgewatchApp
 from tui.events import EventsScreen, event_rows
 from tui.help import HelpScreen
 from tui.ingest import MemorySource
@@ -296,8 +296,37 @@ async def test_an_app_without_runs_opens_the_launcher_and_refuses_commands() -> 
         await until(pilot, lambda: isinstance(app.screen, LauncherScreen))
         await pilot.press("escape")
         assert app.runs.current.idle and "no run yet" in app.badge.tooltip
-        await pilot.press("s")
-        await until(pilot, lambda: any("no run attached" in n.message for n in app._notifications))
+        await pilot.press("s", "space", "plus")
+        await pilot.pause(0.1)
+        assert not app.runs.current.state.commands, "no run: controller keys do nothing"
+        assert not footer_actions(app) & CONTROLLER_ACTIONS, "and are not shown"
+        assert "StableMax" not in {text for _, text in app.binding_rows()}
+
+
+def footer_actions(app: EdgewatchApp) -> set[str]:
+    """The actions the footer shows keys for, without their arguments."""
+    keys = app.screen.query("FooterKey")
+    return {k.action.rpartition(".")[2].partition("(")[0] for k in keys if k.display}
+
+
+async def test_keys_typed_in_the_launcher_do_not_steer_the_watched_run() -> None:
+    """Typing `abc` in the launcher's list switched spectral clip off on run 1 (issue 17
+    item 9): controller keys act, and show, only on the dashboard."""
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: footer_actions(app) >= {"toggle", "pause_run"})  # shown here
+        await pilot.press("o")
+        await until(pilot, lambda: isinstance(app.screen, LauncherScreen))
+        await pilot.pause(0.1)
+        assert not footer_actions(app) & CONTROLLER_ACTIONS
+        await pilot.press("a", "b", "c", "s", "g", "r", "f", "plus", "minus", "k", "x", "x")
+        await pilot.pause(0.2)
+        assert source.sent == [] and not app.state.commands
+        await pilot.press("escape")
+        await pilot.press("g")
+        await until(pilot, lambda: len(source.sent) == 1)
+        assert source.sent[0]["cmd"] == "perpgrad"
 
 
 async def test_launch_starts_a_real_trainer_and_the_app_attaches() -> None:

@@ -31,6 +31,7 @@ from textual.screen import Screen
 
 from tui.controls import ControlBoard
 from tui.events import EventsScreen
+from tui.gauges import gauge_table
 from tui.gc_policy import settle_gc
 from tui.help import HelpScreen, binding_rows
 from tui.ingest import RecordSource, ZmqSource
@@ -61,6 +62,11 @@ BUSY_CHART_INTERVAL_S = 0.5
 """Above this ingest rate the charts redraw every half second instead of every tick: a frame
 of charts costs tens of ms, and under a flood that time is better spent ingesting (header,
 gauges and keys stay at the full rate)."""
+CONTROLLER_ACTIONS = frozenset({"toggle", "command", "pause_run", "stop_run"})
+"""Actions that steer the watched run: only on the dashboard, and only with a run to steer
+(elsewhere the keys are the screen's own, e.g. letters typed in the launcher's list)."""
+INFO_META = ("trainer", "host", "device", "params")
+"""Meta fields the ``i`` info lists (the header drops them first when narrow)."""
 COMPACT_BELOW = (100, 30)
 """Terminals narrower or shorter than this get the compact layout (class ``-compact``)."""
 
@@ -95,7 +101,7 @@ class EdgewatchApp(App[None]):
     ]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
-        Binding("p", "toggle_pause", "Pause view"),
+        Binding("p", "toggle_pause", "Freeze view"),
         Binding("y", "toggle_log", "Log y"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("l", "layers", "Layers"),
@@ -112,6 +118,7 @@ class EdgewatchApp(App[None]):
         Binding("k", "command('checkpoint')", "Checkpoint"),
         Binding("x", "stop_run", "Stop run (press twice)"),
         Binding("e", "events", "Events"),
+        Binding("i", "info", "Run info: endpoint, watch command"),
         Binding("o", "launcher", "Launch a run"),
         Binding("w", "next_run", "Next run"),
         Binding("W", "run_list", "List runs", show=False),
@@ -192,14 +199,6 @@ class EdgewatchApp(App[None]):
     def _alerted_id(self, value: int) -> None:
         self.runs.current.alerted_id = value
 
-    @property
-    def _run_paused(self) -> bool:
-        return self.runs.current.run_paused
-
-    @_run_paused.setter
-    def _run_paused(self, value: bool) -> None:
-        self.runs.current.run_paused = value
-
     def compose(self) -> ComposeResult:
         with Horizontal(id="top"):
             yield self.header
@@ -255,10 +254,13 @@ class EdgewatchApp(App[None]):
         title = " · ".join(
             filter(None, [self.runs.current.title or self.title, self.runs.position()])
         )
-        self.header.info = HeaderInfo.from_state(state, title=title, paused=self.paused)
+        self.header.info = HeaderInfo.from_state(
+            state, title=title, paused=self.paused, where=self.source.label
+        )
         self.badge.link = LinkInfo.from_state(self.source.connection_state(), state)
         self.controls_bar.show(self.controls)
-        self.health.show(state.scalars)  # live like the header: gauges are not frozen by p
+        # live like the header: gauges are not frozen by p
+        self.health.show(state.scalars, state.measured_at(self.health.badges), state.step)
         self._toast_alerts(state.events)
         self._announce_background_alerts()
         self._report_failed_launches()
@@ -273,6 +275,7 @@ class EdgewatchApp(App[None]):
         if state.version == self._rendered_version or self._charts_wait():
             return
         self._charts_at = time.monotonic()
+        self.grid.gauges = gauge_table(state.meta)  # the run's own gauges draw their lines too
         if self.grid.show(state.series):
             self._rendered_version = state.version  # else: charts left to draw next tick
         self.event_log.show(state.events)
@@ -324,6 +327,13 @@ class EdgewatchApp(App[None]):
                     message, title="launch failed", severity="error", markup=False, timeout=15
                 )
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Controller keys act, and are shown, only on the dashboard of a run."""
+        if action in CONTROLLER_ACTIONS:
+            on_dashboard = self.screen is self.screen_stack[0]
+            return on_dashboard and not self.runs.current.idle
+        return True
+
     # -- several runs ----------------------------------------------------------------------------
     def add_run(
         self, source: RecordSource, title: str | None = None, launched: LaunchedRun | None = None
@@ -335,6 +345,7 @@ class EdgewatchApp(App[None]):
             self.run_worker(replaced.source.aclose())
         self._start_ingest(slot)
         self._show_selected()
+        self.refresh_bindings()  # the controller keys, hidden with no run, now apply
         return slot
 
     def action_next_run(self) -> None:
@@ -437,8 +448,12 @@ class EdgewatchApp(App[None]):
         await self._send(cmd, {} if factor is None else {"factor": factor})
 
     async def action_pause_run(self) -> None:
-        self._run_paused = not self._run_paused
-        await self._send("pause" if self._run_paused else "resume", {})
+        """Pause a running run, resume a paused one: the run's state as every viewer sees it
+        (its acks and records), so another viewer's pause is resumed here with one press; a
+        second press before the first is acked undoes the first."""
+        asked = [cmd for cmd in self.controls.pending.values() if cmd in ("pause", "resume")]
+        paused = asked[-1] == "pause" if asked else self.state.state == "paused"
+        await self._send("resume" if paused else "pause", {})
 
     async def action_stop_run(self) -> None:
         """Destructive, so it asks: the first press arms, a second within 3 s sends."""
@@ -481,9 +496,19 @@ class EdgewatchApp(App[None]):
         self.notify(f"dashboard shows {self.state.cycle_rank()}", timeout=2)
         self.flush()
 
+    def action_info(self) -> None:
+        """The run, where it publishes and the line that watches it from another terminal."""
+        slot, state = self.runs.current, self.state
+        lines = [f"{slot.name} · {state.state} · step {max(state.step, 0):,}"]
+        lines += [f"{key}: {state.meta[key]}" for key in INFO_META if state.meta.get(key)]
+        lines.append(f"from: {slot.source.label}")
+        if slot.watch_line:
+            lines += ["watch it from another terminal:", slot.watch_line]
+        self.notify("\n".join(lines), title="run info", timeout=20, markup=False)
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(self.binding_rows()))
+            self.push_screen(HelpScreen(self.binding_rows(), gauge_table(self.state.meta)))
 
     async def action_quit(self) -> None:
         """Close every source and stop the runs the launcher started (their log stays)."""
@@ -504,8 +529,13 @@ class EdgewatchApp(App[None]):
     def binding_rows(self) -> list[tuple[str, str]]:
         """(key, description) for every app binding, as the help screen lists them, then the
         keys of the screen on top (layers, events, launcher) when it has its own."""
-        bindings = [b for b in self.BINDINGS if isinstance(b, Binding)]
-        rows = binding_rows(bindings, self.get_key_display) + self._announced_key_rows()
+        bindings = [
+            b
+            for b in self.BINDINGS
+            if isinstance(b, Binding) and self.check_action(b.action.partition("(")[0], ())
+        ]
+        rows = binding_rows(bindings, self.get_key_display) + list(MetricGrid.HELP_ROWS)
+        rows += self._announced_key_rows()
         screen_rows = getattr(self.screen, "binding_rows", None)
         if callable(screen_rows):  # the layers, events or launcher screen's own keys
             rows += screen_rows(self.get_key_display)

@@ -87,6 +87,8 @@ SEED_POINTS = 2000
 LAYER_SAMPLES = 500
 """Metrics records sampled for the per-layer histories seeded by a rebuild."""
 REPLAY_STATE = "replay"
+REPLAY_HELD = "replay held"
+"""The replay's link states: playing, or held (paused by ``space``)."""
 READ_ONLY = "replay: controls are read-only"
 
 
@@ -235,7 +237,7 @@ class ReplaySource:
 
     # -- RecordSource --------------------------------------------------------------------------
     def connection_state(self, now: float | None = None) -> tuple[str, float]:
-        return REPLAY_STATE, 0.0
+        return (REPLAY_STATE if self.playing else REPLAY_HELD), 0.0
 
     async def send_command(self, cid: str, cmd: str, args: dict) -> None:
         raise ReplayReadOnly("a replay cannot be steered")
@@ -444,9 +446,10 @@ class ReplayBadge(ConnectionBadge):
 
     def render(self) -> Content:
         link = self.link
-        if link.state != REPLAY_STATE:
+        if link.state not in (REPLAY_STATE, REPLAY_HELD):
             return super().render()
-        parts: list[tuple[str, str] | str] = ["⏵ replay"]
+        glyph = "⏵" if link.state == REPLAY_STATE else "⏸"
+        parts: list[tuple[str, str] | str] = [f"{glyph} replay"]
         if link.rejected:
             parts += ["  ", (f"rejected {link.rejected}", "$error")]
         return Content.assemble(*parts)

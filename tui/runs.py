@@ -9,6 +9,8 @@ No Textual here: the selection rules are tested without a terminal.
 from __future__ import annotations
 
 import asyncio
+import os
+import shlex
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -64,7 +66,6 @@ class RunSlot:
     alerted_id: int = 0
     alerts_seen: int = 0
     """Alert count already announced while this run was in the background."""
-    run_paused: bool = False
     failure_reported: bool = False
 
     @property
@@ -75,6 +76,16 @@ class RunSlot:
     def name(self) -> str:
         """The run's id once known, else its title or endpoint."""
         return self.state.run or self.title or self.source.label
+
+    @property
+    def watch_line(self) -> str:
+        """The command that shows this run in another terminal (``--keys`` when keys are on);
+        empty when it does not come from an endpoint."""
+        where = self.source.label
+        if "://" not in where:
+            return ""
+        keys = os.environ.get("EDGEWATCH_KEYS")
+        return f"diag watch {where}" + (f" --keys {shlex.quote(keys)}" if keys else "")
 
     def record_sent(self, cmd: str, args: dict) -> str:
         """A fresh command id, noted in the toggle board and in the state's command log."""

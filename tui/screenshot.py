@@ -2,7 +2,7 @@
 
     python -m tui.screenshot docs/dashboard.svg                      # deterministic demo run
     python -m tui.screenshot docs/dashboard.svg --store runs/x.db    # a recorded run
-    python -m tui.screenshot docs/dashboard.svg --run grokking --steps 400   # run it first
+    python -m tui.screenshot docs/dashboard.svg --run grokking --steps 800   # run it first
     python -m tui.screenshot shot.svg --size 80x24 --theme light --view layers
 
 The demo records are computed, not random and not timed (fixed ``t``), and the link badge is

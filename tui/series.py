@@ -69,6 +69,7 @@ class Series:
         self.merges = 0
         self.last = math.nan
         self.last_x = math.nan
+        self.first_x = math.nan
 
     def __len__(self) -> int:
         """Points a view would get now (stored plus the open bucket's)."""
@@ -80,6 +81,8 @@ class Series:
         staged = self._staged_x
         staged.append(x)
         self._staged_y.append(y)
+        if not self.appended:
+            self.first_x = x
         self.last, self.last_x = y, x
         self.appended += 1
         if len(staged) >= _STAGE_LIMIT:
@@ -93,6 +96,8 @@ class Series:
             self._chunk_staged()
         self._chunks.append((x, y))
         self._chunked += len(x)
+        if not self.appended:
+            self.first_x = float(x[0])
         self.last, self.last_x = float(y[-1]), float(x[-1])
         self.appended += len(x)
         if self._chunked >= _STAGE_LIMIT:

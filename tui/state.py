@@ -137,6 +137,9 @@ class RunState:
         """Keyed ``"<metric>/<layer>"``."""
         self.status: dict[str, Any] = {}
         self.state = "waiting"
+        self._paused_at: int | None = None
+        """The step the run paused at (from its ack or heartbeat): a metrics record of a later
+        step means it runs again, whatever a heartbeat sent while the stream was busy says."""
         self.step = -1
         self.records = 0
         self.by_kind: Counter[str] = Counter()
@@ -160,6 +163,11 @@ class RunState:
     def scalars(self) -> dict[str, float]:
         """Latest values of the selected rank (or their mean over ranks)."""
         return self.ranks.latest_of(self.selected_rank)
+
+    def measured_at(self, names: Iterable[str]) -> dict[str, float]:
+        """The step of each named scalar's latest value (the selected rank's), where known."""
+        series = self.series
+        return {name: series[name].last_x for name in names if name in series}
 
     @property
     def rank_label(self) -> str:
@@ -253,6 +261,8 @@ class RunState:
         self.by_kind["metrics"] += count
         self._last_seq[rank] = max(int(block.seqs.max()), self._last_seq.get(rank, -1))
         self.step = max(self.step, int(steps.max()))
+        if self._paused_at is not None and int(steps.max()) > self._paused_at and rank == 0:
+            self._set_state(decode(block.payloads[-1]), "running")
         if self._awaiting_effect:
             for step in steps.tolist():
                 self._mark_in_effect(step)
@@ -299,6 +309,8 @@ class RunState:
         step = record.step
         if step > self.step:
             self.step = step
+        if self._paused_at is not None and step > self._paused_at and record.rank == 0:
+            self._set_state(record, "running")
         if self._awaiting_effect:
             self._mark_in_effect(step)
         shown = self.selected_rank if self.selected_rank != MEAN else 0
@@ -349,10 +361,7 @@ class RunState:
         if record.rank != 0:  # the job's status is rank 0's: it hosts the endpoint
             return
         self.status = dict(data)
-        state = str(data.get("state", self.state))
-        if state != self.state and self.state != "waiting":
-            self._add_event(record, "state", _STATE_LEVEL.get(state, "info"), f"state → {state}")
-        self.state = state
+        self._set_state(record, str(data.get("state", self.state)))
         step = data.get("step", record.step)
         if isinstance(step, int) and not isinstance(step, bool):
             self.step = max(self.step, step)
@@ -362,8 +371,9 @@ class RunState:
         if record.kind == "event":
             name = str(data.get("event", "event"))
             self.ranks.event(record.rank, name, data)
-            if name in ("start", "finished", "crashed") and record.rank == 0:
+            if name in _FINAL_EVENTS and record.rank == 0:
                 self.state = {"start": "running"}.get(name, name)
+                self._paused_at = None
             level = _STATE_LEVEL.get(name, "info")
             text = _summarise(name, data, skip=("event",))
         elif record.kind == "alert":
@@ -373,7 +383,7 @@ class RunState:
             )
         else:
             level = "error" if data.get("error") else "ok"
-            text = _summarise("ack", data, skip=())
+            text = _summarise(f"ack {data.get('cmd', '?')}", data, skip=("cmd", "id"))
             self._join_ack(record)
         if record.rank:
             text = f"[rank {record.rank}] {text}"
@@ -397,6 +407,22 @@ class RunState:
         applied = data.get("applied_at_step", record.step)
         item.acked_at = applied if isinstance(applied, int) else record.step
         self._awaiting_effect.add(cid)
+        state = data.get("state")  # pause/resume/stop: the run's state changed at that step
+        if isinstance(state, str) and record.rank == 0:
+            self._set_state(record, state, at=item.acked_at)
+
+    def _set_state(self, record: Record, state: str, at: int | None = None) -> None:
+        """The run's state from an ack, a heartbeat or its records, with a ``state →`` event on
+        a change; a final state (finished, stopped, crashed) is not undone by a late heartbeat."""
+        if self.state in _FINAL_STATES and state in ("running", "paused"):
+            return
+        if state != self.state and self.state != "waiting":
+            self._add_event(record, "state", _STATE_LEVEL.get(state, "info"), f"state → {state}")
+        self.state = state
+        if state == "paused":
+            self._paused_at = record.step if at is None else at
+        else:
+            self._paused_at = None
 
     def _mark_in_effect(self, step: int) -> None:
         for cid in list(self._awaiting_effect):
@@ -412,8 +438,12 @@ class RunState:
         self.events.append(EventItem(self._event_id, record.t, record.step, kind, level, text))
 
 
+_FINAL_EVENTS = ("start", "finished", "stopped", "crashed")
+"""Events that set the run's state (``start`` → running; the others are final)."""
+_FINAL_STATES = frozenset(_FINAL_EVENTS) - {"start"}
 _STATE_LEVEL = {
     "finished": "ok",
+    "stopped": "ok",
     "crashed": "error",
     "paused": "warning",
     "running": "info",
@@ -598,18 +628,30 @@ def _as_float(value: Any) -> float:
 
 
 def _summarise(head: str, data: Mapping[str, Any], skip: Iterable[str], limit: int = 160) -> str:
-    """``head k=v k=v`` with values formatted like the charts, truncated to one line."""
+    """``head k=v k=v`` with values formatted like the charts, truncated to one line; a dict's
+    items and a short list's values are shown (an ack reads ``factor=2 lr=0.005``)."""
     skipped = set(skip)
     parts = [head]
     for key, value in data.items():
         if key in skipped or (key == "name" and value == head):
             continue
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            shown = fmt_value(value)
-        elif isinstance(value, (dict, list)):
-            shown = f"{type(value).__name__}[{len(value)}]"
+        if isinstance(value, Mapping):
+            parts += [f"{k}={_shown(v)}" for k, v in value.items()]
         else:
-            shown = str(value)
-        parts.append(f"{key}={shown}")
+            parts.append(f"{key}={_shown(value)}")
     text = " ".join(parts)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_LISTED_VALUES = 4
+"""A list longer than this is shown as ``list[n]``."""
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return fmt_value(value)
+    if isinstance(value, (list, tuple)) and len(value) <= _LISTED_VALUES:
+        return ",".join(_shown(v) for v in value)
+    if isinstance(value, (dict, list, tuple)):
+        return f"{type(value).__name__}[{len(value)}]"
+    return str(value)

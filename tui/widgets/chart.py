@@ -134,6 +134,9 @@ class Chart(Widget):
         self.overlays: list[tuple[str, str, np.ndarray, np.ndarray]] = []
         """(label, line style, x, y) of each compared run's line."""
         self._plotted: list[Line] = []
+        self.x_span: Range = (NAN, NAN)
+        """Steps every chart of the grid spans (the run's first to latest): the x-range covers
+        it, so a rarely measured metric's line ends where its last measurement was."""
         self.x_range: Range = (0.0, 1.0)
         self.y_range: Range = (0.0, 1.0)
         """The plotted ranges (y in plotted units): every line's extent, autoscaled."""
@@ -219,7 +222,7 @@ class Chart(Widget):
                 plotted.append((style, *line))
         if len(main[0]):
             plotted.append((self.color, *main))
-        self.x_range, self.y_range, self._flat_x = _ranges(plotted)
+        self.x_range, self.y_range, self._flat_x = _ranges(plotted, self.x_span)
         if limit is not None and plotted and plotted[0][0] == THRESHOLD_STYLE:
             # drawn across the whole plot (a single point's padded range included)
             style, ends, level, _, _ = plotted[0]
@@ -360,14 +363,16 @@ class Chart(Widget):
         return segments
 
 
-def _ranges(lines: list[Line]) -> tuple[Range, Range, bool]:
-    """Autoscaled x and y ranges covering every line, padded when flat; and whether every
-    point is at one x."""
+def _ranges(lines: list[Line], x_span: Range = (NAN, NAN)) -> tuple[Range, Range, bool]:
+    """Autoscaled x and y ranges covering every line (and ``x_span`` where finite), padded
+    when flat; and whether every point is at one x."""
     if not lines:
         return (0.0, 1.0), (0.0, 1.0), False
     xs = np.concatenate([x for _, x, *_ in lines])
     ys = np.concatenate([y for _, _, y, *_ in lines])
     x_lo, x_hi = float(xs.min()), float(xs.max())
+    if math.isfinite(x_span[0]) and math.isfinite(x_span[1]):
+        x_lo, x_hi = min(x_lo, x_span[0]), max(x_hi, x_span[1])
     flat_x = x_hi <= x_lo
     if flat_x:
         x_lo, x_hi = x_lo - 1.0, x_hi + 1.0

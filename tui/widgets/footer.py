@@ -22,7 +22,6 @@ ESSENTIAL_ACTIONS = frozenset(
         "toggle_log",
         "layers",
         "events",
-        "toggle_theme",
         "back",
         "filter",
     }

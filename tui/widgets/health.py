@@ -1,8 +1,9 @@
 """Health badges: one per theory gauge the run publishes, coloured by its threshold's level.
 
-The gauges and their limits come from :data:`probes.alerts.THRESHOLDS`, the same table the run
+The gauges and their limits come from :func:`tui.gauges.gauge_table`, the same table the run
 alerts from, so a badge turns red exactly when the run fires the alert. A gauge the run has not
 published (its probe is off or has not run yet) shows no badge; with none, the bar takes no room.
+A gauge measured long ago (its probe is rare, or was retired) says when, dimmed: ``@ step 50``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from textual.containers import Horizontal
 from textual.content import Content
 from textual.widgets import Static
 
-from probes.alerts import THRESHOLDS, Threshold
+from probes.alerts import Threshold
 from tui.format import fmt_value
+from tui.gauges import GLYPH as _GLYPH
+from tui.gauges import gauge_table, limit_text
 
-_GLYPH = {"ok": "●", "warn": "▲", "alert": "✖", "unknown": "?"}
-"""Shape as well as colour, for terminals (and readers) that lose the colour."""
+OLD_AFTER_STEPS = 20
+OLD_AFTER_FRACTION = 0.1
+"""A gauge is old when its last measurement is more than this many steps, and this fraction of
+the run so far, behind the run's step."""
 
 
 class HealthBadge(Static):
@@ -36,6 +41,7 @@ class HealthBadge(Static):
         &.-warn { color: $text-warning; background: $warning-muted; }
         &.-alert { color: $text-error; background: $error-muted; text-style: bold; }
         &.-unknown { color: $text-muted; background: $boost; }
+        &.-old { text-style: dim; }
     }
     """
 
@@ -43,31 +49,32 @@ class HealthBadge(Static):
         super().__init__(id=f"health-{threshold.metric}")
         self.threshold = threshold
         self.value: float | None = None
+        self.measured_at: int | None = None
+        """The step of the value shown, when it is old (else None)."""
         self.level = "unknown"
         self._width = 0
-        op = ">" if threshold.strict else "≥"
-        self.tooltip = (
-            f"{threshold.meaning}\n"
-            f"alert: {threshold.metric} {op} {fmt_value(threshold.limit)} · "
-            f"amber from {fmt_value(threshold.amber)}"
-        )
+        self.tooltip = f"{threshold.meaning}\n{limit_text(threshold)}"
 
-    def show(self, value: float | None) -> None:
-        """Show ``value`` (None: the run has not published it, so no badge)."""
+    def show(self, value: float | None, old_at: int | None = None) -> None:
+        """Show ``value`` (None: the run has not published it, so no badge); ``old_at``: the
+        step it was measured at, when that is long ago."""
         if value is None:
             if self.value is not None:
                 self.value = None
                 self.display = False
             return
-        if self.value is not None and _same(value, self.value):
+        if self.value is not None and _same(value, self.value) and old_at == self.measured_at:
             return
-        self.value = value
+        self.value, self.measured_at = value, old_at
+        self.set_class(old_at is not None, "-old")
         self.level = self.threshold.level(value)
         for name in _GLYPH:
             self.set_class(name == self.level, f"-{name}")
         # A layout pass re-arranges every chart too (~100 ms on a big screen), so the value is
         # padded to the widest one shown so far: the badge re-lays out only when it grows.
         text = fmt_value(value)
+        if old_at is not None:  # the compact layout's badges are a third of 80 columns wide
+            text += f" @{old_at}" if self.app.has_class("-compact") else f" @ step {old_at:,}"
         grows = len(text) > self._width or not self.display
         self._width = max(self._width, len(text))
         content = Content.assemble(
@@ -78,7 +85,7 @@ class HealthBadge(Static):
 
 
 class HealthBar(Horizontal):
-    """The row of gauge badges, in :data:`THRESHOLDS` order; hidden while none is published."""
+    """The row of gauge badges, in the gauge table's order; hidden while none is published."""
 
     DEFAULT_CSS = """
     HealthBar {
@@ -91,15 +98,21 @@ class HealthBar(Horizontal):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.badges = {name: HealthBadge(threshold) for name, threshold in THRESHOLDS.items()}
+        self.badges = {name: HealthBadge(threshold) for name, threshold in gauge_table().items()}
 
     def compose(self) -> ComposeResult:
         yield from self.badges.values()
 
-    def show(self, scalars: Mapping[str, float]) -> None:
-        """Update every badge from the run's latest scalars (cheap: unchanged badges skip)."""
+    def show(
+        self, scalars: Mapping[str, float], measured_at: Mapping[str, float], step: int
+    ) -> None:
+        """Update every badge from the run's latest scalars (cheap: unchanged badges skip);
+        ``measured_at``: the step of each scalar's latest value, ``step`` the run's."""
+        old_after = max(OLD_AFTER_STEPS, OLD_AFTER_FRACTION * step)
         for name, badge in self.badges.items():
-            badge.show(scalars.get(name))
+            at = measured_at.get(name, math.nan)
+            old = math.isfinite(at) and step - at > old_after
+            badge.show(scalars.get(name), int(at) if old else None)
         self.set_class(any(b.value is not None for b in self.badges.values()), "-active")
 
     @property

@@ -1,11 +1,14 @@
 """A scrollable, responsive grid with one chart per scalar metric, grown as metrics appear.
 
-Gauges (metrics with a threshold in :data:`probes.alerts.THRESHOLDS`) come first, in that
+Gauges (metrics with a threshold in :func:`tui.gauges.gauge_table`) come first, in that
 table's order, so the charts that say "stop" are the ones on screen; other metrics follow in
-arrival order.
+arrival order. Every chart spans the same steps (the run's first to its latest), so a gauge
+measured rarely ends short of its neighbours instead of stretching its few points across.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from textual.app import ComposeResult
@@ -13,7 +16,7 @@ from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from probes.alerts import THRESHOLDS
+from tui.gauges import gauge_table
 from tui.series import Series, SeriesStore
 from tui.theme import palette
 from tui.widgets.chart import Chart
@@ -21,7 +24,10 @@ from tui.widgets.chart import Chart
 REDRAW_BUDGET_S = 0.02
 """Chart drawing time allowed per render tick (at 10 Hz: a fifth of one core at most)."""
 
-_GAUGE_RANK = {name: rank for rank, name in enumerate(THRESHOLDS)}
+_GAUGE_RANK = {name: rank for rank, name in enumerate(gauge_table())}
+SHARED_X_STEP = 0.02
+"""A chart whose own data did not change is redrawn for the shared x-range once that range
+has grown by this fraction (not on every step)."""
 
 
 class MetricGrid(VerticalScroll):
@@ -50,11 +56,17 @@ class MetricGrid(VerticalScroll):
 
     log_y: reactive[bool] = reactive(False)
 
+    HELP_ROWS = (("pgdn/pgup", "Scroll the charts (more below the fold)"),)
+    """The scroll keys the grid inherits, as the help lists them."""
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.charts: dict[str, Chart] = {}
-        self._shown: dict[str, tuple[Series, int]] = {}
-        """What each chart last drew; the Series object too, as a run restart replaces it."""
+        self.gauges = gauge_table()
+        """The run's gauge table (the app sets it from the run's meta): threshold lines."""
+        self._shown: dict[str, tuple[Series, int, int]] = {}
+        """What each chart last drew: the Series object (a run restart replaces it), its version
+        and the shared x-range's bucket."""
 
     def compose(self) -> ComposeResult:
         yield Static("waiting for metrics…", id="placeholder")
@@ -81,9 +93,12 @@ class MetricGrid(VerticalScroll):
         instead of falling behind and starving the keys.
         """
         stale: list[tuple[Chart, Series]] = []
-        for name in series.names():
+        names = series.names()
+        steps = _step_span([series[name] for name in names])
+        bucket = _bucket(steps[1])
+        for name in names:
             data = series[name]
-            if self._shown.get(name) == (data, data.version):
+            if self._shown.get(name) == (data, data.version, bucket):
                 continue
             chart = self.charts.get(name) or self._add_chart(name)
             chart.set_latest(data.last)
@@ -93,8 +108,9 @@ class MetricGrid(VerticalScroll):
         for done, (chart, data) in enumerate(stale):
             if done and spent + chart.draw_cost > budget_s:
                 return False
+            chart.x_span = steps
             chart.set_data(data.x, data.y, latest=data.last)
-            self._shown[chart.metric] = (data, data.version)
+            self._shown[chart.metric] = (data, data.version, bucket)
             spent += chart.draw_cost
         self._clear_vanished(series)
         return True
@@ -137,7 +153,7 @@ class MetricGrid(VerticalScroll):
             self.query("#placeholder").remove()
         colors = self._palette()
         color = colors[len(self.charts) % len(colors)]
-        chart = Chart(name, color=color, threshold=THRESHOLDS.get(name))
+        chart = Chart(name, color=color, threshold=self.gauges.get(name))
         chart.set_reactive(Chart.log_y, self.log_y)
         # The grid stays sorted by (rank, arrival): insert before the first chart ranked after.
         rank = _rank(name)
@@ -148,6 +164,21 @@ class MetricGrid(VerticalScroll):
         return chart
 
 
+def _step_span(data: list[Series]) -> tuple[float, float]:
+    """The first and latest step over every series (NaN, NaN when none has a point)."""
+    lasts = [d.last_x for d in data if math.isfinite(d.last_x)]
+    if not lasts:
+        return math.nan, math.nan
+    firsts = [d.first_x for d in data if math.isfinite(d.first_x)]
+    return min(firsts, default=min(lasts)), max(lasts)
+
+
+def _bucket(step: float) -> int:
+    """The latest step on a geometric scale of SHARED_X_STEP: charts follow the shared range
+    a few hundred times over a run, however long."""
+    return int(math.log1p(step) / math.log1p(SHARED_X_STEP)) if step > 0 else 0
+
+
 def _rank(metric: str) -> int:
-    """Grid position class: a gauge's index in THRESHOLDS, or after every gauge."""
+    """Grid position class: a gauge's index in the gauge table, or after every gauge."""
     return _GAUGE_RANK.get(metric, len(_GAUGE_RANK))

@@ -1,4 +1,4 @@
-"""One line that says which run this is and how far it has got."""
+"""One line that says which run this is, how far it has got, and where it publishes."""
 
 from __future__ import annotations
 
@@ -35,12 +35,15 @@ class HeaderInfo:
     rate: str = "—"
     state: str = "waiting"
     paused: bool = False
+    """The view is frozen (``p``): not the run's state, which is ``state``."""
     insecure: bool = False
     """The run bound a non-loopback address without keys (``insecure=True``)."""
+    where: str = ""
+    """Where the records come from (the endpoint ``diag watch`` takes, or a store)."""
 
     @classmethod
     def from_state(
-        cls, state: RunState, *, title: str = "edgewatch", paused: bool = False
+        cls, state: RunState, *, title: str = "edgewatch", paused: bool = False, where: str = ""
     ) -> HeaderInfo:
         meta = state.meta
         params = meta.get("params")
@@ -56,43 +59,27 @@ class HeaderInfo:
             state=state.state,
             paused=paused,
             insecure=meta.get("insecure") is True,
+            where=where,
         )
 
 
 class RunHeader(Widget):
-    """Title, run id, step, steps/s and state first (they change and matter most), then trainer,
-    host, device and model size, which are the first to wrap onto a second line when narrow."""
+    """One line: title, run id, step, steps/s and state first (they change and matter most),
+    then trainer, host, device, model size and endpoint while they fit (``i`` shows them all).
+    Never wrapped: a second line would push every chart down and back as the step grows."""
 
     DEFAULT_CSS = """
     RunHeader {
-        height: auto;
+        height: 1;
         width: 1fr;
         padding: 0 1;
     }
     """
 
     compact: reactive[bool] = reactive(False)
-    """One short line (80 columns): no title once the run is known, no trainer/host/device."""
+    """80 columns: no title once the run is known."""
 
     info: reactive[HeaderInfo] = reactive(HeaderInfo)
-    """Repaints on change; the layout is refreshed only when the wrapped height changes, since a
-    layout pass repaints every chart too and the step changes on every tick."""
-
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self._height = 1
-
-    def watch_info(self) -> None:
-        height = self.render().get_height(self.styles, max(1, self.content_size.width))
-        if height != self._height:
-            self._height = height
-            self.refresh(layout=True)
-
-    def on_resize(self) -> None:
-        self.watch_info()
-
-    def watch_compact(self) -> None:
-        self.watch_info()
 
     def render(self) -> Content:
         info = self.info
@@ -107,18 +94,12 @@ class RunHeader(Widget):
         parts += [_SEP, "step ", (step, "bold"), _SEP, f"{info.rate} steps/s"]
         parts += [_SEP, (info.state, _STATE_STYLE.get(info.state, ""))]
         if info.paused:
-            parts += [" ", (" ⏸ paused ", "reverse $warning")]
+            parts += [" ", (" ⏸ view frozen ", "reverse $warning")]
         if info.insecure:
             parts += [" ", (" ⚠ insecure: no keys ", "reverse $error")]
-        if not self.compact:
-            for part in (info.trainer, info.host, info.device, info.params):
-                if part:
-                    parts += [_SEP, part]
-            return Content.assemble(*parts)
-        # Compact: one line; model size, device, trainer and host only while they fit.
         room = self.content_size.width or 80
         content = Content.assemble(*parts)
-        for part in (info.params, info.device, info.trainer, info.host):
+        for part in (info.trainer, info.params, info.device, info.host, info.where):
             longer = Content.assemble(content, _SEP, part) if part else content
             if longer.cell_length <= room:
                 content = longer

@@ -22,9 +22,14 @@ PRESET = "the variant's value"
 
 @dataclass
 class GrokkingConfig(RunConfig):
-    steps: int = 1000
+    steps: int = 800
     threads: int = 1  # a 226-200-200-113 MLP: 1 thread is ~3× faster than 2 on a busy 2-core box
-    variant: str = param("baseline", choices=VARIANTS, help="optimizer and loss recipe")
+    variant: str = param(
+        "weight_decay",
+        choices=VARIANTS,
+        help="weight_decay groks (~step 550) with fp16 collapse on the way; "
+        "baseline memorises and collapses",
+    )
     modulus: int = param(113, ge=2, help="p in (a + b) mod p")
     train_fraction: float = param(0.4, gt=0, lt=1, help="share of the p² pairs trained on")
     hidden: int = param(200, ge=1, help="width of both hidden layers")
@@ -65,8 +70,9 @@ SPEC = MethodSpec(
         "one-hot (softmax collapse) and the gradient stops carrying information.",
         claim="The paper says grokking is held back by this numerical collapse and by naive loss "
         "minimisation (the gradient just scales the weights up); StableMax or ⊥Grad remove it.",
-        watch="Watch sc_fp16 leave 0 and nlm_cos_last approach 1 on the baseline; with "
-        "--set variant=perpgrad test_acc climbs past 0.95 within ~150 steps.",
+        watch="By default (variant=weight_decay) train_acc reaches 1 early while test_acc stays "
+        "near 0 and sc_fp16 leaves 0; test_acc then climbs past 0.95 around step 550. "
+        "variant=baseline never generalises; variant=perpgrad does within ~150 steps.",
     ),
     gauges=(Gauge.builtin("sc_fp16", "SC fp16"),),
     controllers=TRAINING_STABILITY,

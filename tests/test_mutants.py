@@ -1,0 +1,420 @@
+"""Tests written to kill mutants that survived `bench/mutation.py` (triage: docs/mutation.md).
+
+Each names the behaviour it pins down; the mutants it kills are listed in docs/mutation.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import stat
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import zmq
+from test_planted_bugs import _A, _Quadratic, _quadratic_loss
+from torch import nn
+
+from diag.methods.controls import TRAINING_STABILITY
+from probes import InProcessTransport, Monitor
+from probes.client import Subscriber
+from probes.control import CommandError, check_args, parse_command
+from probes.diagnostics import hessian_trace, nlm_alignment, softmax_collapse
+from probes.endpoints import parse_endpoint
+from probes.security import (
+    ClientKeys,
+    KeysError,
+    RateLimiter,
+    create_keys,
+    insecure_bind_message,
+    resolve_client_keys,
+    usage_text,
+)
+from probes.store import RunStore, default_store_path, export, list_runs, open_store
+from probes.wire import Record, metrics_data
+
+
+def test_insecure_bind_message_tunnels_both_the_telemetry_and_the_control_port():
+    message = insecure_bind_message(parse_endpoint("tcp://0.0.0.0:7001"))
+    assert "ssh -L 7001:127.0.0.1:7001 -L 7002:127.0.0.1:7002 HOST" in message
+    assert "Either create keys with `diag keys`" in message
+    assert message.endswith("insecure=True (--insecure) binds anyway.")
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "x y", "../up"])
+def test_create_keys_refuses_a_client_name_that_is_not_letters_digits_dash_underscore(
+    tmp_path, name
+):
+    with pytest.raises(KeysError, match="use letters, digits, '-' and '_'"):
+        create_keys(tmp_path / "k", name)
+
+
+def test_create_keys_in_a_new_nested_folder_accepts_dash_and_underscore_names(tmp_path):
+    root = tmp_path / "a" / "b" / "keys"  # none of it exists yet
+    created = create_keys(root, "lab-1_x", read_only=True)
+    assert (created.folder, created.client, created.role) == (root, "lab-1_x", "telemetry")
+    assert created.client_secret == root / "clients" / "lab-1_x.key_secret"
+    assert (root / "allow" / "telemetry" / "lab-1_x.key").is_file()
+    assert not (root / "allow" / "control" / "lab-1_x.key").exists()
+    assert sorted(p.name for p in root.iterdir()) == [
+        "allow",
+        "clients",
+        "server.key",
+        "server.key_secret",
+    ]
+    for public in (root / "server.key", root / "clients" / "lab-1_x.key"):
+        assert stat.S_IMODE(public.stat().st_mode) == 0o644  # readable: it is public
+
+
+def test_missing_key_files_are_named_in_the_error(tmp_path):
+    create_keys(tmp_path / "k", "ops")
+    server, secret = tmp_path / "k" / "server.key", tmp_path / "k" / "clients" / "ops.key_secret"
+    with pytest.raises(KeysError, match=r"^no public key for the server at .*nope\.key"):
+        ClientKeys.load(tmp_path / "nope.key", secret)
+    with pytest.raises(KeysError, match=r"^no secret key for this viewer at .*gone\.key_secret"):
+        ClientKeys.load(server, tmp_path / "gone.key_secret")
+
+
+def test_client_key_resolution_loads_files_folders_and_the_default_client(tmp_path):
+    root = tmp_path / "k"
+    create_keys(root)  # the default client, "viewer"
+    create_keys(root, "ops")
+    server, ops_secret = root / "server.key", root / "clients" / "ops.key_secret"
+    ops = ClientKeys.from_folder(root, "ops")
+    assert resolve_client_keys(server_key=server, client_key=ops_secret, env={}) == ops
+    assert resolve_client_keys(keys_dir=root, env={}) == ClientKeys.from_folder(root, "viewer")
+    assert resolve_client_keys(keys_dir=root, env={"EDGEWATCH_CLIENT": "ops"}) == ops
+    for env in ({"EDGEWATCH_SERVER_KEY": str(server)}, {"EDGEWATCH_CLIENT_KEY": str(ops_secret)}):
+        with pytest.raises(KeysError, match="a viewer needs both the server's public key"):
+            resolve_client_keys(env=env)
+
+
+def test_usage_text_states_the_role_and_whether_the_server_key_is_new(tmp_path):
+    first = create_keys(tmp_path / "k", "ops")
+    second = create_keys(tmp_path / "k", "guest", read_only=True)
+    text_first, text_second = usage_text(first), usage_text(second)
+    assert "new server key, " in text_first and "new server key" not in text_second
+    assert "watch and send commands" in text_first and "read-only" not in text_first
+    assert "watch only (read-only)" in text_second
+    assert "\ntraining host:" in text_first and "\nviewer on the same machine:" in text_first
+
+
+def test_rate_limiter_evicts_the_least_recently_used_peer_and_keeps_the_rest():
+    limiter = RateLimiter(rate=0.0, burst=1, max_peers=2)  # no refill: one command per bucket
+    assert [limiter.allow(peer, now=0.0) for peer in (b"a", b"b", b"c")] == [True] * 3
+    assert not limiter.allow(b"c", now=0.0)  # the newest peer's bucket was kept (drained)
+    assert not limiter.allow(b"b", now=0.0)  # so was b's
+    assert limiter.allow(b"a", now=0.0)  # a was the least recent: evicted, a fresh bucket
+
+
+def _reaches(endpoint: str, keys: ClientKeys, seconds: float) -> bool:
+    ctx = zmq.Context()
+    sub = Subscriber(endpoint, ctx=ctx, keys=keys)
+    try:
+        return any(r.kind == "meta" for r in sub.collect(lambda rs: bool(rs), seconds))
+    finally:
+        sub.close()
+        ctx.term()
+
+
+def test_only_refused_handshakes_are_counted_as_denied(tmp_path):
+    create_keys(tmp_path / "keys", "ops")
+    create_keys(tmp_path / "other", "stranger")
+    mon = Monitor(
+        run="z", bind="tcp://127.0.0.1:0", keys=tmp_path / "keys", probes=None, store=None
+    )
+    stranger = ClientKeys.load(  # the right server key, a client key nobody allowed
+        tmp_path / "keys" / "server.key", tmp_path / "other" / "clients" / "stranger.key_secret"
+    )
+    try:
+        assert _reaches(mon.endpoint, ClientKeys.from_folder(tmp_path / "keys", "ops"), 20.0)
+        assert mon.transport.stats.auth_denied == 0  # an allowed key is not a denial
+        assert not _reaches(mon.endpoint, stranger, 2.0)
+        deadline = time.monotonic() + 5
+        while mon.transport.stats.auth_denied == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mon.transport.stats.auth_denied >= 1
+    finally:
+        mon.close()
+
+
+# -- probes/control.py ---------------------------------------------------------------------------
+def test_parse_command_accepts_a_well_formed_envelope_and_defaults_peer_and_args():
+    command = parse_command({"id": 7, "cmd": "pause"})
+    assert (command.id, command.cmd, command.args, command.peer) == (7, "pause", {}, b"")
+    assert parse_command({"id": "a", "cmd": "x", "args": None}, b"p").args == {}
+
+
+@pytest.mark.parametrize(
+    ("request_", "complaint"),
+    [
+        ([1, 2], "a command is a map"),
+        ({"id": True, "cmd": "x"}, "id must be"),
+        ({"id": 1, "cmd": 5}, "cmd must be a non-empty string"),
+        ({"id": 1, "cmd": ""}, "cmd must be a non-empty string"),
+        ({"id": 1, "cmd": "x", "args": [1]}, "args must be a map with string keys"),
+        ({"id": 1, "cmd": "x", "args": {1: 2}}, "args must be a map with string keys"),
+    ],
+)
+def test_parse_command_refuses_a_malformed_envelope_with_its_reason(request_, complaint):
+    with pytest.raises(CommandError, match=complaint):
+        parse_command(request_)
+
+
+def test_check_args_names_what_is_allowed_converts_ints_and_refuses_non_finite():
+    with pytest.raises(CommandError, match=r"unknown argument\(s\) \['x'\]; allowed: none$"):
+        check_args("noargs", {}, {"x": 1})
+    with pytest.raises(CommandError, match=r"allowed: on, c$"):
+        check_args("spectral_clip", {"on": bool, "c": float}, {"x": 1})
+    out = check_args("lr_scale", {"factor": float}, {"factor": 3})
+    assert out == {"factor": 3.0} and type(out["factor"]) is float
+    for bad in (math.inf, -math.inf, math.nan):
+        with pytest.raises(CommandError, match="factor must be finite"):
+            check_args("lr_scale", {"factor": float}, {"factor": bad})
+    with pytest.raises(CommandError, match="factor must be float"):
+        check_args("lr_scale", {"factor": float}, {"factor": True})
+
+
+class _Run:
+    """A Monitor over an in-process transport; ``send`` applies a command at the next step."""
+
+    def __init__(self, tmp_path, optimizer: bool = True) -> None:
+        self.model = nn.Linear(3, 2)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1) if optimizer else None
+        self.tr = InProcessTransport()
+        self.mon = Monitor(
+            run="m", transport=self.tr, probes=None, run_dir=str(tmp_path / "a" / "b")
+        )
+        for controller in TRAINING_STABILITY:  # a method's controls, as its driver adds them
+            self.mon.add_controller(controller.create())
+        self.step = 0
+
+    def send(self, cmd: str, **args) -> dict:
+        self.tr.submit({"id": self.step, "cmd": cmd, "args": args})
+        self.mon.observe(self.step, model=self.model, optimizer=self.opt)
+        self.step += 1
+        return self.tr.replies[-1][1]
+
+
+def test_toggles_start_off_honour_on_and_flip_without_it(tmp_path):
+    run = _Run(tmp_path)
+    clip = run.mon.controllers["spectral_clip"]
+    assert clip.on is False and clip.since is None and clip.c == 1.0
+    assert run.send("stablemax", on=True)["on"] is True
+    assert run.send("stablemax", on=True)["on"] is True  # on=True again: stays on
+    assert run.mon.controllers["stablemax"].since == 0  # the step it was switched on
+    assert run.send("stablemax")["on"] is False  # no argument: flips
+    assert run.mon.controllers["stablemax"].since is None
+
+
+def test_spectral_clip_and_lr_scale_refuse_non_positive_values(tmp_path):
+    run = _Run(tmp_path)
+    for c in (0.0, -1.0):
+        assert "spectral_clip: c must be > 0" in run.send("spectral_clip", c=c)["error"]
+    assert run.send("spectral_clip", c=0.5)["c"] == 0.5
+    for factor in (0.0, -2.0):
+        assert "lr_scale: factor must be" in run.send("lr_scale", factor=factor)["error"]
+    assert "lr_scale: factor must be" in run.send("lr_scale")["error"]
+    assert run.send("lr_scale", factor=2.0)["lr"] == [0.2]
+    no_opt = _Run(tmp_path, optimizer=False)
+    assert "no optimizer was passed" in no_opt.send("lr_scale", factor=2.0)["error"]
+
+
+def test_resume_and_stop_report_their_state_and_clear_pause(tmp_path):
+    run = _Run(tmp_path)
+    run.mon.paused = True
+    assert run.mon.controllers["resume"].apply(run.mon, {}) == {"state": "running"}
+    assert run.mon.paused is False
+    run.mon.paused = True
+    assert run.mon.controllers["stop"].apply(run.mon, {}) == {"state": "stopping"}
+    assert run.mon.paused is False and run.mon.stop_requested is True
+
+
+def test_function_controllers_get_the_monitor(tmp_path):
+    run = _Run(tmp_path)
+    seen = []
+    run.mon.controller("probe_me", n=int)(lambda mon, n: seen.append((mon, n)) or {"n": n})
+    assert run.send("probe_me", n=3)["n"] == 3
+    assert seen == [(run.mon, 3)]
+
+
+def test_checkpoint_creates_nested_folders_twice_and_saves_the_optimizer(tmp_path):
+    run = _Run(tmp_path)
+    first = Path(run.send("checkpoint")["path"])
+    second = Path(run.send("checkpoint")["path"])  # the folder exists now: still fine
+    assert first.parent == second.parent == (tmp_path / "a" / "b").resolve()
+    state = torch.load(second, weights_only=True)
+    assert state["step"] == 1
+    assert state["optimizer"]["param_groups"][0]["lr"] == 0.1
+    assert torch.equal(state["model"]["weight"], run.model.weight)
+
+
+def test_checkpoint_without_a_model_or_an_unwritable_folder_is_an_error(tmp_path):
+    tr = InProcessTransport()
+    mon = Monitor(run="m", transport=tr, probes=None, run_dir=str(tmp_path / "r"))
+    tr.submit({"id": 1, "cmd": "checkpoint"})
+    mon.observe(0)
+    assert tr.replies[-1][1]["error"] == "checkpoint: no model was passed to observe()"
+    run = _Run(tmp_path)
+    blocked = tmp_path / "a" / "b" / "checkpoint-step0.pt"
+    blocked.mkdir(parents=True)  # a folder where the file should go
+    error = run.send("checkpoint")["error"]  # torch.save raises RuntimeError here, not OSError
+    assert error.startswith("checkpoint") and "Is a directory" in error
+
+
+# -- probes/store.py -------------------------------------------------------------------------------
+def _positions_store(path: Path) -> list[Record]:
+    """Two ranks; rank 1 starts at seq 50, steps repeat (4 records a step) and differ from seqs;
+    rank 1 has a hole (seqs 120–129 missing, as when records were dropped)."""
+    records = [
+        Record("metrics", "r", 100 + seq // 4, metrics_data({"x": 1.0}), rank=rank, seq=seq)
+        for rank, seqs in ((0, range(0, 40)), (1, [*range(50, 120), *range(130, 200)]))
+        for seq in seqs
+    ]
+    store = RunStore(path)
+    for record in records:
+        store.append(record)
+    store.close()
+    return records
+
+
+def test_last_seq_at_and_count_upto_match_a_brute_force_scan(tmp_path):
+    records = _positions_store(tmp_path / "p.db")
+    with open_store(tmp_path / "p.db") as reader:
+        for rank in (0, 1):
+            mine = [r for r in records if r.rank == rank]
+            for step in range(95, 155):
+                seqs = [r.seq for r in mine if r.step <= step]
+                assert reader.last_seq_at(step, rank) == (max(seqs) if seqs else None), step
+            for seq in (0, 39, 50, 119, 125, 130, 199):
+                want = sum(r.rank < rank or (r.rank == rank and r.seq <= seq) for r in records)
+                assert reader.count_upto(rank, seq) == want
+
+
+def test_records_at_beyond_one_query_batch_and_last_records_with_and_without_limit(tmp_path):
+    path = tmp_path / "many.db"
+    store = RunStore(path)
+    for seq in range(1300):
+        kind = "event" if seq % 10 == 0 else "metrics"
+        data = {"event": "e"} if kind == "event" else metrics_data({"x": float(seq)})
+        store.append(Record(kind, "r", seq, data, seq=seq))
+    store.close()
+    with open_store(path) as reader:
+        picked = reader.records_at(0, range(0, 1300, 1))
+        assert [r.seq for r in picked] == list(range(1300))
+        both = reader.last_records(["event", "metrics"], 0, before_seq=1000, limit=4)
+        assert [(r.seq, r.kind) for r in both] == [
+            (996, "metrics"),
+            (997, "metrics"),
+            (998, "metrics"),
+            (999, "metrics"),
+        ]
+        events = reader.last_records(["event"], 0, before_seq=1000)
+        assert [r.seq for r in events] == list(range(0, 1000, 10))
+        mixed = reader.last_records(["metrics", "event"], 0, before_seq=21, limit=3)
+        assert [r.seq for r in mixed] == [18, 19, 20]
+
+
+def test_each_undecodable_record_is_skipped_and_counted_once(tmp_path):
+    path = tmp_path / "bad.db"
+    store = RunStore(path)
+    for seq in range(6):
+        record = Record("event", "r", seq, {"event": "e"}, seq=seq)
+        store.append(record, payload=b"\xc1\xc1" if seq in (2, 4) else None)
+    store.close()
+    with open_store(path) as reader:
+        assert [r.seq for r in reader.records_at(0, range(6))] == [0, 1, 3, 5]
+        assert reader.bad_records == 2
+
+
+def test_list_runs_names_a_run_by_its_meta_and_explains_unreadable_files(tmp_path):
+    store = RunStore(tmp_path / "file-name.db")
+    store.append(Record("meta", "r", 0, {"run": "real-name", "started": "yesterday"}, seq=0))
+    store.close()
+    (tmp_path / "junk.db").write_text("not sqlite" * 100)
+    infos = {info.path.name: info for info in list_runs(tmp_path)}
+    assert infos["file-name.db"].run == "real-name"
+    assert infos["file-name.db"].started is None  # not a number: not shown as a time
+    junk = infos["junk.db"]
+    assert junk.run == "junk" and junk.status.startswith("unreadable: ")
+    assert str(tmp_path) not in junk.status  # the reason without the path repeated
+
+
+def test_jsonl_export_makes_nested_non_finite_floats_and_bytes_json_safe(tmp_path):
+    path = tmp_path / "j.db"
+    store = RunStore(path)
+    data = {"event": "x", "values": [1.0, math.nan, (math.inf, -math.inf)], "blob": b"\x01\xff"}
+    store.append(Record("event", "r", 0, data, seq=0))
+    store.close()
+    assert export(path, tmp_path / "j.jsonl", "jsonl") == 1
+    line = json.loads((tmp_path / "j.jsonl").read_text())
+    assert line["data"]["values"] == [1.0, "NaN", ["Infinity", "-Infinity"]]
+    assert line["data"]["blob"] == "01ff"
+
+
+def test_default_store_path_keeps_letters_digits_and_dot_dash_underscore_only(tmp_path):
+    assert default_store_path("My Run/2", tmp_path) == tmp_path / "My_Run_2.db"
+    assert default_store_path("..Grok_1-a..", tmp_path) == tmp_path / "Grok_1-a.db"
+    assert default_store_path("///", tmp_path) == tmp_path / "run.db"
+    assert default_store_path("x") == Path("runs") / "x.db"
+    assert default_store_path("XaX", tmp_path) == tmp_path / "XaX.db"
+    assert default_store_path("a" * 200, tmp_path) == tmp_path / f"{'a' * 120}.db"
+
+
+def test_list_runs_reads_the_runs_folder_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    RunStore(tmp_path / "runs" / "one.db").close()
+    assert [info.path.name for info in list_runs()] == ["one.db"]
+
+
+# -- probes/diagnostics.py -------------------------------------------------------------------------
+def test_zero_loss_fraction_with_probability_targets_counts_exact_zero_losses():
+    logits = torch.tensor([[30.0, -10.0, -10.0], [1.0, 0.0, -1.0], [-5.0, 15.0, -25.0]])
+    # rows 0 and 2 are 40 apart: exp(−40) vanishes next to 1 in fp32, so their CE is exactly 0
+    one_hot = torch.eye(3)[logits.argmax(dim=1)]
+    res = softmax_collapse(logits, one_hot)
+    assert res.zero_loss_fraction == 2 / 3
+    assert softmax_collapse(logits, logits.argmax(dim=1)).zero_loss_fraction == 2 / 3
+
+
+def test_max_logit_gap_for_two_classes_and_nan_for_one():
+    two = torch.tensor([[3.0, -1.5], [0.0, 2.0]])
+    assert softmax_collapse(two).max_logit_gap == 4.5
+    assert math.isnan(softmax_collapse(torch.ones(4, 1)).max_logit_gap)
+
+
+def test_an_empty_batch_has_nan_fractions_and_a_zero_loss_fraction_only_with_targets():
+    empty = torch.zeros(0, 5)
+    assert softmax_collapse(empty).zero_loss_fraction is None
+    with_targets = softmax_collapse(empty, torch.zeros(0, dtype=torch.long))
+    assert math.isnan(with_targets.zero_loss_fraction) and with_targets.num_samples == 0
+
+
+def test_nlm_alignment_skips_a_frozen_first_layer_and_keeps_the_rest():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+    model[0].requires_grad_(False)
+    model(torch.randn(4, 3)).pow(2).sum().backward()
+    res = nlm_alignment(model)
+    assert res.layers == ["1.weight", "1.bias"]
+    w, g = model[1].weight.detach().double(), model[1].weight.grad.double()
+    assert res.cosines[0] == pytest.approx(float(-(g * w).sum() / (g.norm() * w.norm())))
+    nothing = nlm_alignment(nn.Linear(2, 2))  # no gradients at all
+    assert (nothing.layers, nothing.cosines) == ([], []) and math.isnan(nothing.global_cosine)
+
+
+def test_hutchinson_probes_come_from_the_generator_and_one_probe_has_no_stderr():
+    def trace(seed: int, probes: int | None = None) -> tuple[float, float]:
+        kwargs = {} if probes is None else {"probes": probes}
+        gen = torch.Generator().manual_seed(seed)
+        res = hessian_trace(
+            _Quadratic(), _quadratic_loss, torch.zeros(1), _A, generator=gen, **kwargs
+        )
+        return res.trace, res.stderr
+
+    draws = {trace(seed, 16)[0] for seed in range(6)}
+    assert trace(3, 16) == trace(3, 16) and len(draws) > 1  # seeded, and the seed matters
+    assert math.isnan(trace(0)[1])  # the default is one probe: no standard error
+    assert math.isfinite(trace(0, 2)[1])  # two probes have one
