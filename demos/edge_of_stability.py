@@ -24,30 +24,14 @@ Run it: ``diag run edge_of_stability`` (η = 0.5) or ``--set lr=0.1`` for the co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import pairwise
 
 import torch
 from torch import nn
 
-from demos.loop import StepOutput, Trainer, TrainerConfig
-from diag.registry import register
+from demos.loop import StepOutput, Trainer
+from diag.methods.edge_of_stability.spec import SPEC, EdgeOfStabilityConfig
 from probes.diagnostics import hessian_top_eigenvalue
-
-
-@dataclass
-class EdgeOfStabilityConfig(TrainerConfig):
-    steps: int = 3000
-    threads: int = 1  # ~13k parameters: 1 thread beats 2 on a shared 2-core box
-    lr: float = 0.5  # η; 2/η = 4 is reached by step ~300
-    samples: int = 500
-    dim: int = 20
-    classes: int = 5
-    teacher_hidden: int = 50
-    hidden: int = 100
-    power_iterations: int = 20  # cap per estimate; warm starts usually stop earlier
-    power_tol: float = 1e-4  # relative change that ends the power iteration
-    eval_every: int = 100
 
 
 def tanh_mlp(sizes: list[int]) -> nn.Sequential:
@@ -62,15 +46,8 @@ def half_squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return 0.5 * ((outputs - targets) ** 2).sum() / len(outputs)
 
 
-@register
 class EdgeOfStability(Trainer):
-    name = "edge_of_stability"
-    title = "Full-batch GD: progressive sharpening until λ_max hovers at 2/η"
-    paper = (
-        "Gradient Descent on Neural Networks Typically Occurs at the Edge of Stability "
-        "(Cohen et al., ICLR 2021)"
-    )
-    Config = EdgeOfStabilityConfig
+    spec = SPEC
     config: EdgeOfStabilityConfig
 
     def build(self) -> None:
@@ -141,4 +118,4 @@ class EdgeOfStability(Trainer):
 if __name__ == "__main__":
     from diag.cli import run_module_main
 
-    run_module_main(EdgeOfStability.name)
+    run_module_main(SPEC.name)

@@ -26,30 +26,15 @@ Run it: ``diag run ghosts`` vs ``diag run ghosts --set rho_control=true``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from demos.loop import StepOutput, Trainer, TrainerConfig
+from demos.loop import StepOutput, Trainer
 from diag.methods import RhoControl
-from diag.registry import register
-
-
-@dataclass
-class GhostsConfig(TrainerConfig):
-    steps: int = 200
-    threads: int = 1  # tiny MLP: 1 thread beats 2 on a shared 2-core box
-    rho_control: bool = False
-    lr: float = 1e-3
-    spike_factor: float = 1000.0
-    spike_at: int = 50
-    batch_size: int = 64
-    hidden: int = 128
-    test_fraction: float = 0.2
-    eval_every: int = 10
+from diag.methods.ghosts.spec import SPEC, GhostsConfig
 
 
 def digits(test_fraction: float, generator: torch.Generator):
@@ -65,12 +50,8 @@ def digits(test_fraction: float, generator: torch.Generator):
     return x[train], y[train], x[test], y[test]
 
 
-@register
 class Ghosts(Trainer):
-    name = "ghosts"
-    title = "LR spike ×1000 on Adam: steps beyond the safe radius ρ_a, and the ρ_a controller"
-    paper = "Ghosts of Softmax: Complex Singularities That Limit Safe Step Sizes (Sao, 2026)"
-    Config = GhostsConfig
+    spec = SPEC
     config: GhostsConfig
 
     def build(self) -> None:
@@ -142,4 +123,4 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 if __name__ == "__main__":
     from diag.cli import run_module_main
 
-    run_module_main(Ghosts.name)
+    run_module_main(SPEC.name)

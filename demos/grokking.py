@@ -33,59 +33,17 @@ Run it: ``diag run grokking --set variant=perpgrad`` (TUI) or
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from demos.loop import StepOutput, Trainer, TrainerConfig
+from demos.loop import StepOutput, Trainer
 from diag.methods import PerpGrad, stablemax_cross_entropy
-from diag.registry import register
+from diag.methods.grokking.spec import SPEC, GrokkingConfig
 from probes.diagnostics import nlm_alignment, softmax_collapse
 
 NAN = math.nan
-VARIANTS: dict[str, dict[str, float]] = {
-    # variant: the AdamW settings it means when beta2 / eps / weight_decay are left at NaN
-    "baseline": {"beta2": 0.99, "eps": 1e-25, "weight_decay": 0.0},
-    "weight_decay": {"beta2": 0.99, "eps": 1e-25, "weight_decay": 1.0},
-    "stablemax": {"beta2": 0.999, "eps": 1e-25, "weight_decay": 0.0},
-    "perpgrad": {"beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0},
-}
-
-
-@dataclass
-class GrokkingConfig(TrainerConfig):
-    steps: int = 800
-    threads: int = 1  # a 226-200-200-113 MLP: 1 thread is ~3× faster than 2 on a busy 2-core box
-    variant: str = field(
-        default="weight_decay",
-        metadata={
-            "choices": tuple(VARIANTS),
-            "help": "weight_decay groks (~step 550) with fp16 collapse on the way; "
-            "baseline memorises and collapses",
-        },
-    )
-    modulus: int = 113
-    train_fraction: float = 0.4
-    hidden: int = 200
-    lr: float = 1e-2
-    weight_decay: float = field(default=NAN, metadata={"help": "nan: the variant's value"})
-    beta2: float = field(default=NAN, metadata={"help": "nan: the variant's value"})
-    eps: float = field(default=NAN, metadata={"help": "nan: the variant's value"})
-    eval_every: int = 5
-
-    def __post_init__(self) -> None:
-        """Resolve NaN fields to the variant's preset, so the config records what really ran.
-
-        (So ``dataclasses.replace(cfg, variant=...)`` keeps the old variant's resolved values;
-        build a fresh config to switch variants.)
-        """
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
-        for key, value in VARIANTS[self.variant].items():
-            if math.isnan(getattr(self, key)):
-                setattr(self, key, value)
 
 
 def modular_addition(modulus: int, train_fraction: float, generator: torch.Generator):
@@ -110,12 +68,8 @@ def bias_free_mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
     )
 
 
-@register
 class Grokking(Trainer):
-    name = "grokking"
-    title = "Modular addition: softmax collapse and NLM; fixes: weight decay, StableMax, ⊥AdamW"
-    paper = "Grokking at the Edge of Numerical Stability (Prieto et al., ICLR 2025)"
-    Config = GrokkingConfig
+    spec = SPEC
     config: GrokkingConfig
 
     def build(self) -> None:
@@ -184,4 +138,4 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 if __name__ == "__main__":
     from diag.cli import run_module_main
 
-    run_module_main(Grokking.name)
+    run_module_main(SPEC.name)

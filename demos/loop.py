@@ -1,42 +1,39 @@
-"""The loop skeleton every reference trainer shares (config → build → loop → summary).
+"""The one driver every reference run shares: trainers and solvers (config → build → step →
+metrics → converged → headline).
 
-A trainer only says what is specific to its paper: how to build the model and data, what one
-forward/backward is, and what to evaluate. The order of a step is fixed here, once, and it is
-the order a user's own loop has with a Monitor in it:
+A method says only what is specific to its paper; the driver owns the loop, the stop/pause
+checks, the evaluation cadence, progress, the summary and the :class:`RunResult`, once.
 
-    zero_grad → forward/backward → monitor.observe(...) → optimizer.step()
-
-so every trainer streams exactly like user code, and controllers (a later layer) have one place
-to hook in.
+* A :class:`Trainer` (a neural network) fixes the order of a step, the order a user's own loop
+  has with a Monitor in it: ``zero_grad → forward/backward → monitor.observe(...) →
+  optimizer.step()`` — so every trainer streams exactly like user code.
+* A :class:`Solver` (Sinkhorn, SOR, Newton, …) has no model and no optimizer: one iteration
+  returns its convergence metrics, the Monitor sees them as ``observe(it, **metrics)`` (solver
+  mode), and :meth:`Solver.converged` may end the run before ``steps`` iterations.
 """
 
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import math
 import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from diag.config import RunConfig
 from diag.device import resolve_device
-from probes.monitor import Monitor
 
+if TYPE_CHECKING:
+    from diag.spec import MethodSpec
+    from probes.monitor import Monitor
 
-@dataclass
-class TrainerConfig:
-    """Fields every trainer accepts; a trainer's own dataclass extends this one."""
-
-    steps: int = 500
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 2
-    eval_every: int = 10
+TrainerConfig = RunConfig
+"""The fields every method accepts (the name trainers' configs were written against)."""
 
 
 @dataclass
@@ -54,45 +51,109 @@ class StepOutput:
 
 @dataclass
 class RunResult:
-    """The headline numbers of a finished (or stopped) run."""
+    """The headline numbers of a finished, converged or stopped run."""
 
     trainer: str
     steps_done: int
     seconds: float
     headline: dict[str, float]
     stopped_early: bool = False
+    converged: bool = False
 
 
-class Trainer(ABC):
-    """Base class of a reference trainer. Subclasses set the ClassVars and three methods."""
+class Method(ABC):
+    """What the driver runs: ``build`` once, ``advance`` once per step, then ``headline``.
 
-    name: ClassVar[str]
-    title: ClassVar[str]
-    paper: ClassVar[str]
-    Config: ClassVar[type[TrainerConfig]] = TrainerConfig
+    ``spec`` is the method's :class:`~diag.spec.MethodSpec` (its name, config class, gauges);
+    the registry checks that the class a spec's ``entry`` names declares that same spec.
+    """
 
-    def __init__(self, config: TrainerConfig, device: torch.device) -> None:
+    spec: ClassVar[MethodSpec]
+
+    def __init__(self, config: RunConfig, device: torch.device) -> None:
         self.config = config
         self.device = device
-        self.model: torch.nn.Module
-        self.optimizer: torch.optim.Optimizer
         self.build()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
     @abstractmethod
     def build(self) -> None:
-        """Create data, ``self.model`` and ``self.optimizer`` on ``self.device``."""
+        """Create the problem (data, model, optimizer or solver state) on ``self.device``."""
 
     @abstractmethod
-    def forward_backward(self, step: int) -> StepOutput:
-        """One forward pass and ``loss.backward()``; gradients are zeroed before this."""
+    def advance(self, step: int, monitor: Monitor | None, evaluate: bool) -> dict[str, float]:
+        """One step, streamed through ``monitor``; the host-side numbers known after it."""
 
     def evaluate(self, step: int) -> dict[str, float]:
         """Held-out numbers, computed every ``eval_every`` steps (default: none)."""
         return {}
 
+    def converged(self, last: dict[str, float]) -> bool:
+        """True ends the run early as converged (solvers; trainers run all their steps)."""
+        return False
+
     def headline(self, last: dict[str, float]) -> dict[str, float]:
         """The numbers the summary table and the store keep (default: the last metrics)."""
         return last
+
+
+class Trainer(Method):
+    """A reference trainer: set ``spec`` and write ``build`` and ``forward_backward``."""
+
+    def __init__(self, config: RunConfig, device: torch.device) -> None:
+        self.model: torch.nn.Module
+        self.optimizer: torch.optim.Optimizer
+        super().__init__(config, device)
+
+    @abstractmethod
+    def forward_backward(self, step: int) -> StepOutput:
+        """One forward pass and ``loss.backward()``; gradients are zeroed before this."""
+
+    def advance(self, step: int, monitor: Monitor | None, evaluate: bool) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.forward_backward(step)
+        scalars = dict(out.scalars)
+        known: dict[str, float] = {}
+        if evaluate:
+            scalars.update(self.evaluate(step))
+            known = {**scalars, "loss": float(out.loss.detach())}  # host sync at eval steps only
+        if monitor is not None:
+            monitor.observe(
+                step,
+                model=self.model,
+                optimizer=self.optimizer,
+                loss=out.loss,
+                logits=out.logits,
+                targets=out.targets,
+                inputs=out.inputs,
+                loss_fn=out.loss_fn,
+                **scalars,
+            )
+        self.optimizer.step()
+        return known
+
+
+class Solver(Method):
+    """A reference solver: set ``spec``, write ``build``, ``iterate`` and ``converged``.
+
+    ``iterate`` does one iteration and returns its convergence metrics as floats (marginal
+    error, residual, objective, …); they are published every iteration, in solver mode.
+    """
+
+    @abstractmethod
+    def iterate(self, step: int) -> dict[str, float]:
+        """One iteration of the algorithm; its metrics."""
+
+    def advance(self, step: int, monitor: Monitor | None, evaluate: bool) -> dict[str, float]:
+        metrics = self.iterate(step)
+        if evaluate:
+            metrics.update(self.evaluate(step))
+        if monitor is not None:
+            monitor.observe(step, **metrics)
+        return metrics
 
 
 ProgressFn = Callable[[int, dict[str, float]], None]
@@ -104,23 +165,22 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def prepare(trainer_cls: type[Trainer], config: TrainerConfig) -> Trainer:
-    """Threads, seed and device first, then the trainer's own build.
+def prepare(method_cls: type[Method], config: RunConfig) -> Method:
+    """Threads, seed and device first, then the method's own build.
 
     Under torchrun (``diag run NAME --nproc N``) the process group is joined first (gloo on CPU,
-    nccl on CUDA, one GPU per local rank) and the model is wrapped in DDP after the build.
+    nccl on CUDA, one GPU per local rank) and a trainer's model is wrapped in DDP after the build.
     """
-    if config.steps < 1:
-        raise ValueError(f"--steps must be ≥ 1, got {config.steps}")
     if config.threads > 0:
         torch.set_num_threads(min(config.threads, os.cpu_count() or 1))
     seed_everything(config.seed)
     device = join_process_group(resolve_device(config.device))
-    trainer = trainer_cls(config, device)
-    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+    method = method_cls(config, device)
+    distributed = torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+    if distributed and isinstance(method, Trainer):
         ids = [device.index] if device.type == "cuda" else None
-        trainer.model = _DDP(trainer.model, device_ids=ids)
-    return trainer
+        method.model = _DDP(method.model, device_ids=ids)
+    return method
 
 
 def join_process_group(device: torch.device) -> torch.device:
@@ -157,50 +217,54 @@ class _DDP(torch.nn.parallel.DistributedDataParallel):
 
 
 def run(
-    trainer: Trainer,
+    method: Method,
     monitor: Monitor | None = None,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> RunResult:
-    """Train for ``config.steps`` steps, streaming through ``monitor`` when one is given."""
-    cfg = trainer.config
+    """Run ``config.steps`` steps (fewer if stopped or converged), streaming through
+    ``monitor`` when one is given; publish and return the headline numbers."""
+    cfg = method.config
+    if monitor is not None:
+        announce(method, monitor)
     start = time.perf_counter()
     last: dict[str, float] = {}
-    step = -1
+    step, converged = -1, False
     for step in range(cfg.steps):
         if should_stop() or (monitor is not None and monitor.stop_requested):
+            step -= 1
             break
-        trainer.optimizer.zero_grad(set_to_none=True)
-        out = trainer.forward_backward(step)
-        scalars = dict(out.scalars)
-        if step % cfg.eval_every == 0 or step == cfg.steps - 1:
-            scalars.update(trainer.evaluate(step))
-            last.update(scalars, loss=float(out.loss.detach()))  # host sync only at eval steps
-        if monitor is not None:
-            monitor.observe(
-                step,
-                model=trainer.model,
-                optimizer=trainer.optimizer,
-                loss=out.loss,
-                logits=out.logits,
-                targets=out.targets,
-                inputs=out.inputs,
-                loss_fn=out.loss_fn,
-                **scalars,
-            )
-        trainer.optimizer.step()
+        evaluate = step % cfg.eval_every == 0 or step == cfg.steps - 1
+        last.update(method.advance(step, monitor, evaluate))
         if progress is not None:
             progress(step, last)
+        if method.converged(last):
+            converged = True
+            break
     done = step + 1
-    headline = {k: v for k, v in trainer.headline(last).items() if _finite_number(v)}
+    headline = {k: v for k, v in method.headline(last).items() if _finite_number(v)}
     if monitor is not None:
         monitor.summary(**headline)
-    return RunResult(trainer.name, done, time.perf_counter() - start, headline, done < cfg.steps)
+    seconds = time.perf_counter() - start
+    stopped = done < cfg.steps and not converged
+    return RunResult(method.name, done, seconds, headline, stopped, converged)
 
 
-def config_fields(config_cls: type[TrainerConfig]) -> list[dataclasses.Field[Any]]:
-    """The editable fields of a config dataclass, in declaration order."""
-    return list(dataclasses.fields(config_cls))
+def announce(method: Method, monitor: Monitor) -> None:
+    """Give the run's Monitor this method's controllers, and tell its viewers what the method
+    is and which gauges it publishes (meta records)."""
+    spec = method.spec
+    for controller in spec.controllers:
+        if controller.name not in monitor.controllers:
+            monitor.add_controller(controller.create())
+    card = {"phenomenon": spec.card.phenomenon, "claim": spec.card.claim, "watch": spec.card.watch}
+    monitor.describe(
+        method={"name": spec.name, "title": spec.title, "kind": spec.kind, "card": card}
+    )
+    for gauge in spec.gauges:
+        monitor.add_gauge(gauge.as_meta())
+    if isinstance(method, Solver):
+        monitor.use_windows()  # iterations of microseconds: a record per window, not per call
 
 
 def _finite_number(value: Any) -> bool:

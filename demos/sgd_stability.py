@@ -35,33 +35,11 @@ Run it: ``diag run sgd_stability --set mode=gd`` vs ``--set mode=sgd``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
-from demos.loop import StepOutput, Trainer, TrainerConfig
-from diag.registry import register
-
-BUDGET = {"gd": 5000, "sgd": 30000}
-
-
-@dataclass
-class SGDStabilityConfig(TrainerConfig):
-    steps: int = 0  # 0: the mode's budget (gd 5000, sgd 30000)
-    threads: int = 1  # 200 parameters: threading only adds overhead
-    mode: str = field(default="sgd", metadata={"choices": tuple(BUDGET)})  # sgd: batch 1
-    lr: float = 0.05  # η; the write-up saw SGD diverge at 0.06 without warm-up
-    dim: int = 100
-    samples: int = 30
-    test_samples: int = 2000
-    eval_every: int = 100
-
-    def __post_init__(self) -> None:
-        if self.mode not in BUDGET:
-            raise ValueError(f"mode must be one of {', '.join(BUDGET)}, got {self.mode!r}")
-        if self.steps == 0:
-            self.steps = BUDGET[self.mode]
+from demos.loop import StepOutput, Trainer
+from diag.methods.sgd_stability.spec import SPEC, SGDStabilityConfig
 
 
 class DiagonalLinear(nn.Module):
@@ -80,12 +58,8 @@ class DiagonalLinear(nn.Module):
         return torch.cat([x * self.b, x * self.a], dim=1)
 
 
-@register
 class SGDStability(Trainer):
-    name = "sgd_stability"
-    title = "SGD vs GD on a diagonal linear net: tr(H) ≤ 2/η picks sparse, generalising minima"
-    paper = "The Implicit Regularization of Dynamical Stability in SGD (Wu & Su, ICML 2023)"
-    Config = SGDStabilityConfig
+    spec = SPEC
     config: SGDStabilityConfig
 
     def build(self) -> None:
@@ -147,4 +121,4 @@ class SGDStability(Trainer):
 if __name__ == "__main__":
     from diag.cli import run_module_main
 
-    run_module_main(SGDStability.name)
+    run_module_main(SPEC.name)

@@ -159,39 +159,53 @@ def _root(
 
 # -- diag list ------------------------------------------------------------------------------
 @app.command("list")
-def list_trainers(
+def list_methods(
     name: Annotated[
-        str | None, typer.Argument(help="A trainer: show its variants and --set fields.")
+        str | None, typer.Argument(help="A method: show its card, variants and --set fields.")
     ] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the README's method index instead.")
+    ] = False,
 ) -> None:
-    """List the built-in reference trainers (the method library), or one trainer's settings."""
-    from diag.registry import all_trainers
+    """List the method library by family (kind, status, expected CPU time, what it shows),
+    or one method's card and settings."""
+    from diag.registry import all_specs, by_family, markdown_table
 
     if name is not None:
-        console.print(_trainer_text(name), highlight=False, markup=False)
+        console.print(_method_text(name), highlight=False, markup=False)
         return
-    table = Table(title="edgewatch method library", title_justify="left")
-    table.add_column("name", style="bold cyan")
-    table.add_column("what it shows")
-    table.add_column("paper", style="dim")
-    for name, trainer in all_trainers().items():
-        table.add_row(name, trainer.title, trainer.paper)
-    console.print(table)
+    specs = all_specs()
+    if markdown:
+        print(markdown_table(specs), end="")
+        return
+    for family, members in by_family(specs).items():
+        table = Table(title=family, title_justify="left")
+        table.add_column("name", style="bold cyan", no_wrap=True)
+        table.add_column("kind")
+        table.add_column("status")
+        table.add_column("CPU", justify="right")
+        table.add_column("what it shows")
+        table.add_column("paper", style="dim")
+        for spec in members:
+            cpu = f"~{spec.expected_cpu_s:g} s"
+            table.add_row(spec.name, spec.kind, spec.status, cpu, spec.title, spec.paper.cite())
+        console.print(table)
     console.print("Run one with [bold]diag run NAME[/] (add --no-tui for a headless run).")
     console.print("[bold]diag list NAME[/] shows its variants and --set fields.")
 
 
-def _trainer_text(name: str) -> str:
+def _method_text(name: str) -> str:
     """What ``diag list NAME`` prints and ``diag run NAME --help`` ends with."""
     from diag.launch import settings_lines
-    from diag.registry import UnknownTrainerError, get_trainer
+    from diag.registry import UnknownTrainerError, get_spec
 
     try:
-        trainer = get_trainer(name)
+        spec = get_spec(name)
     except UnknownTrainerError as err:
         raise fail(str(err)) from None
-    lines = [f"{trainer.name}: {trainer.title}", f"paper: {trainer.paper}", ""]
-    settings = [f"  {line}" for line in settings_lines(trainer.Config)]
+    lines = [f"{spec.name} ({spec.kind}, {spec.family}): {spec.title}"]
+    lines += [f"paper: {spec.paper.cite()} {spec.paper.link}", "", spec.card.text(), ""]
+    settings = [f"  {line}" for line in settings_lines(spec.config)]
     lines += ["--set FIELD=VALUE (defaults shown):", *settings]
     return "\n".join(lines)
 
@@ -240,11 +254,11 @@ def run(
     from probes.security import KeysError
 
     try:
-        trainer_cls, config = _resolve_run(name, steps, seed, device, set_ or [])
+        method_cls, config = _resolve_run(name, steps, seed, device, set_ or [])
         if no_tui and nproc > 1 and "WORLD_SIZE" not in os.environ:
             _exec_torchrun(nproc, sys.argv[2:])
         if no_tui:
-            _run_headless(trainer_cls, config, endpoint, quiet, keys, insecure)
+            _run_headless(method_cls, config, endpoint, quiet, keys, insecure)
         else:
             _share_keys_with_tui(keys)
             _run_with_tui(name, sys.argv[2:], endpoint, _tui_options(theme, ascii_only))
@@ -265,54 +279,37 @@ def _share_keys_with_tui(keys: str | None) -> None:
 
 
 def _resolve_run(name: str, steps: int | None, seed: int, device: str, sets: list[str]):
+    """The method's class and its checked config, or a one-line :class:`UsageProblem`."""
+    from diag.config import ConfigError, build_config, parse_overrides
     from diag.device import DeviceError, resolve_device
-    from diag.registry import UnknownTrainerError, get_trainer
+    from diag.registry import UnknownTrainerError, get_spec
 
     try:
-        trainer_cls = get_trainer(name)
+        spec = get_spec(name)
     except UnknownTrainerError as err:
         raise UsageProblem(str(err)) from None
-    overrides = parse_overrides(trainer_cls.Config, sets)
-    if steps is not None:
-        overrides["steps"] = steps
-    config = trainer_cls.Config(seed=seed, device=device, **overrides)
-    if config.steps < 1:
-        raise UsageProblem(f"--steps must be a positive number of steps, got {config.steps}")
+    if steps is not None and steps < 1:
+        raise UsageProblem(f"--steps must be a positive number of steps, got {steps}")
+    kind = device.strip().lower().partition(":")[0]
+    if kind in ("cpu", "cuda") and kind not in spec.devices:
+        raise UsageProblem(f"--device {device}: {name} runs on {', '.join(spec.devices)} only")
+    try:
+        overrides = parse_overrides(spec.config, sets)
+        overrides.update(seed=seed, device=device)
+        if steps is not None:
+            overrides["steps"] = steps
+        config = build_config(spec.config, overrides)
+    except ConfigError as err:
+        raise UsageProblem(f"{name}: {err}") from None
     try:
         resolve_device(device)
     except DeviceError as err:
         raise UsageProblem(str(err)) from None
-    return trainer_cls, config
-
-
-def parse_overrides(config_cls: type, assignments: list[str]) -> dict[str, Any]:
-    """``["lr=0.001", "hidden=64"]`` → typed values for the config dataclass's fields."""
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    out: dict[str, Any] = {}
-    for text in assignments:
-        key, sep, raw = text.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in fields:
-            known = ", ".join(fields)
-            raise UsageProblem(f"--set {text!r}: expected FIELD=VALUE with FIELD one of {known}")
-        out[key] = _coerce(raw.strip(), fields[key], text)
-    return out
-
-
-def _coerce(raw: str, field: dataclasses.Field, text: str) -> Any:
-    kind = type(field.default) if field.default is not dataclasses.MISSING else str
-    try:
-        if kind is bool:
-            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(raw)
-            return raw.lower() in ("1", "true", "yes", "on")
-        return kind(raw)
-    except ValueError:
-        raise UsageProblem(f"--set {text!r}: {raw!r} is not a valid {kind.__name__}") from None
+    return spec.load(), config
 
 
 def _run_headless(
-    trainer_cls,
+    method_cls,
     config,
     endpoint: str | None,
     quiet: bool,
@@ -324,8 +321,9 @@ def _run_headless(
     from probes.endpoints import EndpointError
     from probes.monitor import Monitor
 
-    trainer = prepare(trainer_cls, config)
-    run_name = f"{trainer_cls.name}-{time.strftime('%H%M%S')}"
+    method = prepare(method_cls, config)
+    spec = method.spec
+    run_name = f"{spec.name}-{time.strftime('%H%M%S')}"
     try:
         monitor = Monitor(
             run=run_name,
@@ -336,17 +334,17 @@ def _run_headless(
         )
     except EndpointError as err:
         raise UsageProblem(str(err)) from None
-    monitor.event("trainer", trainer=trainer_cls.name, title=trainer_cls.title)
+    monitor.event("trainer", trainer=spec.name, title=spec.title)
     quiet = quiet or os.environ.get("RANK", "0") != "0"  # under --nproc: rank 0 speaks for all
     stop = _StopFlag()
     if not quiet:
         where = f"watch: diag watch {monitor.endpoint}"
-        console.print(f"[bold]{run_name}[/] on {trainer.device} · {where}")
+        console.print(f"[bold]{run_name}[/] on {method.device} · {where}")
     try:
         with _progress(config.steps, quiet) as progress:
-            task = progress.add_task(trainer_cls.name, total=config.steps, info="")
+            task = progress.add_task(spec.name, total=config.steps, info="")
             result = run_loop(
-                trainer,
+                method,
                 monitor,
                 progress=lambda step, last: progress.update(
                     task, completed=step + 1, info=_brief(last)
@@ -917,7 +915,7 @@ def _describe_trainer_in_run_help(command: Any, argv: list[str]) -> None:
     """``diag run NAME --help`` ends with NAME's variants and --set fields (help is printed
     before NAME is parsed, so it is looked at here)."""
     if len(argv) >= 3 and argv[0] == "run" and "--help" in argv and not argv[1].startswith("-"):
-        from diag.registry import all_trainers
+        from diag.registry import all_specs
 
-        if argv[1] in all_trainers():
-            command.commands["run"].epilog = _trainer_text(argv[1])
+        if argv[1] in all_specs():
+            command.commands["run"].epilog = _method_text(argv[1])

@@ -6,23 +6,22 @@ TUI is a key, not a signal to the trainer), with :data:`PARENT_ENV` set so it st
 process that started it dies for any reason. Its output goes to a log file whose tail is shown
 if it fails.
 
-Also here: :func:`config_fields`, the typed description of a trainer's config dataclass that
-the launcher's form is generated from (no Textual and no torch import).
+Also here: :func:`run_args`, the launcher form's values as ``diag run`` options (the form and
+its checks come from :mod:`diag.config`; no Textual and no torch import).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from diag.config import FieldSpec, config_fields, format_value
 
 PARENT_ENV = "EDGEWATCH_PARENT_PID"
 """Set for a trainer started by `diag run` (TUI mode): the pid whose death ends the trainer."""
@@ -115,83 +114,19 @@ def stop_child(child: subprocess.Popen, grace: float = 10.0) -> int | None:
     return child.returncode
 
 
-# -- the launcher's form, described from a config dataclass -----------------------------------
-@dataclass(frozen=True)
-class FieldSpec:
-    """One config field: its name, type (int | float | bool | str), default, allowed values."""
-
-    name: str
-    kind: type
-    default: Any
-    choices: tuple[str, ...] = ()
-    help: str = ""
-
-    @property
-    def default_text(self) -> str:
-        return format_value(self.default)
-
-    def parse(self, raw: str) -> Any:
-        """Text from the form → a typed value; ValueError with a one-line reason otherwise."""
-        text = raw.strip()
-        if self.choices:
-            if text not in self.choices:
-                raise ValueError(f"choose one of {', '.join(self.choices)}")
-            return text
-        if self.kind is bool:
-            if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(f"{text!r} is not true or false")
-            return text.lower() in ("1", "true", "yes", "on")
-        if self.kind is int:
-            try:
-                return int(text)
-            except ValueError:
-                raise ValueError(f"{text!r} is not a whole number") from None
-        if self.kind is float:
-            try:
-                return float(text)
-            except ValueError:
-                raise ValueError(f"{text!r} is not a number") from None
-        return text
-
-
-def config_fields(config_cls: type) -> list[FieldSpec]:
-    """The fields of a trainer's config dataclass, in declaration order, typed for a form.
-
-    Choices come from a ``Literal[...]`` annotation or ``field(metadata={"choices": …})``.
-    """
-    hints = typing.get_type_hints(config_cls)
-    out = []
-    for f in dataclasses.fields(config_cls):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        hint = hints.get(f.name, type(default))
-        choices: tuple[str, ...] = tuple(f.metadata.get("choices", ()))
-        if typing.get_origin(hint) is typing.Literal:
-            choices = tuple(str(v) for v in typing.get_args(hint))
-            hint = str
-        kind = hint if hint in (int, float, bool, str) else type(default)
-        out.append(FieldSpec(f.name, kind, default, choices, str(f.metadata.get("help", ""))))
-    return out
-
-
+# -- the launcher's form → `diag run` options ----------------------------------------------
 def settings_lines(config_cls: type) -> list[str]:
-    """A trainer's ``--set`` fields, one line each: ``variant = weight_decay  (one of …) help``
-    — for ``diag list NAME`` and ``diag run NAME --help``, read from the config dataclass."""
+    """A method's ``--set`` fields, one line each: ``variant = weight_decay  one of …; ≥ 1``
+    then its help — for ``diag list NAME`` and ``diag run NAME --help``, from the config."""
     specs = [spec for spec in config_fields(config_cls) if spec.name not in CLI_FIELDS]
     width = max((len(f"{spec.name} = {spec.default_text}") for spec in specs), default=0)
     lines = []
     for spec in specs:
         head = f"{spec.name} = {spec.default_text}".ljust(width)
-        notes = [f"one of {', '.join(spec.choices)}"] if spec.choices else []
-        notes += [spec.help] if spec.help else []
+        notes = [note for note in (spec.describe(), spec.help) if note]
         lines.append(f"{head}  {notes[0]}" if notes else head.rstrip())
         lines += [f"{'':{width}}  {note}" for note in notes[1:]]
     return lines
-
-
-def format_value(value: Any) -> str:
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    return str(value)
 
 
 def run_args(values: dict[str, Any], specs: list[FieldSpec]) -> list[str]:

@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from probes.alerts import THRESHOLDS
+from probes.alerts import thresholds_from_meta
 from probes.wire import Record
 from tui.format import fmt_rate, fmt_value, humanize_count
 from tui.state import RunState
@@ -62,13 +62,18 @@ def _metrics_table(state: RunState) -> Table:
         ("limit", "right"),
     ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    gauges = [name for name in THRESHOLDS if name in state.scalars]
+    limits = thresholds_from_meta(state.meta)  # the run's own gauges too
+    gauges = [name for name in limits if name in state.scalars]
     for name in gauges:
-        threshold = THRESHOLDS[name]
+        threshold = limits[name]
         value = state.scalars[name]
         level = threshold.level(value)
         style = _LEVEL_STYLE[level]
-        op = ">" if threshold.strict else "≥"
+        op = (
+            ("<" if threshold.strict else "≤")
+            if threshold.direction == "below"
+            else (">" if threshold.strict else "≥")
+        )
         table.add_row(
             Text(name, style="bold"),
             Text(fmt_value(value), style=style),
@@ -76,7 +81,7 @@ def _metrics_table(state: RunState) -> Table:
             f"{op} {fmt_value(threshold.limit)}",
         )
     for name, value in state.scalars.items():
-        if name not in THRESHOLDS:
+        if name not in limits:
             table.add_row(name, fmt_value(value), "", "")
     return table
 

@@ -9,8 +9,9 @@ gauge hovering at its limit (the edge of stability does exactly that) does not f
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from probes.notify import AlertNotifier
@@ -31,10 +32,16 @@ class Threshold:
     severity: str = "alert"
     """"alert": crossing the limit is the phenomenon itself (red); "warning": a caution that is
     not (a dtype's headroom), shown amber at most and published with that severity."""
+    direction: str = "above"  # "below": the red zone is at or under the limit (mirrored)
+
+    def _sign(self) -> float:
+        return -1.0 if self.direction == "below" else 1.0
 
     def crossed(self, value: float) -> bool:
-        """Whether ``value`` is over the limit (the alert condition), False for NaN."""
-        return value > self.limit if self.strict else value >= self.limit
+        """Whether ``value`` is over the limit (under it for a "below" gauge): the alert
+        condition, False for NaN."""
+        value, limit = self._sign() * value, self._sign() * self.limit
+        return value > limit if self.strict else value >= limit
 
     def level(self, value: float) -> str:
         """ "ok" | "warn" | "alert" | "unknown" for one value."""
@@ -42,7 +49,23 @@ class Threshold:
             return "unknown"
         if self.crossed(value):
             return "alert" if self.severity == "alert" else "warn"
-        return "warn" if self.amber < self.limit and value >= self.amber else "ok"
+        sign = self._sign()
+        value, limit, amber = sign * value, sign * self.limit, sign * self.amber
+        return "warn" if amber < limit and value >= amber else "ok"
+
+    @classmethod
+    def from_meta(cls, gauge: dict) -> Threshold:
+        """A gauge as a run's meta record announces it (``diag.spec.Gauge.as_meta``)."""
+        return cls(
+            str(gauge["metric"]),
+            float(gauge["threshold"]),
+            float(gauge.get("amber", gauge["threshold"])),
+            str(gauge.get("meaning", "")),
+            bool(gauge.get("strict", False)),
+            applies=str(gauge.get("applies", "")),
+            severity="warning" if gauge.get("severity") == "warning" else "alert",
+            direction="below" if gauge.get("direction") == "below" else "above",
+        )
 
 
 THRESHOLDS: dict[str, Threshold] = {
@@ -93,6 +116,19 @@ THRESHOLDS: dict[str, Threshold] = {
 }
 
 
+def thresholds_from_meta(meta: Mapping[str, Any] | None) -> dict[str, Threshold]:
+    """The built-in gauges, then those a run announced in its meta (``gauges``; a malformed
+    entry is skipped): one table for a viewer's badges, threshold lines and summaries."""
+    table = dict(THRESHOLDS)
+    for gauge in (meta or {}).get("gauges") or []:
+        try:
+            threshold = Threshold.from_meta(gauge)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+        table[threshold.metric] = threshold
+    return table
+
+
 class AlertTracker:
     """Turns a stream of scalars into alert payloads, once per entry into the red zone."""
 
@@ -102,9 +138,23 @@ class AlertTracker:
         thresholds: dict[str, Threshold] | None = None,
     ) -> None:
         self.notifier = notifier
-        self.thresholds = THRESHOLDS if thresholds is None else thresholds
+        self.thresholds = dict(THRESHOLDS if thresholds is None else thresholds)
         self._active: set[str] = set()
         self._loss_alerted = False
+
+    def add(self, threshold: Threshold) -> None:
+        """Watch one more gauge (a method's or a user's own, announced in the run's meta)."""
+        self.thresholds[threshold.metric] = threshold
+
+    def worst(self, scalars: dict[str, float], window: dict) -> dict[str, float]:
+        """``scalars`` with each gauge's value replaced by its window's most alarming extreme
+        (``window["max"]`` / ``["min"]``), so a spike between two records still alerts."""
+        out = dict(scalars)
+        for name, threshold in self.thresholds.items():
+            extreme = window["min" if threshold.direction == "below" else "max"].get(name)
+            if extreme is not None:
+                out[name] = extreme
+        return out
 
     def check(self, scalars: dict[str, float]) -> list[dict]:
         alerts = []

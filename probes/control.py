@@ -7,10 +7,15 @@ answers with an ack — ``{"id", "cmd", "args", "applied_at_step"}`` or ``{"id",
 — sent to the requesting peer and published as an ``ack`` record, so every viewer and every
 replay sees it. Nothing a peer sends can raise in the training process.
 
-Controllers are small objects (``name``, an argument schema, ``apply``). The built-in ones keep
-their math in ``diag.methods`` and ``probes.diagnostics``; here they only switch state that the
-Monitor consults at three places of a step: the loss helper (``Monitor.loss``), the gradients at
-``observe``, and an optimizer step hook (rescaling or clipping the step it just took).
+Controllers are small objects (``name``, an argument schema, ``apply``). Built in are only the
+commands every run has (``lr_scale``, ``pause``, ``resume``, ``checkpoint``, ``stop``); a
+method's controllers (StableMax, ⊥Grad, ρ_a control, spectral clipping, …) live in its folder
+under ``diag/methods/`` and are added by the driver or the user (``Monitor.add_controller``).
+The Monitor knows no method by name: it calls the hooks of :class:`Controller` at three places
+of a step — the loss helper (``Monitor.loss`` → :meth:`Controller.loss`), the gradients at
+``observe`` (:meth:`Controller.on_gradients`), and the optimizer step it just took
+(:meth:`Controller.wants_step` / :meth:`Controller.on_step`). Each controller announces itself
+in the run's meta record (name, argument schema, ``label``, suggested ``key``, help).
 """
 
 from __future__ import annotations
@@ -149,9 +154,32 @@ class Controller:
     name: ClassVar[str]
     args: ClassVar[ArgSpec] = {}
     bounds: ClassVar[Bounds] = {}
+    label: str = ""
+    """Short name for a viewer's controller bar (default: ``name``)."""
+    key: str = ""
+    """The key a viewer suggests for it (one character; a viewer may pick another)."""
+    help: str = ""
+    """One line for a viewer's help (default: the first line of the class docstring)."""
 
     def apply(self, monitor: Monitor, args: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
+
+    # -- hooks: where a controller acts on a step (each a no-op unless overridden) -----------
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+        """``Monitor.loss``: a loss to use instead of softmax cross-entropy, or None."""
+        return None
+
+    def on_gradients(self, monitor: Monitor) -> None:
+        """At ``observe``: after ``backward()``, before ``optimizer.step()``."""
+
+    def wants_step(self, monitor: Monitor) -> bool:
+        """True to be called with the parameters from before the next optimizer step."""
+        return False
+
+    def on_step(self, monitor: Monitor, previous: list[torch.Tensor]) -> dict[str, float]:
+        """After the optimizer step (``previous``: the trainable parameters before it, in
+        ``parameters()`` order); may change the parameters; scalars to publish."""
+        return {}
 
 
 class Toggle(Controller):
@@ -173,57 +201,18 @@ class Toggle(Controller):
 class FunctionController(Controller):
     """Adapts a plain function ``fn(monitor, **args) -> dict | None`` (the decorator form)."""
 
-    def __init__(self, name: str, fn: Callable[..., Any], args: ArgSpec) -> None:
+    def __init__(
+        self, name: str, fn: Callable[..., Any], args: ArgSpec, label: str = "", key: str = ""
+    ) -> None:
         self.name, self._fn, self.args = name, fn, args  # type: ignore[misc]
+        self.label, self.key = label, key
+        self.help = ((fn.__doc__ or "").strip().splitlines() or [""])[0]
 
     def apply(self, monitor: Monitor, args: dict[str, Any]) -> dict[str, Any]:
         return dict(self._fn(monitor, **args) or {})
 
 
-# -- the built-in controllers -----------------------------------------------------------------
-class StableMax(Toggle):
-    """``Monitor.loss`` switches softmax-CE ↔ StableMax-CE (float64, as the paper computes it)."""
-
-    name = "stablemax"
-
-
-class Fp64Loss(Toggle):
-    """``Monitor.loss`` computes softmax-CE in float64 (delays softmax collapse)."""
-
-    name = "fp64_loss"
-
-
-class PerpGradToggle(Toggle):
-    """⊥Grad: project each gradient tensor orthogonally to its weights, keep its norm."""
-
-    name = "perpgrad"
-
-
-class RhoControlToggle(Toggle):
-    """Scale each optimizer step by min(1, ρ_a/‖p‖) (Ghosts of Softmax). Needs ``inputs=``."""
-
-    name = "rho_control"
-
-
-class SpectralClipToggle(Toggle):
-    """SPECTRA soft clipping of each 2-D update's singular values at ``c`` (Newton–Schulz)."""
-
-    name = "spectral_clip"
-    args: ClassVar[ArgSpec] = {"on": bool, "c": float}
-    bounds: ClassVar[Bounds] = {"c": (1e-6, 1e6)}
-
-    def __init__(self, c: float = 1.0) -> None:
-        super().__init__()
-        self.c = c
-
-    def apply(self, monitor: Monitor, args: dict[str, Any]) -> dict[str, Any]:
-        if "c" in args:
-            if args["c"] <= 0:
-                raise CommandError("spectral_clip: c must be > 0")
-            self.c = args["c"]
-        return {**super().apply(monitor, args), "c": self.c}
-
-
+# -- the built-in controllers (no method's: methods bring their own) ------------------------
 class LrScale(Controller):
     """Multiply every param group's learning rate by ``factor`` in [1e-6, 1e6] (also: inject
     an LR spike). All groups or none: a factor that would take any group's rate outside
@@ -345,12 +334,8 @@ def _unused(path: Path) -> Path:
 
 
 def builtin_controllers() -> dict[str, Controller]:
+    """The commands every run has (a method adds its own: ``Monitor.add_controller``)."""
     controllers: list[Controller] = [
-        StableMax(),
-        Fp64Loss(),
-        PerpGradToggle(),
-        RhoControlToggle(),
-        SpectralClipToggle(),
         LrScale(),
         Pause(),
         Resume(),

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from probes import lifecycle
-from probes.alerts import AlertTracker
+from probes.alerts import AlertTracker, Threshold
 from probes.builtin import DEFAULT_PROBES
 from probes.coerce import CoercionError, coerce_step, coerce_value, plain
 from probes.control import (
@@ -37,7 +37,6 @@ from probes.control import (
     builtin_controllers,
     check_args,
     check_bounds,
-    scale_step_to_radius_,
 )
 from probes.diagnostics import ProbeUnsupported
 from probes.endpoints import DEFAULT_ENDPOINT
@@ -49,6 +48,7 @@ from probes.ranks import detect_rank, rank_transport, unwrap_ddp
 from probes.security import ClientKeys, ServerKeys, resolve_server_keys
 from probes.store import RunStore, default_store_path
 from probes.transport import Transport, ZmqTransport
+from probes.window import RECORD_INTERVAL, ScalarWindow, plain_floats
 from probes.wire import Record, metrics_data
 
 ProbeSpec = str | Probe
@@ -165,6 +165,8 @@ class Monitor:
         self._before_step: list[torch.Tensor] | None = None
         self._hooked: set[int] = set()
         self._control_scalars: dict[str, float] = {}
+        self._window: ScalarWindow | None = None  # solver mode (use_windows), else None
+        self.gauges: dict[str, dict[str, Any]] = {}
         self._publish("meta", 0, self._base_meta())
         self._publish("event", 0, {"event": "start"})
         self._exit_token = lifecycle.register(self, Monitor.close)
@@ -233,7 +235,14 @@ class Monitor:
         optional; they enable the safe-step radius and the curvature probes. Extra keyword
         arguments are published as additional scalars (e.g. ``test_acc=0.93``).
         Never raises: failures are counted in ``errors`` and logged once.
+
+        In solver mode (:meth:`use_windows`), a call with scalars only (no model, optimizer,
+        loss or batch), as a solver's iteration makes, is folded into a time window published a
+        few hundred times a second at most, with each scalar's min and max (:mod:`probes.window`).
         """
+        if self._window is not None and model is optimizer is loss is logits is inputs is None:
+            self._observe_scalars(step, extra)
+            return
         started = time.perf_counter()
         try:
             step = coerce_step(step)
@@ -267,28 +276,100 @@ class Monitor:
         self._error_kinds.add(kind)
         log.warning("edgewatch: %s: %s", what, err, exc_info=self.errors == 1)
 
+    def use_windows(self, interval: float = RECORD_INTERVAL) -> None:
+        """Solver mode, for loops of microseconds (the driver turns it on for a solver): scalar
+        observes are folded into windows of ``interval`` seconds, one record per window with
+        every value's last, min and max and the iterations counted; commands apply once per
+        window; ``overhead_pct`` is the time inside ``observe`` over the time outside it.
+        Without it every ``observe`` is a record (what ``ew.log``-style callers expect)."""
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0 seconds, got {interval}")
+        self._flush_window(time.perf_counter())
+        self._window = ScalarWindow(interval)
+
+    def _observe_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+        """Solver mode: fold this iteration in; send the window when its time is up."""
+        started = time.perf_counter()
+        window = self._window
+        try:
+            step = coerce_step(step)
+            values = _coerced_values(dict(scalars))
+        except CoercionError as err:
+            self._count_error("observe() got a value it cannot publish; step not recorded", err)
+            return
+        try:
+            if window.iterations == 0:
+                self._apply_commands()  # and then once per window
+            self.step = step
+            window.add(step, plain_floats(values, _to_float))
+            if window.due(started):
+                self._flush_window(started)
+                self._apply_commands()
+        except Exception as err:
+            self._count_error("observe() failed; the loop continues", err)
+        window.inside += time.perf_counter() - started
+        self._wait_while_paused()
+
+    def _flush_window(self, now: float) -> None:
+        window = self._window
+        if window is not None and window.count:
+            self.transport.send(window.flush(self.run, self.step, now, self._alerts))
+            self.transport.set_status(step=self.step, state="running")
+
+    # -- announcing what the run offers -------------------------------------------------------
+    def add_gauge(self, gauge: Mapping[str, Any]) -> None:
+        """Announce a gauge (``{"metric", "threshold", "meaning", ...}`` as
+        ``diag.spec.Gauge.as_meta`` writes it): the run alerts when it crosses its threshold,
+        and viewers draw its threshold line and explain it, from the run's meta record."""
+        threshold = Threshold.from_meta(dict(gauge))
+        self.gauges[threshold.metric] = dict(gauge)
+        self.transport.send(_AddThreshold(self._alerts, threshold))
+        self._publish("meta", self.step, {"gauges": list(self.gauges.values())})
+
+    def describe(self, **fields: Any) -> None:
+        """Publish more about the run in a meta record (e.g. the method, its card)."""
+        self._publish("meta", self.step, plain(fields))
+
+    def controller_meta(self) -> list[dict[str, Any]]:
+        """Every command this run accepts: name, argument schema, label, key, one-line help."""
+        return [
+            {
+                "name": name,
+                "args": {arg: kind.__name__ for arg, kind in dict(c.args).items()},
+                "label": getattr(c, "label", "") or name,
+                "key": getattr(c, "key", ""),
+                "help": c.help or ((type(c).__doc__ or "").strip().splitlines() or [""])[0],
+            }
+            for name, c in self.controllers.items()
+        ]
+
     # -- steering ----------------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy as the live controllers say: softmax (default), StableMax (float64,
-        ``stablemax`` on) or softmax in float64 (``fp64_loss`` on)."""
-        from diag.methods import softmax_cross_entropy_fp64, stablemax_cross_entropy
-
-        if self.controllers["stablemax"].on:  # type: ignore[attr-defined]
-            return stablemax_cross_entropy(logits, targets)
-        if self.controllers["fp64_loss"].on:  # type: ignore[attr-defined]
-            return softmax_cross_entropy_fp64(logits, targets)
+        """Cross-entropy as the live controllers say: the first controller whose loss hook
+        answers (e.g. StableMax or float64 when switched on), else softmax cross-entropy."""
+        for controller in self.controllers.values():
+            replaced = controller.loss(logits, targets)
+            if replaced is not None:
+                return replaced
         return torch.nn.functional.cross_entropy(logits, targets)
+
+    @property
+    def inputs(self) -> Any:
+        """The last batch ``observe`` was given (``inputs=``), for controllers that need it."""
+        return self._inputs
 
     def add_controller(self, controller: Controller) -> Controller:
         """Make a custom controller reachable as a command named ``controller.name``."""
         self.controllers[controller.name] = controller
+        self._publish("meta", self.step, {"controllers": self.controller_meta()})
         return controller
 
-    def controller(self, name: str, **args: type):
-        """Decorator form: ``@mon.controller("warmup", steps=int) def f(mon, steps): ...``."""
+    def controller(self, name: str, *, label: str = "", key: str = "", **args: type):
+        """Decorator form: ``@mon.controller("warmup", steps=int) def f(mon, steps): ...``;
+        ``label`` and ``key`` are what viewers show for it (announced in the meta record)."""
 
         def register(fn):
-            self.add_controller(FunctionController(name, fn, dict(args)))
+            self.add_controller(FunctionController(name, fn, dict(args), label, key))
             return fn
 
         return register
@@ -341,16 +422,11 @@ class Monitor:
         self.transport.set_status(state="running")
 
     def _steer_gradients(self) -> None:
-        if self.controllers["perpgrad"].on and self.model is not None:  # type: ignore[attr-defined]
-            from diag.methods import project_gradients_
-
-            project_gradients_(p for p in self.model.parameters() if p.requires_grad)
+        for controller in self.controllers.values():
+            controller.on_gradients(self)
 
     def _step_controllers_on(self) -> bool:
-        return bool(
-            self.controllers["rho_control"].on  # type: ignore[attr-defined]
-            or self.controllers["spectral_clip"].on
-        )  # type: ignore[attr-defined]
+        return any(c.wants_step(self) for c in self.controllers.values())
 
     @torch.no_grad()
     def _before_optimizer_step(self, *_: Any) -> None:
@@ -375,16 +451,10 @@ class Monitor:
             self._count_error("step controller failed; step left as taken", err)
 
     def _clip_and_scale_step(self, previous: list[torch.Tensor]) -> None:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        clip = self.controllers["spectral_clip"]
-        if clip.on:  # type: ignore[attr-defined]
-            from diag.methods import clip_update_
-
-            for p, old in zip(params, previous, strict=True):
-                clip_update_(p, old, clip.c)  # type: ignore[attr-defined]
-        if self.controllers["rho_control"].on and self._inputs is not None:  # type: ignore
-            radius, scale = scale_step_to_radius_(self.model, previous, self._inputs)
-            self._control_scalars = {"r_proposed": radius.r, "step_scale": scale}
+        """The step hooks of the controllers that asked for it, in the order they were added."""
+        for controller in self.controllers.values():
+            if controller.wants_step(self):
+                self._control_scalars.update(controller.on_step(self, previous))
 
     def event(self, name: str, **data: Any) -> None:
         """Publish an event record (shown in the UI's event log and kept in replays)."""
@@ -402,6 +472,7 @@ class Monitor:
             return
         self._closed = True
         lifecycle.unregister(self._exit_token)
+        self._flush_window(time.perf_counter())
         self._publish("event", self.step, {"event": status})
         self.transport.set_status(state=status, final_state=status, step=self.step)
         self.transport.close()
@@ -463,10 +534,11 @@ class Monitor:
         host = {
             "lr": lrs,
             "step_time": step_time,
-            "samples_per_s": batch / step_time if batch and step_time > 0 else math.nan,
             "steps_per_s": 1.0 / step_time if step_time > 0 else math.nan,
             "overhead_pct": 100 * self.scheduler.overhead,
         }
+        if batch:  # no batch (a solver, a loss-only loop): no samples/s at all, not NaN
+            host["samples_per_s"] = batch / step_time if step_time > 0 else math.nan
         device = dict(values)
         device.update(self._control_scalars)
         self.transport.send(
@@ -546,11 +618,25 @@ class Monitor:
             "rank": self.rank,
             "world_size": self.world_size,
             "git_commit": _git_commit(),
+            "controllers": self.controller_meta(),
             **getattr(self.transport, "security_meta", {}),
         }
 
     def _publish(self, kind: str, step: int, data: dict[str, Any]) -> None:
         self.transport.send(Record(kind=kind, run=self.run, step=step, data=data))
+
+
+class _AddThreshold:
+    """Adds a gauge to the alert rules on the I/O thread, which alone touches them."""
+
+    __slots__ = ("alerts", "threshold")
+
+    def __init__(self, alerts: AlertTracker, threshold: Threshold) -> None:
+        self.alerts, self.threshold = alerts, threshold
+
+    def __call__(self) -> list[Record]:
+        self.alerts.add(self.threshold)
+        return []
 
 
 class _MetricsThunk:

@@ -12,6 +12,7 @@ import torch
 import zmq
 from torch import nn
 
+from diag.methods.controls import TRAINING_STABILITY
 from probes import InProcessTransport, Monitor
 from probes.client import Subscriber, decode_reply, send_command
 from probes.diagnostics import safe_step_radius
@@ -29,6 +30,8 @@ class LiveRun:
         self.mon = Monitor(
             run="ctl", bind="tcp://127.0.0.1:0", probes=None, run_dir=str(tmp_path / "run")
         )
+        for controller in TRAINING_STABILITY:  # what a training-stability method's driver adds
+            self.mon.add_controller(controller.create())
         self.step = 0
         self.grad_cos: dict[int, list[float]] = {}
         self.taken_r: dict[int, float] = {}

@@ -25,6 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from diag.methods.controls import TRAINING_STABILITY
+from diag.methods.spectra.controls import SpectralClipToggle
 from probes.client import decode_reply
 from probes.coerce import CoercionError, coerce_step
 from probes.endpoints import parse_endpoint
@@ -221,6 +223,7 @@ def test_spectral_clip_c_and_custom_int_arguments_are_bounded():
 
     tr = InProcessTransport()
     mon = Monitor("bounds", transport=tr, probes=None)
+    mon.add_controller(SpectralClipToggle())  # SPECTRA's control, as its driver adds it
     mon.controller("warmup", steps=int)(lambda monitor, steps: {"steps": steps})
     tr.submit({"id": 1, "cmd": "spectral_clip", "args": {"c": 1e30}})
     tr.submit({"id": 2, "cmd": "spectral_clip", "args": {"c": 1e-9}})
@@ -240,6 +243,8 @@ class _Loop:
 
     def __init__(self, tmp_path: Path, name: str = "loop") -> None:
         self.mon = _monitor(tmp_path, name)
+        for control in TRAINING_STABILITY:  # the toggles a trainer's driver adds
+            self.mon.add_controller(control.create())
         self.ctx = zmq.Context()
         self._done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -17,6 +17,7 @@ import zmq
 from test_planted_bugs import _A, _Quadratic, _quadratic_loss
 from torch import nn
 
+from diag.methods.controls import TRAINING_STABILITY
 from probes import InProcessTransport, Monitor
 from probes.client import Subscriber
 from probes.control import CommandError, check_args, parse_command
@@ -60,6 +61,8 @@ def test_create_keys_in_a_new_nested_folder_accepts_dash_and_underscore_names(tm
     assert sorted(p.name for p in root.iterdir()) == [
         "allow",
         "clients",
+        "rank.key",
+        "rank.key_secret",
         "server.key",
         "server.key_secret",
     ]
@@ -186,6 +189,8 @@ class _Run:
         self.mon = Monitor(
             run="m", transport=self.tr, probes=None, run_dir=str(tmp_path / "a" / "b")
         )
+        for controller in TRAINING_STABILITY:  # a method's controls, as its driver adds them
+            self.mon.add_controller(controller.create())
         self.step = 0
 
     def send(self, cmd: str, **args) -> dict:
@@ -209,11 +214,13 @@ def test_toggles_start_off_honour_on_and_flip_without_it(tmp_path):
 def test_spectral_clip_and_lr_scale_refuse_non_positive_values(tmp_path):
     run = _Run(tmp_path)
     for c in (0.0, -1.0):
-        assert "spectral_clip: c must be > 0" in run.send("spectral_clip", c=c)["error"]
+        assert (
+            "spectral_clip: c must be in [1e-06, 1e+06]" in run.send("spectral_clip", c=c)["error"]
+        )
     assert run.send("spectral_clip", c=0.5)["c"] == 0.5
     for factor in (0.0, -2.0):
         assert "lr_scale: factor must be" in run.send("lr_scale", factor=factor)["error"]
-    assert "lr_scale: factor must be" in run.send("lr_scale")["error"]
+    assert "lr_scale: factor is required" in run.send("lr_scale")["error"]
     assert run.send("lr_scale", factor=2.0)["lr"] == [0.2]
     no_opt = _Run(tmp_path, optimizer=False)
     assert "no optimizer was passed" in no_opt.send("lr_scale", factor=2.0)["error"]
@@ -255,10 +262,11 @@ def test_checkpoint_without_a_model_or_an_unwritable_folder_is_an_error(tmp_path
     mon.observe(0)
     assert tr.replies[-1][1]["error"] == "checkpoint: no model was passed to observe()"
     run = _Run(tmp_path)
-    blocked = tmp_path / "a" / "b" / "checkpoint-step0.pt"
-    blocked.mkdir(parents=True)  # a folder where the file should go
-    error = run.send("checkpoint")["error"]  # torch.save raises RuntimeError here, not OSError
-    assert error.startswith("checkpoint") and "Is a directory" in error
+    blocked = tmp_path / "a" / "b"  # the checkpoint folder
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("")  # a file where the folder should be
+    error = run.send("checkpoint")["error"]
+    assert error.startswith("checkpoint")
 
 
 # -- probes/store.py -------------------------------------------------------------------------------

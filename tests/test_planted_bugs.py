@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from diag.methods.controls import SPECTRAL_CLIP
 from probes import InProcessTransport, Monitor
 from probes.diagnostics import hessian_trace, softmax_collapse
 from probes.probe import PROBES
@@ -174,6 +175,7 @@ def test_spectral_clip_through_the_monitor_bounds_each_update_by_c():
     x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
     tr = InProcessTransport()
     mon = Monitor(run="clip", transport=tr, probes=None, budget=None)
+    mon.add_controller(SPECTRAL_CLIP.create())  # SPECTRA's control, as its driver adds it
     c = 0.02
     tr.submit({"id": 1, "cmd": "spectral_clip", "args": {"on": True, "c": c}})
     checked = 0

@@ -20,7 +20,7 @@ from demos.grokking import Grokking, GrokkingConfig
 from demos.loop import RunResult, Trainer, TrainerConfig, prepare, run
 from demos.sgd_stability import SGDStability, SGDStabilityConfig
 from diag.methods import PerpGrad, RhoControl
-from diag.registry import all_trainers
+from diag.registry import all_specs
 from probes import InProcessTransport, Monitor
 from probes.diagnostics import safe_step_radius
 
@@ -99,7 +99,7 @@ def test_rho_control_leaves_a_short_step_alone():
 
 
 def test_all_four_trainers_are_registered():
-    names = set(all_trainers())
+    names = set(all_specs())
     assert {"grokking", "ghosts", "sgd_stability", "edge_of_stability"} <= names
 
 

@@ -509,11 +509,13 @@ async def test_controller_commands_reach_a_real_monitor_and_come_back_as_acks():
     import torch
     from torch import nn
 
+    from diag.methods.controls import STABLEMAX
     from probes import Monitor
     from tui.app import EdgewatchApp
     from tui.ingest import ZmqSource
 
     mon = Monitor(run="steer", bind="tcp://127.0.0.1:0", probes=None)
+    mon.add_controller(STABLEMAX.create())  # a method's control: the loop adds the ones it uses
     model = nn.Linear(3, 2)
     stop = threading.Event()
 

@@ -15,8 +15,9 @@ from helpers import until
 from typer.testing import CliRunner
 
 from diag.cli import app as cli_app
-from diag.launch import config_fields, run_args
-from diag.registry import all_trainers
+from diag.config import config_fields
+from diag.launch import run_args
+from diag.registry import all_specs
 from probes.endpoints import free_port_pair
 from probes.transport import ZmqTransport
 from probes.wire import Record, metrics_data
@@ -237,7 +238,7 @@ async def test_palette_contains_toggles_views_and_screen_keys() -> None:
 
 
 def test_run_args_pass_only_changed_fields_the_way_diag_run_takes_them() -> None:
-    specs = config_fields(all_trainers()["grokking"].Config)
+    specs = config_fields(all_specs()["grokking"].config)
     values = {s.name: s.default for s in specs} | {"steps": 50, "lr": 0.5, "variant": "stablemax"}
     values["device"] = "cpu"
     assert run_args(values, specs) == [
@@ -251,8 +252,8 @@ async def test_launcher_lists_every_trainer_and_rejects_bad_values_inline() -> N
         await pilot.press("o")
         await until(pilot, lambda: isinstance(app.screen, LauncherScreen))
         screen = app.screen
-        assert screen.catalog.names == list(all_trainers())
-        assert screen.catalog.option_count == len(all_trainers()) >= 4
+        assert screen.catalog.names == list(all_specs())
+        assert screen.catalog.option_count == len(all_specs()) >= 4
         await until(pilot, lambda: screen.form is not None)
         screen.catalog.highlighted = screen.catalog.names.index("grokking")
         await until(pilot, lambda: screen.trainer == "grokking" and screen.form.is_mounted)
@@ -263,12 +264,12 @@ async def test_launcher_lists_every_trainer_and_rejects_bad_values_inline() -> N
         form.set_text("steps", "0")
         await pilot.press("ctrl+l")
         assert isinstance(app.screen, LauncherScreen), "nothing launched"
-        assert form.invalid == ["lr"]
-        assert str(form.errors["lr"].render()) == "'fast' is not a number"
+        assert form.invalid == ["steps", "lr"]  # every bad field at once, each under itself
+        assert str(form.errors["lr"].render()) == "'fast' is not a valid float"
         form.set_text("lr", "0.01")
         await pilot.press("ctrl+l")
         assert form.invalid == ["steps"]
-        assert "must be a positive number of steps, got 0" in str(form.errors["steps"].render())
+        assert str(form.errors["steps"].render()) == "0 must be ≥ 1"
         assert isinstance(app.screen, LauncherScreen)
         await pilot.press("escape")
         assert not isinstance(app.screen, LauncherScreen)

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, ClassVar
 
+from textual import events
 from textual.actions import SkipAction
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
@@ -235,6 +236,8 @@ class EdgewatchApp(App[None]):
                 for record in batch:
                     if record.kind == "ack":
                         slot.controls.on_ack(record.data)
+                    elif record.kind == "meta" and "controllers" in record.data:
+                        slot.controls.announce(record.data["controllers"])
                 await asyncio.sleep(0)
         except Exception as exc:  # a broken source must not take the dashboard down
             self.notify(f"ingest stopped: {exc}", title=slot.name, severity="error")
@@ -272,6 +275,7 @@ class EdgewatchApp(App[None]):
         if state.version == self._rendered_version or self._charts_wait():
             return
         self._charts_at = time.monotonic()
+        self.grid.gauges = gauge_table(state.meta)  # the run's own gauges draw their lines too
         if self.grid.show(state.series):
             self._rendered_version = state.version  # else: charts left to draw next tick
         self.event_log.show(state.events)
@@ -531,13 +535,40 @@ class EdgewatchApp(App[None]):
             if isinstance(b, Binding) and self.check_action(b.action.partition("(")[0], ())
         ]
         rows = binding_rows(bindings, self.get_key_display) + list(MetricGrid.HELP_ROWS)
+        rows += self._announced_key_rows()
         screen_rows = getattr(self.screen, "binding_rows", None)
         if callable(screen_rows):  # the layers, events or launcher screen's own keys
             rows += screen_rows(self.get_key_display)
         return [(key, ascii_label(text)) for key, text in rows] if self.ascii_only else rows
 
+    # -- keys the run announced (its own controllers) ----------------------------------------------
+    def _announced_keys(self) -> dict[str, str]:
+        """Key → toggle the run announced, leaving out keys the app already binds."""
+        bound = {key for b in self.BINDINGS if isinstance(b, Binding) for key in b.key.split(",")}
+        return {k: name for k, name in self.controls.keys.items() if k not in bound}
+
+    def _announced_key_rows(self) -> list[tuple[str, str]]:
+        toggles = self.controls.toggles
+        return [(key, toggles[name].label or name) for key, name in self._announced_keys().items()]
+
+    async def on_key(self, event: events.Key) -> None:
+        """A key the run announced for one of its toggles flips it (on the dashboard only)."""
+        name = self._announced_keys().get(event.character or "")
+        if name is not None and self.screen is self.screen_stack[0]:
+            event.stop()
+            await self.action_toggle(name)
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
+        bound = {b.action for b in self.BINDINGS if isinstance(b, Binding)}
+        for name, view in self.controls.toggles.items():  # the run's own, announced in its meta
+            if f"toggle({name!r})" in bound:
+                continue
+            yield SystemCommand(
+                f"Toggle {view.label or name}",
+                f"the run's {name} controller",
+                partial(self.run_action, f"toggle({name!r})"),
+            )
         for binding in self.BINDINGS:
             if isinstance(binding, Binding) and binding.action != "quit" and binding.description:
                 yield SystemCommand(

@@ -1,7 +1,7 @@
 """The gauges the dashboard knows: what each measures, its limit, and when it applies.
 
 One function, :func:`gauge_table`, is where the badges, the charts' threshold lines, the help's
-gauges panel and the legend read the table from (today :data:`probes.alerts.THRESHOLDS`, the
+gauges panel and the legend read the table from (:func:`probes.alerts.thresholds_from_meta`: the
 table the run alerts from; a run that announces its gauges in its meta can replace it there).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from probes.alerts import THRESHOLDS, Threshold
+from probes.alerts import Threshold, thresholds_from_meta
 from tui.format import fmt_value
 
 GLYPH = {"ok": "●", "warn": "▲", "alert": "✖", "unknown": "?"}
@@ -18,14 +18,18 @@ GLYPH = {"ok": "●", "warn": "▲", "alert": "✖", "unknown": "?"}
 
 
 def gauge_table(meta: Mapping[str, Any] | None = None) -> dict[str, Threshold]:
-    """The gauges by metric name, in display order (``meta``: the run's, for gauges it
-    announces; none do yet, so every run gets the built-in table)."""
-    return dict(THRESHOLDS)
+    """The gauges by metric name, in display order: the built-in table, then the gauges the
+    run announced in its ``meta`` (a method's or a user's own, ``Monitor.add_gauge``)."""
+    return thresholds_from_meta(meta)
 
 
 def limit_text(threshold: Threshold) -> str:
     """``alert ≥ 1 · amber from 0.8`` (no amber part when the band is empty)."""
-    op = ">" if threshold.strict else "≥"
+    op = (
+        ("<" if threshold.strict else "≤")
+        if threshold.direction == "below"
+        else (">" if threshold.strict else "≥")
+    )
     text = f"alert {op} {fmt_value(threshold.limit)}"
     if threshold.amber < threshold.limit:
         text += f" · amber from {fmt_value(threshold.amber)}"

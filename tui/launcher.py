@@ -1,8 +1,8 @@
 """The launcher: pick a trainer from the method library, set its config, run it, watch it.
 
-The form is generated from the trainer's config dataclass (:func:`diag.launch.config_fields`);
-values are checked field by field (errors inline), then by building the config itself, so a
-trainer's own ``__post_init__`` rules apply before anything starts. Launching starts the same
+The form is generated from the method's config dataclass (:func:`diag.config.config_fields`);
+values are checked field by field (errors inline), then by :func:`diag.config.build_config`, the
+same checks ``diag run --set`` makes, so a bad value never starts a run. Launching starts the same
 child process ``diag run NAME`` starts (:func:`diag.launch.launch_child`) and dismisses the
 screen with the :class:`~diag.launch.LaunchedRun`; the app attaches to its endpoint and shows it.
 """
@@ -19,7 +19,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, OptionList, Static
 
-from diag.launch import LaunchedRun, LaunchError, config_fields, launch_child, run_args
+from diag.config import ConfigError, build_config, config_fields
+from diag.launch import LaunchedRun, LaunchError, launch_child, run_args
 from tui.help import binding_rows
 from tui.widgets.catalog import TrainerCatalog
 from tui.widgets.config_form import ConfigForm
@@ -80,11 +81,11 @@ class LauncherScreen(Screen[LaunchedRun | None]):
         """
         if name == self.trainer:
             return
-        cls = self.catalog.trainers[name]
-        form = ConfigForm(config_fields(cls.Config), id=f"form-{name}")
+        spec = self.catalog.specs[name]
+        form = ConfigForm(config_fields(spec.config), id=f"form-{name}")
         await self.query_one("#launch-pane").mount(form, after=self.info)
         old, self.form, self.trainer = self.form, form, name
-        self.info.update(f"{name}: {cls.title}\n{cls.paper}")
+        self.info.update(f"{name}: {spec.title}\n{spec.paper.cite()}\n{spec.card.text()}")
         self.error.update("")
         if old is not None:
             await old.remove()
@@ -115,14 +116,11 @@ class LauncherScreen(Screen[LaunchedRun | None]):
         if values is None:
             self.error.update("fix the fields marked in red")
             return None
-        config_cls = self.catalog.trainers[self.trainer].Config
+        config_cls = self.catalog.specs[self.trainer].config
         try:
-            config = config_cls(**values, device=self.device.device)
-        except (ValueError, TypeError) as err:
+            build_config(config_cls, {**values, "device": self.device.device})
+        except ConfigError as err:
             self.error.update(f"{self.trainer}: {err}")
-            return None
-        if config.steps < 1:
-            self.form.show_error("steps", f"must be a positive number of steps, got {config.steps}")
             return None
         return {**values, "device": self.device.device}
 
@@ -130,7 +128,7 @@ class LauncherScreen(Screen[LaunchedRun | None]):
         values = self.checked_values()
         if values is None or self.form is None or self.trainer is None:
             return
-        specs = config_fields(self.catalog.trainers[self.trainer].Config)
+        specs = config_fields(self.catalog.specs[self.trainer].config)
         try:
             launched = launch_child(self.trainer, run_args(values, specs))
         except (LaunchError, OSError) as err:

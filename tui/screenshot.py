@@ -104,16 +104,16 @@ def run_records(name: str, steps: int) -> list[Record]:
     import dataclasses
 
     from demos.loop import prepare, run
-    from diag.registry import get_trainer
+    from diag.registry import get_spec
     from probes.monitor import Monitor
     from probes.transport import InProcessTransport
 
-    trainer_cls = get_trainer(name)
-    config = trainer_cls.Config(steps=steps, device="cpu")
-    trainer = prepare(trainer_cls, config)
+    spec = get_spec(name)
+    config = spec.config(steps=steps, device="cpu")
+    trainer = prepare(spec.load(), config)
     transport = InProcessTransport()
     monitor = Monitor(run=name, transport=transport, store=None, config=dataclasses.asdict(config))
-    monitor.event("trainer", trainer=name, title=trainer_cls.title)
+    monitor.event("trainer", trainer=name, title=spec.title)
     run(trainer, monitor)
     monitor.close("finished")
     return list(transport.records)

@@ -1,42 +1,47 @@
-"""Training-stability methods as small composable pieces.
+"""The method library: one folder per paper, ``diag/methods/<paper>/``.
 
-* :mod:`.stablemax` — StableMax / float64 cross-entropy against Softmax Collapse.
-* :mod:`.perpgrad` — ⊥Grad: gradients projected orthogonal to the weights.
-* :mod:`.spectral_clip` — SPECTRA soft spectral clipping of updates (Newton–Schulz, no SVD).
-* :mod:`.wrapper` — the delegating optimizer base that ⊥Grad and SPECTRA wrap around.
+Each folder holds the paper's algorithm (plain functions and small classes, no Monitor import),
+its controls, and ``spec.py`` (torch-free: name, kind, config, gauges, card; see
+:mod:`diag.spec`). Numerics several methods share are in :mod:`.common`.
+
+The public names below are imported on first use (PEP 562), so importing a spec — which imports
+this package — costs no torch import: ``diag list`` stays fast.
 """
 
-from .perpgrad import PerpGrad, orthogonalize_gradient, project_gradients_
-from .rho_control import RhoControl as RhoControl
-from .spectral_clip import (
-    SpectralClip,
-    clip_update_,
-    hard_spectral_clip_svd,
-    soft_spectral_clip,
-    soft_spectral_clip_svd,
-)
-from .stablemax import (
-    StableMaxCrossEntropy,
-    log_stablemax,
-    softmax_cross_entropy_fp64,
-    stablemax_cross_entropy,
-    stablemax_s,
-)
-from .wrapper import OptimizerWrapper
+from __future__ import annotations
 
-__all__ = [
-    "OptimizerWrapper",
-    "PerpGrad",
-    "SpectralClip",
-    "StableMaxCrossEntropy",
-    "clip_update_",
-    "hard_spectral_clip_svd",
-    "log_stablemax",
-    "orthogonalize_gradient",
-    "project_gradients_",
-    "soft_spectral_clip",
-    "soft_spectral_clip_svd",
-    "softmax_cross_entropy_fp64",
-    "stablemax_cross_entropy",
-    "stablemax_s",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "OptimizerWrapper": ".common",
+    "newton_schulz_inv_sqrt": ".common",
+    "PerpGrad": ".grokking.perpgrad",
+    "orthogonalize_gradient": ".grokking.perpgrad",
+    "project_gradients_": ".grokking.perpgrad",
+    "StableMaxCrossEntropy": ".grokking.stablemax",
+    "log_stablemax": ".grokking.stablemax",
+    "softmax_cross_entropy_fp64": ".grokking.stablemax",
+    "stablemax_cross_entropy": ".grokking.stablemax",
+    "stablemax_s": ".grokking.stablemax",
+    "RhoControl": ".ghosts.rho_control",
+    "SpectralClip": ".spectra.spectral_clip",
+    "clip_update_": ".spectra.spectral_clip",
+    "hard_spectral_clip_svd": ".spectra.spectral_clip",
+    "soft_spectral_clip": ".spectra.spectral_clip",
+    "soft_spectral_clip_svd": ".spectra.spectral_clip",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

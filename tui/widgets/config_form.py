@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Input, Label, Select, Static, Switch
 
-from diag.launch import FieldSpec
+from diag.config import ConfigError, FieldSpec
 
 
 class ConfigForm(VerticalScroll):
@@ -62,8 +62,8 @@ class ConfigForm(VerticalScroll):
         for spec in self.specs:
             try:
                 out[spec.name] = spec.parse(_raw(self.inputs[spec.name]))
-            except ValueError as err:
-                self.show_error(spec.name, str(err))
+            except ConfigError as err:
+                self.show_error(spec.name, err.reason)
             else:
                 self.show_error(spec.name, None)
         return out if len(out) == len(self.specs) else None
@@ -90,7 +90,9 @@ def _input_for(spec: FieldSpec) -> Widget:
     if spec.kind is bool:
         return Switch(value=bool(spec.default), id=wid)
     kind = {int: "integer", float: "number"}.get(spec.kind, "text")
-    return Input(spec.default_text, id=wid, compact=True, tooltip=f"{spec.name}: {kind}")
+    rules = f" ({spec.describe()})" if spec.describe() else ""
+    tooltip = f"{spec.name}: {kind}{rules}" + (f" — {spec.help}" if spec.help else "")
+    return Input(spec.default_text, id=wid, compact=True, tooltip=tooltip)
 
 
 def _raw(widget: Widget) -> str:

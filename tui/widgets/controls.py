@@ -1,11 +1,12 @@
-"""One line of controller states: which fixes are live in the run, and since when."""
+"""One line of controller states: which fixes are live in the run, and since when (the toggles
+and their labels are the ones the run announced)."""
 
 from __future__ import annotations
 
 from textual.content import Content
 from textual.widgets import Static
 
-from tui.controls import LABELS, ControlBoard
+from tui.controls import ControlBoard
 from tui.theme import ascii_label
 
 
@@ -23,7 +24,7 @@ class ControlsBar(Static):
         words = ascii_label if getattr(self.app, "ascii_only", False) else str
         for name, view in board.toggles.items():
             style = _style(view.error, view.on, view.pending)
-            parts.append((f"{words(LABELS[name])} {view.describe()}", style))
+            parts.append((f"{words(view.label or name)} {view.describe()}", style))
         if board.lr:
             parts.append((f"lr {board.lr[0]:.3g}", "cyan"))
         content = Content.assemble(*[item for part in parts for item in (part, "  ")][:-1])

@@ -62,6 +62,8 @@ class MetricGrid(VerticalScroll):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.charts: dict[str, Chart] = {}
+        self.gauges = gauge_table()
+        """The run's gauge table (the app sets it from the run's meta): threshold lines."""
         self._shown: dict[str, tuple[Series, int, int]] = {}
         """What each chart last drew: the Series object (a run restart replaces it), its version
         and the shared x-range's bucket."""
@@ -151,7 +153,7 @@ class MetricGrid(VerticalScroll):
             self.query("#placeholder").remove()
         colors = self._palette()
         color = colors[len(self.charts) % len(colors)]
-        chart = Chart(name, color=color, threshold=gauge_table().get(name))
+        chart = Chart(name, color=color, threshold=self.gauges.get(name))
         chart.set_reactive(Chart.log_y, self.log_y)
         # The grid stays sorted by (rank, arrival): insert before the first chart ranked after.
         rank = _rank(name)

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .wrapper import OptimizerWrapper
+from ..common import OptimizerWrapper
 
 __all__ = ["RhoControl"]
 

@@ -1,6 +1,11 @@
-"""A thin optimizer wrapper that owns no state of its own.
+"""Numerics the methods share: the delegating optimizer wrapper and Newton–Schulz.
 
-Methods such as ⊥Grad and SPECTRA change what happens *around* a base optimizer's step
+(The power iteration for λ_max lives in :func:`probes.diagnostics.hessian_top_eigenvalue`,
+because the in-loop probes need it and ``probes`` imports nothing from ``diag``; methods call
+it from there.)
+
+A thin optimizer wrapper that owns no state of its own: methods such as ⊥Grad and SPECTRA
+change what happens *around* a base optimizer's step
 (project the gradients before it, clip the update after it). Everything else — param groups,
 optimizer state, checkpoints — must stay the base optimizer's, so that LR schedulers,
 ``lr_scale``-style controllers and ``state_dict`` round-trips behave exactly as for the bare
@@ -18,9 +23,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.optim import Optimizer
 
-__all__ = ["OptimizerWrapper"]
+__all__ = ["OptimizerWrapper", "newton_schulz_inv_sqrt"]
 
 _TRANSIENT = ("step", "_opt_called")  # attributes an LR scheduler patches onto an instance
 
@@ -136,3 +142,18 @@ class OptimizerWrapper(Optimizer):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base!r})"
+
+
+def newton_schulz_inv_sqrt(a: Tensor, steps: int) -> Tensor:
+    """Coupled Newton–Schulz: ``Y→A·(…)``, ``Z→A^(-1/2)`` for SPD ``A`` with spectrum in (0, 1].
+
+    ``T = (3I − Z Y)/2,  Y ← Y T,  Z ← T Z``. Converges for eigenvalues in (0, 3); small
+    eigenvalues ``λ`` first grow by ≈2.25× per step, then convergence is quadratic, so the
+    iteration count needed grows like ``log(1/λ_min)``.
+    """
+    eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
+    y, z = a, eye
+    for _ in range(steps):
+        t = 0.5 * (3 * eye - z @ y)
+        y, z = y @ t, t @ z
+    return z

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .wrapper import OptimizerWrapper
+from ..common import OptimizerWrapper, newton_schulz_inv_sqrt
 
 __all__ = [
     "SpectralClip",
@@ -46,21 +46,6 @@ def _clip_vector(g: Tensor, c: float) -> Tensor:
     return g * scale.to(g.dtype)
 
 
-def _newton_schulz_inv_sqrt(a: Tensor, steps: int) -> Tensor:
-    """Coupled Newton–Schulz: ``Y→A·(…)``, ``Z→A^(-1/2)`` for SPD ``A`` with spectrum in (0, 1].
-
-    ``T = (3I − Z Y)/2,  Y ← Y T,  Z ← T Z``. Converges for eigenvalues in (0, 3); small
-    eigenvalues ``λ`` first grow by ≈2.25× per step, then convergence is quadratic, so the
-    iteration count needed grows like ``log(1/λ_min)``.
-    """
-    eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
-    y, z = a, eye
-    for _ in range(steps):
-        t = 0.5 * (3 * eye - z @ y)
-        y, z = y @ t, t @ z
-    return z
-
-
 def _soft_clip_matrix(x: Tensor, c: float, ns_steps: int) -> Tensor:
     """``(I + XXᵀ/c²)^(-1/2) X`` for a wide ``X`` (rows ≤ cols), in ``x``'s dtype.
 
@@ -73,7 +58,7 @@ def _soft_clip_matrix(x: Tensor, c: float, ns_steps: int) -> Tensor:
     alpha = 1 + bound / c**2
     eye = torch.eye(gram.shape[0], dtype=x.dtype, device=x.device)
     a_scaled = (eye + gram / c**2) / alpha
-    z = _newton_schulz_inv_sqrt(a_scaled, ns_steps) * torch.rsqrt(alpha)
+    z = newton_schulz_inv_sqrt(a_scaled, ns_steps) * torch.rsqrt(alpha)
     return z @ x
 
 

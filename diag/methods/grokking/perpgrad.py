@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from .wrapper import OptimizerWrapper
+from ..common import OptimizerWrapper
 
 __all__ = ["PerpGrad", "orthogonalize_gradient", "project_gradients_"]
 

@@ -1,0 +1,1 @@
+"""Ghosts of Softmax: the ρ_a safe-step controller (import :mod:`.rho_control`)."""

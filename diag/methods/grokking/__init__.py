@@ -1,0 +1,1 @@
+"""Grokking at the Edge of Numerical Stability: StableMax, ⊥Grad (import the modules)."""

@@ -1,0 +1,1 @@
+"""SPECTRA: soft spectral clipping of updates (import :mod:`.spectral_clip`)."""

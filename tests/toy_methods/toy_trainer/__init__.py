@@ -1,0 +1,1 @@
+"""Least squares by full-batch GD (a toy trainer for the registry and driver tests)."""
