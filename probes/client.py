@@ -410,9 +410,14 @@ class Subscriber:
         self._dealer.close(0)
 
     def _send_due_request(self) -> None:
+        sent_before = self.session.snapshot_sent_at
         request = self.session.next_request(time.monotonic())
-        if request is not None:
+        if request is None:
+            return
+        try:
             self._dealer.send(request, zmq.NOBLOCK)
+        except zmq.Again:  # no peer yet (connecting, or a CURVE handshake refused): next poll
+            self.session.snapshot_open, self.session.snapshot_sent_at = False, sent_before
 
     def _read_control(self) -> list[Record]:
         out: list[Record] = []

@@ -214,3 +214,26 @@ def test_free_port_pairs_lie_below_the_ephemeral_range():
     range_file = Path("/proc/sys/net/ipv4/ip_local_port_range")
     if range_file.exists():
         assert high == int(range_file.read_text().split()[0])
+
+
+def test_a_snapshot_request_with_no_peer_to_take_it_is_asked_again_not_raised(monkeypatch):
+    """A DEALER with no connected peer (still connecting, or refused by CURVE) raises EAGAIN on
+    a non-blocking send: the Subscriber must not raise, and must ask again at its next poll."""
+    import zmq
+
+    from probes.client import Subscriber
+
+    sends: list[bytes] = []
+
+    def refuse_once(self, data, flags=0, **kwargs):
+        if not sends:
+            sends.append(b"refused")
+            raise zmq.Again()
+        sends.append(data)
+
+    monkeypatch.setattr(zmq.Socket, "send", refuse_once)
+    sub = Subscriber("tcp://127.0.0.1:1")  # constructing it sends the first request
+    assert sends == [b"refused"] and not sub.session.snapshot_open
+    sub.poll(0.01)
+    assert len(sends) == 2 and sub.session.snapshot_open  # asked again, now in flight
+    sub.close()
