@@ -9,6 +9,7 @@ import json
 import math
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -681,3 +682,130 @@ def test_rank_zero_announces_silent_and_never_heard_ranks_lost_but_not_finished_
     lost_one = next(m for e, r, m in seen[:2] if r == 1)
     assert lost_one.startswith("rank 1 lost: silent for ") and lost_one.endswith(" s")
     assert seen[2:] == [("rank_back", 1, "rank 1 is back")]
+
+
+# -- probes/diagnostics.py after issue #28's rewrite ---------------------------------------------
+def _six_by_six_quadratic() -> tuple[nn.Module, Callable, torch.Tensor]:
+    """A model whose loss ½θᵀAθ has Hessian A with eigenvalues 6, 5, 4, 3, 2, −1 (top vector q)."""
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(3)).double())
+    a = q @ torch.diag(torch.tensor([6.0, 5, 4, 3, 2, -1], dtype=torch.float64)) @ q.T
+    model = nn.Module()
+    model.theta = nn.Parameter(torch.ones(6, dtype=torch.float64))
+    model.forward = lambda _x: model.theta
+
+    def loss(theta: torch.Tensor, _targets: object) -> torch.Tensor:
+        return 0.5 * theta @ a @ theta
+
+    return model, loss, q[:, 0]
+
+
+def test_hessian_top_eigenvalue_zero_init_restarts_from_the_generator_and_tol_none_runs_all():
+    from probes.diagnostics import hessian_top_eigenvalue
+
+    model, loss, _ = _six_by_six_quadratic()
+
+    def top(seed: int, **kwargs):
+        gen = torch.Generator().manual_seed(seed)
+        return hessian_top_eigenvalue(
+            model, loss, torch.zeros(1), None, iterations=2, generator=gen, tol=None, **kwargs
+        )
+
+    fresh = top(5)
+    assert fresh.iterations == 2 and fresh.eigenvalue < 6.0 - 1e-6  # two HVPs: not converged
+    restarted = top(5, init=[torch.zeros(6, dtype=torch.float64)])
+    assert restarted.eigenvalue == fresh.eigenvalue and restarted.iterations == 2
+    assert top(6).eigenvalue != fresh.eigenvalue  # the generator given is the one used
+
+
+def test_hessian_top_eigenvalue_from_the_top_eigenvector_is_exact_in_one_hvp():
+    from probes.diagnostics import hessian_top_eigenvalue
+
+    model, loss, q0 = _six_by_six_quadratic()
+    res = hessian_top_eigenvalue(model, loss, torch.zeros(1), None, iterations=1, init=[q0])
+    assert res.iterations == 1 and res.eigenvalue == pytest.approx(6.0, abs=1e-10)
+
+
+def _exact_sigmas(weight: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.svdvals(weight.detach().double().reshape(weight.shape[0], -1))
+
+
+def test_spectral_norms_mup_ratio_uses_transposed_conv_fans_and_a_bare_list_falls_back_to_dims():
+    from probes.diagnostics import spectral_norms
+
+    torch.manual_seed(0)
+    deconv = nn.ConvTranspose2d(4, 6, kernel_size=(2, 3))  # weight (in 4, out 6, 2, 3)
+    out = spectral_norms(deconv)
+    sigma = _exact_sigmas(deconv.weight)[0].item()
+    assert out.layers == ["weight"] and out.sigma_max[0] == pytest.approx(sigma, rel=1e-3)
+    assert out.mup_ratio[0] == pytest.approx(sigma / math.sqrt(36 / 4), rel=1e-3)  # fan_out 6·2·3
+    w = torch.randn(3, 5, dtype=torch.float64)
+    bare = spectral_norms([("w", w)])
+    assert bare.mup_ratio[0] == pytest.approx(_exact_sigmas(w)[0].item() / math.sqrt(3 / 5), 1e-3)
+
+
+def test_spectral_norms_skip_empty_weights_and_measure_a_one_by_one_weight():
+    from probes.diagnostics import spectral_norms
+
+    out = spectral_norms([("empty", torch.zeros(0, 3)), ("one", torch.tensor([[-2.5]]))])
+    assert out.layers == ["one"] and out.sigma_max == [pytest.approx(2.5)]
+    assert out.stable_rank == [pytest.approx(1.0)]
+
+
+def test_spectral_norms_of_a_zero_weight_are_exactly_zero_and_forget_its_warm_start():
+    from probes.diagnostics import SpectralState, spectral_norms
+
+    layer = nn.Linear(4, 3, bias=False)
+    state = SpectralState()
+    spectral_norms(layer, state)
+    assert "weight" in state.vectors
+    with torch.no_grad():
+        layer.weight.zero_()
+    out = spectral_norms(layer, state)
+    assert out.sigma_max == [0.0] and out.sigma_residual == [0.0]
+    assert math.isnan(out.stable_rank[0]) and "weight" not in state.vectors
+
+
+def test_spectral_norms_warm_start_per_layer_is_exact_in_one_product_and_tracks_updates():
+    from probes.diagnostics import SpectralState, spectral_norms
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Linear(7, 3)).double()
+    state = SpectralState()
+    spectral_norms(model, state, iterations=60)
+    warm = spectral_norms(model, state, iterations=1)  # same weights, one Gram product each
+    for name, sigma in zip(warm.layers, warm.sigma_max, strict=True):
+        exact = _exact_sigmas(dict(model.named_parameters())[name])[0].item()
+        assert sigma == pytest.approx(exact, rel=1e-5), name
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(1e-3 * torch.randn_like(param))
+    moved = spectral_norms(model, state, iterations=60)
+    for name, update in zip(moved.layers, moved.sigma_max_update, strict=True):
+        delta = dict(model.named_parameters())[name] - before[name]
+        assert update == pytest.approx(_exact_sigmas(delta)[0].item(), rel=1e-3), name
+    assert set(state.vectors) == set(state.update_vectors) == {"0.weight", "1.weight"}
+
+
+def test_spectral_norms_residual_bounds_the_distance_to_the_nearest_singular_value():
+    from probes.diagnostics import spectral_norms
+
+    w = 0.01 * torch.randn(8, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    out = spectral_norms([("w", w)], iterations=2)  # unconverged on purpose
+    gap = (_exact_sigmas(w) - out.sigma_max[0]).abs().min().item()
+    assert 0 < gap <= out.sigma_residual[0]
+
+
+def test_radius_spread_of_four_sub_batches_and_nan_below_four_or_with_a_zero_spread():
+    from probes.diagnostics import radius_spread
+
+    # sub-batch maxima 1, 2, 3, 4: radii π/1 … π/4, spread (π − π/4) / (π/4) = 3
+    assert radius_spread(torch.tensor([1.0, 2.0, 3.0, 4.0])) == pytest.approx(3.0)
+    assert math.isnan(radius_spread(torch.tensor([1.0, 2.0, 3.0])))
+    assert math.isnan(radius_spread(torch.tensor([0.0, 2.0, 3.0, 4.0])))
+
+
+def test_probe_unsupported_carries_its_reason():
+    from probes.diagnostics import ProbeUnsupported
+
+    assert str(ProbeUnsupported("no forward-mode AD for op X")) == "no forward-mode AD for op X"
