@@ -809,3 +809,22 @@ def test_probe_unsupported_carries_its_reason():
     from probes.diagnostics import ProbeUnsupported
 
     assert str(ProbeUnsupported("no forward-mode AD for op X")) == "no forward-mode AD for op X"
+
+
+def test_ranks_endpoints_read_the_process_environment_and_take_an_ipv6_override(monkeypatch):
+    from probes.ranks import ranks_endpoints
+
+    monkeypatch.setenv("EDGEWATCH_RANKS_ENDPOINT", "tcp://127.0.0.1:4100")
+    assert ranks_endpoints() == ("tcp://127.0.0.1:4100", "tcp://127.0.0.1:4101")
+    ipv6 = {"EDGEWATCH_RANKS_ENDPOINT": "tcp://[::1]:5000"}  # the port follows the last colon
+    assert ranks_endpoints(ipv6) == ("tcp://[::1]:5000", "tcp://[::1]:5001")
+
+
+def test_momentum_of_reads_sgd_momentum_adam_beta1_and_nothing_for_others():
+    from probes.diagnostics import momentum_of
+
+    params = [nn.Parameter(torch.zeros(2))]
+    assert momentum_of(torch.optim.SGD(params, lr=0.1, momentum=0.9)) == 0.9
+    assert momentum_of(torch.optim.SGD(params, lr=0.1)) == 0.0
+    assert momentum_of(torch.optim.Adam(params, betas=(0.8, 0.99))) == 0.8
+    assert momentum_of(torch.optim.Adagrad(params)) is None and momentum_of(None) is None
