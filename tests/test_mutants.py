@@ -828,3 +828,10 @@ def test_momentum_of_reads_sgd_momentum_adam_beta1_and_nothing_for_others():
     assert momentum_of(torch.optim.SGD(params, lr=0.1)) == 0.0
     assert momentum_of(torch.optim.Adam(params, betas=(0.8, 0.99))) == 0.8
     assert momentum_of(torch.optim.Adagrad(params)) is None and momentum_of(None) is None
+
+
+def test_spectral_norms_of_a_model_without_matrices_has_no_layers():
+    from probes.diagnostics import spectral_norms
+
+    out = spectral_norms([("bias", torch.zeros(3))])
+    assert out.layers == [] and out.sigma_max == [] and out.sigma_residual == []
