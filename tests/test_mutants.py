@@ -835,3 +835,22 @@ def test_spectral_norms_of_a_model_without_matrices_has_no_layers():
 
     out = spectral_norms([("bias", torch.zeros(3))])
     assert out.layers == [] and out.sigma_max == [] and out.sigma_residual == []
+
+
+def test_rank_zero_applies_a_command_at_once_while_paused_and_holds_it_while_running():
+    from probes.control import Command
+    from probes.endpoints import free_port_pair
+    from probes.ranks import RankZeroTransport
+
+    port = free_port_pair()
+    addresses = (f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}")
+    zero = RankZeroTransport("tcp://127.0.0.1:0", run="job", world_size=1, addresses=addresses)
+    try:
+        zero._commands.put(Command("early", "pause", {}, b"peer"))
+        assert zero.poll_commands() == []  # no step yet: held for the unknown-rate margin
+        assert zero._lockstep.pending[0][1] == 20  # step 0 (the default) + 20
+        zero.set_status(step=7, state="paused")  # a paused job does not advance: margin 0
+        zero._commands.put(Command("resume", "resume", {}, b"peer"))
+        assert [c.id for c in zero.poll_commands()] == ["resume"]
+    finally:
+        zero.close()
