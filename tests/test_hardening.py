@@ -335,6 +335,32 @@ def test_control_bytes_per_second_are_bounded_for_all_peers(tmp_path):
     assert limited and loop.mon.transport.stats.bytes_rate_limited == len(limited)
 
 
+def test_a_flood_from_sockets_closed_at_once_is_shed_not_kept_queued(tmp_path):
+    """150 sockets × 20 messages of 30 KB, each socket closed after sending (soak's fuzzer
+    pattern): ZeroMQ keeps a closed peer's messages queued until read, so with reads paused
+    by the budget they used to stay in the run's memory (read at 256 KB/s: minutes)."""
+    mon = _monitor(tmp_path, "shed")
+    sender = zmq.Context()
+    control = parse_endpoint(mon.endpoint).control
+    sent = 0
+    for _ in range(150):
+        sock = sender.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 5000)  # every message reaches the run before it closes
+        sock.connect(control)
+        for _ in range(20):
+            sock.send(b"\xc1" * 30_000)  # 0xc1 is never msgpack: a bad request if answered
+            sent += 1
+        sock.close()
+    sender.term()  # returns once the messages were delivered (a few may pass the linger)
+    stats = mon.transport.stats
+    deadline = time.monotonic() + 20
+    while stats.requests_shed + stats.bad_requests + stats.bytes_rate_limited < 0.95 * sent:
+        assert time.monotonic() < deadline, f"still queued after 20 s: {stats}"
+        time.sleep(0.05)
+    mon.close()
+    assert stats.requests_shed > sent / 2 and stats.io_errors == 0
+
+
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(
     cid=st.one_of(st.text(max_size=100), st.integers(-(2**64), 2**64), st.binary(max_size=80)),
