@@ -20,7 +20,8 @@ the attack costs the run itself, attacked/quiet what it costs in all.
 
 Reports the median and 95th-percentile step in each window kind and their ratios, the records
 lost (metrics records stored vs steps observed: 0 with a clean close), the training process's
-memory growth during the attacked windows (RSS), the run's counters and the checkpoint files.
+memory (RSS) after every window and its growth in each kind of window, the run's counters and
+the checkpoint files.
 Prints figures only; asserts nothing.
 """
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import multiprocessing as mp
 import os
 import random
@@ -258,7 +260,7 @@ def main() -> None:
         tracemalloc.start(8)
         traced = tracemalloc.take_snapshot()
     times: dict[str, list[float]] = {"quiet": [], "decoy": [], "attacked": []}
-    rss = []
+    rss = [("start", rss_mb())]  # after the warm-up, then after every window
     viewers_killed = 0
     for round_ in range(args.rounds):
         kinds = ["quiet", "decoy", "attacked"]
@@ -267,9 +269,8 @@ def main() -> None:
             target.value = which
             if which < 0:
                 times[kind] += train(mon, args.window, state)
+                rss.append((kind, rss_mb()))
                 continue
-            if kind == "attacked":
-                rss.append(rss_mb())
             end = time.monotonic() + args.window
             while time.monotonic() < end:  # viewer churn between training slices
                 view = mp_ctx.Process(
@@ -280,8 +281,7 @@ def main() -> None:
                 os.kill(view.pid, signal.SIGKILL)
                 view.join()
                 viewers_killed += kind == "attacked"
-            if kind == "attacked":
-                rss.append(rss_mb())
+            rss.append((kind, rss_mb()))
         target.value = -1
     stop.set()
     for proc in [*attackers, decoy_proc]:
@@ -314,12 +314,12 @@ def report(times, observed, stored, status, rss, killed, mon, folder) -> None:
             f"{a * 1e3:.2f} ms; attacked/quiet {a / q:.2f}×, attacked/decoy {a / d:.2f}×"
         )
     print(f"records lost: {observed - stored} (metrics stored {stored} of {observed}; {status})")
-    growth = [rss[i + 1] - rss[i] for i in range(0, len(rss), 2)]
-    print(
-        f"memory (RSS): {rss[0]:.0f} → {rss[-1]:.0f} MB; growth per attacked window: "
-        + ", ".join(f"{g:+.1f}" for g in growth)
-        + " MB"
-    )
+    print(f"memory (RSS): {rss[0][1]:.0f} → {rss[-1][1]:.0f} MB after the warm-up")
+    for kind in ("quiet", "decoy", "attacked"):
+        pairs = itertools.pairwise(rss)
+        growth = [after - before for (_, before), (k, after) in pairs if k == kind]
+        print(f"  growth per {kind} window: " + ", ".join(f"{g:+.1f}" for g in growth) + " MB")
+    print("  RSS after each window: " + ", ".join(f"{k[0]}{mb:.0f}" for k, mb in rss[1:]))
     stats = mon.transport.stats.as_map()
     shown = {k: v for k, v in stats.items() if v}
     print(f"viewers SIGKILLed (attacked windows): {killed}; monitor errors: {mon.errors}")

@@ -20,8 +20,14 @@ in the run's meta record (name, argument schema, ``label``, suggested ``key``, h
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import logging
 import math
+import os
+import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +39,8 @@ import torch
 if TYPE_CHECKING:
     from probes.diagnostics import SafeStepRadius
     from probes.monitor import Monitor
+
+log = logging.getLogger("edgewatch")
 
 ArgSpec = dict[str, type]
 Bounds = dict[str, tuple[float, float]]
@@ -181,6 +189,12 @@ class Controller:
         ``parameters()`` order); may change the parameters; scalars to publish."""
         return {}
 
+    def finished(self, wait: bool = False) -> list[dict[str, Any]]:
+        """Events of work an earlier ``apply`` left to another thread and that has ended since
+        the last call (a checkpoint written or failed). The Monitor publishes them at each step
+        boundary, and at close with ``wait=True``: finish that work first."""
+        return []
+
 
 class Toggle(Controller):
     """An on/off controller: ``{"on": true|false}``, or no argument to flip it."""
@@ -279,11 +293,21 @@ class Stop(Controller):
 class Checkpoint(Controller):
     """Save model and optimizer state dicts to the run folder; the path is in the ack.
 
-    Writing a checkpoint is the one expensive command: a flood of them must not turn every
-    step into a ``torch.save``. So requests at the same step are coalesced (one file, every ack
-    pointing at it, marked ``coalesced``), new files have their own budget (``burst`` at once,
-    then one per ``every_s``; past it an error ack names the last file), and a file this run
-    did not write is never overwritten (the new one gets a ``-1``, ``-2`` … suffix)."""
+    Writing a checkpoint is the one expensive command, so the step pays only for a consistent
+    copy: at the step boundary every tensor of both state dicts is cloned to CPU memory (the
+    unavoidable part; the ack reports it as ``copy_s``) and a background thread
+    (:class:`CheckpointWriter`) does the ``torch.save``. The ack is sent at once with the path
+    and ``pending``; the file appears at that path, complete, when the write ends (it is
+    written to ``<path>.partial``, flushed to disk and renamed), and a ``checkpoint_written``
+    event (bytes, seconds) or a ``checkpoint_failed`` event (the reason) follows at the next
+    step boundary. ``Monitor.close`` (and so exit and SIGTERM) finishes a pending write first.
+
+    A flood must not turn every step into a copy: requests at the same step are coalesced (one
+    file, every ack pointing at it, marked ``coalesced``), new files have their own budget
+    (``burst`` at once, then one per ``every_s``; past it an error ack names the last file),
+    one file is written at a time (a request while one is being written is refused ``busy``,
+    which also bounds memory to one copy), and a file this run did not write is never
+    overwritten (the new one gets a ``-1``, ``-2`` … suffix)."""
 
     name = "checkpoint"
 
@@ -291,25 +315,37 @@ class Checkpoint(Controller):
         self.every_s, self.burst = every_s, burst
         self._tokens, self._refilled = float(burst), time.monotonic()
         self._last: tuple[int, str] | None = None
+        self.writer = CheckpointWriter()
 
     def apply(self, monitor: Monitor, args: dict[str, Any]) -> dict[str, Any]:
         if monitor.model is None:
             raise CommandError("checkpoint: no model was passed to observe()")
         if self._last is not None and self._last[0] == monitor.step:
             return {"path": self._last[1], "coalesced": True}
+        if self.writer.writing is not None:
+            raise CommandError(f"checkpoint: busy: still writing {self.writer.writing}")
         self._take_token()
         folder = Path(monitor.run_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = _unused(folder / f"checkpoint-step{monitor.step}.pt")
-        state = {"step": monitor.step, "model": monitor.model.state_dict()}
-        if monitor.optimizer is not None:
-            state["optimizer"] = monitor.optimizer.state_dict()
         try:
-            torch.save(state, path)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise CommandError(f"checkpoint: cannot write {path}: {exc.strerror}") from None
-        self._last = (monitor.step, str(path.resolve()))
-        return {"path": self._last[1]}
+            raise CommandError(f"checkpoint: cannot create {folder}: {_reason(exc)}") from None
+        path = _unused(folder / f"checkpoint-step{monitor.step}.pt").resolve()
+        started = time.perf_counter()
+        state = {"step": monitor.step, "model": cpu_copy(monitor.model.state_dict())}
+        if monitor.optimizer is not None:
+            state["optimizer"] = cpu_copy(monitor.optimizer.state_dict())
+        copy_s = time.perf_counter() - started
+        self.writer.start(path, state, monitor.step)
+        self._last = (monitor.step, str(path))
+        return {"path": str(path), "pending": True, "copy_s": copy_s}
+
+    def finished(self, wait: bool = False) -> list[dict[str, Any]]:
+        events = self.writer.finished(wait)
+        failed = {e["path"] for e in events if e["event"] == "checkpoint_failed"}
+        if self._last is not None and self._last[1] in failed:
+            self._last = None  # a failed file may be asked for again at the same step
+        return events
 
     def _take_token(self) -> None:
         now = time.monotonic()
@@ -322,6 +358,131 @@ class Checkpoint(Controller):
                 f"checkpoint: busy: at most one new checkpoint every {self.every_s:g} s{last}"
             )
         self._tokens -= 1.0
+
+
+class CheckpointWriter:
+    """Writes one checkpoint at a time on a thread of its own (``edgewatch-checkpoint``).
+
+    The training thread calls :meth:`start` with a state that shares no tensor with the run
+    and :meth:`finished` at step boundaries; the thread only writes files and appends the
+    outcome to a deque (atomic under the GIL). A failed write is a ``checkpoint_failed`` event,
+    never an exception anywhere, and leaves no file at the path (only, at worst, the
+    ``.partial`` one it was writing)."""
+
+    def __init__(self) -> None:
+        self.writing: str | None = None
+        """The path being written, or None; set and cleared on the training thread."""
+        self._thread: threading.Thread | None = None
+        self._outcomes: deque[dict[str, Any]] = deque()
+
+    def start(self, path: Path, state: dict[str, Any], step: int) -> None:
+        self.writing = str(path)
+        self._thread = threading.Thread(
+            target=self._write,
+            args=(path, state, step),
+            name="edgewatch-checkpoint",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def finished(self, wait: bool = False) -> list[dict[str, Any]]:
+        """The events of writes that ended since the last call; ``wait``: let the write in
+        flight end first (a log line says so when that takes more than a few seconds)."""
+        thread = self._thread
+        if thread is not None and (wait or not thread.is_alive()):
+            thread.join(WAIT_NOTICE_S)
+            if thread.is_alive():
+                log.warning("edgewatch: waiting for checkpoint %s to be written", self.writing)
+                thread.join()
+            self._thread, self.writing = None, None
+        events = []
+        while self._outcomes:
+            events.append(self._outcomes.popleft())
+        return events
+
+    def _write(self, path: Path, state: dict[str, Any], step: int) -> None:
+        started = time.perf_counter()
+        partial = path.with_name(path.name + ".partial")
+        try:
+            with open(partial, "wb") as file:
+                torch.save(state, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, path)
+            _sync_folder(path.parent)
+            event = {
+                "event": "checkpoint_written",
+                "path": str(path),
+                "step": step,
+                "bytes": path.stat().st_size,
+                "write_s": time.perf_counter() - started,
+            }
+        except Exception as exc:  # a full disk, a folder where the file goes, a bad pickle
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            reason = f"checkpoint: cannot write {path}: {_reason(exc)}"
+            log.warning("edgewatch: %s", reason)
+            event = {"event": "checkpoint_failed", "path": str(path), "step": step}
+            event["error"] = reason
+        self._outcomes.append(event)
+
+
+WAIT_NOTICE_S = 5.0
+"""After this long waiting for a checkpoint at close, a log line says what is being waited for."""
+
+
+def cpu_copy(obj: Any, memo: dict[tuple, torch.Tensor] | None = None) -> Any:
+    """``obj`` (a state dict: nested dicts, lists and tuples) with every tensor cloned to CPU
+    memory, so that training may go on changing the originals while the copy is written.
+    Tensors that are the same memory (tied weights: ``state_dict`` gives each name its own
+    tensor object over one storage) are copied once and stay shared, as ``torch.save`` would
+    keep them; a state dict's ``_metadata`` (what ``load_state_dict`` reads) is kept."""
+    memo = {} if memo is None else memo
+    if isinstance(obj, torch.Tensor):
+        key = _same_memory(obj)
+        if key not in memo:
+            memo[key] = obj.detach().to("cpu", copy=True)
+        return memo[key]
+    if isinstance(obj, dict):
+        out = type(obj)() if type(obj) in (dict, OrderedDict) else {}
+        out.update((key, cpu_copy(value, memo)) for key, value in obj.items())
+        if hasattr(obj, "_metadata"):
+            out._metadata = copy.deepcopy(obj._metadata)  # type: ignore[attr-defined]
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [cpu_copy(item, memo) for item in obj]
+        return items if isinstance(obj, list) else tuple(items)
+    return copy.deepcopy(obj)
+
+
+def _same_memory(tensor: torch.Tensor) -> tuple:
+    """What makes two tensors the same values in memory: storage, offset, shape, strides."""
+    try:
+        where = tensor.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # no storage (sparse, meta …): not shared
+        return (id(tensor),)
+    shape = (tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()))
+    return (where, tensor.device, tensor.dtype, *shape)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying why a file could not be written. ``torch.save`` to a path it cannot open
+    raises RuntimeError (``[enforce fail at inline_container.cc:…] . open file failed with
+    strerror: Is a directory``), not OSError: both are reduced to the system's words."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.rsplit("strerror: ", 1)[-1] if "strerror: " in text else text
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; elsewhere there is nothing to open)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _unused(path: Path) -> Path:

@@ -155,6 +155,7 @@ class Monitor:
         self._given_model: Any = None  # observe's model= and the module inside its wrappers
         self._inner_model: Any = None
         self.controllers: dict[str, Controller] = builtin_controllers()
+        self._background = _with_background_work(self.controllers)
         self.run_dir = run_dir or os.path.join(runs_folder(), self.run)
         self.model: torch.nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -361,6 +362,7 @@ class Monitor:
     def add_controller(self, controller: Controller) -> Controller:
         """Make a custom controller reachable as a command named ``controller.name``."""
         self.controllers[controller.name] = controller
+        self._background = _with_background_work(self.controllers)
         self._publish("meta", self.step, {"controllers": self.controller_meta()})
         return controller
 
@@ -391,6 +393,14 @@ class Monitor:
         self.transport.set_status(step=self.step)  # rank transports time lockstep commands by it
         for command in self.transport.poll_commands():
             self._apply(command)
+        self._publish_finished()
+
+    def _publish_finished(self, wait: bool = False) -> None:
+        """Publish what controllers finished off the training thread (a checkpoint written or
+        failed) as events; ``wait``: let that work end first (at close)."""
+        for controller in self._background:
+            for event in controller.finished(wait):
+                self._publish("event", self.step, plain(event))
 
     def _apply(self, command: Command) -> None:
         ack: dict[str, Any] = {"id": command.id, "cmd": command.cmd, "args": command.args}
@@ -473,6 +483,10 @@ class Monitor:
         self._closed = True
         lifecycle.unregister(self._exit_token)
         self._flush_window(time.perf_counter())
+        try:
+            self._publish_finished(wait=True)  # a checkpoint being written is finished first
+        except Exception as err:
+            self._count_error("a controller's background work failed at close", err)
         self._publish("event", self.step, {"event": status})
         self.transport.set_status(state=status, final_state=status, step=self.step)
         self.transport.close()
@@ -743,6 +757,12 @@ def _make_probes(spec: str | list[ProbeSpec] | None) -> list[Probe]:
         else:
             raise ValueError(f"unknown probe {item!r}; known: {', '.join(sorted(PROBES))}")
     return out
+
+
+def _with_background_work(controllers: Mapping[str, Controller]) -> list[Controller]:
+    """The controllers that may leave work to another thread (they override ``finished``):
+    the only ones the step boundary asks for finished work."""
+    return [c for c in controllers.values() if type(c).finished is not Controller.finished]
 
 
 def _coerced_values(values: Mapping[str, Any]) -> dict[str, float | torch.Tensor]:

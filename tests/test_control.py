@@ -151,6 +151,10 @@ def test_lr_scale_checkpoint_and_stablemax_are_acknowledged_with_their_effect(li
     ack = live.send("lr_scale", factor=0.5)
     assert ack["lr"] == [pytest.approx(0.025)]
     path = Path(live.send("checkpoint")["path"])
+    deadline = time.monotonic() + 30
+    while not path.exists():  # written in the background, renamed into place when complete
+        assert time.monotonic() < deadline, f"{path} was not written"
+        time.sleep(0.02)
     state = torch.load(path, weights_only=True)
     assert set(state) == {"step", "model", "optimizer"}
     assert live.send("stablemax", on=True)["on"] is True

@@ -335,6 +335,32 @@ def test_control_bytes_per_second_are_bounded_for_all_peers(tmp_path):
     assert limited and loop.mon.transport.stats.bytes_rate_limited == len(limited)
 
 
+def test_a_flood_from_sockets_closed_at_once_is_shed_not_kept_queued(tmp_path):
+    """150 sockets × 20 messages of 30 KB, each socket closed after sending (soak's fuzzer
+    pattern): ZeroMQ keeps a closed peer's messages queued until read, so with reads paused
+    by the budget they used to stay in the run's memory (read at 256 KB/s: minutes)."""
+    mon = _monitor(tmp_path, "shed")
+    sender = zmq.Context()
+    control = parse_endpoint(mon.endpoint).control
+    sent = 0
+    for _ in range(150):
+        sock = sender.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 5000)  # every message reaches the run before it closes
+        sock.connect(control)
+        for _ in range(20):
+            sock.send(b"\xc1" * 30_000)  # 0xc1 is never msgpack: a bad request if answered
+            sent += 1
+        sock.close()
+    sender.term()  # returns once the messages were delivered (a few may pass the linger)
+    stats = mon.transport.stats
+    deadline = time.monotonic() + 20
+    while stats.requests_shed + stats.bad_requests + stats.bytes_rate_limited < 0.95 * sent:
+        assert time.monotonic() < deadline, f"still queued after 20 s: {stats}"
+        time.sleep(0.05)
+    mon.close()
+    assert stats.requests_shed > sent / 2 and stats.io_errors == 0
+
+
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(
     cid=st.one_of(st.text(max_size=100), st.integers(-(2**64), 2**64), st.binary(max_size=80)),
@@ -636,7 +662,7 @@ def test_a_checkpoint_flood_writes_one_file_per_step_within_its_budget(tmp_path)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     tr = InProcessTransport()
     mon = Monitor("ckpt", transport=tr, probes=None, run_dir=str(tmp_path / "ckpt"))
-    mon.add_controller(Checkpoint(every_s=3600, burst=2))  # no refill within the test
+    checkpoint = mon.add_controller(Checkpoint(every_s=3600, burst=2))  # no refill in the test
     (tmp_path / "ckpt").mkdir()
     foreign = tmp_path / "ckpt" / "checkpoint-step0.pt"
     foreign.write_bytes(b"an earlier run's checkpoint")
@@ -645,6 +671,7 @@ def test_a_checkpoint_flood_writes_one_file_per_step_within_its_budget(tmp_path)
             for i in range(40):
                 tr.submit({"id": f"{step}-{peer}-{i}", "cmd": "checkpoint"}, peer=bytes([peer]))
         mon.observe(step, model=model, optimizer=opt, loss=1.0)
+        checkpoint.writer.finished(wait=True)  # the next step's requests meet no write in flight
     mon.close()
     acks = [body for _, body in tr.replies]
     paths_by_step = {}
@@ -661,6 +688,195 @@ def test_a_checkpoint_flood_writes_one_file_per_step_within_its_budget(tmp_path)
         "checkpoint-step0.pt",
         "checkpoint-step1.pt",
     ]
+
+
+class _GatedSave:
+    """``torch.save`` that waits for ``release`` (at most 10 s) before writing: a slow disk
+    the test controls. ``entered``: a write has begun; ``done``: it has returned."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.release, self.entered, self.done = (
+            threading.Event(),
+            threading.Event(),
+            threading.Event(),
+        )
+        self.fail, self._real = fail, torch.save
+
+    def __call__(self, obj, f, *args, **kwargs):
+        self.entered.set()
+        self.release.wait(10)
+        try:
+            if self.fail is not None:
+                raise self.fail
+            return self._real(obj, f, *args, **kwargs)
+        finally:
+            self.done.set()
+
+
+def _checkpointed_run(tmp_path: Path):
+    from probes.transport import InProcessTransport
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    tr = InProcessTransport()
+    mon = Monitor("ckpt", transport=tr, probes=None, run_dir=str(tmp_path / "ckpt"))
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+
+    def step(n: int, command: bool = False) -> list[torch.Tensor]:
+        """One step (a checkpoint asked for first); returns the model's and the optimizer's
+        tensors as they were at the step boundary, before ``opt.step()`` changed them."""
+        if command:
+            tr.submit({"id": n, "cmd": "checkpoint"})
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        mon.observe(n, model=model, optimizer=opt, loss=1.0)
+        params = [p.detach().clone() for p in model.parameters()]
+        momenta = [opt.state[p]["momentum_buffer"].clone() for p in opt.state]
+        opt.step()
+        return params + momenta
+
+    return mon, tr, step
+
+
+def _events(tr, name: str) -> list[dict]:
+    return [r.data for r in tr.records if r.kind == "event" and r.data["event"] == name]
+
+
+def test_a_slow_checkpoint_write_does_not_hold_the_step_and_saves_the_acked_state(
+    tmp_path, monkeypatch
+):
+    save = _GatedSave()
+    monkeypatch.setattr(torch, "save", save)
+    mon, tr, step = _checkpointed_run(tmp_path)
+    step(0)
+    step(1)
+    at_ack = step(2, command=True)
+    assert save.entered.wait(10) and not save.done.is_set()  # the step ended; the write has not
+    ack = tr.replies[-1][1]
+    assert ack["applied_at_step"] == 2 and ack["pending"] is True and ack["copy_s"] >= 0
+    for n in range(3, 6):  # training goes on changing every tensor while the file is written
+        later = step(n)
+    assert not any(torch.equal(a, b) for a, b in zip(at_ack, later, strict=True))
+    assert not Path(ack["path"]).exists()  # never a partial file at the acked path
+    save.release.set()
+    assert save.done.wait(10)
+    mon.close()
+    saved = torch.load(ack["path"], weights_only=True)
+    assert saved["step"] == 2
+    model_state = saved["model"]
+    params = [model_state[k] for k in ("0.weight", "0.bias", "1.weight", "1.bias")]
+    momenta = [saved["optimizer"]["state"][i]["momentum_buffer"] for i in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(params + momenta, at_ack, strict=True))
+    [written] = _events(tr, "checkpoint_written")
+    assert written["path"] == ack["path"] and written["step"] == 2
+    assert written["bytes"] == Path(ack["path"]).stat().st_size
+    assert not list(Path(ack["path"]).parent.glob("*.partial"))
+
+
+def test_a_request_while_a_checkpoint_is_written_is_refused_busy(tmp_path, monkeypatch):
+    save = _GatedSave()
+    monkeypatch.setattr(torch, "save", save)
+    mon, tr, step = _checkpointed_run(tmp_path)
+    step(0, command=True)
+    step(1, command=True)
+    save.release.set()
+    mon.close()
+    first, second = (body for _, body in tr.replies)
+    assert second["error"] == f"checkpoint: busy: still writing {first['path']}"
+    assert [e["step"] for e in _events(tr, "checkpoint_written")] == [0]
+
+
+def test_a_failed_checkpoint_write_is_an_error_event_and_training_goes_on(tmp_path, monkeypatch):
+    save = _GatedSave(fail=RuntimeError("PytorchStreamWriter failed writing file data/0"))
+    save.release.set()
+    monkeypatch.setattr(torch, "save", save)
+    mon, tr, step = _checkpointed_run(tmp_path)
+    step(0, command=True)
+    assert save.done.wait(10)
+    step(1)  # the step boundary that publishes what the writer finished
+    [failed] = _events(tr, "checkpoint_failed")
+    path = tr.replies[0][1]["path"]
+    assert failed == {
+        "event": "checkpoint_failed",
+        "path": path,
+        "step": 0,
+        "error": f"checkpoint: cannot write {path}: PytorchStreamWriter failed writing file data/0",
+    }
+    assert not Path(path).exists() and not Path(path + ".partial").exists()
+    monkeypatch.undo()  # a working disk again: the same step may be checkpointed anew
+    step(1, command=True)
+    mon.close()
+    assert Path(tr.replies[-1][1]["path"]).exists() and mon.errors == 0
+
+
+def test_a_checkpoint_that_cannot_be_opened_says_why_in_one_line(tmp_path):
+    mon, tr, step = _checkpointed_run(tmp_path)
+    blocked = tmp_path / "ckpt" / "checkpoint-step0.pt.partial"
+    blocked.mkdir(parents=True)  # a folder where the file is written
+    step(0, command=True)
+    mon.close()
+    path = tr.replies[0][1]["path"]
+    [failed] = _events(tr, "checkpoint_failed")
+    assert failed["error"] == f"checkpoint: cannot write {path}: Is a directory"
+
+
+def test_torch_saves_runtime_error_for_a_path_it_cannot_open_is_reduced_to_its_reason(tmp_path):
+    from probes.control import _reason
+
+    with pytest.raises(RuntimeError) as raised:  # torch's own error, not an OSError
+        torch.save({"x": torch.zeros(2)}, str(tmp_path))
+    assert _reason(raised.value) == "Is a directory"
+    assert _reason(IsADirectoryError(21, "Is a directory")) == "Is a directory"
+
+
+def test_the_checkpoint_copy_keeps_tied_tensors_shared_and_the_state_dict_metadata():
+    from probes.control import cpu_copy
+
+    model = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5))
+    model[1].weight = model[0].weight  # tied
+    state = model.state_dict()
+    copied = cpu_copy(state)
+    assert copied["0.weight"] is copied["1.weight"]  # one copy, shared as in the model
+    assert copied["0.weight"].data_ptr() != state["0.weight"].data_ptr()
+    assert copied._metadata == state._metadata
+    fresh = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5))
+    fresh.load_state_dict(copied)
+    assert torch.equal(fresh[1].bias, model[1].bias)
+
+
+_CHECKPOINT_AT_EXIT_SCRIPT = """
+import sys, time, torch
+from probes.monitor import Monitor
+real_save = torch.save
+def slow_save(obj, f):  # a slow disk: the write outlasts the loop
+    time.sleep(2)
+    real_save(obj, f)
+torch.save = slow_save
+mon = Monitor("ckpt", bind="tcp://127.0.0.1:0", store=sys.argv[1], probes=None, run_dir=sys.argv[2])
+model = torch.nn.Linear(4, 2)
+mon.observe(0, model=model, loss=1.0)
+mon.controllers["checkpoint"].apply(mon, {})
+# no close(): exit finishes the write and records its event
+"""
+
+
+def test_exit_finishes_a_pending_checkpoint_write_and_records_it(tmp_path):
+    script = tmp_path / "ckpt.py"
+    script.write_text(_CHECKPOINT_AT_EXIT_SCRIPT)
+    store, folder = tmp_path / "ckpt.db", tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(store), str(folder)],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert torch.load(folder / "checkpoint-step0.pt", weights_only=True)["step"] == 0
+    with open_store(store) as reader:
+        events = [r.data["event"] for r in reader.records(kinds=["event"])]
+    assert events[-2:] == ["checkpoint_written", "finished"]
 
 
 # -- item 11: refused commands' acks are published too, counted and coalesced ----------------

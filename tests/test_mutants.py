@@ -248,7 +248,9 @@ def test_function_controllers_get_the_monitor(tmp_path):
 def test_checkpoint_creates_nested_folders_twice_and_saves_the_optimizer(tmp_path):
     run = _Run(tmp_path)
     first = Path(run.send("checkpoint")["path"])
+    run.mon.controllers["checkpoint"].writer.finished(wait=True)  # written in the background
     second = Path(run.send("checkpoint")["path"])  # the folder exists now: still fine
+    run.mon.controllers["checkpoint"].writer.finished(wait=True)
     assert first.parent == second.parent == (tmp_path / "a" / "b").resolve()
     state = torch.load(second, weights_only=True)
     assert state["step"] == 1
@@ -263,11 +265,10 @@ def test_checkpoint_without_a_model_or_an_unwritable_folder_is_an_error(tmp_path
     mon.observe(0)
     assert tr.replies[-1][1]["error"] == "checkpoint: no model was passed to observe()"
     run = _Run(tmp_path)
-    blocked = tmp_path / "a" / "b"  # the checkpoint folder
-    blocked.parent.mkdir(parents=True)
-    blocked.write_text("")  # a file where the folder should be
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "b").write_bytes(b"")  # a file where the run folder should be
     error = run.send("checkpoint")["error"]
-    assert error.startswith("checkpoint")
+    assert error == f"checkpoint: cannot create {tmp_path / 'a' / 'b'}: File exists"
 
 
 # -- probes/store.py -------------------------------------------------------------------------------
