@@ -8,14 +8,21 @@ Hutchinson and Hutch++ at K = 1, 20, 99 HVPs next to PyHessian's ``trace`` with 
 error of each against a K = 600 Hutchinson reference at equal HVPs, and λ_max by our Lanczos
 next to PyHessian's power iteration under the same relative tolerance, with the HVPs each took
 (PyHessian is the optional extra ``bench``: ``pip install -c constraints pyhessian``). Ours and
-theirs alternate call by call, so load drift hits both. Cockpit (1.0.2 installs beside torch
-2.13 with ``torchvision==0.28.*`` without replacing it, checked by ``pip install --dry-run``)
-is not compared yet.
+theirs alternate call by call, so load drift hits both.
+
+Cockpit side by side (``--part cockpit``; the extra ``bench`` pins ``setuptools<81`` and
+``torchvision`` 0.28, which keep torch 2.13): on the MLP (batch 512) and a small CNN (batch
+128), the mean step time of plain SGD, Cockpit's economy every step and every 16th, Cockpit's
+full configuration every step, and our Monitor at its default budget and with all six probes
+every step (whole blocks interleaved round by round); each probe's cost in forward+backwards,
+which is why "all six every step" costs what it does (three are second order: a JVP, an HVP,
+Lanczos); and Cockpit's exact ``HessTrace`` against our Hutchinson / Hutch++ given its time.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -131,6 +138,16 @@ def overhead(model, x, y, steps: int, settle: int = 100, rounds: int = 2):
     )
 
 
+def probe_table(model, x, y, base: float, repeats: int) -> None:
+    """Each default probe's ``compute`` (median after a warm-up call) in forward+backwards."""
+    ctx = context(model, x, y)
+    print(f"{'probe':<18}{'ms/call':>10}{'× fwd+bwd':>11}")
+    for name in DEFAULT_PROBES:
+        probe = PROBES[name]()
+        cost = median_time(lambda p=probe, c=ctx: p.compute(c), repeats)
+        print(f"{name:<18}{cost * 1e3:>10.1f}{cost / base:>11.2f}")
+
+
 def pyhessian_samples(model, x, y, k: int) -> list[float]:
     """PyHessian's Hutchinson samples; attention forced onto the math kernel, as ours does
     (PyHessian alone fails on CPU flash attention, which has no double backward)."""
@@ -216,24 +233,241 @@ def eigen(model, x, y, tol: float = 1e-3) -> None:
     print(line)
 
 
+# -- Cockpit side by side (optional extra 'bench': cockpit-for-pytorch) --------------------------
+
+
+def small_cnn() -> nn.Sequential:
+    """A CIFAR-shaped CNN made only of layers BackPACK (Cockpit's engine) supports."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 10),
+    )
+
+
+def cockpit_workloads():
+    """The grokking MLP on a 512-sample batch (BackPACK keeps n per-sample gradients) and the
+    small CNN on 128 random 3×32×32 images with a random teacher's labels."""
+    gen = torch.Generator().manual_seed(0)
+    x, y, _, _ = modular_addition(113, 0.4, gen)
+    torch.manual_seed(0)
+    yield "grokking MLP (batch 512)", bias_free_mlp(226, 200, 113), x[:512], y[:512]
+    images = torch.randn(128, 3, 32, 32, generator=gen)
+    torch.manual_seed(1)  # the generator is lazy: the MLP's probes drew from the global RNG
+    teacher = small_cnn()
+    with torch.no_grad():
+        labels = teacher(images).argmax(1)
+    yield "small CNN (batch 128)", small_cnn(), images, labels
+
+
+StepFn = Callable[[int], None]
+
+
+def plain_step(model, x, y) -> StepFn:
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+
+    def step(i: int) -> None:
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def cockpit_step(model, x, y, config: str, interval: int) -> StepFn:
+    """A training step the Cockpit way: extended model and loss, quantities on a schedule."""
+    from backpack import extend
+    from cockpit import Cockpit
+    from cockpit.utils.configuration import configuration
+    from cockpit.utils.schedules import linear
+
+    model, loss_fn = extend(model), extend(nn.CrossEntropyLoss())
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)  # default kwargs: Alpha needs them
+    quantities = configuration(config, track_schedule=linear(interval))
+    cockpit = Cockpit(model.parameters(), quantities=quantities)
+
+    def step(i: int) -> None:
+        opt.zero_grad()
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        info = {
+            "batch_size": len(x),
+            "individual_losses": F.cross_entropy(logits, y, reduction="none"),
+            "loss": loss,
+            "optimizer": opt,
+        }
+        with cockpit(i, info=info):
+            loss.backward(create_graph=cockpit.create_graph(i))
+        opt.step()
+
+    return step
+
+
+def monitor_step(model, x, y, every_step: bool) -> StepFn:
+    """Our Monitor with inputs= and loss_fn= (all six probes can run): at the default 5 %
+    budget, or every probe at every step with no budget."""
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    probes = [PROBES[name](every=1) for name in DEFAULT_PROBES] if every_step else "default"
+    budget = None if every_step else 0.05
+    mon = Monitor(run="bench", bind="tcp://127.0.0.1:0", probes=probes, budget=budget, store=None)
+
+    def step(i: int) -> None:
+        opt.zero_grad()
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        mon.observe(
+            i,
+            model=model,
+            optimizer=opt,
+            loss=loss,
+            logits=logits,
+            targets=y,
+            inputs=x,
+            loss_fn=F.cross_entropy,
+        )
+        opt.step()
+
+    step.monitor = mon  # type: ignore[attr-defined]
+    return step
+
+
+def blocks(variants: dict[str, StepFn], block: int, rounds: int) -> dict[str, list[float]]:
+    """Per-step seconds of each variant, whole blocks of ``block`` steps interleaved round by
+    round (load drift hits all); each variant's step counter runs on across its blocks, so an
+    every-16th schedule and the Monitor's cadences see a continuous run. Round 0 is warm-up."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    counters = dict.fromkeys(variants, 0)
+    for r in range(rounds + 1):
+        for name, step in variants.items():
+            start = time.perf_counter()
+            for _ in range(block):
+                step(counters[name])
+                counters[name] += 1
+            if r:
+                times[name].append((time.perf_counter() - start) / block)
+    return times
+
+
+def cockpit_hess_trace(model, x, y) -> tuple[float, float]:
+    """Cockpit's exact ``HessTrace`` (BackPACK's DiagHessian, summed) and the median seconds
+    of the step it costs (forward, extended backward, tracking)."""
+    from backpack import extend
+    from cockpit import Cockpit, quantities
+    from cockpit.utils.schedules import linear
+
+    model, loss_fn = extend(model), extend(nn.CrossEntropyLoss())
+    quantity = quantities.HessTrace(linear(1))
+    cockpit = Cockpit(model.parameters(), quantities=[quantity])
+    step = [0]
+
+    def once() -> None:
+        model.zero_grad()
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        losses = F.cross_entropy(logits, y, reduction="none")
+        info = {"batch_size": len(x), "individual_losses": losses, "loss": loss}
+        with cockpit(step[0], info=info):
+            loss.backward()
+        step[0] += 1
+
+    seconds = median_time(once, 3)
+    return float(sum(quantity.get_output()[0])), seconds
+
+
+def trace_at_equal_time(model, x, y, seeds: int = 8) -> None:
+    """Cockpit's exact tr(H) vs our Hutchinson / Hutch++ given the same seconds: K is the
+    largest probe count whose measured time fits the time of Cockpit's HessTrace step."""
+    exact, cockpit_s = cockpit_hess_trace(copy.deepcopy(model), x, y)
+    per_k = {
+        k: median_time(lambda k=k: dx.hessian_trace(model, F.cross_entropy, x, y, k), 3)
+        for k in (1, 4)
+    }
+    hvp_s = max((per_k[4] - per_k[1]) / 3, 1e-9)
+    k = max(1, 1 + int((cockpit_s - per_k[1]) / hvp_s))
+    errors: dict[str, list[float]] = {"Hutchinson": [], "Hutch++": []}
+    covered = 0
+    for seed in range(seeds):
+        res = dx.hessian_trace(model, F.cross_entropy, x, y, k, torch.Generator().manual_seed(seed))
+        errors["Hutchinson"].append(abs(res.trace - exact) / abs(exact))
+        covered += abs(res.trace - exact) <= 2 * res.stderr if k > 1 else 0
+        gen = torch.Generator().manual_seed(seed)
+        pp = dx.hessian_trace_hutchpp(model, F.cross_entropy, x, y, max(3, k), gen)
+        errors["Hutch++"].append(abs(pp.trace - exact) / abs(exact))
+    parts = " · ".join(f"{n} {statistics.fmean(e):.1%}" for n, e in errors.items())
+    print(
+        f"tr(H): Cockpit HessTrace (exact) {exact:.5g} in {cockpit_s * 1e3:.0f} ms; ours in the "
+        f"same time: K = {k} HVPs ({per_k[1] * 1e3:.0f} ms at K = 1, {hvp_s * 1e3:.0f} ms per "
+        f"further HVP), mean |error| over {seeds} seeds: {parts}; exact within ±2 s.e. "
+        f"{covered}/{seeds}"
+    )
+
+
+def cockpit_side_by_side(block: int, rounds: int) -> None:
+    """Mean step time of plain training, Cockpit's economy every step and every 16th, and our
+    Monitor at its default budget and with all six probes every step; then why the last one
+    costs what it does (each probe's cost in forward+backwards) and tr(H) at equal time."""
+    try:
+        import cockpit  # noqa: F401
+    except ImportError:
+        print("\nCockpit not installed (pip install -c constraints.txt '.[bench]'): skipped")
+        return
+    for title, model, x, y in cockpit_workloads():
+
+        def fresh(m: nn.Module = model) -> nn.Module:  # every variant starts from the same θ
+            return copy.deepcopy(m)
+
+        variants = {
+            "plain": plain_step(fresh(), x, y),
+            "Cockpit economy, every step": cockpit_step(fresh(), x, y, "economy", 1),
+            "Cockpit economy, every 16th": cockpit_step(fresh(), x, y, "economy", 16),
+            "Cockpit full, every step": cockpit_step(fresh(), x, y, "full", 1),
+            "Monitor, default (5 % budget)": monitor_step(fresh(), x, y, every_step=False),
+            "Monitor, six probes every step": monitor_step(fresh(), x, y, every_step=True),
+        }
+        times = blocks(variants, block, rounds)
+        for step in variants.values():
+            if hasattr(step, "monitor"):
+                step.monitor.close()
+        plain = statistics.fmean(times["plain"])
+        econ = statistics.fmean(times["Cockpit economy, every step"])
+        print(f"\n{title}, {rounds} interleaved rounds of {block} steps (mean step, ms):")
+        for name, t in times.items():
+            mean = statistics.fmean(t)
+            print(
+                f"  {name:<32}{mean * 1e3:>8.1f}  {mean / plain:>5.2f}× plain  "
+                f"{mean / econ:>5.2f}× economy every step"
+            )
+        base = median_time(lambda m=model, a=x, b=y: fwd_bwd(m, a, b), 5)
+        probe_table(model, x, y, base, 3)
+        trace_at_equal_time(model, x, y)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--part", choices=("all", "costs", "cockpit"), default="all")
+    parser.add_argument("--block", type=int, default=32, help="Cockpit part: steps per block")
+    parser.add_argument("--rounds", type=int, default=4, help="Cockpit part: measured rounds")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.part != "costs":
+        cockpit_side_by_side(args.block, args.rounds)
+    if args.part == "cockpit":
+        return
     for title, model, x, y in workloads():
         base = median_time(lambda m=model, a=x, b=y: fwd_bwd(m, a, b), args.repeats)
-        ctx = context(model, x, y)
         print(
             f"\n{title}: forward+backward {base * 1e3:.1f} ms "
             f"({sum(p.numel() for p in model.parameters()):,} params)"
         )
-        print(f"{'probe':<18}{'ms/call':>10}{'× fwd+bwd':>11}")
-        for name in DEFAULT_PROBES:
-            probe = PROBES[name]()
-            cost = median_time(lambda p=probe, c=ctx: p.compute(c), args.repeats)
-            print(f"{name:<18}{cost * 1e3:>10.1f}{cost / base:>11.2f}")
+        probe_table(model, x, y, base, args.repeats)
         for k in (1, 20, 99):
             timed = alternating(
                 {
