@@ -604,6 +604,50 @@ def test_viewers_through_the_server_get_a_live_run_in_order_late_joiners_include
     assert watching.server.publisher.stats.snapshots >= 2
 
 
+def test_the_watch_endpoint_refuses_commands_and_names_an_unknown_run(watching):
+    from diag.server.watch import READ_ONLY, WatchError, resolve
+    from probes.client import send_command
+
+    ack = send_command(f"{watching.watch}", "pause", command_id="c1", timeout=5)
+    assert ack == {"id": "c1", "cmd": "pause", "error": READ_ONLY}
+    with pytest.raises(WatchError, match="no run 'nope' on the server"):
+        resolve(f"{watching.watch}#nope")
+
+
+def test_a_non_loopback_watch_endpoint_without_keys_is_refused(dsn):
+    with pytest.raises(InsecureBindError, match="refusing to bind"):
+        RunServer(dsn, f"tcp://127.0.0.1:{_free_port()}", watch="tcp://0.0.0.0:5601")
+
+
+def test_over_curve_a_read_only_key_may_watch_and_a_stranger_may_not(tmp_path, dsn):
+    from diag.server.watch import WatchError, resolve
+    from probes.client import Subscriber
+
+    keys = tmp_path / "keys"
+    create_keys(keys, "uploader")
+    create_keys(keys, "reader", read_only=True)
+    create_keys(tmp_path / "other", "stranger")
+    running = Served(dsn, keys=ServerKeys.load(keys), watch=True)
+    try:
+        path = make_store(tmp_path / "a.db", 50)
+        push(path, running.endpoint, keys=ClientKeys.from_folder(keys, "uploader"))
+        reader = ClientKeys.from_folder(keys, "reader")
+        endpoint = resolve(f"{running.watch}#demo", reader)
+        viewer = Subscriber(endpoint, keys=reader)
+        try:
+            got = viewer.collect(lambda recs: len(_delivered(recs)) == len(_stored(path)), 10)
+        finally:
+            viewer.close()
+        assert _delivered(got) == _stored(path)
+        stranger = ClientKeys.load(
+            keys / "server.key", tmp_path / "other/clients/stranger.key_secret"
+        )
+        with pytest.raises(WatchError, match="no answer"):  # the handshake never completes
+            resolve(f"{running.watch}#demo", stranger, timeout=1.0)
+    finally:
+        running.close()
+
+
 # -- CLI ---------------------------------------------------------------------------------------
 def diag(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
@@ -660,3 +704,13 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, message):
 def test_cli_unknown_server_run_is_one_line(served, dsn):
     done = diag("export", f"{dsn}#nope")
     assert done.returncode == 2 and "no run 'nope'" in done.stderr
+
+
+def test_cli_watch_once_reads_a_run_through_the_server(tmp_path, watching):
+    push(make_store(tmp_path / "a.db", 200), watching.endpoint)
+    done = diag("watch", f"{watching.watch}#demo", "--once", "--timeout", "10")
+    assert done.returncode == 0, done.stderr
+    assert "loss" in done.stdout
+    done = diag("watch", f"{watching.watch}#nope", "--once")
+    assert done.returncode == 2 and "no run 'nope'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

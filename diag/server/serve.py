@@ -184,13 +184,15 @@ class ServeError(Exception):
     """The server cannot start (database unreachable, schema too new); one-line reason."""
 
 
-def serve(dsn: str, bind: str, keys: ServerKeys | None, insecure: bool) -> None:
-    """Run until SIGINT/SIGTERM, printing a line of totals every minute."""
-    server = RunServer(dsn, bind, keys=keys, insecure=insecure)
+def serve(dsn: str, bind: str, keys: ServerKeys | None, insecure: bool, watch: str | None) -> None:
+    """Run until SIGINT/SIGTERM; a line of totals at the end."""
+    server = RunServer(dsn, bind, keys=keys, insecure=insecure, watch=watch)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, server.stop)
     auth = "CURVE" if keys is not None else "no authentication"
     print(f"edgewatch run server on {server.endpoint} ({auth}) → {redact(dsn)}", flush=True)
+    if server.publisher is not None:
+        print(f"live runs: diag watch {server.publisher.endpoint}#RUN", flush=True)
     started = time.monotonic()
     try:
         server.serve_forever()

@@ -287,10 +287,15 @@ def resolve(endpoint: str, keys: Any = None, timeout: float = 5.0) -> str:
     if ref is None:
         return endpoint
     sock = open_control(zmq.Context.instance(), address, keys)
+    silent = WatchError(f"no answer from the run server at {address} within {timeout:g} s")
     try:
-        sock.send(msgpack.packb({"req": "run", "run": ref}))
+        sock.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))  # a refused handshake: no peer
+        try:
+            sock.send(msgpack.packb({"req": "run", "run": ref}))
+        except zmq.Again:
+            raise silent from None
         if not sock.poll(int(timeout * 1000)):
-            raise WatchError(f"no answer from the run server at {address} within {timeout:g} s")
+            raise silent
         frames = sock.recv_multipart()
     finally:
         sock.close(0)
