@@ -36,15 +36,10 @@ import msgpack
 import zmq
 
 from probes.client import run_topic
+from probes.control import echoable_cmd, echoable_id
 from probes.endpoints import Endpoint, EndpointError
 from probes.security import RateLimiter, ServerKeys, check_bind, make_curve_server
-from probes.transport import (
-    HEARTBEAT_S,
-    MAX_REQUEST_BYTES,
-    SNAPSHOT_CHUNK,
-    _command_id,
-    _command_name,
-)
+from probes.transport import HEARTBEAT_S, MAX_REQUEST_BYTES, SNAPSHOT_CHUNK
 from probes.wire import MAX_MESSAGE_BYTES, Record, encode
 
 HISTORY = 100_000
@@ -206,7 +201,11 @@ class RunPublisher:
             return self._bad(peer, "expected a msgpack map")
         if "cmd" in request:
             self.stats.refused_commands += 1
-            ack = {"id": _command_id(request), "cmd": _command_name(request), "error": READ_ONLY}
+            ack = {
+                "id": echoable_id(request.get("id")),
+                "cmd": echoable_cmd(request.get("cmd")),
+                "error": READ_ONLY,
+            }
             return self._reply(peer, b"ack", ack)
         run = request.get("run")
         if request.get("req") not in ("snapshot", "run") or not isinstance(run, str):
