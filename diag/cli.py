@@ -484,7 +484,10 @@ def _strip_option(argv: list[str], option: str) -> list[str]:
 def watch(
     endpoints: Annotated[
         list[str],
-        typer.Argument(help="The runs' endpoints, e.g. tcp://127.0.0.1:5555 (one or more)."),
+        typer.Argument(
+            help="The runs' endpoints, e.g. tcp://127.0.0.1:5555, or a run on a run server: "
+            "tcp://SERVER:5601#RUN (one or more)."
+        ),
     ],
     once: Annotated[
         bool, typer.Option("--once", help="Print one summary per endpoint and exit.")
@@ -516,17 +519,25 @@ def watch(
     ascii_only: AsciiOption = False,
 ) -> None:
     """Attach to running (or finished, still-open) runs: live TUI (w switches), or --once."""
+    from probes.client import split_run
     from probes.endpoints import EndpointError, parse_endpoint
     from probes.security import KeysError, resolve_client_keys
 
     try:
         for endpoint in endpoints:
-            parse_endpoint(endpoint)
+            parse_endpoint(split_run(endpoint)[0])
         client_keys = resolve_client_keys(
             keys_dir=keys, client=client, server_key=server_key, client_key=client_key
         )
     except (EndpointError, KeysError) as err:
         raise fail(str(err)) from None
+    if any(split_run(e)[1] for e in endpoints):  # ENDPOINT#RUN: a run on a run server
+        from diag.server.commands import ServerProblem, watch_targets
+
+        try:
+            endpoints = watch_targets(endpoints, client_keys, min(timeout, 5.0))
+        except ServerProblem as err:
+            raise fail(str(err)) from None
     if once:
         missing = [e for e in endpoints if not _watch_once(e, timeout, client_keys)]
         if missing:
@@ -808,13 +819,24 @@ def serve_command(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow a non-loopback --bind without keys.")
     ] = False,
+    watch: Annotated[
+        str | None,
+        typer.Option(
+            help="Where viewers watch live runs (diag watch ENDPOINT#RUN); default: "
+            "--bind's port + 1 (and + 2)."
+        ),
+    ] = None,
+    no_watch: Annotated[
+        bool, typer.Option("--no-watch", help="Serve no live runs (uploads and queries only).")
+    ] = False,
 ) -> None:
     r"""Run a team run server: take runs from Monitors (server=…) and `diag push`, store them in
-    PostgreSQL (needs the server extra: pip install 'edgewatch\[server]')."""
+    PostgreSQL and republish live runs to viewers (needs the server extra: pip install
+    'edgewatch\[server]')."""
     from diag.server.commands import ServerProblem, serve
 
     try:
-        serve(db, bind, keys, insecure)
+        serve(db, bind, keys, insecure, "" if no_watch else watch)
     except ServerProblem as err:
         raise fail(str(err)) from None
 

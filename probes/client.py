@@ -56,6 +56,9 @@ class CloneSession:
     first_meta_t: dict[int, float] = field(default_factory=dict)
     """The ``t`` of each rank's seq-0 meta delivered: the same meta again (a slow joiner gets it
     both in the snapshot and live) is a duplicate, not a restart."""
+    server_run: str | None = None
+    """The run id when watching through a run server (``tcp://SERVER:PORT#RUN``): the server
+    serves many runs on one endpoint, so each snapshot request names it."""
     layouts: LayoutCache = field(default_factory=LayoutCache)
     """Byte layouts of the run's metrics payloads, learned from the first of each shape
     (:mod:`probes.layout`): what lets :meth:`accept_run` take a flood a block at a time."""
@@ -75,7 +78,7 @@ class CloneSession:
         if self.snapshot_open or not (self.repair_pending or self.snapshot_sent_at is None):
             return None
         self.snapshot_open, self.snapshot_sent_at = True, now
-        return snapshot_request(self.last_seq, self.rank_seqs)
+        return snapshot_request(self.last_seq, self.rank_seqs, self.server_run)
 
     def seen(self, rank: int) -> int:
         """The last seq delivered for ``rank`` (-1: none yet)."""
@@ -309,12 +312,30 @@ def send_command(
         sock.close(0)
 
 
-def snapshot_request(since: int, ranks: dict[int, int] | None = None) -> bytes:
-    """``since`` is rank 0's last seq; ``ranks`` the other ranks' (a torchrun job's endpoint)."""
+def snapshot_request(
+    since: int, ranks: dict[int, int] | None = None, run: str | None = None
+) -> bytes:
+    """``since`` is rank 0's last seq; ``ranks`` the other ranks' (a torchrun job's endpoint);
+    ``run`` the run id on a run server's endpoint."""
     request: dict = {"req": "snapshot", "since": since}
     if ranks:
         request["ranks"] = {str(rank): seq for rank, seq in ranks.items()}
+    if run is not None:
+        request["run"] = run
     return msgpack.packb(request)
+
+
+def split_run(endpoint: str) -> tuple[str, str | None]:
+    """``tcp://SERVER:PORT#RUN`` (a run on a run server's watch endpoint) → (address, RUN);
+    a run's own endpoint → (endpoint, None)."""
+    address, sep, run = endpoint.strip().partition("#")
+    return (address, run) if sep and run else (address, None)
+
+
+def run_topic(run: str) -> bytes:
+    """The PUB topic of one run on a run server: its id and a NUL, so that subscribing to
+    one run never matches another whose id merely starts with it."""
+    return run.encode() + b"\0"
 
 
 def decode_reply(frames: list[bytes]) -> tuple[str, object]:
@@ -354,17 +375,23 @@ def open_sockets(
 
     ``keys`` enables CURVE; when None, keys named by the environment are used (if any).
     """
-    parsed = parse_endpoint(endpoint)
+    address, run = split_run(endpoint)
+    parsed = parse_endpoint(address)
     keys = _client_keys(keys)
     sub = ctx.socket(zmq.SUB)
-    dealer = ctx.socket(zmq.DEALER)
-    for sock in (sub, dealer):
-        _prepare(sock, keys)
+    _prepare(sub, keys)
     sub.setsockopt(zmq.RCVHWM, 100_000)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.SUBSCRIBE, b"" if run is None else run_topic(run))
     sub.connect(parsed.telemetry)
-    dealer.connect(parsed.control)
-    return sub, dealer
+    return sub, open_control(ctx, address, keys)
+
+
+def open_control(ctx: zmq.Context, endpoint: str, keys: ClientKeys | None = None) -> zmq.Socket:
+    """A DEALER connected to ``endpoint``'s control socket (CURVE when keys are given)."""
+    dealer = ctx.socket(zmq.DEALER)
+    _prepare(dealer, _client_keys(keys))
+    dealer.connect(parse_endpoint(endpoint).control)
+    return dealer
 
 
 class Subscriber:
@@ -374,7 +401,7 @@ class Subscriber:
         self, endpoint: str, ctx: zmq.Context | None = None, keys: ClientKeys | None = None
     ) -> None:
         self.endpoint = endpoint
-        self.session = CloneSession()
+        self.session = CloneSession(server_run=split_run(endpoint)[1])
         self._ctx = ctx or zmq.Context.instance()
         self._sub, self._dealer = open_sockets(self._ctx, endpoint, keys)
         self._send_due_request()

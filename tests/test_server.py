@@ -23,6 +23,7 @@ from pg_cluster import NoPostgres, cluster, postgres_bin
 from diag.server import query
 from diag.server.schema import VERSION, SchemaError, migrate
 from diag.server.serve import RunServer
+from probes.endpoints import free_port_pair
 from probes.forward import PushError, Uploader, push, run_id
 from probes.security import ClientKeys, InsecureBindError, ServerKeys, create_keys
 from probes.store import RunStore, export, open_store
@@ -71,9 +72,16 @@ def _free_port() -> int:
 class Served:
     """A RunServer answering on its own thread."""
 
-    def __init__(self, dsn: str, port: int | None = None, keys: ServerKeys | None = None):
+    def __init__(
+        self,
+        dsn: str,
+        port: int | None = None,
+        keys: ServerKeys | None = None,
+        watch: bool = False,
+    ):
         self.endpoint = f"tcp://127.0.0.1:{port or _free_port()}"
-        self.server = RunServer(dsn, self.endpoint, keys=keys)
+        self.watch = f"tcp://127.0.0.1:{free_port_pair()}" if watch else None
+        self.server = RunServer(dsn, self.endpoint, keys=keys, watch=self.watch)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -526,6 +534,120 @@ def test_a_monitor_uploads_over_curve_with_a_keys_folder(tmp_path, dsn, monkeypa
         running.close()
 
 
+# -- watching live runs through the server ------------------------------------------------------
+@pytest.fixture
+def watching(dsn):
+    running = Served(dsn, watch=True)
+    yield running
+    running.close()
+
+
+def _stored(path: Path) -> list[tuple]:
+    """(rank, seq, kind, step, data) of every record in a local store, in (rank, seq) order
+    (data as its repr: a NaN equals itself there)."""
+    from probes.wire import decode
+
+    return [
+        (r.rank, r.seq, r.kind, r.step, repr(r.data))
+        for r in (decode(payload) for _, _, payload in local_rows(path))
+    ]
+
+
+def _delivered(records: list) -> list[tuple]:
+    return [(r.rank, r.seq, r.kind, r.step, repr(r.data)) for r in records if r.kind != "heartbeat"]
+
+
+def _finished(records: list) -> bool:
+    return any(r.kind == "heartbeat" and r.data.get("state") == "finished" for r in records)
+
+
+def test_viewers_through_the_server_get_a_live_run_in_order_late_joiners_included(
+    tmp_path, watching, dsn
+):
+    """A Monitor uploads live → diag serve → two headless viewers on the server's one watch
+    endpoint, one joining after the first upload, one half-way: each gets every record the
+    run stored, in seq order, no gap and no duplicate (snapshot from PostgreSQL, then live)."""
+    import torch
+
+    from diag.server.watch import resolve
+    from probes.client import Subscriber
+
+    model = torch.nn.Linear(3, 1)
+    monitor = _monitor(tmp_path, watching.endpoint)
+    path = monitor.transport.store.path
+    viewers: list[tuple[Subscriber, list]] = []
+    for step in range(120):
+        monitor.observe(step, model=model, loss=1.0 / (step + 1))
+        time.sleep(0.01)
+        if step in (10, 60):
+            _wait_for(lambda: server_rows(dsn, the_run_id(path)))  # the run is on the server
+            endpoint = resolve(f"{watching.watch}#fwd")  # a name → its run id
+            assert endpoint == f"{watching.watch}#{the_run_id(path)}"
+            viewers.append((Subscriber(endpoint), []))
+        for viewer, got in viewers:
+            got += viewer.poll(0)
+    early = viewers[0][1]
+    assert any(r.kind == "metrics" and r.step >= 60 for r in early)  # live, not only a snapshot
+    monitor.close()
+    try:
+        for viewer, got in viewers:
+            got += viewer.collect(lambda recs, got=got: _finished(got + recs), timeout=20)
+        expected = _stored(path)
+        assert sum(kind == "metrics" for _, _, kind, _, _ in expected) == 120
+        for viewer, got in viewers:
+            assert _finished(got)
+            assert _delivered(got) == expected
+            assert viewer.session.lost == 0 and not viewer.session.rejected
+    finally:
+        for viewer, _ in viewers:
+            viewer.close()
+    assert watching.server.publisher.stats.snapshots >= 2
+
+
+def test_the_watch_endpoint_refuses_commands_and_names_an_unknown_run(watching):
+    from diag.server.watch import READ_ONLY, WatchError, resolve
+    from probes.client import send_command
+
+    ack = send_command(f"{watching.watch}", "pause", command_id="c1", timeout=5)
+    assert ack == {"id": "c1", "cmd": "pause", "error": READ_ONLY}
+    with pytest.raises(WatchError, match="no run 'nope' on the server"):
+        resolve(f"{watching.watch}#nope")
+
+
+def test_a_non_loopback_watch_endpoint_without_keys_is_refused(dsn):
+    with pytest.raises(InsecureBindError, match="refusing to bind"):
+        RunServer(dsn, f"tcp://127.0.0.1:{_free_port()}", watch="tcp://0.0.0.0:5601")
+
+
+def test_over_curve_a_read_only_key_may_watch_and_a_stranger_may_not(tmp_path, dsn):
+    from diag.server.watch import WatchError, resolve
+    from probes.client import Subscriber
+
+    keys = tmp_path / "keys"
+    create_keys(keys, "uploader")
+    create_keys(keys, "reader", read_only=True)
+    create_keys(tmp_path / "other", "stranger")
+    running = Served(dsn, keys=ServerKeys.load(keys), watch=True)
+    try:
+        path = make_store(tmp_path / "a.db", 50)
+        push(path, running.endpoint, keys=ClientKeys.from_folder(keys, "uploader"))
+        reader = ClientKeys.from_folder(keys, "reader")
+        endpoint = resolve(f"{running.watch}#demo", reader)
+        viewer = Subscriber(endpoint, keys=reader)
+        try:
+            got = viewer.collect(lambda recs: len(_delivered(recs)) == len(_stored(path)), 10)
+        finally:
+            viewer.close()
+        assert _delivered(got) == _stored(path)
+        stranger = ClientKeys.load(
+            keys / "server.key", tmp_path / "other/clients/stranger.key_secret"
+        )
+        with pytest.raises(WatchError, match="no answer"):  # the handshake never completes
+            resolve(f"{running.watch}#demo", stranger, timeout=1.0)
+    finally:
+        running.close()
+
+
 # -- CLI ---------------------------------------------------------------------------------------
 def diag(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
@@ -582,3 +704,13 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, message):
 def test_cli_unknown_server_run_is_one_line(served, dsn):
     done = diag("export", f"{dsn}#nope")
     assert done.returncode == 2 and "no run 'nope'" in done.stderr
+
+
+def test_cli_watch_once_reads_a_run_through_the_server(tmp_path, watching):
+    push(make_store(tmp_path / "a.db", 200), watching.endpoint)
+    done = diag("watch", f"{watching.watch}#demo", "--once", "--timeout", "10")
+    assert done.returncode == 0, done.stderr
+    assert "loss" in done.stdout
+    done = diag("watch", f"{watching.watch}#nope", "--once")
+    assert done.returncode == 2 and "no run 'nope'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -24,7 +24,7 @@ import msgpack
 import zmq
 import zmq.asyncio
 
-from probes.client import CloneSession, decode_reply, open_sockets, snapshot_request
+from probes.client import CloneSession, decode_reply, open_sockets, snapshot_request, split_run
 from probes.endpoints import parse_endpoint
 from probes.layout import MetricsBlock
 from probes.security import ClientKeys, resolve_client_keys
@@ -127,10 +127,11 @@ class ZmqSource:
         poll_ms: int = 250,
         keys: ClientKeys | None = None,
     ) -> None:
-        parse_endpoint(endpoint)  # fail before the UI starts, with the endpoint's own hint
+        address, server_run = split_run(endpoint)  # RUN: a run on a run server's endpoint
+        parse_endpoint(address)  # fail before the UI starts, with the endpoint's own hint
         self.endpoint = endpoint
         self.label = endpoint
-        self.session = CloneSession()
+        self.session = CloneSession(server_run=server_run)
         self._own_ctx = ctx is None
         self._ctx = ctx or zmq.asyncio.Context()
         self._poll_ms = poll_ms
@@ -243,7 +244,8 @@ class ZmqSource:
     async def _request_snapshot(self) -> None:
         _, dealer = self._open()
         with contextlib.suppress(zmq.Again):
-            request = snapshot_request(self.session.last_seq, self.session.rank_seqs)
+            session = self.session
+            request = snapshot_request(session.last_seq, session.rank_seqs, session.server_run)
             await dealer.send(request, zmq.NOBLOCK)
         self._snapshot_open = True
         self._snapshot_sent = time.monotonic()

@@ -26,20 +26,35 @@ def need_psycopg() -> None:
         ) from None
 
 
-def serve(db: str, bind: str, keys: str | None, insecure: bool) -> None:
+def serve(db: str, bind: str, keys: str | None, insecure: bool, watch: str | None) -> None:
+    """``watch``: the live-run endpoint; None puts it next to ``bind``, "" turns it off."""
     need_psycopg()
     from diag.server.query import is_server_ref
     from diag.server.schema import SchemaError
     from diag.server.serve import ServeError
     from diag.server.serve import serve as run_server
-    from probes.endpoints import EndpointError
+    from diag.server.watch import watch_endpoint
+    from probes.endpoints import EndpointError, parse_endpoint
     from probes.security import KeysError, resolve_server_keys
 
     if not is_server_ref(db):
         raise ServerProblem(f"--db {db!r}: expected postgresql://USER@HOST:PORT/DATABASE")
     try:
-        run_server(db, bind, resolve_server_keys(keys), insecure)
+        if watch is None:
+            watch = str(watch_endpoint(parse_endpoint(bind)))
+        run_server(db, bind, resolve_server_keys(keys), insecure, watch or None)
     except (EndpointError, KeysError, ServeError, SchemaError) as err:
+        raise ServerProblem(str(err)) from None
+
+
+def watch_targets(endpoints: list[str], keys: Any, timeout: float = 5.0) -> list[str]:
+    """Each ``tcp://SERVER:PORT#RUN`` with RUN (a name, an id or ``NAME@latest``) resolved to
+    its run id by the server; a run's own endpoint passes through."""
+    from diag.server.watch import WatchError, resolve
+
+    try:
+        return [resolve(endpoint, keys, timeout) for endpoint in endpoints]
+    except WatchError as err:
         raise ServerProblem(str(err)) from None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -60,6 +60,8 @@ class Written:
     skipped: int = 0
     bad: int = 0
     error: str | None = None
+    fresh: list[tuple[Record, bytes]] = field(default_factory=list)
+    """The records stored by this batch, in seq order (what the watch endpoint republishes)."""
 
 
 def marks(conn: Any, run: str) -> dict[int, int]:
@@ -84,6 +86,7 @@ def write_batch(conn: Any, batch: Batch) -> Written:
             _copy_records(conn, batch.run, fresh)
             out.mark = max(record.seq for record, _ in fresh)
             out.stored = len(fresh)
+            out.fresh = fresh
             conn.execute(
                 "INSERT INTO marks VALUES (%s, %s, %s) ON CONFLICT (run_id, rank) "
                 "DO UPDATE SET seq = EXCLUDED.seq",

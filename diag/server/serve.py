@@ -23,6 +23,7 @@ import zmq
 from diag.server.ingest import BadBatch, Batch, marks, write_batch
 from diag.server.query import first_line, redact
 from diag.server.schema import migrate
+from diag.server.watch import RunPublisher
 from probes.endpoints import EndpointError, parse_endpoint
 from probes.forward import MAX_MESSAGE
 from probes.security import (
@@ -58,6 +59,7 @@ class RunServer:
         *,
         keys: ServerKeys | None = None,
         insecure: bool = False,
+        watch: str | None = None,
     ) -> None:
         import psycopg
 
@@ -65,6 +67,9 @@ class RunServer:
         if endpoint.scheme == "tcp" and endpoint.port == 0:
             raise EndpointError(f"{bind!r}: the run server needs a fixed port")
         check_bind(endpoint, secure=keys is not None, insecure=insecure)
+        watching = parse_endpoint(watch) if watch is not None else None
+        if watching is not None:
+            check_bind(watching, secure=keys is not None, insecure=insecure)
         self.keys = keys
         self.stats = ServeStats()
         self._stop = threading.Event()
@@ -86,11 +91,33 @@ class RunServer:
             self.close()
             raise EndpointError(f"cannot bind {endpoint.telemetry}: {exc.strerror}") from None
         self.endpoint = endpoint.telemetry
+        self.publisher: RunPublisher | None = None
+        if watching is not None:
+            try:
+                self.publisher = RunPublisher(
+                    self._ctx, self.db, watching, keys=keys, insecure=insecure
+                )
+            except BaseException:
+                self.close()
+                raise
 
     def serve_forever(self) -> None:
+        poller = zmq.Poller()
+        for sock in self._sockets():
+            poller.register(sock, zmq.POLLIN)
         while not self._stop.is_set():
-            if self._sock.poll(200):
+            ready = dict(poller.poll(200))
+            if ready.get(self._sock):
                 self.serve_pending()
+            if self.publisher is not None:
+                self.publisher.read_subscriptions()
+                self.publisher.serve_requests()
+                self.publisher.heartbeats()
+
+    def _sockets(self) -> list[zmq.Socket]:
+        if self.publisher is None:
+            return [self._sock]
+        return [self._sock, self.publisher.xpub, self.publisher.router]
 
     def serve_pending(self, limit: int = 100) -> None:
         for _ in range(limit):
@@ -122,6 +149,9 @@ class RunServer:
                 return {"op": "marks", "run": run, "marks": marks(self.db, run)}
             batch = Batch.parse(message)
             written = write_batch(self.db, batch)
+            if self.publisher is not None:
+                status = batch.meta.get("status") if batch.meta is not None else None
+                self.publisher.publish(batch.run, written.fresh, status)
         except BadBatch as err:
             self.stats.bad_messages += 1
             return {"op": "ack", "run": run, "error": str(err), "fatal": True}
@@ -141,6 +171,8 @@ class RunServer:
         self._stop.set()
 
     def close(self) -> None:
+        if getattr(self, "publisher", None) is not None:
+            self.publisher.close()
         self._sock.close(0)
         if self._auth is not None:
             self._auth.stop()
@@ -152,13 +184,15 @@ class ServeError(Exception):
     """The server cannot start (database unreachable, schema too new); one-line reason."""
 
 
-def serve(dsn: str, bind: str, keys: ServerKeys | None, insecure: bool) -> None:
-    """Run until SIGINT/SIGTERM, printing a line of totals every minute."""
-    server = RunServer(dsn, bind, keys=keys, insecure=insecure)
+def serve(dsn: str, bind: str, keys: ServerKeys | None, insecure: bool, watch: str | None) -> None:
+    """Run until SIGINT/SIGTERM; a line of totals at the end."""
+    server = RunServer(dsn, bind, keys=keys, insecure=insecure, watch=watch)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, server.stop)
     auth = "CURVE" if keys is not None else "no authentication"
     print(f"edgewatch run server on {server.endpoint} ({auth}) → {redact(dsn)}", flush=True)
+    if server.publisher is not None:
+        print(f"live runs: diag watch {server.publisher.endpoint}#RUN", flush=True)
     started = time.monotonic()
     try:
         server.serve_forever()
