@@ -269,6 +269,23 @@ async def test_header_is_one_line_and_i_tells_where_to_watch_the_run_from(
         assert "host: a-rather-long-host-name" in toast.message
 
 
+async def test_i_shows_the_methods_what_to_look_at_card_from_the_runs_meta() -> None:
+    """Issue 19: the card a method's spec declares reaches the dashboard through meta."""
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    card = {"phenomenon": "test accuracy jumps late", "claim": "weight decay", "watch": "sc_fp16"}
+    async with app.run_test(size=(120, 40)) as pilot:
+        method = {"name": "grokking", "title": "Grokking at the edge", "card": card}
+        source.push(meta(method=method), metrics(1))
+        await until(pilot, lambda: "step 1" in header_text(app))
+        await pilot.press("i")
+        await pilot.pause(0.1)
+        (toast,) = [n for n in app._notifications if n.title == "run info"]
+        assert "method: Grokking at the edge" in toast.message
+        assert "what happens: test accuracy jumps late" in toast.message
+        assert "look at: sc_fp16" in toast.message
+
+
 async def test_app_survives_nonfinite_values_and_lists_events() -> None:
     source = MemorySource()
     app = EdgewatchApp(source)

@@ -504,6 +504,7 @@ class EdgewatchApp(App[None]):
         lines.append(f"from: {slot.source.label}")
         if slot.watch_line:
             lines += ["watch it from another terminal:", slot.watch_line]
+        lines += _card_lines(state.meta.get("method"))
         self.notify("\n".join(lines), title="run info", timeout=20, markup=False)
 
     def action_help(self) -> None:
@@ -617,3 +618,16 @@ def run_tui(
                 slot.launched.stop()
             with contextlib.suppress(Exception):
                 slot.source.close()
+
+
+CARD_PARTS = (("phenomenon", "what happens"), ("claim", "the paper says"), ("watch", "look at"))
+
+
+def _card_lines(method: object) -> list[str]:
+    """The method's "what to look at" card as its run announced it in meta (nothing for a
+    user's own loop): users have not read the papers, so the dashboard says what to watch."""
+    if not isinstance(method, dict):
+        return []
+    card = method.get("card") if isinstance(method.get("card"), dict) else {}
+    lines = [f"method: {method.get('title') or method.get('name', '?')}"]
+    return lines + [f"{label}: {card[key]}" for key, label in CARD_PARTS if card.get(key)]
