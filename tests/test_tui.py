@@ -269,6 +269,20 @@ async def test_header_is_one_line_and_i_tells_where_to_watch_the_run_from(
         assert "host: a-rather-long-host-name" in toast.message
 
 
+async def test_a_gauge_the_run_announces_gets_a_badge_coloured_by_its_own_threshold() -> None:
+    """Issue 19: a solver's or user's gauge (here one whose red zone is at or under 1e-6) gets
+    a health badge from the run's meta, not only a threshold line."""
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    gauge = {"metric": "kkt_residual", "threshold": 1e-6, "direction": "below", "meaning": "m"}
+    async with app.run_test(size=(120, 40)) as pilot:
+        source.push(meta(gauges=[gauge]), metrics(1, kkt_residual=1e-9))
+        await until(pilot, lambda: "kkt_residual" in app.health.shown)
+        assert app.health.shown["kkt_residual"].level == "alert"  # below the limit: crossed
+        source.push(metrics(2, kkt_residual=0.5))
+        await until(pilot, lambda: app.health.shown["kkt_residual"].level == "ok")
+
+
 async def test_i_shows_the_methods_what_to_look_at_card_from_the_runs_meta() -> None:
     """Issue 19: the card a method's spec declares reaches the dashboard through meta."""
     source = MemorySource()

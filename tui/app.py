@@ -166,6 +166,7 @@ class EdgewatchApp(App[None]):
         self.badge = ConnectionBadge(id="connection")
         self.badge.tooltip = self.source.label
         self.health = HealthBar(id="health")
+        self._adopted_gauges: object = None
         self.grid = MetricGrid(id="charts")
         self.event_log = EventLog(id="events")
         self.controls_bar = ControlsBar(id="controls")
@@ -260,6 +261,9 @@ class EdgewatchApp(App[None]):
         self.badge.link = LinkInfo.from_state(self.source.connection_state(), state)
         self.controls_bar.show(self.controls)
         # live like the header: gauges are not frozen by p
+        if state.meta.get("gauges") is not self._adopted_gauges:  # a run announced its own
+            self._adopted_gauges = state.meta.get("gauges")
+            self.health.adopt(gauge_table(state.meta))
         self.health.show(state.scalars, state.measured_at(self.health.badges), state.step)
         self._toast_alerts(state.events)
         self._announce_background_alerts()

@@ -9,6 +9,7 @@ A gauge measured long ago (its probe is rare, or was retired) says when, dimmed:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 
 from textual.app import ComposeResult
@@ -46,7 +47,7 @@ class HealthBadge(Static):
     """
 
     def __init__(self, threshold: Threshold) -> None:
-        super().__init__(id=f"health-{threshold.metric}")
+        super().__init__(id="health-" + re.sub(r"[^\w-]", "_", threshold.metric))
         self.threshold = threshold
         self.value: float | None = None
         self.measured_at: int | None = None
@@ -102,6 +103,15 @@ class HealthBar(Horizontal):
 
     def compose(self) -> ComposeResult:
         yield from self.badges.values()
+
+    def adopt(self, table: Mapping[str, Threshold]) -> None:
+        """Add a badge for each gauge a run announced in its meta (a method's own, a solver's,
+        a user's ``Monitor.add_gauge``) that the bar does not have yet."""
+        new = [HealthBadge(t) for name, t in table.items() if name not in self.badges]
+        for badge in new:
+            self.badges[badge.threshold.metric] = badge
+        if new:
+            self.mount(*new)
 
     def show(
         self, scalars: Mapping[str, float], measured_at: Mapping[str, float], step: int
