@@ -157,7 +157,7 @@ def pyhessian_samples(model, x, y, k: int) -> list[float]:
     with sdpa_kernel(SDPBackend.MATH):
         # tol=-inf: PyHessian's stopping test divides by the running mean, so with tol=0 it
         # stops early whenever that mean is negative; -inf forces exactly k probes.
-        return hessian(model, F.cross_entropy, data=(x, y), cuda=False).trace(
+        return hessian(model, F.cross_entropy, data=(x, y), cuda=x.is_cuda).trace(
             maxIter=k, tol=float("-inf")
         )
 
@@ -216,7 +216,7 @@ def eigen(model, x, y, tol: float = 1e-3) -> None:
 
         def theirs():
             with sdpa_kernel(SDPBackend.MATH):
-                h = hessian(model, F.cross_entropy, data=(x, y), cuda=False)
+                h = hessian(model, F.cross_entropy, data=(x, y), cuda=x.is_cuda)
                 res["theirs"] = h.eigenvalues(maxIter=100, tol=tol)[0][0]
 
         variants["PyHessian"] = theirs
@@ -448,15 +448,116 @@ def cockpit_side_by_side(block: int, rounds: int) -> None:
         trace_at_equal_time(model, x, y)
 
 
+# -- Hutchinson at equal K, and why the HVP itself is not cheaper ---------------------------------
+
+
+def quadratic_form_modes(model, x, y, probes: int = 10) -> dict[str, Callable[[], object]]:
+    """``probes`` quadratic forms vᵀHv by each way autograd offers, as timed variants.
+
+    double backward: one graph with ``create_graph``, then a retained second backward per probe
+    (ours and PyHessian's); forward-over-reverse: ``jvp(grad(f))``; forward-over-forward: the
+    second directional derivative ``d²/dt² f(θ + t v)`` by nested ``jvp``; batched: all probes
+    in one vmapped second backward (``is_grads_batched``).
+    """
+    from torch.func import functional_call, grad, jvp
+
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    gen = torch.Generator(device=x.device).manual_seed(0)
+    vecs = [
+        {
+            n: torch.randint(0, 2, p.shape, generator=gen, device=p.device).mul_(2).sub_(1).to(p)
+            for n, p in params.items()
+        }
+        for _ in range(probes)
+    ]
+    stacked = [torch.stack([v[n] for v in vecs]) for n in params]
+
+    def loss_at(theta):
+        return F.cross_entropy(functional_call(model, theta, (x,)), y)
+
+    def gradient_graph():
+        tensors = list(model.parameters())
+        return tensors, torch.autograd.grad(
+            F.cross_entropy(model(x), y), tensors, create_graph=True
+        )
+
+    def double_backward():
+        tensors, g = gradient_graph()
+        for v in vecs:
+            hv = torch.autograd.grad(g, tensors, list(v.values()), retain_graph=True)
+            float(sum((h * w).sum() for h, w in zip(hv, v.values(), strict=True)))
+
+    def batched():
+        tensors, g = gradient_graph()
+        hv = torch.autograd.grad(g, tensors, stacked, is_grads_batched=True)
+        sum((h * w).flatten(1).sum(1) for h, w in zip(hv, stacked, strict=True)).tolist()
+
+    def forward_over_reverse():
+        for v in vecs:
+            hv = jvp(grad(loss_at), (params,), (v,))[1]
+            float(sum((hv[n] * v[n]).sum() for n in params))
+
+    def forward_over_forward():
+        for v in vecs:
+            float(jvp(lambda th, v=v: jvp(loss_at, (th,), (v,))[1], (params,), (v,))[1])
+
+    return {
+        "double backward": double_backward,
+        "batched double backward": batched,
+        "forward-over-reverse": forward_over_reverse,
+        "forward-over-forward": forward_over_forward,
+    }
+
+
+def trace_variants(model, x, y, k: int) -> dict[str, Callable[[], object]]:
+    """Hutchinson and Hutch++ with K HVPs, and PyHessian's K-probe trace when installed."""
+    return {
+        "Hutchinson": lambda: dx.hessian_trace(model, F.cross_entropy, x, y, probes=k),
+        "Hutch++": lambda: dx.hessian_trace_hutchpp(
+            model, F.cross_entropy, x, y, matvecs=max(3, k)
+        ),
+        **pyhessian_call(model, x, y, k),
+    }
+
+
+def trace_part(device: torch.device, repeats: int) -> None:
+    """Hutchinson and Hutch++ vs PyHessian at equal K, and the HVP by each autograd mode."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    for title, model, x, y in workloads():
+        model, x, y = model.to(device), x.to(device), y.to(device)
+        print(f"\n{title} on {device}")
+        for k in (1, 20, 100):
+            timed = alternating(trace_variants(model, x, y, k), repeats)
+            ref = timed.get("PyHessian")
+            line = " · ".join(
+                f"{n} {t * 1e3:.1f} ms"
+                + (f" ({t / ref:.2f}× PyHessian)" if ref and n != "PyHessian" else "")
+                for n, t in timed.items()
+            )
+            print(f"  trace K={k:<3} {line}")
+        with sdpa_kernel(SDPBackend.MATH):
+            modes = alternating(quadratic_form_modes(model, x, y), repeats)
+        base = modes["double backward"]
+        print(
+            "  10 quadratic forms vᵀHv: "
+            + " · ".join(f"{n} {t * 1e3:.0f} ms ({t / base:.2f}×)" for n, t in modes.items())
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--part", choices=("all", "costs", "cockpit"), default="all")
+    parser.add_argument("--part", choices=("all", "costs", "cockpit", "trace"), default="all")
+    parser.add_argument("--device", default="cpu", help="trace part: cpu or cuda")
     parser.add_argument("--block", type=int, default=32, help="Cockpit part: steps per block")
     parser.add_argument("--rounds", type=int, default=4, help="Cockpit part: measured rounds")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.part == "trace":
+        trace_part(torch.device(args.device), args.repeats)
+        return
     if args.part != "costs":
         cockpit_side_by_side(args.block, args.rounds)
     if args.part == "cockpit":
@@ -469,18 +570,7 @@ def main() -> None:
         )
         probe_table(model, x, y, base, args.repeats)
         for k in (1, 20, 99):
-            timed = alternating(
-                {
-                    "ours": lambda k=k, m=model, a=x, b=y: dx.hessian_trace(
-                        m, F.cross_entropy, a, b, probes=k
-                    ),
-                    "hutch++": lambda k=k, m=model, a=x, b=y: dx.hessian_trace_hutchpp(
-                        m, F.cross_entropy, a, b, matvecs=max(3, k)
-                    ),
-                    **pyhessian_call(model, x, y, k),
-                },
-                3,
-            )
+            timed = alternating(trace_variants(model, x, y, k), 3)
             line = " · ".join(f"{n} {t * 1e3:.1f} ms ({t / base:.2f}×)" for n, t in timed.items())
             print(f"trace K={k:<3} {line}")
         accuracy(model, x, y)
