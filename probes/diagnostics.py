@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -828,7 +829,21 @@ _PROBE_BATCH_ELEMENTS = 1 << 24
 _VMAP_MAX_PARAMS = 20_000
 """Vmapped (batched) HVPs win for tiny models (per-call overhead dominates) and lose for larger
 ones on CPU: on the 108k-parameter grokking MLP 20 probes took 3.5 s batched vs 1.5 s one by
-one (bench/probe_costs.py). Above this size the probes run one by one."""
+one (bench/probe_costs.py). Above this size the probes run one by one — on the CPU only: on a
+GPU one vmapped product of 10 probes took 0.29× the time of 10 single ones on that MLP (H200,
+``bench/probe_costs.py --part trace --device cuda``), so CUDA batches at every size."""
+
+
+def _batch_products(params: Sequence[Tensor]) -> bool:
+    """Whether a block of probes runs as one vmapped product (see :data:`_VMAP_MAX_PARAMS`)."""
+    if not params:
+        return False
+    return params[0].is_cuda or sum(p.numel() for p in params) <= _VMAP_MAX_PARAMS
+
+
+def _probe_block(numel: int, wanted: int) -> int:
+    """Probes per block, so that a block's vectors hold at most _PROBE_BATCH_ELEMENTS numbers."""
+    return max(1, min(wanted, _PROBE_BATCH_ELEMENTS // max(1, numel)))
 
 
 _SHIFTS: dict[torch.device, Tensor] = {}
@@ -920,7 +935,7 @@ class _HVP:
         if not vecs:
             return torch.zeros(count, 0, dtype=torch.float64)
         try:
-            batched = count > 1 and self.numel <= _VMAP_MAX_PARAMS
+            batched = count > 1 and _batch_products(self.params)
             hvs = self(vecs, batched=True) if batched else None
         except (RuntimeError, NotImplementedError, ProbeUnsupported):
             hvs = None
@@ -946,7 +961,7 @@ def _hutchinson_table(
 ) -> Tensor:
     """probes × tensors table of ``v_lᵀ (H v)_l``, probes drawn in memory-bounded blocks;
     with ``scale`` (per-tensor D^½) the probes are D^½·z, estimating tr(D^½ H D^½) = tr(DH)."""
-    block = max(1, min(probes, _PROBE_BATCH_ELEMENTS // max(1, hvp.numel)))
+    block = _probe_block(hvp.numel, probes)
     rows, left = [], probes
     while left > 0:
         count = min(block, left)
@@ -1011,6 +1026,7 @@ def hutchpp(
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    matmat: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[float, float]:
     """Hutch++ (Meyer, Musco, Musco & Woodruff 2021): tr(A) from ``matvecs`` products, as
     (estimate, standard error of its Hutchinson part).
@@ -1019,17 +1035,20 @@ def hutchpp(
     exactly (tr(QᵀAQ)), the last third run Hutchinson on the deflated rest (I − QQᵀ)A(I − QQᵀ).
     For a Hessian whose trace is carried by a few large eigenvalues this reaches a given
     accuracy with O(1/ε) products instead of Hutchinson's O(1/ε²). Needs ``matvecs ≥ 3``.
+    ``matmat`` (optional) applies A to the columns of a ``size × m`` block at once, which a GPU
+    does far faster than m products; without it the columns go through ``matvec`` one by one.
     """
+    apply = matmat or (lambda block: torch.stack([matvec(c) for c in block.T], dim=1))
     third = max(1, matvecs // 3)
     sketch = _rademacher_flat(size, third, generator, dtype, device)
-    q, _ = torch.linalg.qr(torch.stack([matvec(c) for c in sketch.T], dim=1))
-    exact = sum(float(torch.dot(c, matvec(c))) for c in q.T)
+    q, _ = torch.linalg.qr(apply(sketch))
+    exact = float((q * apply(q)).sum())
     rest = matvecs - 2 * third
     if rest < 1:
         return exact, _NAN
     g = _rademacher_flat(size, rest, generator, dtype, device)
     g = g - q @ (q.T @ g)
-    samples = [float(torch.dot(c, matvec(c))) for c in g.T]
+    samples = (g * apply(g)).sum(dim=0).tolist()
     stderr = float(np.std(samples, ddof=1) / math.sqrt(rest)) if rest > 1 else _NAN
     return exact + float(np.mean(samples)), stderr
 
@@ -1063,8 +1082,31 @@ def hessian_trace_hutchpp(
             gen,
             dtype=first.dtype,
             device=first.device,
+            matmat=partial(_hvp_columns, hvp) if _batch_products(hvp.params) else None,
         )
     return HessianTrace(trace=trace, stderr=stderr, samples=[], per_layer=None)
+
+
+def _hvp_columns(hvp: _HVP, block: Tensor) -> Tensor:
+    """H applied to each column of a ``numel × m`` block by vmapped products, in chunks of at
+    most :data:`_PROBE_BATCH_ELEMENTS` numbers (one by one where vmap has no batching rule)."""
+    sizes = [p.numel() for p in hvp.params]
+    out = []
+    chunk = _probe_block(hvp.numel, block.shape[1])
+    for start in range(0, block.shape[1], chunk):
+        cols = block[:, start : start + chunk].T.contiguous()  # count × numel
+        count = cols.shape[0]
+        vecs = [
+            c.reshape(count, *p.shape)
+            for c, p in zip(cols.split(sizes, dim=1), hvp.params, strict=True)
+        ]
+        try:
+            hv = hvp(vecs, batched=True)
+        except (RuntimeError, NotImplementedError, ProbeUnsupported):
+            singles = [hvp([v[k] for v in vecs]) for k in range(count)]
+            hv = [torch.stack(parts) for parts in zip(*singles, strict=True)]
+        out.append(torch.cat([h.reshape(count, -1) for h in hv], dim=1).T)
+    return torch.cat(out, dim=1)
 
 
 def adam_preconditioner(
