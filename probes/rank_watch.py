@@ -26,6 +26,7 @@ TUI's Ranks view.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 LOST_AFTER_S = 2.5
@@ -34,9 +35,9 @@ STRAGGLER_RATIO = 1.5
 """A rank this many times slower per step than the fastest rank is announced as straggling."""
 RECOVERED_RATIO = 1.2
 """…and as caught up again once back under this (hysteresis: no flapping near the threshold)."""
-RATE_WEIGHT = 0.2
-"""Weight of the newest step interval in a rank's smoothed seconds per step."""
-MIN_STEPS_FOR_RATE = 3
+RATE_WINDOW_STEPS = 8
+"""A rank's seconds per step is measured over its last this-many steps (arrival times jitter by
+the forwarders' batching, tens of ms: one interval alone would call a healthy rank a straggler)."""
 
 
 @dataclass
@@ -49,7 +50,9 @@ class RankProgress:
     advanced: float = math.nan
     seconds_per_step: float = math.nan
     best_seconds_per_step: float = math.nan
-    intervals: int = 0
+    recent: deque[tuple[int, float]] = field(
+        default_factory=lambda: deque(maxlen=RATE_WINDOW_STEPS + 1), repr=False
+    )
     lost: bool = False
     stalled: bool = False
     straggling: bool = False
@@ -126,18 +129,14 @@ class RankWatch:
         self.progress(rank).done = True
 
     def _advance(self, seen: RankProgress, step: int, now: float) -> None:
-        if seen.step >= 0 and math.isfinite(seen.advanced):
-            per_step = (now - seen.advanced) / (step - seen.step)
-            seen.intervals += 1
-            old = seen.seconds_per_step
-            seen.seconds_per_step = (
-                per_step if math.isnan(old) else (1 - RATE_WEIGHT) * old + RATE_WEIGHT * per_step
-            )
-            if seen.intervals >= MIN_STEPS_FOR_RATE:
-                seen.best_seconds_per_step = min(
-                    seen.best_seconds_per_step, seen.seconds_per_step, key=_nan_last
-                )
+        seen.recent.append((step, now))
         seen.step, seen.advanced = step, now
+        (first_step, first_t), (last_step, last_t) = seen.recent[0], seen.recent[-1]
+        if len(seen.recent) > RATE_WINDOW_STEPS:
+            seen.seconds_per_step = (last_t - first_t) / (last_step - first_step)
+            seen.best_seconds_per_step = min(
+                seen.best_seconds_per_step, seen.seconds_per_step, key=_nan_last
+            )
 
     def check(self, now: float) -> list[RankEvent]:
         """Conditions that started since the last check (call once per I/O pass)."""
@@ -193,13 +192,13 @@ class RankWatch:
         rates = [
             s.seconds_per_step
             for s in self.ranks.values()
-            if s.intervals >= MIN_STEPS_FOR_RATE and not (s.lost or s.done)
+            if math.isfinite(s.seconds_per_step) and not (s.lost or s.done)
         ]
         return min(rates) if rates else math.nan
 
     @staticmethod
     def vs_fastest(seen: RankProgress, fastest: float) -> float:
-        if seen.intervals < MIN_STEPS_FOR_RATE or not fastest > 0:
+        if not (math.isfinite(seen.seconds_per_step) and fastest > 0):
             return math.nan
         return seen.seconds_per_step / fastest
 
