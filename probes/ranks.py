@@ -51,6 +51,7 @@ import zmq
 from probes import lifecycle
 from probes.control import Command, parse_command
 from probes.endpoints import EndpointError, is_loopback, parse_endpoint
+from probes.rank_watch import LOST_AFTER_S, RankEvent, RankWatch
 from probes.security import (
     ENV_KEYS,
     InsecureBindError,
@@ -78,12 +79,13 @@ log = logging.getLogger("edgewatch.ranks")
 
 RANKS_PORT_OFFSET = 11
 """The records port is ``MASTER_PORT + 11`` (torchrun's store uses MASTER_PORT itself)."""
+SUMMARY_S = 1.0
+"""Rank 0 publishes the ranks' progress (a heartbeat) at least this often, busy or not."""
 MIN_MARGIN_STEPS = 2
 MARGIN_SECONDS = 0.25
 MAX_MARGIN_STEPS = 10_000
 UNKNOWN_RATE_MARGIN_STEPS = 20
 """Margin before the step rate is known (a command in the first steps of a run)."""
-LOST_AFTER_S = 5.0
 CLOSE_WAIT_S = 5.0
 """How long rank 0's close waits for the other ranks' final records before giving up."""
 NEVER_HEARD_S = 60.0
@@ -309,11 +311,12 @@ class RankZeroTransport(ZmqTransport):
         self._rank_history: dict[int, deque[tuple[int, bytes]]] = {}
         self._rank_meta: dict[int, list[tuple[int, bytes]]] = {}
         self._rank_last: dict[int, int] = {}
-        self._heard: dict[int, float] = {}
-        self._lost: set[int] = set()
-        self._done: set[int] = set()
         self._rank_history_limit = history
         self._started = time.monotonic()
+        self.watch = RankWatch(
+            world_size, self._started, lost_after=self._lost_after, never_heard_after=NEVER_HEARD_S
+        )
+        self._last_summary = self._started
         self._since_ranks: dict[int, int] = {}
         self._broadcasts: deque[bytes] = deque()
         self._lockstep = _Lockstep()
@@ -345,8 +348,13 @@ class RankZeroTransport(ZmqTransport):
         super().close(timeout)
 
     def _all_ranks_settled(self) -> bool:
-        others = set(range(1, self.world_size))
-        return others <= (self._done | self._lost) or not self._thread.is_alive()
+        if not self._thread.is_alive():
+            return True
+        for rank in range(1, self.world_size):
+            seen = self.watch.ranks.get(rank)
+            if seen is None or not (seen.done or seen.lost):
+                return False
+        return True
 
     # -- I/O thread --------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -371,7 +379,13 @@ class RankZeroTransport(ZmqTransport):
                 self.stats.send_errors += 1
             self._broadcasts.popleft()
         sent = self._drain_forwarded(limit) or sent
-        self._check_lost()
+        now = time.monotonic()
+        self.watch.heard(0, int(self._status.get("step", 0)), now)
+        for event in self.watch.check(now):
+            self._announce(event)
+        if now - self._last_summary >= SUMMARY_S:  # also while busy: the Ranks view needs it
+            self._last_summary = now
+            self._publish_heartbeat()
         return sent
 
     def _drain_forwarded(self, limit: int) -> bool:
@@ -395,16 +409,17 @@ class RankZeroTransport(ZmqTransport):
 
     def _accept_forwarded(self, record: Record, payload: bytes) -> None:
         rank = record.rank
-        self._heard[rank] = time.monotonic()
-        if rank in self._lost:
-            self._lost.discard(rank)
-            self._announce("rank_back", rank, f"rank {rank} is back")
+        host = record.data.get("host") if record.kind == "meta" else None
+        for event in self.watch.heard(
+            rank, record.step, time.monotonic(), host=host if isinstance(host, str) else None
+        ):
+            self._announce(event)
         if record.run != self._run:  # a rank that picked another default name: same job
             record.run = self._run
             payload = encode(record)
         if record.kind == "heartbeat":
             if record.data.get("state") in FINAL_STATES:
-                self._done.add(rank)
+                self.watch.finished(rank)
         else:
             self._remember(rank, record, payload)
             if self.store is not None:
@@ -425,30 +440,22 @@ class RankZeroTransport(ZmqTransport):
             del metas[:-8]
         self._rank_last[rank] = max(record.seq, self._rank_last.get(rank, -1))
 
-    def _check_lost(self) -> None:
-        now = time.monotonic()
-        if now - self._started > NEVER_HEARD_S:
-            for rank in range(1, self.world_size):
-                if rank not in self._heard:  # announced once, as lost, so close() never waits
-                    self._heard[rank] = self._started
-                    self._lost.add(rank)
-                    self._announce("rank_lost", rank, f"rank {rank} lost: never reported")
-        for rank, heard in self._heard.items():
-            if rank in self._lost or rank in self._done or now - heard < self._lost_after:
-                continue
-            self._lost.add(rank)
-            self._announce("rank_lost", rank, f"rank {rank} lost: silent for {now - heard:.1f} s")
-
-    def _announce(self, event: str, rank: int, message: str) -> None:
+    def _announce(self, event: RankEvent) -> None:
+        """A rank's change of condition as an event record (stored, alerted in the TUI)."""
+        data = {
+            "event": event.event,
+            "lost_rank": event.rank,
+            "last_step": event.step,
+            "message": event.message,
+        }
+        if event.host:
+            data["host"] = event.host
         step = int(self._status.get("step", 0))
-        self.send(
-            Record(
-                kind="event",
-                run=self._run,
-                step=step,
-                data={"event": event, "lost_rank": rank, "message": message},
-            )
-        )
+        self.send(Record(kind="event", run=self._run, step=step, data=data))
+
+    def _heartbeat_extra(self) -> dict[str, Any]:
+        """Rank 0's heartbeat also carries every rank's progress (:meth:`RankWatch.summary`)."""
+        return {"ranks": self.watch.summary(time.monotonic())}
 
     # -- snapshots cover every rank ----------------------------------------------------------
     def _answer(self, identity: bytes, body: bytes, user_id: str | None = None) -> None:

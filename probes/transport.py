@@ -569,7 +569,7 @@ class ZmqTransport(QueuedTransport):
 
     def _publish_heartbeat(self, final: bool = False) -> None:
         """Heartbeats carry the last data seq (they take none of their own) and live status."""
-        status = {**self._status, **self._store_status()}
+        status = {**self._status, **self._store_status(), **self._heartbeat_extra()}
         beat = heartbeat_record(
             self._run, self._rank, self._seq.last, status, self.stats, self._queue.qsize(), final
         )
@@ -577,6 +577,10 @@ class ZmqTransport(QueuedTransport):
             self._pub.send_multipart([self._run.encode(), encode(beat)], zmq.NOBLOCK)
         except zmq.ZMQError:
             self.stats.send_errors += 1
+
+    def _heartbeat_extra(self) -> dict[str, Any]:
+        """Fields a subclass adds to every heartbeat (I/O thread; rank 0: the ranks' progress)."""
+        return {}
 
     def _store_status(self) -> dict[str, Any]:
         if self.store is None:

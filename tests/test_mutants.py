@@ -681,7 +681,7 @@ def test_rank_zero_announces_silent_and_never_heard_ranks_lost_but_not_finished_
     ]
     assert ("rank_lost", 3, "rank 3 lost: never reported") in seen[:2]
     lost_one = next(m for e, r, m in seen[:2] if r == 1)
-    assert lost_one.startswith("rank 1 lost: silent for ") and lost_one.endswith(" s")
+    assert lost_one.startswith("rank 1 lost: silent for ") and lost_one.endswith(" s after step 0")
     assert seen[2:] == [("rank_back", 1, "rank 1 is back")]
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -201,7 +203,12 @@ def test_a_rank_dying_is_shown_and_the_others_keep_streaming(tmp_path):
     assert rank1_code == 3
     assert rank0_code == 0, out0
     lost = [r for r in records if r.data.get("event") == "rank_lost"]
-    assert lost[0].data["message"].startswith("rank 1 lost")
+    host = socket.gethostname()  # the alert names the rank, its host and its last step
+    assert re.fullmatch(
+        rf"rank 1 \({re.escape(host)}\) lost: silent for [\d.]+ s after step \d+",
+        lost[0].data["message"],
+    ), lost[0].data["message"]
+    assert lost[0].data["host"] == host and lost[0].data["last_step"] >= 0
     assert any(r.kind == "metrics" and r.rank == 0 and r.step > lost_at + 5 for r in records)
 
 

@@ -468,6 +468,9 @@ class RankBook:
         self.health: dict[int, str] = {}
         """``live``, ``lost`` (rank 0 announced it), or the rank's final state."""
         self.hosts: dict[int, str] = {}
+        self.progress: dict[int, dict[str, float]] = {}
+        """Rank 0's view of each rank (its heartbeats' ``ranks``): ``vs_fastest`` and ``vs_best``
+        (straggler scores), ``since_advance`` and ``s_per_step``."""
         self._series: dict[int, SeriesStore] = {0: SeriesStore(capacity)}
         self.mean = SeriesStore(min(capacity, RANK_CAPACITY))
         self._pending: dict[int, dict[int, dict[str, float]]] = {}
@@ -539,12 +542,33 @@ class RankBook:
         state = data.get("state")
         if isinstance(state, str) and self.health.get(rank) != "lost":
             self.health[rank] = "live" if state in ("running", "paused") else state
+        ranks = data.get("ranks")
+        if rank == 0 and isinstance(ranks, Mapping):
+            self._take_progress(ranks)
+
+    def _take_progress(self, ranks: Mapping[Any, Any]) -> None:
+        """Rank 0's per-rank progress; malformed entries are skipped, not trusted."""
+        for key, row in ranks.items():
+            if not (isinstance(key, str) and key.isdigit() and isinstance(row, Mapping)):
+                continue
+            rank = int(key)
+            self.progress[rank] = {
+                name: float(row[name])
+                for name in _PROGRESS_FIELDS
+                if isinstance(row.get(name), (int, float)) and not isinstance(row[name], bool)
+            }
+            host, state = row.get("host"), row.get("state")
+            if isinstance(host, str) and host:
+                self.hosts.setdefault(rank, host)
+            if state in _WATCH_STATES and self.health.get(rank) not in _FINAL_HEALTH:
+                self.health[rank] = state
 
     def event(self, rank: int, name: str, data: Mapping[str, Any]) -> None:
         lost = data.get("lost_rank")
-        if name in ("rank_lost", "rank_back") and isinstance(lost, int):
-            self.health[lost] = "lost" if name == "rank_lost" else "live"
-            self._flush_mean(everything=name == "rank_lost")
+        if name in _RANK_EVENT_HEALTH and isinstance(lost, int):
+            self.health[lost] = _RANK_EVENT_HEALTH[name]
+            if name in ("rank_lost", "rank_back"):
+                self._flush_mean(everything=name == "rank_lost")
         elif name in ("finished", "crashed"):
             self.health[rank] = name
 
@@ -567,6 +591,20 @@ class RankBook:
                 self.mean.append(
                     name, step, _mean([v[name] for v in reported.values() if name in v])
                 )
+
+
+_PROGRESS_FIELDS = ("step", "since_advance", "s_per_step", "vs_fastest", "vs_best")
+_WATCH_STATES = ("live", "lost", "stalled", "straggling")
+_FINAL_HEALTH = ("finished", "crashed", "stopped", "interrupted")
+_RANK_EVENT_HEALTH = {
+    "rank_lost": "lost",
+    "rank_back": "live",
+    "rank_stalled": "stalled",
+    "rank_resumed": "live",
+    "rank_straggling": "straggling",
+    "rank_caught_up": "live",
+}
+"""Rank 0's events about a rank (probes/rank_watch.py) → the health the Ranks view shows."""
 
 
 def _mean(values: list[float]) -> float:

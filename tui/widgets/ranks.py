@@ -1,10 +1,12 @@
 """Per-rank table: one row per rank of a torchrun job, so a straggler or a diverging rank shows.
 
-Rows are keyed by rank and hold its liveness (``live``, ``lost``, ``finished``…), its last
-step and the latest value of each headline metric; the last row, ``max/min``, is the divergence
-strip: for every metric, the ratio of the largest to the smallest magnitude across ranks
-(:func:`tui.state.divergence`; 1.0 means the ranks agree). Cells are rewritten only when their
-text changes, so the cursor and scroll survive the 10 Hz updates.
+Rows are keyed by rank and hold its liveness (``live``, ``lost``, ``stalled``, ``straggling``,
+``finished``…), host, last step, the straggler scores rank 0 computes (time per step against the
+fastest rank and against the rank's own best) and the latest value of each headline metric;
+the last row, ``max/min``, is the divergence strip: for every metric, the ratio of the largest
+to the smallest magnitude across ranks (:func:`tui.state.divergence`; 1.0 means the ranks
+agree). Cells are rewritten only when their text changes, so the cursor and scroll survive the
+10 Hz updates.
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ from tui.state import RankBook, divergence
 METRICS = ("loss", "grad_norm", "trace_h", "sc_fraction", "step_time")
 """Columns, as the built-in probes name them (probes/builtin.py, probes/monitor.py)."""
 DIVERGENCE_ROW = "max/min"
-_STATE_STYLE = {"live": "green", "lost": "bold red", "crashed": "bold red", "finished": "dim"}
+_STATE_STYLE = {
+    "live": "green",
+    "lost": "bold red",
+    "stalled": "bold red",
+    "straggling": "yellow",
+    "crashed": "bold red",
+    "finished": "dim",
+}
+PROGRESS = (("×fastest", "vs_fastest"), ("×own best", "vs_best"))
+"""Straggler scores from rank 0 (probes/rank_watch.py): time per step relative to the fastest
+rank and to the rank's own best."""
 _MISSING = "—"
 
 
@@ -39,16 +51,20 @@ def rank_rows(book: RankBook) -> dict[str, list[str | Text]]:
     for rank in book.known():
         latest = book.latest.get(rank, {})
         state = book.health.get(rank, "live")
+        progress = book.progress.get(rank, {})
         cells: list[str | Text] = [
             str(rank),
             Text(state, style=_STATE_STYLE.get(state, "")),
+            book.hosts.get(rank, _MISSING),
             fmt_value(book.steps[rank]) if rank in book.steps else _MISSING,
+            *(format_ratio(progress.get(field, math.nan)) for _, field in PROGRESS),
         ]
         rows[str(rank)] = cells + [format_cell(latest.get(m)) for m in METRICS]
     ratios = [
         divergence(book.latest[r][m] for r in book.latest if m in book.latest[r]) for m in METRICS
     ]
-    rows[DIVERGENCE_ROW] = [Text(DIVERGENCE_ROW, style="bold"), "", ""] + [
+    blanks = ["" for _ in range(3 + len(PROGRESS))]
+    rows[DIVERGENCE_ROW] = [Text(DIVERGENCE_ROW, style="bold"), *blanks] + [
         format_ratio(ratio) for ratio in ratios
     ]
     return rows
@@ -68,7 +84,10 @@ class RankTable(DataTable):
     def on_mount(self) -> None:
         self.add_column("rank", key="rank")
         self.add_column("state", key="state")
+        self.add_column("host", key="host")
         self.add_column("step", key="step")
+        for label, field in PROGRESS:
+            self.add_column(label, key=field)
         for metric in METRICS:
             self.add_column(metric, key=metric)
 
