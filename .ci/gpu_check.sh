@@ -14,9 +14,14 @@ fi
 export PYTHONUNBUFFERED=1
 nvidia-smi -L
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-python3 -m pytest -q -p no:cacheprovider -o addopts="" --timeout 300 tests/test_cuda.py "$@" \
+# every method is its own `diag run` process: in parallel where pytest-xdist is there
+XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
+python3 -m pytest -q -p no:cacheprovider -o addopts="" --timeout 300 $XDIST tests/test_cuda.py "$@" \
     2>&1 | tee "$OUT/cuda_tests.log"
 if [ "${BENCH:-1}" = 1 ]; then
     python3 bench/probe_costs.py --part trace --device cuda --repeats 3 2>&1 \
         | grep -v Warning | tee "$OUT/trace_cuda.txt"
+fi
+if [ -n "${RANKS:-}" ]; then  # the many-core CPU of a GPU machine: rank 0 under many ranks
+    timeout 240 python3 bench/ranks_sim.py --ranks $RANKS --seconds 5 2>&1 | tee "$OUT/ranks.txt"
 fi
