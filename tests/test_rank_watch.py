@@ -134,3 +134,39 @@ def test_the_ranks_view_shows_rank_zeros_scores_hosts_and_conditions():
     assert book.health[1] == "stalled"
     book.event(0, "rank_resumed", {"lost_rank": 1})
     assert book.health[1] == "live"
+
+
+def test_the_outlier_is_the_rank_furthest_from_the_median_scored_by_mad():
+    import numpy as np
+
+    from tui.state import outlier
+
+    rng = np.random.default_rng(0)
+    values = {r: float(v) for r, v in enumerate(rng.normal(1.0, 0.01, 256))}
+    values[137] = 1.2  # one bad rank among 256
+    rank, score = outlier(values)
+    arr = np.array(list(values.values()))
+    mad = np.median(np.abs(arr - np.median(arr)))
+    assert rank == 137
+    assert score == pytest.approx(abs(1.2 - np.median(arr)) / (1.4826 * mad))
+    assert 15 < score < 25  # ≈ 0.2 / 0.01: twenty standard deviations
+    assert outlier({0: 1.0, 1: 2.0, 2: 3.0}) is None  # too few ranks for a median
+    assert outlier(dict.fromkeys(range(8), 0.5)) is None  # all agree
+    assert outlier({**dict.fromkeys(range(7), 0.5), 7: 0.6}) == (7, math.inf)  # MAD 0
+    assert outlier({0: 1.0, 1: math.nan, 2: 1.0, 3: 1.1, 4: 1.0}) == (3, math.inf)
+
+
+def test_the_ranks_view_names_the_outlier_rank_per_metric():
+    from tui.state import RankBook
+    from tui.widgets.ranks import OUTLIER_ROW, rank_rows
+
+    book = RankBook(100)
+    for rank in range(6):
+        loss = 2.0 + 0.01 * rank + (5.0 if rank == 4 else 0.0)
+        book.metrics(rank, 10, ("loss", "grad_norm"), [loss, 1.0])
+    rows = rank_rows(book)
+    cells = [str(c) for c in rows[OUTLIER_ROW]]
+    assert cells[0] == OUTLIER_ROW
+    loss_cell, grad_cell = cells[-5], cells[-4]  # METRICS order: loss, grad_norm, ...
+    assert loss_cell.startswith("r4 ") and loss_cell.endswith("σ")
+    assert grad_cell == "—"  # every rank agrees

@@ -9,6 +9,7 @@ here blocks or allocates without bound: series compact themselves and events are
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -624,6 +625,30 @@ def divergence(values: Iterable[float]) -> float:
     if high == 0:
         return 1.0
     return high / low if low > 0 else math.inf
+
+
+OUTLIER_MIN_RANKS = 4
+"""Below this many ranks with a value there is no median to stand out from."""
+
+
+def outlier(values: Mapping[int, float]) -> tuple[int, float] | None:
+    """The rank furthest from the median across ranks and its robust score
+    ``|x − median| / (1.4826·MAD)`` (≈ standard deviations for normal data; MAD, the median
+    absolute deviation, ignores the outlier itself, which a standard deviation would not).
+
+    None with fewer than :data:`OUTLIER_MIN_RANKS` finite values; when at least half the ranks
+    agree exactly (MAD 0), any rank off that value scores ``inf``.
+    """
+    finite = {r: v for r, v in values.items() if math.isfinite(v)}
+    if len(finite) < OUTLIER_MIN_RANKS:
+        return None
+    center = statistics.median(finite.values())
+    mad = statistics.median(abs(v - center) for v in finite.values())
+    rank = max(finite, key=lambda r: (abs(finite[r] - center), -r))
+    distance = abs(finite[rank] - center)
+    if distance == 0:
+        return None
+    return rank, distance / (1.4826 * mad) if mad > 0 else math.inf
 
 
 _HANDLERS = {

@@ -2,11 +2,12 @@
 
 Rows are keyed by rank and hold its liveness (``live``, ``lost``, ``stalled``, ``straggling``,
 ``finished``…), host, last step, the straggler scores rank 0 computes (time per step against the
-fastest rank and against the rank's own best) and the latest value of each headline metric;
-the last row, ``max/min``, is the divergence strip: for every metric, the ratio of the largest
-to the smallest magnitude across ranks (:func:`tui.state.divergence`; 1.0 means the ranks
-agree). Cells are rewritten only when their text changes, so the cursor and scroll survive the
-10 Hz updates.
+fastest rank and against the rank's own best) and the latest value of each headline metric.
+Two summary rows close the table: ``max/min``, the ratio of the largest to the smallest
+magnitude across ranks per metric (:func:`tui.state.divergence`; 1.0: the ranks agree), and
+``outlier``, the rank furthest from the median with its robust score
+(:func:`tui.state.outlier`), so one bad rank among hundreds is named, not searched for. Cells
+are rewritten only when their text changes, so the cursor and scroll survive 10 Hz updates.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from tui.format import fmt_value
-from tui.state import RankBook, divergence
+from tui.state import RankBook, divergence, outlier
 
 METRICS = ("loss", "grad_norm", "trace_h", "sc_fraction", "step_time")
 """Columns, as the built-in probes name them (probes/builtin.py, probes/monitor.py)."""
 DIVERGENCE_ROW = "max/min"
+OUTLIER_ROW = "outlier"
 _STATE_STYLE = {
     "live": "green",
     "lost": "bold red",
@@ -67,7 +69,19 @@ def rank_rows(book: RankBook) -> dict[str, list[str | Text]]:
     rows[DIVERGENCE_ROW] = [Text(DIVERGENCE_ROW, style="bold"), *blanks] + [
         format_ratio(ratio) for ratio in ratios
     ]
+    outliers = [outlier({r: v[m] for r, v in book.latest.items() if m in v}) for m in METRICS]
+    rows[OUTLIER_ROW] = [Text(OUTLIER_ROW, style="bold"), *blanks] + [
+        format_outlier(found) for found in outliers
+    ]
     return rows
+
+
+def format_outlier(found: tuple[int, float] | None) -> str:
+    """``r7 4.2σ``: the rank furthest from the median and its robust score; — when none."""
+    if found is None:
+        return _MISSING
+    rank, score = found
+    return f"r{rank} {'∞' if math.isinf(score) else fmt_value(score)}σ"
 
 
 class RankTable(DataTable):
