@@ -16,19 +16,22 @@ next port; ``EDGEWATCH_RANKS_ENDPOINT=tcp://host:port`` overrides both (the PUB 
 Lockstep commands. A command arrives on rank 0's ROUTER. Rank 0 picks ``apply_at = its step +
 margin`` (margin = enough steps to cover ~0.25 s at the measured step rate, at least
 ``MIN_MARGIN_STEPS``; 0 while paused, since a paused job does not advance) and broadcasts
-``(command, apply_at)`` to every rank; each rank, rank 0 included, applies it at the ``observe``
-of step ``apply_at``. Under DDP the gradient allreduce keeps ranks within one step of each other,
-so a margin of a few steps means every rank holds the command before reaching ``apply_at`` and
-all ranks switch at the same step. A rank that receives it late (already past ``apply_at``)
-applies it at once and publishes a ``command_late`` event saying at which step it did. Rank 0
-acks the sender as a single-process run does; every rank's application is an ``ack`` record
-carrying its ``rank``.
+``(command, apply_at)`` to every rank; each rank, rank 0 included, applies it at the ``observe`` of
+step ``apply_at``. A rank that was late raises every later command's margin by twice its lateness
+(the measured fan-out is then known to be longer than the step-rate margin). Under DDP the gradient
+allreduce keeps ranks within one step of each other, so a margin of a few steps means every rank
+holds the command before reaching ``apply_at`` and all ranks switch at the same step. A rank that
+receives it late (already past ``apply_at``) applies it at once and publishes a ``command_late``
+event saying at which step it did. Rank 0 acks the sender as a single-process run does; every
+rank's application is an ``ack`` record carrying its ``rank``.
 
-Liveness: rank 0 remembers when it last heard from each rank (records, or heartbeats sent every
-second when idle). A rank silent for ``EDGEWATCH_RANK_TIMEOUT`` seconds (default 5) is announced
-with an event ``rank_lost`` ("rank N lost"); if it speaks again, ``rank_back``. A rank never
-heard from within ``NEVER_HEARD_S`` is announced the same way. A lost rank never
-blocks rank 0's I/O thread. If rank 0 dies, the other ranks' records are dropped and counted.
+Liveness, hangs and stragglers: rank 0 keeps a :class:`~probes.rank_watch.RankWatch` fed by every
+record it receives and announces, with rank, host and last step, ``rank_lost`` after
+``EDGEWATCH_RANK_TIMEOUT`` seconds of silence (default 2.5; forwarders heartbeat every second when
+idle), ``rank_stalled`` when a rank talks but its step stays while the job advances, and
+``rank_straggling`` at 1.5× the fastest rank's time per step (each with its all-clear); a lost rank
+never blocks rank 0's I/O thread. If rank 0 dies, the other ranks' records are dropped and
+counted.
 """
 
 from __future__ import annotations
@@ -321,6 +324,8 @@ class RankZeroTransport(ZmqTransport):
         self._broadcasts: deque[bytes] = deque()
         self._lockstep = _Lockstep()
         self._rate = _StepRate()
+        self.late_margin = 0
+        """Steps added to every later command's margin after a rank applied one late."""
         try:
             super().__init__(bind, run=run, rank=0, history=history, **kwargs)
         except BaseException:
@@ -334,7 +339,8 @@ class RankZeroTransport(ZmqTransport):
         step = int(self._status.get("step", 0))
         self._rate.update(step)
         for command in super().poll_commands():
-            margin = 0 if self._status.get("state") == "paused" else self._rate.margin()
+            paused = self._status.get("state") == "paused"
+            margin = 0 if paused else min(MAX_MARGIN_STEPS, self._rate.margin() + self.late_margin)
             apply_at = step + margin
             self._lockstep.pending.append((command, apply_at))
             self._broadcasts.append(_command_message(command, apply_at))
@@ -417,6 +423,8 @@ class RankZeroTransport(ZmqTransport):
         if record.run != self._run:  # a rank that picked another default name: same job
             record.run = self._run
             payload = encode(record)
+        if record.kind == "event" and record.data.get("event") == "command_late":
+            self._learn_lateness(record.data)
         if record.kind == "heartbeat":
             if record.data.get("state") in FINAL_STATES:
                 self.watch.finished(rank)
@@ -439,6 +447,14 @@ class RankZeroTransport(ZmqTransport):
             metas.append((record.seq, payload))
             del metas[:-8]
         self._rank_last[rank] = max(record.seq, self._rank_last.get(rank, -1))
+
+    def _learn_lateness(self, data: dict[str, Any]) -> None:
+        """A rank applied a command late: every later command gets twice that many steps more
+        (the fan-out to that rank took longer than the margin; never shrinks during a run)."""
+        late_by = data.get("applied_at_step", 0) - data.get("apply_at", 0)
+        if isinstance(late_by, int) and late_by > 0:
+            wanted = min(MAX_MARGIN_STEPS, 2 * (late_by + MIN_MARGIN_STEPS))
+            self.late_margin = max(self.late_margin, wanted)
 
     def _announce(self, event: RankEvent) -> None:
         """A rank's change of condition as an event record (stored, alerted in the TUI)."""

@@ -420,6 +420,8 @@ def test_rank_zero_sets_apply_at_and_a_late_rank_reports_it():
     assert late_event.data["apply_at"] == apply_at
     assert late_event.data["applied_at_step"] == apply_at + 3
     assert [r.seq for r in records if r.rank == 1 and r.kind != "heartbeat"] == [0, 1]
+    # lateness is learnt: 3 steps late → every later command gets 2·(3 + 2) = 10 steps more
+    assert zero.late_margin == 10
 
 
 # -- the TUI: Ranks screen, rank selection ------------------------------------------------------
