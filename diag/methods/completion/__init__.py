@@ -1,0 +1,1 @@
+"""Matrix completion by alternating minimisation, with exact or few-step CG regressions."""

@@ -1,0 +1,1 @@
+"""Over-parameterised matrix sensing: symmetric vs asymmetric GD, and the one-step rebalance."""
