@@ -1,0 +1,1 @@
+"""Weight Compander: a bounded reparameterisation of every weight (see :mod:`.compander`)."""

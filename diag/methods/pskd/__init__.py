@@ -1,0 +1,1 @@
+"""PS-KD: self-distillation with progressively refined targets (see :mod:`.targets`)."""

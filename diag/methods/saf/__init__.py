@@ -1,0 +1,1 @@
+"""Sharpness-Aware Training for Free: SAF and MESA (see :mod:`.trajectory`)."""
