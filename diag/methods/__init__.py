@@ -26,6 +26,8 @@ _WHERE = {
     "stablemax_s": ".grokking.stablemax",
     "RhoControl": ".ghosts.rho_control",
     "PowerLaw": ".scaling.crossover",
+    "bound_update": ".fewshot.laplacian",
+    "laplacian_shot": ".fewshot.laplacian",
     "classify_crossover": ".scaling.crossover",
     "fit_power_law": ".scaling.crossover",
     "SpectralClip": ".spectra.spectral_clip",
