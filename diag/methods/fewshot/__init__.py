@@ -1,0 +1,1 @@
+"""Transductive few-shot: the Laplacian-regularised bound optimizer (import :mod:`.laplacian`)."""
