@@ -9,12 +9,14 @@ thread, as each rank of a torchrun job has), and each rank sends a Monitor-shape
 to one :class:`~probes.ranks.RankZeroTransport` with a run store in this process — the
 topology ``diag run --nproc`` builds today (every rank forwards to rank 0, no per-node fan-in).
 
-Printed per rank count: records/s received and stored by rank 0, rank 0's I/O-thread CPU share
-of one core (``time.thread_time`` of that thread over the measured window), the CPU µs per
-forwarded record, and rank 0's RSS growth; then three faults in one run at the smallest rank
-count, each timed from its start to rank 0's event about it: a rank whose training thread stops
-while its I/O thread keeps heartbeating (``rank_stalled``), a rank that dies (``rank_lost``),
-and a rank at half speed (``rank_straggling``).
+Printed per rank count: records/s received and stored by rank 0, rank 0's I/O-thread CPU share of
+one core (``time.thread_time`` of that thread over the measured window), the CPU µs per forwarded
+record, rank 0's RSS growth, and the µs per record the TUI's per-rank bookkeeping takes at that
+many ranks (``TUI µs``: it was 69 / 61 / 177 / 517 µs at 8 / 64 / 256 / 1,024 ranks before the mean
+stopped re-sorting every rank per record; 52 / 38 / 25 / 39 after); then three faults in one run at
+the smallest rank count, each timed from its start to rank 0's event about it: a rank whose
+training thread stops while its I/O thread keeps heartbeating (``rank_stalled``), a rank that dies
+(``rank_lost``), and a rank at half speed (``rank_straggling``).
 """
 
 from __future__ import annotations
@@ -190,6 +192,21 @@ def faults(ranks: int, args: argparse.Namespace) -> dict[str, float]:
     return out
 
 
+def tui_fold(ranks: int, scalars: int, records: int = 8000) -> float:
+    """µs per record for the TUI's per-rank bookkeeping (:class:`tui.state.RankBook`: latest
+    values, chart series, the mean over ranks) fed ``ranks`` ranks step by step."""
+    from tui.state import RankBook
+
+    book = RankBook(2000)
+    names = tuple(f"s{i}" for i in range(scalars))
+    steps = max(12, records // ranks)
+    start = time.perf_counter()
+    for step in range(steps):
+        for rank in range(ranks):
+            book.metrics(rank, step, names, [float(step)] * scalars)
+    return (time.perf_counter() - start) / (steps * ranks) * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ranks", type=int, nargs="+", default=[16, 64])
@@ -203,14 +220,16 @@ def main() -> None:
     args = parser.parse_args()
     shape = f"{args.scalars} scalars, {args.layers} layers"
     print(f"cpus {os.cpu_count()}, {args.rate:g} steps/s per rank, records of {shape}")
-    head = ("ranks", "offered/s", "received/s", "rank-0 I/O CPU", "µs/record", "RSS +MB")
-    print("".join(f"{h:>{w}}" for h, w in zip(head, (6, 11, 12, 16, 11, 9), strict=True)))
+    head = ("ranks", "offered/s", "received/s", "rank-0 I/O CPU", "µs/record", "RSS +MB", "TUI µs")
+    widths = (6, 11, 12, 16, 11, 9, 8)
+    print("".join(f"{h:>{w}}" for h, w in zip(head, widths, strict=True)))
     for ranks in args.ranks:
         rows = [measure(ranks, args) for _ in range(args.rounds)]
         med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
         print(
             f"{ranks:>6}{med['offered']:>11.0f}{med['received']:>12.0f}{med['share']:>15.1%}"
             f"{med['us_per_record']:>11.1f}{med['rss_mb']:>9.1f}"
+            f"{tui_fold(ranks, args.scalars):>8.0f}"
         )
     f = faults(min(args.ranks), args)
     print(
