@@ -41,8 +41,20 @@ def test_bash_completion_completes_commands_and_subcommands():
     assert "--format" in complete("diag export run.db --f", 3)
 
 
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_install_completion_writes_the_script_for_the_shell(tmp_path):
-    diag("--install-completion", "bash", env={"HOME": str(tmp_path)})
+    """As a user does it, from bash: typer detects the shell from the parent processes, so under
+    a pytest with no shell above it (an orphaned background job) it said "Shell None is not
+    supported". The ``; exit $?`` keeps bash from exec-ing python in its place."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    subprocess.run(
+        ["bash", "-c", f"{sys.executable} -m diag --install-completion; exit $?"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert (
         "_DIAG_COMPLETE=complete_bash" in (tmp_path / ".bash_completions" / "diag.sh").read_text()
     )
