@@ -273,8 +273,10 @@ def test_spectra_at_c10_matches_or_beats_adamw_with_smaller_weights_slow(seed) -
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_muon_mup_width_sweep_64_to_1024_slow(seed) -> None:
-    _, out = _run(MUON_SPEC, seed=seed, widths="64,256,1024", steps=300, eval_every=50)
+def test_muon_mup_width_sweep_64_and_256_over_300_steps_slow(seed) -> None:
+    """The write-up's 300 steps; n = 1024 adds ~1.5 s of CPU per step (its 1024² Newton–Schulz),
+    so it is left to ``diag run muon_mup`` (measured at 40 steps in the README)."""
+    _, out = _run(MUON_SPEC, seed=seed, widths="64,256", steps=300, eval_every=50)
     assert UPDATE_BAND[0] <= out["dW_ratio_min"] and out["dW_ratio_max"] <= UPDATE_BAND[1]
     assert out["W_ratio_spread"] < WEIGHT_SPREAD
 

@@ -98,7 +98,7 @@ SPEC = MethodSpec(
             strict=True,
         ),
     ),
-    expected_cpu_s=120,
+    expected_cpu_s=180,
     headline={
         "dW_ratio_min": "≥ 0.5 (every layer, every width)",
         "dW_ratio_max": "≤ 1.3",
