@@ -30,11 +30,14 @@ _WHERE = {
     "laplacian_shot": ".fewshot.laplacian",
     "classify_crossover": ".scaling.crossover",
     "fit_power_law": ".scaling.crossover",
+    "Spectra": ".spectra.spectra",
     "SpectralClip": ".spectra.spectral_clip",
     "clip_update_": ".spectra.spectral_clip",
     "hard_spectral_clip_svd": ".spectra.spectral_clip",
+    "muon_scale": ".spectra.spectra",
     "soft_spectral_clip": ".spectra.spectral_clip",
     "soft_spectral_clip_svd": ".spectra.spectral_clip",
+    "spectra_threshold": ".spectra.spectra",
 }
 __all__ = sorted(_WHERE)
 

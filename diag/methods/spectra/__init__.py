@@ -1,1 +1,1 @@
-"""SPECTRA: soft spectral clipping of updates (import :mod:`.spectral_clip`)."""
+"""SPECTRA: the soft spectral clip (:mod:`.spectral_clip`), its wrapper (:mod:`.spectra`)."""

@@ -1,0 +1,1 @@
+"""Muon under μP: Muon, the μP-faithful scale and update-level spectral control (:mod:`.muon`)."""
