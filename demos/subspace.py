@@ -11,7 +11,8 @@ at lr 1e-2 (the code's 1e-3 needs ~5× the steps for the same stops: 48 s → mi
 
 Stages (each one regulariser, no weights to tune between them), each ended by the
 relative-change rule on C or the loss (:class:`~.clustering.RelativeChangeStop`, checked
-every ``eval_every`` steps; ``stop_loss_tol`` 1e-3, not the write-up's 1e-4, which needs ~3000 steps in stage 2):
+every ``eval_every`` steps; ``stop_loss_tol`` 1e-3, not the write-up's 1e-4, which needs
+~3000 steps in stage 2):
 
 1. layer-wise self-expression ``L_SE`` (:func:`~.clustering.self_expression_loss`);
 2. ``L_SE + structured_weight · tr(QᵀLQ)/n`` with Q re-clustered at every check.
@@ -25,6 +26,7 @@ same data is reported beside (``accuracy_linear``).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -66,7 +68,7 @@ class Encoder(nn.Module):
 
     def __init__(self, n: int, dims: list[int]) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, dims[1:], strict=False))
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in itertools.pairwise(dims))
         self.c = nn.Parameter(torch.full((n, n), 1e-4))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
