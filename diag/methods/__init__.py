@@ -23,6 +23,7 @@ _WHERE = {
     "self_expression_loss": ".subspace.clustering",
     "spectral_clustering": ".subspace.clustering",
     "structured_norm": ".subspace.clustering",
+    "StnLinear": ".stn.hyper",
     "StableMaxCrossEntropy": ".grokking.stablemax",
     "log_stablemax": ".grokking.stablemax",
     "softmax_cross_entropy_fp64": ".grokking.stablemax",
