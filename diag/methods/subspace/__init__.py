@@ -1,0 +1,1 @@
+"""Label-independent deep subspace clustering (import :mod:`.clustering`)."""
