@@ -60,7 +60,7 @@ SPEC = MethodSpec(
             direction="below",
         ),
     ),
-    expected_cpu_s=6,
+    expected_cpu_s=3,
     headline={
         "iterations": "KKT < 1e-4 within 15 (HS6, HS7, HS28)",
         "x_error": "< 1e-5 from SciPy SLSQP's optimum",
