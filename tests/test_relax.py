@@ -9,6 +9,7 @@ import torch
 from demos.loop import prepare, run
 from demos.relax import cost_table
 from diag.config import build_config
+from diag.methods.relax.bandit import TsallisINF
 from diag.methods.relax.rounds import Rounds
 from diag.methods.relax.sor import laplacian_2d, sor_iteration_counts, young_omega
 from diag.methods.relax.spec import SPEC
@@ -118,3 +119,18 @@ def test_paper_size_bandits_against_the_best_fixed_omega(seed, variance):
     contextual = _play("contextual", seed, variance=variance)
     # the paper's contextual gain is for widely spread shifts; with low variance it only ties
     assert contextual["ratio"] <= (0.95 if variance == "high" else 1.1)
+
+
+def test_tsallis_inf_probabilities_are_the_exact_normalised_tsallis_weights():
+    """Against a bisection for x in 4(η(L̂ᵢ/s − x))⁻² summing to 1, on spread-out estimates
+    where a Newton start left of the root (the MATLAB learner's x = −1) goes wrong."""
+    learner = TsallisINF(5, np.random.default_rng(0))
+    learner.loss_estimates = np.array([3100.0, 3000.0, 3500.0, 3020.0, 9000.0])
+    learner.rounds, learner.cost_sum = 99, 99 * 51.0  # η = 0.2, s = 50
+    eta, scaled = 0.2, learner.loss_estimates / 50.0
+    low, high = scaled.min() - 1e6, scaled.min() - 1e-12
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if np.sum(4 / (eta * (scaled - mid)) ** 2) < 1 else (low, mid)
+    expected = 4 / (eta * (scaled - low)) ** 2
+    np.testing.assert_allclose(learner.probabilities(), expected, rtol=1e-9)
