@@ -19,13 +19,7 @@ from diag.methods.aug_lagrangian.problems import PROBLEMS
 
 CPU = torch.device("cpu")
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
