@@ -8,8 +8,8 @@ learner gets. Tsallis-INF over ω ∈ linspace(1, 1.95, 20) approaches the best 
 (the paper's regret bound; T^{2/3}-type); the contextual version (one learner per bin of
 ``c_t``) approaches the instance-optimal ω and so beats every fixed ω.
 
-One iteration of this solver = one round (one system). Before the first, every ω's count on
-every grid shift is computed in one batch on ``--device`` (:mod:`diag.methods.relax.sor`);
+One iteration of this solver = one round (one system). The first time a grid shift is drawn,
+every ω's count on it is computed in one batch on ``--device`` (:mod:`diag.methods.relax.sor`);
 rounds then look costs up (:mod:`diag.methods.relax.rounds`, see there why that is faithful).
 Published per round: ``cost`` and ``omega`` played, ``mean_cost``, ``window_mean`` and
 ``best_fixed_window`` (means over the last ``window`` rounds), ``ratio`` (their quotient, the
@@ -25,7 +25,7 @@ import torch
 
 from demos.loop import Solver
 from diag.methods.relax.rounds import Rounds
-from diag.methods.relax.sor import laplacian_2d, sor_iteration_counts
+from diag.methods.relax.sor import CostRows, laplacian_2d
 from diag.methods.relax.spec import SPEC, RelaxConfig
 
 SHIFT_RANGE = (-0.15, 0.45)  # c_t = −0.15 + 0.6·Beta(·,·)
@@ -40,15 +40,15 @@ def bounded_gaussian(n: int, generator: torch.Generator) -> torch.Tensor:
             return b
 
 
-def cost_table(cfg: RelaxConfig, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """(iterations of every ω on every grid shift, the grid shifts), computed on ``device``."""
+def cost_table(cfg: RelaxConfig, device: torch.device) -> tuple[CostRows, np.ndarray]:
+    """(every ω's iterations on every grid shift, rows computed on ``device`` when first
+    drawn; the grid shifts)."""
     kw = {"dtype": torch.float64, "device": device}
     a = laplacian_2d(cfg.side, **kw)
     b = bounded_gaussian(a.shape[0], torch.Generator().manual_seed(cfg.seed)).to(device)
     shifts = torch.linspace(*SHIFT_RANGE, cfg.shifts, **kw)
     omegas = torch.linspace(*OMEGA_RANGE, cfg.arms, **kw)
-    table = sor_iteration_counts(a, b, shifts, omegas, tol=cfg.tol, cap=cfg.cap)
-    return table.cpu().numpy(), shifts.cpu().numpy()
+    return CostRows(a, b, shifts, omegas, tol=cfg.tol, cap=cfg.cap), shifts.cpu().numpy()
 
 
 class Relax(Solver):
@@ -62,6 +62,7 @@ class Relax(Solver):
         self.rounds = Rounds(
             self.table,
             shifts,
+            arms=cfg.arms,
             policy=cfg.policy,
             variance=cfg.variance,
             bins=cfg.bins,

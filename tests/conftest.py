@@ -42,3 +42,15 @@ def _checkout_stays_clean():
     created = sorted(str(p.relative_to(CHECKOUT)) for p in checkout_files() - before)
     listed = ", ".join(created[:10])
     assert not created, f"files appeared in the checkout during the tests (write to tmp): {listed}"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: on the shared 2-core machine one torch thread is many times faster than
+    two. A test module opts in with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -19,14 +19,7 @@ from diag.methods.completion.altmin import (
 
 CPU = torch.device("cpu")
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small batched solves: on a shared 2-core box two threads are slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_exact_half_step_solves_every_columns_least_squares_like_numpy_lstsq():

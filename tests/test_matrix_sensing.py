@@ -14,14 +14,7 @@ from diag.methods.matrix_sensing.sensing import (
 
 CPU = torch.device("cpu")
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny matrices: on a shared 2-core box two threads are many times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _run(seed: int, mode: str, k: int, alpha: float, cap: int) -> tuple[int, float]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diag.config import RunConfig, param
-from diag.spec import Card, MethodSpec, Paper
+from diag.spec import Card, Gauge, MethodSpec, Paper
 
 
 @dataclass
@@ -46,7 +46,16 @@ SPEC = MethodSpec(
         "--set update=exact: the same slope within a few iterations. madds is the work per "
         "iteration (CG's stays linear in the rank; exact's grows with its square).",
     ),
-    expected_cpu_s=4,
+    gauges=(
+        Gauge(
+            "rel_error",
+            1e-10,
+            "‖UVᵀ − M‖_F/‖M‖_F reached 1e-10: completed (the run stops)",
+            label="relative error",
+            direction="below",
+        ),
+    ),
+    expected_cpu_s=3,
     headline={
         "iterations": "to 1e-10 with 3 CG steps ≤ exact + 3; with 1 CG step rel_error < 1e-6 at 40"
     },

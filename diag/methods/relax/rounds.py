@@ -3,8 +3,8 @@ every fixed ω's cost on the same instances kept for comparison.
 
 Instances (``scripts/learning.m``): ``A_t = A + c_t I`` with ``c_t = −0.15 + 0.6·Beta(a, b)``,
 ``(a, b) = (0.5, 1.5)`` ("high variance") or ``(2, 6)`` ("low variance"). The cost of every ω
-on every instance is looked up in a table precomputed on a grid of shifts (``c_t`` is rounded
-to the nearest grid shift; one fixed right-hand side), as the write-up's CPU recipe does: the
+on every instance is looked up in a table over a grid of shifts (``c_t`` is rounded to the
+nearest grid shift; one fixed right-hand side), as the write-up's CPU recipe does: the
 bandit still sees only the played ω's count, and the comparators — each fixed ω, the
 instance-optimal ω — are exact on the same sequence.
 """
@@ -12,6 +12,7 @@ instance-optimal ω — are exact on the same sequence.
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import numpy as np
 
@@ -24,24 +25,25 @@ CONTEXT_RANGE = (-0.15, 0.65)  # the bins' interval in ``scripts/contextual.m``
 class Rounds:
     """One sequence of instances played by one policy, with windowed comparisons.
 
-    ``table[i, j]``: iterations of ``omegas[j]`` on shift ``shifts[i]``. ``policy``: "tsallis"
-    (one learner for all instances) or "contextual" (one per bin of the shift).
+    ``table[i]``: the iterations of every ω on shift ``shifts[i]`` (an array, or a
+    :class:`~diag.methods.relax.sor.CostRows` that computes rows when first asked).
+    ``policy``: "tsallis" (one learner for all instances) or "contextual" (one per bin).
     """
 
     def __init__(
         self,
-        table: np.ndarray,
+        table: Any,
         shifts: np.ndarray,
         *,
+        arms: int,
         policy: str,
         variance: str,
         bins: int,
         window: int,
         rng: np.random.Generator,
     ) -> None:
-        self.table, self.shifts = table.astype(float), shifts
+        self.table, self.shifts = table, shifts
         self.rng, self.beta = rng, BETA[variance]
-        arms = table.shape[1]
         if policy == "contextual":
             binned = BinnedTsallisINF(arms, bins, *CONTEXT_RANGE, rng)
             self.learner_for = binned.learner
@@ -66,7 +68,7 @@ class Rounds:
         instance = self.draw_instance()
         learner = self.learner_for(float(self.shifts[instance]))
         arm, probability = learner.choose()
-        cost = self.table[instance, arm]
+        cost = float(self.table[instance][arm])
         learner.update(arm, probability, cost)
         self._account(instance, cost)
         return instance, arm, cost

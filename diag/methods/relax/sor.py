@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -36,14 +37,15 @@ def young_omega(a: Tensor) -> float:
 
 
 def sor_iteration_counts(
-    a: Tensor, b: Tensor, shifts: Tensor, omegas: Tensor, *, tol: float, cap: int
+    a: Tensor, b: Tensor, shifts: Tensor, omegas: Tensor, *, tol: float, cap: int, block: int = 32
 ) -> Tensor:
-    """Iterations SOR needs on ``(a + c I) x = b`` until ``‖r‖/‖r₀‖ < tol`` (capped at
-    ``cap``), for every shift ``c`` × every ``ω``: an integer tensor ``(len(shifts),
+    """Iterations SOR needs on ``(a + c I) x = b`` until ``‖r‖/‖r₀‖ < tol`` (``cap`` if it
+    never does), for every shift ``c`` × every ``ω``: an integer tensor ``(len(shifts),
     len(omegas))`` on ``a``'s device.
 
-    Pairs that have converged leave the batch when a quarter of it has, so the batch shrinks
-    as the cheap pairs finish instead of paying for the slowest pair throughout.
+    Each pair's residual map ``H = I − A M_ω⁻¹`` is formed once, so an iteration is one
+    batched mat-vec; residual norms are read back every ``block`` iterations (one host sync
+    per block, not per iteration) and the first iteration under ``tol`` found in the block.
     """
     n = a.shape[0]
     eye = torch.eye(n, dtype=a.dtype, device=a.device)
@@ -51,24 +53,46 @@ def sor_iteration_counts(
     lower = torch.tril(shifted, -1)
     diag = torch.diagonal(shifted, dim1=-2, dim2=-1)
     m = lower[:, None] + torch.diag_embed(diag[:, None] / omegas[None, :, None])  # (C, W, n, n)
-    m = m.reshape(-1, n, n)
-    mats = shifted[:, None].expand(-1, len(omegas), -1, -1).reshape(-1, n, n)
-    counts = torch.full((m.shape[0],), cap, dtype=torch.long, device=a.device)
-    active = torch.arange(m.shape[0], device=a.device)
-    r = b.expand(m.shape[0], n).unsqueeze(-1).clone()
+    m_inverse = torch.linalg.solve_triangular(m, eye.expand_as(m), upper=False)
+    residual_map = (eye - shifted[:, None] @ m_inverse).reshape(-1, n, n)
+    transposed = residual_map.transpose(1, 2).contiguous()  # rᵀHᵀ: 3× faster than H r on CPU
+    counts = torch.full((residual_map.shape[0],), cap, dtype=torch.long, device=a.device)
+    r = b.expand(residual_map.shape[0], n).unsqueeze(1)  # (pairs, 1, n): row vectors
     target = tol * torch.linalg.vector_norm(b)
-    kept = len(active)
-    for it in range(1, cap + 1):
-        z = torch.linalg.solve_triangular(m, r, upper=False)
-        r = r - mats @ z
-        done = torch.linalg.vector_norm(r, dim=(1, 2)) < target
-        counts[active[done]] = counts[active[done]].clamp(max=it)
-        if bool(done.all()):
+    for start in range(0, cap, block):
+        norms = []
+        for _ in range(min(block, cap - start)):
+            r = torch.bmm(r, transposed)
+            norms.append(torch.linalg.vector_norm(r, dim=(1, 2)))
+        below = torch.stack(norms, 1) < target  # (pairs, block)
+        first = torch.where(below.any(1), below.int().argmax(1) + start + 1, cap)
+        counts = torch.minimum(counts, first)
+        if bool((counts < cap).all()):
             break
-        if int(done.sum()) > 0 and len(active) - int(done.sum()) < 0.75 * kept:
-            keep = ~done
-            active, m, mats, r = active[keep], m[keep], mats[keep], r[keep]
-            kept = len(active)
-        else:
-            r = torch.where(done[:, None, None], torch.zeros_like(r), r)
     return counts.reshape(len(shifts), len(omegas))
+
+
+class CostRows:
+    """``rows[i]``: every ω's iteration count on shift ``shifts[i]`` (a float array), computed
+    the first time instance i is drawn and kept.
+
+    One row is a batch of len(ω) systems — small enough to stay in cache, where a batch of
+    every (shift, ω) pair streams ~100 MB per iteration — and a short run computes only the
+    rows it meets.
+    """
+
+    def __init__(
+        self, a: Tensor, b: Tensor, shifts: Tensor, omegas: Tensor, *, tol: float, cap: int
+    ) -> None:
+        self.a, self.b, self.shifts, self.omegas = a, b, shifts, omegas
+        self.tol, self.cap = tol, cap
+        self.rows: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if index not in self.rows:
+            shift = self.shifts[index : index + 1]
+            counts = sor_iteration_counts(
+                self.a, self.b, shift, self.omegas, tol=self.tol, cap=self.cap
+            )
+            self.rows[index] = counts[0].cpu().numpy().astype(float)
+        return self.rows[index]

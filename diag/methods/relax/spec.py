@@ -57,7 +57,7 @@ SPEC = MethodSpec(
             amber=1.1,
         ),
     ),
-    expected_cpu_s=8,
+    expected_cpu_s=6,
     headline={
         "ratio": "≤ 1.15 (tsallis), ≤ 0.95 (contextual, high variance)",
         "mean_cost": "≤ 0.3 × omega1_mean",

@@ -1,0 +1,1 @@
+"""Exact augmented Lagrangian with adaptive randomized-sketching Newton (AdaSketch-Newton)."""
