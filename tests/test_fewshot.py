@@ -19,13 +19,7 @@ from diag.methods.fewshot.laplacian import bound_update, knn_affinity, laplacian
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: one thread is ~10× faster than two on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny matrices: 1 thread is fastest
 
 
 def _episodes(seed: int, count: int, **overrides):

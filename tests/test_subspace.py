@@ -18,13 +18,7 @@ from diag.methods.subspace.clustering import (
     structured_norm,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny matrices: 1 thread is fastest
 
 
 def test_structured_norm_is_the_sqrt_weight_across_clusters():
