@@ -25,7 +25,10 @@ from typing import Any
 
 import torch
 
-from probes import lifecycle
+from probes import (
+    health,  # noqa: F401  (registers the "nonfinite" probe)
+    lifecycle,
+)
 from probes.alerts import AlertTracker, Threshold
 from probes.builtin import DEFAULT_PROBES
 from probes.coerce import CoercionError, coerce_step, coerce_value, plain
@@ -595,6 +598,7 @@ class Monitor:
                 self.scheduler.ran(probe, ctx.step, time.perf_counter() - start)
             merged.scalars.update(out.scalars)
             merged.per_layer.update(out.per_layer)
+            merged.alerts += out.alerts
         return merged
 
     def _retire(self, probe: Probe, reason: str) -> None:
@@ -691,11 +695,12 @@ class _MetricsThunk:
                 per_layer[name] = values
                 scalars[name] = global_norm(values)
         scalars.update(self.probed.scalars)
+        scalars.update(self.alerts.spikes.scores(scalars))
         for name, by_layer in self.probed.per_layer.items():
             per_layer[name] = [float(by_layer.get(layer, math.nan)) for layer in self.layers]
         data = metrics_data(scalars, self.layers if per_layer else [], per_layer)
         records = [Record(kind="metrics", run=self.run, step=self.step, data=data, t=self.t)]
-        alerts = self.alerts.check(scalars)
+        alerts = self.alerts.check(scalars) + self.probed.alerts
         records += [
             Record(kind="alert", run=self.run, step=self.step, data=alert, t=self.t)
             for alert in alerts
