@@ -128,6 +128,16 @@ THRESHOLDS: dict[str, Threshold] = {
             applies="the global gradient norm, at the steps it is measured",
         ),
         Threshold(
+            "batch_over_noise",
+            1.0,
+            0.5,
+            "batch past the gradient noise scale B_simple: a larger batch buys few steps "
+            "(McCandlish et al. 2018; a warning about efficiency, not a fault)",
+            applies="B_simple = tr(Σ)/|G|² from per-sample gradients; B_crit ≈ B_simple for "
+            "SGD near the optimal step size",
+            severity="warning",
+        ),
+        Threshold(
             "sc_fp16",
             0.5,
             0.5,

@@ -26,8 +26,10 @@ from typing import Any
 import torch
 
 from probes import (
+    density,  # noqa: F401  (registers the "hessian_density" probe)
     health,  # noqa: F401  (registers the "nonfinite" probe)
     lifecycle,
+    noise,  # noqa: F401  (registers the "noise_scale" probe)
 )
 from probes.alerts import AlertTracker, Threshold
 from probes.builtin import DEFAULT_PROBES
@@ -599,6 +601,7 @@ class Monitor:
             merged.scalars.update(out.scalars)
             merged.per_layer.update(out.per_layer)
             merged.alerts += out.alerts
+            merged.events += out.events
         return merged
 
     def _retire(self, probe: Probe, reason: str) -> None:
@@ -706,6 +709,10 @@ class _MetricsThunk:
             for alert in alerts
         ]
         self.alerts.deliver(self.run, self.step, alerts)
+        records += [
+            Record(kind="event", run=self.run, step=self.step, data=event, t=self.t)
+            for event in self.probed.events
+        ]
         return records
 
 

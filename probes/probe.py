@@ -85,6 +85,8 @@ class ProbeOutput:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     """Alert payloads (``metric``, ``value``, ``limit``, ``message``, ...) the probe raises itself:
     those that name something a threshold cannot (the module a NaN came from)."""
+    events: list[dict[str, Any]] = field(default_factory=list)
+    """Event payloads (``event`` names it) for what is not a scalar: a spectral density."""
 
 
 class Probe(ABC):
