@@ -4,11 +4,12 @@ them on top of the default probes.
 Run by hand: ``PYTHONPATH=. python bench/instruments.py [--repeats 9] [--steps 400]``. CPU, one
 thread, the two workloads of ``bench/probe_costs.py`` (the grokking MLP at full batch, the one-layer
 transformer at batch 512). Per workload: the median time of one forward+backward and of each
-instrument's ``compute`` (``nonfinite``'s finite check; ``noise_scale`` per-sample by vmap and
-in 8 groups), calls interleaved round by round so load drift hits all alike; the spike scorer's
+instrument's ``compute`` (``nonfinite``'s finite check; ``noise_scale`` by its default and
+in 8 groups), calls interleaved round by round so load drift hits all alike, and one call of
+``hessian_density`` (2 × 40 HVPs and a top-5 Lanczos: too slow to repeat); the spike scorer's
 time per metrics record; then whole runs of ``--steps`` steps with the default Monitor and with
-the default Monitor plus ``nonfinite`` and ``noise_scale`` at 5 % budget, alternated, with the
-overhead each reports (``overhead_pct``) and the cadences the scheduler settled on.
+it plus ``nonfinite``, ``noise_scale`` and ``hessian_density``, at 5 % budget, alternated, with
+the overhead each reports (``overhead_pct``) and the cadences the scheduler settled on.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from bench.probe_costs import alternating, context, fwd_bwd, workloads
 from probes import InProcessTransport, Monitor
 from probes.builtin import DEFAULT_PROBES
+from probes.density import HessianDensityProbe
 from probes.health import NonfiniteProbe
 from probes.noise import NoiseScaleProbe
 from probes.spikes import SpikeScorer
@@ -33,14 +35,18 @@ def per_call(model, x, y, repeats: int) -> None:
     variants = {
         "fwd+bwd": lambda: fwd_bwd(model, x, y),
         "nonfinite (check)": lambda p=NonfiniteProbe(): p.compute(ctx),
-        "noise_scale per-sample": lambda p=NoiseScaleProbe(): p.compute(ctx),
+        "noise_scale (default)": lambda p=NoiseScaleProbe(): p.compute(ctx),
         "noise_scale 8 groups": lambda p=NoiseScaleProbe(groups=8): p.compute(ctx),
     }
     times = alternating(variants, repeats)
+    density = HessianDensityProbe()
+    start = time.perf_counter()  # one call: ~100 HVPs, too slow to repeat
+    density.compute(ctx)
+    times["hessian_density (1 call)"] = time.perf_counter() - start
     base = times["fwd+bwd"]
-    print(f"  {'call':<24}{'ms':>9}{'× fwd+bwd':>11}")
+    print(f"  {'call':<26}{'ms':>10}{'× fwd+bwd':>11}")
     for name, seconds in times.items():
-        print(f"  {name:<24}{seconds * 1e3:>9.2f}{seconds / base:>11.2f}")
+        print(f"  {name:<26}{seconds * 1e3:>10.2f}{seconds / base:>11.2f}")
 
 
 def spike_cost(records: int = 20_000) -> float:
@@ -88,7 +94,7 @@ def main() -> None:
     for label, model, x, y in workloads():
         print(f"\n{label}")
         per_call(model, x, y, args.repeats)
-        with_instruments = [*DEFAULT_PROBES, "nonfinite", "noise_scale"]
+        with_instruments = [*DEFAULT_PROBES, "nonfinite", "noise_scale", "hessian_density"]
         overheads: dict[str, list[float]] = {"default": [], "+instruments": []}
         for _ in range(args.rounds):
             for name, probes in (("default", "default"), ("+instruments", with_instruments)):

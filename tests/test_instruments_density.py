@@ -147,3 +147,54 @@ def test_density_probe_publishes_top_eigenvalues_and_a_density_event() -> None:
     assert len(data["top"]) == 2 and data["top"][0] >= data["top"][1]
     scalars = [r.data["scalars"] for r in transport.records if r.kind == "metrics"][-1]
     assert scalars["hessian_top1"] == data["top"][0] and 0 <= scalars["hessian_neg_mass"] <= 1
+
+
+# -- the density view --------------------------------------------------------------------------
+def planted_event() -> dict:
+    """A bulk at 0 and one outlier at 9 on a grid from -1 to 10 (48 points), as the probe
+    sends it (log10 of the curve)."""
+    from probes.density import SpectralDensity, density_record
+
+    nodes = torch.tensor([[-0.2, 0.0, 0.1, 9.0]], dtype=torch.float64)
+    weights = torch.tensor([[0.3, 0.4, 0.29, 0.01]], dtype=torch.float64)
+    event = density_record(SpectralDensity(nodes, weights), -0.5, 9.5)
+    return {"event": "hessian_density", **event, "top": [9.0, 0.1]}
+
+
+def test_density_lines_put_the_bulk_tallest_and_mark_outliers_and_zero() -> None:
+    from tui.density import density_lines
+    from tui.format import fmt_value
+
+    event = {**planted_event(), "top": [9.0]}
+    lines = density_lines(event, height=6)
+    histogram, marks, axis = lines[:6], lines[6], lines[7]
+    assert len(marks) == len(event["log10_density"]) == 48
+    heights = [sum(row[c] != " " for row in histogram) for c in range(48)]
+    low, high = event["low"], event["high"]
+    near = [round((v - low) / (high - low) * 47) for v in (0.0, 9.0)]  # nearest grid points
+    assert max(heights) in (heights[near[0] - 1], heights[near[0]], heights[near[0] + 1])
+    assert max(heights[near[1] - 1 : near[1] + 2]) > 0, "the outlier shows (log scale)"
+    assert heights[(near[0] + near[1]) // 2] == 0, "nothing between the bulk and the outlier"
+    assert abs(marks.index("▲") - near[1]) <= 1 and abs(marks.index("0") - near[0]) <= 1
+    assert axis.startswith(fmt_value(low)) and axis.endswith(fmt_value(high))
+
+
+async def test_h_opens_the_density_view_with_the_latest_density() -> None:
+    from helpers import until
+
+    from probes.wire import Record
+    from tui.app import EdgewatchApp
+    from tui.density import DensityScreen
+    from tui.ingest import MemorySource
+
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("h")
+        assert isinstance(app.screen, DensityScreen)
+        assert "no Hessian density yet" in str(app.screen.body.render())
+        source.push(Record("event", "r", 500, planted_event(), seq=1))
+        await until(pilot, lambda: "step 500" in str(app.screen.body.render()))
+        assert "▲ top eigenvalues: 9, 0.1" in str(app.screen.body.render())
+        await pilot.press("escape")
+        assert not isinstance(app.screen, DensityScreen)
