@@ -30,6 +30,7 @@ from probes import (
     health,  # noqa: F401  (registers the "nonfinite" probe)
     lifecycle,
     noise,  # noqa: F401  (registers the "noise_scale" probe)
+    tails,  # noqa: F401  (registers the "tail_alpha" probe)
 )
 from probes.alerts import AlertTracker, Threshold
 from probes.builtin import DEFAULT_PROBES
