@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from probes.spikes import SPIKE_MIN_COUNT, SPIKE_WINDOW, SpikeScorer
+from probes.system import SystemSampler
 
 if TYPE_CHECKING:
     from probes.notify import AlertNotifier
@@ -178,6 +179,9 @@ class AlertTracker:
         self.spikes = SpikeScorer()
         """Spike scores of the loss and gradient norm (:mod:`probes.spikes`), added to each
         metrics record's scalars on the I/O thread before the thresholds are checked."""
+        self.system = SystemSampler()
+        """System metrics (:mod:`probes.system`), added to a metrics record at most once a
+        second, on the same thread."""
 
     def add(self, threshold: Threshold) -> None:
         """Watch one more gauge (a method's or a user's own, announced in the run's meta)."""

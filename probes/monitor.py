@@ -700,6 +700,7 @@ class _MetricsThunk:
                 scalars[name] = global_norm(values)
         scalars.update(self.probed.scalars)
         scalars.update(self.alerts.spikes.scores(scalars))
+        scalars.update(self.alerts.system.sample())
         for name, by_layer in self.probed.per_layer.items():
             per_layer[name] = [float(by_layer.get(layer, math.nan)) for layer in self.layers]
         data = metrics_data(scalars, self.layers if per_layer else [], per_layer)

@@ -51,8 +51,9 @@ class SpikeScorer:
         self._windows = {name: _TrendWindow(window) for name in self.sources}
 
     def scores(self, scalars: Mapping[str, float]) -> dict[str, float]:
-        """The score of each watched scalar present in ``scalars`` (NaN until ``min_count``
-        earlier values were seen), then the value joins its window."""
+        """The score of each watched scalar present in ``scalars`` (none until ``min_count``
+        earlier values were seen: a record carries no score rather than a NaN), then the value
+        joins its window."""
         out = {}
         for name, score_name in self.sources.items():
             value = scalars.get(name)
@@ -62,7 +63,8 @@ class SpikeScorer:
             if not math.isfinite(value):
                 continue
             window = self._windows[name]
-            out[score_name] = window.score(value) if len(window) >= self.min_count else math.nan
+            if len(window) >= self.min_count:
+                out[score_name] = window.score(value)
             window.push(value)
         return out
 
