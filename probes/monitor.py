@@ -27,6 +27,7 @@ import torch
 
 from probes import (
     density,  # noqa: F401  (registers the "hessian_density" probe)
+    distance,  # noqa: F401  (registers the "distance" probe)
     health,  # noqa: F401  (registers the "nonfinite" probe)
     lifecycle,
     noise,  # noqa: F401  (registers the "noise_scale" probe)
