@@ -67,33 +67,6 @@ class SpectralDensity:
         return float(self.nodes[live].min()), float(self.nodes[live].max())
 
 
-def lanczos_tridiagonal(
-    matvec: Callable[[Tensor], Tensor], start: Tensor, steps: int
-) -> tuple[list[float], list[float]]:
-    """α (diagonal) and β (off-diagonal) of ``steps`` Lanczos steps from ``start`` with full
-    reorthogonalisation (in finite precision plain Lanczos repeats converged Ritz values as
-    ghosts, which would count an outlier twice in the density); stops early on breakdown
-    (an invariant subspace: the quadrature is then exact)."""
-    steps = max(1, min(steps, start.numel()))
-    basis = start.new_empty(steps, start.numel())
-    q = start.reshape(-1) / start.norm()
-    alphas: list[float] = []
-    betas: list[float] = []
-    for j in range(steps):
-        basis[j] = q
-        w = matvec(q)
-        alphas.append(float(torch.dot(q, w)))
-        kept = basis[: j + 1]
-        for _ in range(2):
-            w = w - kept.T @ (kept @ w)
-        beta = float(w.norm())
-        if j + 1 == steps or beta <= 1e-10 * max(abs(a) for a in alphas) or beta == 0:
-            break
-        betas.append(beta)
-        q = w / beta
-    return alphas, betas
-
-
 def slq(
     matvec: Callable[[Tensor], Tensor],
     size: int,
@@ -105,19 +78,21 @@ def slq(
     device: torch.device | str = "cpu",
 ) -> SpectralDensity:
     """Stochastic Lanczos quadrature of a symmetric operator: ``vectors`` Rademacher starts,
-    ``steps`` matvecs each."""
+    ``steps`` matvecs each (:func:`probes.diagnostics.lanczos`, full reorthogonalisation: in
+    finite precision plain Lanczos repeats converged Ritz values as ghosts, which would count
+    an outlier twice in the density)."""
     starts = _rademacher_flat(size, vectors, generator, dtype, device)
     nodes = torch.zeros(vectors, steps, dtype=torch.float64)
     weights = torch.zeros(vectors, steps, dtype=torch.float64)
     for i, start in enumerate(starts.T):
-        alphas, betas = lanczos_tridiagonal(matvec, start, steps)
-        tri = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        if betas:
-            off = torch.tensor(betas, dtype=torch.float64)
-            tri += torch.diag(off, 1) + torch.diag(off, -1)
-        theta, u = torch.linalg.eigh(tri)
-        nodes[i, : len(alphas)] = theta
-        weights[i, : len(alphas)] = u[0] ** 2
+        # all Ritz pairs of a full run (tol 0: no early stop but on breakdown); the weight of
+        # node θ_j is the squared first component of its tridiagonal eigenvector, which is
+        # the Ritz vector's overlap with the unit start vector
+        res = lanczos(matvec, start, k=steps, max_iter=steps, tol=0.0)
+        m = len(res.eigenvalues)
+        overlap = (start / start.norm()) @ res.vectors
+        nodes[i, :m] = torch.tensor(res.eigenvalues, dtype=torch.float64)
+        weights[i, :m] = overlap.double().cpu().pow(2)
     return SpectralDensity(nodes, weights)
 
 
