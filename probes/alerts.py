@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from probes.spikes import SPIKE_MIN_COUNT, SPIKE_WINDOW, SpikeScorer
+from probes.system import SystemSampler
+
 if TYPE_CHECKING:
     from probes.notify import AlertNotifier
 
@@ -68,6 +71,11 @@ class Threshold:
         )
 
 
+SPIKE_LIMIT, SPIKE_AMBER = 6.0, 4.0
+"""Spike-score alert and amber levels, in standard deviations: a Gaussian noise floor crosses
+6σ about once in 10⁹ values, 4σ once in 3·10⁴ — real loss noise has heavier tails, so the
+alert is set where a spike is unmistakable and amber where it is worth a look."""
+
 THRESHOLDS: dict[str, Threshold] = {
     t.metric: t
     for t in (
@@ -102,6 +110,33 @@ THRESHOLDS: dict[str, Threshold] = {
             "softmax collapse: samples with zero gradient signal",
             strict=True,
             applies="softmax cross-entropy, in the dtype the loss is computed in",
+        ),
+        Threshold(
+            "loss_spike_z",
+            SPIKE_LIMIT,
+            SPIKE_AMBER,
+            f"loss spike: {SPIKE_LIMIT:g} standard deviations above the previous "
+            f"{SPIKE_WINDOW} values",
+            applies="any loss; z-score against a running window (no score before "
+            f"{SPIKE_MIN_COUNT} values)",
+        ),
+        Threshold(
+            "grad_spike_z",
+            SPIKE_LIMIT,
+            SPIKE_AMBER,
+            f"gradient-norm spike: {SPIKE_LIMIT:g} standard deviations above the previous "
+            f"{SPIKE_WINDOW} measurements",
+            applies="the global gradient norm, at the steps it is measured",
+        ),
+        Threshold(
+            "batch_over_noise",
+            1.0,
+            0.5,
+            "batch past the gradient noise scale B_simple: a larger batch buys few steps "
+            "(McCandlish et al. 2018; a warning about efficiency, not a fault)",
+            applies="B_simple = tr(Σ)/|G|² from per-sample gradients; B_crit ≈ B_simple for "
+            "SGD near the optimal step size",
+            severity="warning",
         ),
         Threshold(
             "sc_fp16",
@@ -141,6 +176,12 @@ class AlertTracker:
         self.thresholds = dict(THRESHOLDS if thresholds is None else thresholds)
         self._active: set[str] = set()
         self._loss_alerted = False
+        self.spikes = SpikeScorer()
+        """Spike scores of the loss and gradient norm (:mod:`probes.spikes`), added to each
+        metrics record's scalars on the I/O thread before the thresholds are checked."""
+        self.system = SystemSampler()
+        """System metrics (:mod:`probes.system`), added to a metrics record at most once a
+        second, on the same thread."""
 
     def add(self, threshold: Threshold) -> None:
         """Watch one more gauge (a method's or a user's own, announced in the run's meta)."""

@@ -25,7 +25,14 @@ from typing import Any
 
 import torch
 
-from probes import lifecycle
+from probes import (
+    density,  # noqa: F401  (registers the "hessian_density" probe)
+    distance,  # noqa: F401  (registers the "distance" probe)
+    health,  # noqa: F401  (registers the "nonfinite" probe)
+    lifecycle,
+    noise,  # noqa: F401  (registers the "noise_scale" probe)
+    tails,  # noqa: F401  (registers the "tail_alpha" probe)
+)
 from probes.alerts import AlertTracker, Threshold
 from probes.builtin import DEFAULT_PROBES
 from probes.coerce import CoercionError, coerce_step, coerce_value, plain
@@ -595,6 +602,8 @@ class Monitor:
                 self.scheduler.ran(probe, ctx.step, time.perf_counter() - start)
             merged.scalars.update(out.scalars)
             merged.per_layer.update(out.per_layer)
+            merged.alerts += out.alerts
+            merged.events += out.events
         return merged
 
     def _retire(self, probe: Probe, reason: str) -> None:
@@ -691,16 +700,22 @@ class _MetricsThunk:
                 per_layer[name] = values
                 scalars[name] = global_norm(values)
         scalars.update(self.probed.scalars)
+        scalars.update(self.alerts.spikes.scores(scalars))
+        scalars.update(self.alerts.system.sample())
         for name, by_layer in self.probed.per_layer.items():
             per_layer[name] = [float(by_layer.get(layer, math.nan)) for layer in self.layers]
         data = metrics_data(scalars, self.layers if per_layer else [], per_layer)
         records = [Record(kind="metrics", run=self.run, step=self.step, data=data, t=self.t)]
-        alerts = self.alerts.check(scalars)
+        alerts = self.alerts.check(scalars) + self.probed.alerts
         records += [
             Record(kind="alert", run=self.run, step=self.step, data=alert, t=self.t)
             for alert in alerts
         ]
         self.alerts.deliver(self.run, self.step, alerts)
+        records += [
+            Record(kind="event", run=self.run, step=self.step, data=event, t=self.t)
+            for event in self.probed.events
+        ]
         return records
 
 

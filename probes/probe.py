@@ -77,10 +77,16 @@ class StepContext:
 
 @dataclass
 class ProbeOutput:
-    """Scalars and per-layer values (keyed by layer name; missing layers become NaN)."""
+    """Scalars and per-layer values (keyed by layer name; missing layers become NaN), and any
+    alerts."""
 
     scalars: dict[str, float] = field(default_factory=dict)
     per_layer: dict[str, dict[str, float]] = field(default_factory=dict)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    """Alert payloads (``metric``, ``value``, ``limit``, ``message``, ...) the probe raises itself:
+    those that name something a threshold cannot (the module a NaN came from)."""
+    events: list[dict[str, Any]] = field(default_factory=list)
+    """Event payloads (``event`` names it) for what is not a scalar: a spectral density."""
 
 
 class Probe(ABC):

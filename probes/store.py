@@ -14,13 +14,18 @@ Layout (``PRAGMA user_version`` = 2, ``PRAGMA application_id`` = "EWch")::
     meta(key, value)                             value = msgpack
     metric_chunks(rank, first_seq, last_seq, n, seqs, steps, ts)
     scalar_chunks(name, rank, first_seq, n, idx, vals)
+    layer_chunks(metric, rank, first_seq, layers, n, idx, vals)
 
-The two chunk tables hold the metrics records again as columns, one row per flush (and per
+The chunk tables hold the metrics records again as columns, one row per flush (and per
 scalar name), written in the same transaction as the records: little-endian int64 seqs/steps,
 float64 times and values; ``idx`` lists the positions in the chunk of the records holding that
 scalar (NULL when all do). Charts, seeks and csv export read these arrays instead of decoding
 a million payloads: min/max decimation streams over them a chunk at a time. A version-1 store
 (no chunk tables) is still read, by decoding payloads; any other version is refused.
+``layer_chunks`` holds the per-layer arrays the same way, one row per flush, metric and layer
+list (``layers`` msgpack, ``vals`` the n × len(layers) block row by row), so a replay's rebuild
+min/max-decimates every layer's history too; a version-2 store written before it existed has
+no such table, and a rebuild then samples its records instead.
 
 ``meta`` holds the merged ``data`` of all "meta" records plus the store's own keys:
 ``status`` ("running", then "finished"/"crashed"/"stopped"/"interrupted" on close) and
@@ -102,6 +107,16 @@ CREATE TABLE IF NOT EXISTS scalar_chunks (
     PRIMARY KEY (name, rank, first_seq)
 );
 CREATE INDEX IF NOT EXISTS scalar_chunks_at ON scalar_chunks (rank, first_seq);
+CREATE TABLE IF NOT EXISTS layer_chunks (
+    metric TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    layers BLOB NOT NULL,
+    n INTEGER NOT NULL,
+    idx BLOB,
+    vals BLOB NOT NULL,
+    PRIMARY KEY (rank, first_seq, metric, layers)
+);
 """
 _LE = sys.byteorder == "little"
 
@@ -188,21 +203,52 @@ class _Chunk:
     of decoding every payload.
     """
 
-    __slots__ = ("scalars", "seqs", "steps", "ts")
+    __slots__ = ("layers", "per_layer", "scalars", "seqs", "steps", "ts")
 
-    def __init__(self) -> None:
+    def __init__(self, layers: tuple[str, ...] = ()) -> None:
         self.seqs = array("q")
         self.steps = array("q")
         self.ts = array("d")
         self.scalars: list[dict[str, Any]] = []
         """Each record's scalars map, held as is: ``append`` stays O(1), and the columns are
         built at flush, a list comprehension per name instead of an append per value."""
+        self.layers = layers
+        """The layer names in force (a record names them when they change; later ones may
+        not repeat them)."""
+        self.per_layer: dict[tuple[str, tuple[str, ...]], tuple[array, array]] = {}
+        """(metric, layers) → (positions in the chunk, values row by row), built as records
+        arrive: one C-level ``array.extend`` per metric and record."""
 
-    def add(self, seq: int, step: int, t: float, scalars: Any) -> None:
+    def add(self, seq: int, step: int, t: float, scalars: Any, data: Any = None) -> None:
+        position = len(self.seqs)
         self.seqs.append(seq)
         self.steps.append(step)
         self.ts.append(t)
         self.scalars.append(scalars if isinstance(scalars, dict) else {})
+        if isinstance(data, dict):
+            self._add_layers(position, data)
+
+    def _add_layers(self, position: int, data: dict) -> None:
+        names = data.get("layers")
+        if isinstance(names, list) and names:
+            self.layers = tuple(map(str, names))
+        per_layer = data.get("per_layer")
+        if not isinstance(per_layer, dict) or not self.layers:
+            return
+        width = len(self.layers)
+        for metric, values in per_layer.items():
+            if not isinstance(values, list) or len(values) != width:
+                continue
+            idx, vals = self.per_layer.setdefault(
+                (str(metric), self.layers), (array("q"), array("d"))
+            )
+            try:
+                vals.extend(values)
+            except (TypeError, OverflowError):  # a value that is not a float: NaN in its place
+                vals.extend(
+                    float(v) if _is_number(v) and abs(v) < 1e308 else math.nan for v in values
+                )
+            idx.append(position)
 
     def rows(self, rank: int) -> tuple[tuple, list[tuple]]:
         n, first = len(self.seqs), self.seqs[0]
@@ -222,6 +268,17 @@ class _Chunk:
             positions = None if idx is None else _blob(idx)
             rows.append((str(name), rank, first, len(vals), positions, _blob(vals)))
         return head, rows
+
+    def layer_rows(self, rank: int) -> list[tuple]:
+        """``layer_chunks`` rows: one per metric and layer list in this chunk."""
+        first, n = self.seqs[0], len(self.seqs)
+        rows = []
+        for (metric, layers), (idx, vals) in self.per_layer.items():
+            positions = None if len(idx) == n else _blob(idx)
+            rows.append(
+                (metric, rank, first, _pack(list(layers)), len(idx), positions, _blob(vals))
+            )
+        return rows
 
 
 def _column(values: list[Any]) -> tuple[array | None, array]:
@@ -274,6 +331,8 @@ class RunStore:
         self._lock = threading.Lock()
         self._buf: list[tuple[int, int, str, int, float, bytes]] = []
         self._chunks: dict[int, _Chunk] = {}
+        self._layers: dict[int, tuple[str, ...]] = {}
+        """Each rank's layer names in force, carried from one chunk to the next."""
         self._meta: dict[str, Any] = {}
         self._steps: tuple[int, int] | None = None
         self._steps_dirty = False
@@ -354,14 +413,16 @@ class RunStore:
                     step = row[3]
                     chunk = self._chunks.get(row[0])
                     if chunk is None:
-                        chunk = self._chunks[row[0]] = _Chunk()
+                        chunk = self._chunks[row[0]] = _Chunk(self._layers.get(row[0], ()))
                     data = record.data
                     chunk.add(
                         row[1],
                         step,
                         row[4],
                         data.get("scalars") if isinstance(data, dict) else None,
+                        data,
                     )
+                    self._layers[row[0]] = chunk.layers
                     first, last = self._steps or (step, step)
                     self._steps = (min(first, step), max(last, step))
                     self._steps_dirty = True
@@ -421,6 +482,10 @@ class RunStore:
                     )
                     conn.executemany(
                         "INSERT OR REPLACE INTO scalar_chunks VALUES (?, ?, ?, ?, ?, ?)", scalars
+                    )
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO layer_chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        chunk.layer_rows(rank),
                     )
                 if meta:
                     conn.executemany(
@@ -737,6 +802,69 @@ class StoreReader:
             heads.close()
             cols.close()
         return {name: feed.result() for name, feed in feeds.items()}
+
+    @property
+    def has_layer_columns(self) -> bool:
+        """Whether the per-layer arrays are kept as columns too (``layer_chunks``)."""
+        rows = self._query("SELECT 1 FROM sqlite_master WHERE type='table' AND name='layer_chunks'")
+        return bool(rows)
+
+    def layer_series(
+        self, max_points: int = 2000, rank: int | None = None, before_seq: int | None = None
+    ) -> dict[str, tuple[Any, Any]]:
+        """``"<metric>/<layer>"`` → (steps, values), min/max-decimated as :meth:`scalar_series`
+        (so a one-step spike of one layer survives), read from ``layer_chunks``; an empty dict
+        when the store has no such table (see :attr:`has_layer_columns`)."""
+        rank = self.metrics_rank() if rank is None else rank
+        if rank is None or not self.has_layer_columns:
+            return {}
+        counts: dict[str, int] = {}
+        for metric, layers, steps, _ in self._layer_blocks(rank, before_seq, values=False):
+            for layer in layers:
+                key = f"{metric}/{layer}"
+                counts[key] = counts.get(key, 0) + len(steps)
+        feeds = {key: _Feed(n, max_points) for key, n in counts.items()}
+        for metric, layers, steps, block in self._layer_blocks(rank, before_seq, values=True):
+            for j, layer in enumerate(layers):
+                feeds[f"{metric}/{layer}"].add(steps, block[:, j])
+        return {key: feed.result() for key, feed in feeds.items()}
+
+    def _layer_blocks(
+        self, rank: int, before_seq: int | None, values: bool
+    ) -> Iterator[tuple[str, list[str], Any, Any]]:
+        """(metric, layers, steps, values n × len(layers) or None) per ``layer_chunks`` row in
+        seq order, rows at or past ``before_seq`` left out."""
+        import numpy as np
+
+        limit = (1 << 62) if before_seq is None else before_seq
+        sql = (
+            f"SELECT l.metric, l.layers, l.idx, {'l.vals' if values else 'NULL'}, m.seqs, "
+            "m.steps, m.last_seq FROM layer_chunks l JOIN metric_chunks m "
+            "ON m.rank = l.rank AND m.first_seq = l.first_seq "
+            "WHERE l.rank = ? AND l.first_seq < ? ORDER BY l.first_seq, l.rowid"
+        )
+        cur = self._conn.cursor()
+        try:
+            for metric, layers, idx, vals, seqs, steps, last_seq in cur.execute(sql, [rank, limit]):
+                names = [str(name) for name in _unpack(layers) or []]
+                step_arr = np.frombuffer(steps, dtype="<i8")
+                keep = None
+                if idx is not None:
+                    pos = np.frombuffer(idx, dtype="<i8")
+                    step_arr = step_arr[pos]
+                if last_seq >= limit:
+                    seq_arr = np.frombuffer(seqs, dtype="<i8")
+                    keep = (seq_arr if idx is None else seq_arr[pos]) < limit
+                    step_arr = step_arr[keep]
+                block = None
+                if vals is not None:
+                    block = np.frombuffer(vals, dtype="<f8").reshape(-1, len(names))
+                    block = block if keep is None else block[keep]
+                yield metric, names, step_arr.astype(np.int64), block
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read store: {exc}") from None
+        finally:
+            cur.close()
 
     @property
     def columnar(self) -> bool:

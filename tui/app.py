@@ -30,6 +30,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 
 from tui.controls import ControlBoard
+from tui.density import DensityScreen
 from tui.events import EventsScreen
 from tui.gauges import gauge_table
 from tui.gc_policy import settle_gc
@@ -118,6 +119,7 @@ class EdgewatchApp(App[None]):
         Binding("k", "command('checkpoint')", "Checkpoint"),
         Binding("x", "stop_run", "Stop run (press twice)"),
         Binding("e", "events", "Events"),
+        Binding("h", "density", "Hessian density"),
         Binding("i", "info", "Run info: endpoint, watch command"),
         Binding("o", "launcher", "Launch a run"),
         Binding("w", "next_run", "Next run"),
@@ -494,6 +496,11 @@ class EdgewatchApp(App[None]):
         if self.ranks_screen not in self.screen_stack:
             await self.push_screen("ranks")
             self.ranks_screen.show(self.state)
+
+    def action_density(self) -> None:
+        """The latest Hessian eigenvalue density the run sent (``probes.density``)."""
+        if not isinstance(self.screen, DensityScreen):
+            self.push_screen(DensityScreen(self.state))
 
     def action_cycle_rank(self) -> None:
         """The dashboard follows the next rank, then the mean over ranks."""

@@ -17,8 +17,9 @@ Seeking costs a bounded amount of work however long the run is (version-2 stores
   ``stream()`` so no batch of the old position can land after it); the chart series up to the
   last :data:`TAIL_RECORDS` records are read min/max-decimated from the store's column tables
   (:data:`SEED_POINTS` points each, streamed a chunk at a time) and handed over with
-  ``on_seed``, together with the per-layer histories sampled at :data:`LAYER_SAMPLES`
-  metrics records (evenly spaced, not min/max: per-layer arrays are not in the columns);
+  ``on_seed``, together with the per-layer histories, min/max-decimated the same way from the
+  store's per-layer columns (a store written before those existed: sampled at
+  :data:`LAYER_SAMPLES` metrics records evenly spaced, where a one-step spike can be missed);
   then the records that carry state are replayed as usual: every meta and ack record (few;
   they set the run's metadata and the controller bar), the last :data:`~tui.state.MAX_EVENTS`
   events and alerts (the event log holds no more), and the last :data:`TAIL_RECORDS` records of
@@ -85,7 +86,8 @@ TAIL_RECORDS = 250
 SEED_POINTS = 2000
 """Points per chart series seeded by a rebuild (min/max-decimated; a chart is < 500 columns)."""
 LAYER_SAMPLES = 500
-"""Metrics records sampled for the per-layer histories seeded by a rebuild."""
+"""Points per per-layer history seeded by a rebuild (min/max-decimated; in a store without
+per-layer columns, the metrics records sampled)."""
 REPLAY_STATE = "replay"
 REPLAY_HELD = "replay held"
 """The replay's link states: playing, or held (paused by ``space``)."""
@@ -335,11 +337,15 @@ class ReplaySource:
         return history + tail
 
     def _layer_seed(self, before_seq: int) -> dict[str, tuple[list[int], list[float]]]:
-        """``"<metric>/<layer>"`` → (steps, values) at up to :data:`LAYER_SAMPLES` metrics
-        records evenly spaced before ``before_seq``."""
+        """``"<metric>/<layer>"`` → (steps, values) before ``before_seq``: min/max-decimated to
+        :data:`LAYER_SAMPLES` points from the per-layer columns, else (an older store) at up to
+        :data:`LAYER_SAMPLES` metrics records evenly spaced."""
         import numpy as np
 
         assert self.rank is not None
+        if self.reader.has_layer_columns:
+            series = self.reader.layer_series(LAYER_SAMPLES, self.rank, before_seq)
+            return {key: (x.tolist(), y.tolist()) for key, (x, y) in series.items()}
         blocks = list(self.reader.metric_seqs(self.rank, before_seq))
         seqs = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
         if len(seqs) > LAYER_SAMPLES:
@@ -421,7 +427,8 @@ class Seed:
     series: dict[str, tuple[Any, Any]]
     """Scalar name → (steps, values), min/max-decimated."""
     layer_series: dict[str, tuple[list[int], list[float]]]
-    """``"<metric>/<layer>"`` → (steps, values), sampled."""
+    """``"<metric>/<layer>"`` → (steps, values), min/max-decimated (sampled from an older
+    store)."""
 
     def load(self, state: RunState) -> None:
         """Append the histories to a freshly reset state (its series objects decimate on)."""

@@ -137,6 +137,8 @@ class RunState:
         self.layer_series = SeriesStore(self._layer_capacity)
         """Keyed ``"<metric>/<layer>"``."""
         self.status: dict[str, Any] = {}
+        self.density: tuple[int, dict[str, Any]] | None = None
+        """(step, data) of the latest ``hessian_density`` event (the density view draws it)."""
         self.state = "waiting"
         self._paused_at: int | None = None
         """The step the run paused at (from its ack or heartbeat): a metrics record of a later
@@ -372,6 +374,8 @@ class RunState:
         if record.kind == "event":
             name = str(data.get("event", "event"))
             self.ranks.event(record.rank, name, data)
+            if name == "hessian_density" and record.rank == 0:
+                self.density = (record.step, dict(data))
             if name in _FINAL_EVENTS and record.rank == 0:
                 self.state = {"start": "running"}.get(name, name)
                 self._paused_at = None

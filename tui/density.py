@@ -1,0 +1,115 @@
+"""The Hessian density view: the latest ``hessian_density`` event (``probes.density``) drawn as a
+log-scale histogram of the eigenvalues, the top-k outliers and zero marked under it.
+
+Log scale because the spectrum is a tall bulk near zero and a few outliers whose density is
+orders of magnitude lower: on a linear axis the outliers would not show at all. What the run
+sent is drawn as is (the grid, its ends and the top-k all come from the event), so the view
+knows no model and no constant of the probe.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from tui.format import fmt_value
+from tui.state import RunState
+
+BLOCKS = " ▁▂▃▄▅▆▇█"
+DECADES = 8.0
+"""Decades of density shown under the peak (the floor of the log axis)."""
+
+
+def _column(value: float, low: float, high: float, width: int) -> int:
+    """The column of ``value`` on a ``width``-column axis from ``low`` to ``high``."""
+    if high <= low:
+        return 0
+    return min(width - 1, max(0, int((value - low) / (high - low) * width)))
+
+
+def density_lines(event: Mapping[str, Any], height: int = 10) -> list[str]:
+    """The histogram (``height`` rows, one column per density point), a marker row (``▲`` at
+    each top-k eigenvalue, ``0`` at zero) and an axis row with the grid's ends."""
+    values = [float(v) for v in event.get("log10_density") or []]
+    low, high = float(event.get("low", math.nan)), float(event.get("high", math.nan))
+    if not values or not (math.isfinite(low) and math.isfinite(high)):
+        return ["no density in this event"]
+    width = len(values)
+    peak = max(values)
+    floor = peak - DECADES
+    eighths = [round(max(0.0, v - floor) / DECADES * height * 8) for v in values]
+    rows = []
+    for row in range(height, 0, -1):
+        cells = [BLOCKS[min(8, max(0, e - (row - 1) * 8))] for e in eighths]
+        rows.append("".join(cells))
+    marks = [" "] * width
+    if low <= 0 <= high:
+        marks[_column(0.0, low, high, width)] = "0"
+    for value in event.get("top") or []:
+        marks[_column(float(value), low, high, width)] = "▲"
+    left, right = fmt_value(low), fmt_value(high)
+    axis = left + " " * max(1, width - len(left) - len(right)) + right
+    return [*rows, "".join(marks), axis]
+
+
+def density_caption(event: Mapping[str, Any], step: int) -> str:
+    top = ", ".join(fmt_value(float(v)) for v in event.get("top") or [])
+    return (
+        f"Hessian eigenvalue density at step {step} · log10 density, {DECADES:g} decades · "
+        f"▲ top eigenvalues: {top or '—'}"
+    )
+
+
+class DensityScreen(ModalScreen[None]):
+    """The latest density of the run; ``escape`` or ``h`` closes it."""
+
+    DEFAULT_CSS = """
+    DensityScreen {
+        align: center middle;
+        & > Static {
+            width: auto;
+            max-width: 100%;
+            height: auto;
+            border: round $accent;
+            border-title-color: $accent;
+            padding: 0 1;
+            background: $surface;
+        }
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,h", "dismiss", "Close")]
+
+    def __init__(self, state: RunState) -> None:
+        super().__init__()
+        self.state = state
+        self.body = Static(markup=False, id="density")
+        self._version = -1
+
+    def compose(self) -> ComposeResult:
+        yield self.body
+
+    def on_mount(self) -> None:
+        self.body.border_title = "Hessian density"
+        self.refresh_density()
+        self.set_interval(0.5, self.refresh_density)
+
+    def refresh_density(self) -> None:
+        """Redraw when the run state changed (a new density may have come)."""
+        if self.state.version == self._version:
+            return
+        self._version = self.state.version
+        latest = self.state.density
+        if latest is None:
+            self.body.update(
+                "no Hessian density yet: the run publishes one when its hessian_density "
+                "probe runs (Monitor(probes=[..., 'hessian_density']))"
+            )
+            return
+        step, event = latest
+        self.body.update("\n".join([density_caption(event, step), *density_lines(event)]))
