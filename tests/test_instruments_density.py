@@ -12,13 +12,7 @@ from torch import nn
 from probes import InProcessTransport, Monitor
 from probes.density import HessianDensityProbe, hessian_spectrum, slq
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: 1 thread is fastest
 
 
 def problem(seed: int = 0):

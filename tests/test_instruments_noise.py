@@ -15,13 +15,7 @@ from probes.noise import NoiseScaleProbe, gradient_noise_scale
 N, DIM, CLASSES = 64, 5, 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster, and fair to the other jobs on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: 1 thread is fastest
 
 
 def problem(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:

@@ -11,13 +11,7 @@ from torch import nn
 
 from probes.tails import HeavyTailProbe, layer_alphas, power_law_fit
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: 1 thread is fastest
 
 
 def brute_force_fit(values: list[float], min_tail: int) -> tuple[float, float, float]:
