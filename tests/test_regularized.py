@@ -26,7 +26,9 @@ from diag.methods import (
     LogitTrajectory,
     ProgressiveTargets,
     compand_weights,
+    consistency_loss,
     forgetting,
+    lfu_objective,
     lwf_mc_targets,
     pskd_alpha,
     sharpness_penalty_grad_,
@@ -341,3 +343,55 @@ def test_ignite_lowers_the_surrogate_gradient_norm_against_the_base_over_three_s
         base = _run("ignite", seed=seed, variant="base")[1].headline
         assert ignite["surrogate_grad_norm"] < 0.97 * base["surrogate_grad_norm"]
         assert ignite["lam"] > 0.05
+
+
+# -- LfU -------------------------------------------------------------------------------------
+
+
+def _tiny_lm_and_batches(seed: int = 0):
+    from demos.lfu import PLUS, TinyLM, arithmetic
+
+    torch.manual_seed(seed)
+    model = TinyLM(width=16, layers=2)
+    tokens, labels = arithmetic(PLUS)
+    return model, (tokens[:20], labels[:20]), (tokens[50:70], labels[50:70])
+
+
+def test_lfu_undesirable_step_raises_the_loss_and_leaves_parameters_bit_identical():
+    model, (x, y), (xb, yb) = _tiny_lm_and_batches()
+    before = [p.detach().clone() for p in model.parameters()]
+    loss, parts = lfu_objective(model, x, y, xb, yb, alpha=0.05, weight=5.0)
+    loss.backward()
+    assert float(parts["ascent_raise"]) > 0 and float(parts["consistency"]) > 0
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+def test_lfu_with_alpha_zero_is_plain_fine_tuning_exactly():
+    from diag.methods.lfu.undesirable import masked_token_loss
+
+    model, (x, y), (xb, yb) = _tiny_lm_and_batches()
+    loss, parts = lfu_objective(model, x, y, xb, yb, alpha=0.0, weight=5.0)
+    assert float(parts["consistency"]) == 0.0
+    loss.backward()
+    lfu_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    masked_token_loss(model(x), y).backward()
+    assert all(torch.equal(g, p.grad) for g, p in zip(lfu_grads, model.parameters(), strict=True))
+
+
+def test_lfu_consistency_counts_only_response_positions():
+    hidden = [torch.randn(2, 5, 4, generator=_gen(i)) for i in range(3)]
+    aux = [h + 0.1 for h in hidden]
+    mask = torch.zeros(2, 5, dtype=torch.bool)
+    mask[:, 3:] = True
+    reference = consistency_loss(aux, hidden, mask)
+    for a in aux:
+        a[:, :3] += 100.0  # prompt positions: must not count
+    assert torch.allclose(consistency_loss(aux, hidden, mask), reference)
+    assert float(reference) == pytest.approx(0.01, rel=1e-5)
+
+
+def test_lfu_run_streams_a_positive_ascent_raise_and_task_a_accuracy():
+    scalars, result = _streamed("lfu", steps=4, pretrain_steps=10, width=16, eval_every=2)
+    assert all(s["ascent_raise"] > 0 for s in scalars)
+    assert 0 <= result.headline["task_a_acc"] <= 1
