@@ -48,6 +48,6 @@ SPEC = MethodSpec(
         ),
         GEN_GAP,
     ),
-    expected_cpu_s=8,
+    expected_cpu_s=10,
     headline={"test_acc": "compander ≥ plain − 0.01, mean of 3 seeds", "max_abs_weight": "< aπ/2"},
 )

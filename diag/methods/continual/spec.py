@@ -59,6 +59,6 @@ SPEC = MethodSpec(
             amber=0.25,
         ),
     ),
-    expected_cpu_s=15,
+    expected_cpu_s=6,
     headline={"final_acc": "predkd ≥ finetune + 0.4; finetune in [0.15, 0.25] (3 seeds)"},
 )

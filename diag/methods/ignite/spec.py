@@ -78,7 +78,7 @@ SPEC = MethodSpec(
             strict=True,
         ),
     ),
-    expected_cpu_s=40,
+    expected_cpu_s=9,
     headline={"surrogate_grad_norm": "IGNITE < base (tail mean, 3 seeds)"},
     status="reproduces",
 )

@@ -56,7 +56,7 @@ SPEC = MethodSpec(
             amber=0.1,
         ),
     ),
-    expected_cpu_s=20,
+    expected_cpu_s=17,
     headline={
         "ascent_raise": "> 0, parameters bit-identical after the step, α = 0 gives the SFT "
         "gradient exactly (forgetting: measured, not yet reduced at this size)"
