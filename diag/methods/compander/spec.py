@@ -33,7 +33,8 @@ SPEC = MethodSpec(
         phenomenon="Training every weight through w = a·atan(v/b) bounds it by aπ/2 and gives "
         "small weights relatively larger updates than large ones.",
         claim="The paper reports +0.2 to +1.6 points on CIFAR/ImageNet ResNets (a, b tuned per "
-        "network); on digits the effect is within seed noise (measured, see the README).",
+        "network); on digits measured +0.5 points with clean labels and −7.8 with 30 % label "
+        "noise (see the README).",
         watch="bound_use = max|w|/(aπ/2) stays below 1; compare test_acc with "
         "--set compander=false.",
     ),
