@@ -1,7 +1,9 @@
 """The skeleton every digits-classification trainer of the regularized-training family shares.
 
 Data, model, optimizer, LR schedule, epoch-ordered minibatches that carry their sample indices
-(PS-KD and SAF keep per-sample memories), evaluation (accuracy, ECE, NLL) and the headline are
+(PS-KD and SAF keep per-sample memories), evaluation (accuracy on the clean train labels and on
+the test set, ECE, NLL, and the gauges ``gen_gap`` = train − test accuracy and ``noise_fit`` =
+share of the flipped labels the model predicts as given) and the headline are
 written once here; a method overrides only what is particular to it:
 
 * :meth:`Classifier.objective` — the loss of a batch (default: cross-entropy) and the scalars
@@ -165,13 +167,25 @@ class Classifier(Trainer):
         test_logits = self.model(self.x_test)
         train_logits = self.model(self.x_train)
         self.model.train()
+        train_acc = accuracy(train_logits, self.clean_train)
+        test_acc = accuracy(test_logits, self.y_test)
         return {
-            "train_acc": accuracy(train_logits, self.clean_train),
-            "test_acc": accuracy(test_logits, self.y_test),
+            "train_acc": train_acc,
+            "test_acc": test_acc,
+            "gen_gap": train_acc - test_acc,
+            "noise_fit": self.noise_fit(train_logits),
             "test_ece": expected_calibration_error(test_logits.softmax(dim=1), self.y_test),
             "test_nll": float(F.cross_entropy(test_logits, self.y_test)),
         }
 
+    def noise_fit(self, train_logits: torch.Tensor) -> float:
+        """Share of the flipped training samples predicted as their (wrong) given label; NaN
+        without label noise."""
+        flipped = self.y_train != self.clean_train
+        if not bool(flipped.any()):
+            return math.nan
+        return accuracy(train_logits[flipped], self.y_train[flipped])
+
     def headline(self, last: dict[str, float]) -> dict[str, float]:
-        keys = ("test_acc", "test_ece", "test_nll", "train_acc", "loss")
+        keys = ("test_acc", "test_ece", "test_nll", "train_acc", "noise_fit", "loss")
         return {k: last[k] for k in keys if k in last}

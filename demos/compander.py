@@ -6,7 +6,8 @@ compand_weights`, paper's CIFAR-10 ResNet18 pair a = 1.0, b = 0.6); the weight d
 Ψ(v) through the loss (:func:`~diag.methods.compander.compander.compander_decay`), the biases keep
 the optimizer's decay. Streams ``ce_loss`` and ``decay_term`` (the loss is their sum).
 ``compander=false`` is the plain baseline. Streams ``max_abs_weight``
-(largest |Ψ(v)|, bounded by aπ/2) at evaluations.
+(largest |Ψ(v)|) and ``bound_use`` (it over the bound aπ/2; the plain run has no bound, the
+ratio is then to the same aπ/2 for comparison) at evaluations.
 Run: ``diag run compander`` vs ``diag run compander --set compander=false``.
 """
 
@@ -49,10 +50,11 @@ class Compander(Classifier):
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
         weights = [m.weight for m in self.model.modules() if isinstance(m, torch.nn.Linear)]
+        largest = float(max(w.abs().max() for w in weights))
         return {
             **super().evaluate(step),
-            "max_abs_weight": float(max(w.abs().max() for w in weights)),
-            "weight_bound": self.config.a * math.pi / 2,
+            "max_abs_weight": largest,
+            "bound_use": largest / (self.config.a * math.pi / 2),
         }
 
     def headline(self, last: dict[str, float]) -> dict[str, float]:

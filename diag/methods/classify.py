@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diag.config import RunConfig, param
+from diag.spec import Gauge
 
 
 @dataclass
@@ -29,3 +30,19 @@ class ClassifyConfig(RunConfig):
         0.0, ge=0, lt=1, help="share of training labels flipped to another class at random"
     )
     test_fraction: float = param(0.25, gt=0, lt=1, help="share of digits held out")
+
+
+GEN_GAP = Gauge(
+    "gen_gap",
+    0.05,
+    "train − test accuracy ≥ 0.05: what the model learns stops carrying over to held-out data",
+    label="train−test acc",
+    amber=0.03,
+)
+NOISE_FIT = Gauge(
+    "noise_fit",
+    0.5,
+    "over half of the flipped training labels are predicted as given: the noise is memorised",
+    label="noisy labels fitted",
+    amber=0.25,
+)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from diag.config import param
-from diag.methods.classify import ClassifyConfig
+from diag.methods.classify import GEN_GAP, NOISE_FIT, ClassifyConfig
 from diag.spec import Card, MethodSpec, Paper
 
 
@@ -38,6 +38,7 @@ SPEC = MethodSpec(
         watch="alpha_t climbs linearly; compare test_acc and test_ece against "
         "--set variant=ce, which fits the flipped labels late in training.",
     ),
-    expected_cpu_s=6,
+    gauges=(NOISE_FIT, GEN_GAP),
+    expected_cpu_s=8,
     headline={"test_acc": "PS-KD > CE, mean of 3 seeds, 30 % label noise"},
 )

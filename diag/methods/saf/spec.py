@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from diag.config import param
-from diag.methods.classify import ClassifyConfig
+from diag.methods.classify import GEN_GAP, ClassifyConfig
 from diag.spec import Card, MethodSpec, Paper
 
 LAMBDA = {"saf": 0.3, "mesa": 0.8, "ce": 0.0}
@@ -53,6 +53,7 @@ SPEC = MethodSpec(
         watch="trajectory_loss is 0 until start_epoch, then jumps and decays; test_acc ends "
         "≥ CE's (--set variant=ce); variant=mesa uses the EMA reference.",
     ),
+    gauges=(GEN_GAP,),
     expected_cpu_s=8,
     headline={"test_acc": "SAF and MESA ≥ CE − 0.005, mean of 3 seeds"},
 )

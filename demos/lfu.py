@@ -1,0 +1,140 @@
+"""LfU on a tiny language-model proxy (Nam, Kim, Jeong, AAAI 2026).
+
+Tokens 0–9, ``+``, ``*``, ``=``; a sequence ``a op b = c₁ c₂`` (c two digits). A causal
+transformer (width 64, 2 blocks, 4 heads, pre-LayerNorm) is first trained on task A, all 100
+sums ``a+b`` (``pretrain_steps`` full-batch Adam steps, inside the build), then fine-tuned on
+task B, ``sft_examples`` = 64 of the 100 products ``a*b`` (batch 16, Adam 1e-3). The loss is on
+the two answer tokens only. ``variant=lfu`` adds LfU's consistency term
+(:func:`diag.methods.lfu.undesirable.lfu_objective`, α = 0.1, λ = 5, the second batch drawn from
+the same fine-tuning set as in the authors' scripts); ``sft`` is plain fine-tuning.
+
+Streams ``sft_loss``, ``consistency`` and ``ascent_raise`` each step, and at evaluations
+``task_a_acc`` (greedy exact match on all 100 sums: what fine-tuning may forget), ``task_a_drop``
+(its fall since the end of pre-training), ``task_b_train_acc`` and ``task_b_test_acc`` (the 36
+products not trained on). Run: ``diag run lfu`` vs ``diag run lfu --set variant=sft``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from demos.loop import StepOutput, Trainer
+from diag.methods.lfu.spec import SPEC, LfuConfig
+from diag.methods.lfu.undesirable import lfu_objective, masked_token_loss
+
+PLUS, TIMES, EQUALS = 10, 11, 12
+VOCAB, LENGTH = 13, 5
+
+
+def arithmetic(op: int) -> tuple[Tensor, Tensor]:
+    """All 100 pairs: inputs ``a op b = c₁`` and labels (−100 except the two answer tokens)."""
+    a, b = torch.arange(10).repeat_interleave(10), torch.arange(10).repeat(10)
+    c = a + b if op == PLUS else a * b
+    tokens = torch.stack([a, torch.full_like(a, op), b, torch.full_like(a, EQUALS), c // 10], 1)
+    labels = torch.full_like(tokens, -100)
+    labels[:, 3], labels[:, 4] = c // 10, c % 10
+    return tokens, labels
+
+
+class TinyLM(nn.Module):
+    """A pre-LN causal transformer; ``hidden=True`` also returns the residual stream after the
+    embedding and after each block."""
+
+    def __init__(self, width: int, layers: int, heads: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, width)
+        self.position = nn.Parameter(torch.randn(LENGTH, width) * 0.02)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(width, heads, 4 * width, 0.0, batch_first=True,
+                                       norm_first=True)
+            for _ in range(layers)
+        )  # fmt: skip
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, VOCAB)
+        self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(LENGTH))
+
+    def forward(self, x: Tensor, hidden: bool = False):
+        h = self.embed(x) + self.position[: x.shape[1]]
+        states = [h]
+        mask = self.causal[: x.shape[1], : x.shape[1]]
+        for block in self.blocks:
+            h = block(h, src_mask=mask, is_causal=True)
+            states.append(h)
+        logits = self.head(self.norm(h))
+        return (logits, states) if hidden else logits
+
+
+@torch.no_grad()
+def exact_match(model: nn.Module, tokens: Tensor, labels: Tensor) -> float:
+    """Greedy decoding of both answer digits (the second from the predicted first)."""
+    first = model(tokens[:, :4])[:, 3].argmax(dim=1)
+    second = model(torch.cat([tokens[:, :4], first[:, None]], 1))[:, 4].argmax(dim=1)
+    return float(((first == labels[:, 3]) & (second == labels[:, 4])).float().mean())
+
+
+class Lfu(Trainer):
+    spec = SPEC
+    config: LfuConfig
+
+    def build(self) -> None:
+        cfg = self.config
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.a_tokens, self.a_labels = (t.to(self.device) for t in arithmetic(PLUS))
+        b_tokens, b_labels = (t.to(self.device) for t in arithmetic(TIMES))
+        order = torch.randperm(100, generator=gen).to(self.device)
+        train, test = order[: cfg.sft_examples], order[cfg.sft_examples :]
+        self.b_train = b_tokens[train], b_labels[train]
+        self.b_test = b_tokens[test], b_labels[test]
+        self.model = TinyLM(cfg.width, cfg.layers).to(self.device)
+        self.pretrain(cfg.pretrain_steps)
+        self.a_start = exact_match(self.model, self.a_tokens, self.a_labels)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.batches = torch.Generator().manual_seed(cfg.seed + 1)
+
+    def pretrain(self, steps: int) -> None:
+        """Task A to (near) perfect accuracy, full batch; not streamed (it is the 'base model')."""
+        adam = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+        for _ in range(steps):
+            adam.zero_grad(set_to_none=True)
+            masked_token_loss(self.model(self.a_tokens), self.a_labels).backward()
+            adam.step()
+
+    def draw(self) -> tuple[Tensor, Tensor]:
+        tokens, labels = self.b_train
+        size = min(self.config.batch_size, len(tokens))
+        pick = torch.randperm(len(tokens), generator=self.batches)[:size].to(self.device)
+        return tokens[pick], labels[pick]
+
+    def forward_backward(self, step: int) -> StepOutput:
+        cfg = self.config
+        x, labels = self.draw()
+        if cfg.variant == "sft":
+            loss = masked_token_loss(self.model(x), labels)
+            scalars = {"sft_loss": loss.detach()}
+        else:
+            x_b, labels_b = self.draw()
+            loss, parts = lfu_objective(self.model, x, labels, x_b, labels_b, cfg.alpha, cfg.weight)
+            scalars = {"sft_loss": parts["sft"], **{k: v for k, v in parts.items() if k != "sft"}}
+        loss.backward()
+        return StepOutput(loss=loss, scalars=scalars)
+
+    @torch.no_grad()
+    def evaluate(self, step: int) -> dict[str, float]:
+        a = exact_match(self.model, self.a_tokens, self.a_labels)
+        return {
+            "task_a_acc": a,
+            "task_a_drop": self.a_start - a,
+            "task_b_train_acc": exact_match(self.model, *self.b_train),
+            "task_b_test_acc": exact_match(self.model, *self.b_test),
+        }
+
+    def headline(self, last: dict[str, float]) -> dict[str, float]:
+        keys = ("task_a_acc", "task_b_train_acc", "task_b_test_acc", "loss")
+        return {"task_a_before": self.a_start, **{k: last[k] for k in keys if k in last}}
+
+
+if __name__ == "__main__":
+    from diag.cli import run_module_main
+
+    run_module_main(SPEC.name)

@@ -1,0 +1,1 @@
+"""Rehearsal-free class-incremental learning: prediction distillation (see :mod:`.distill`)."""

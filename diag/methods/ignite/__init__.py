@@ -1,0 +1,1 @@
+"""IGNITE: a surrogate gradient-norm penalty for offline optimization (:mod:`.sharpness`)."""

@@ -1,0 +1,1 @@
+"""Learning from the Undesirable (LfU): see :mod:`.undesirable`."""
