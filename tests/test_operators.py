@@ -20,6 +20,8 @@ from demos.loop import prepare, run
 from diag.config import build_config
 from diag.methods.hippo import hippo
 from diag.methods.hippo.layer import HippoSSM
+from diag.methods.lsm import darcy
+from diag.methods.lsm.model import LSM2d, NeuralSpectralBlock
 from diag.methods.nde.dopri5 import dopri5
 
 torch.set_num_threads(1)
@@ -213,3 +215,78 @@ def test_nde_error_regulariser_cuts_eval_nfe_to_0_8x_with_a_usable_fit():
         regularised = _run("nde", seed=seed, reg_weight=0.3)
         assert regularised["eval_nfe"] <= 0.8 * plain["eval_nfe"]
         assert plain["test_mse"] < 0.01 and regularised["test_mse"] < 0.2
+
+
+# ---------------------------------------------------------------------------------------
+# Latent Spectral Model and its Darcy data
+# ---------------------------------------------------------------------------------------
+
+
+def _scipy_darcy(a: np.ndarray) -> np.ndarray:
+    """The same finite-volume scheme, assembled entry by entry and solved by SciPy's sparse LU."""
+    from scipy.sparse import lil_matrix
+    from scipy.sparse.linalg import spsolve
+
+    s = a.shape[0]
+    m, h2 = s - 2, (1.0 / (s - 1)) ** 2
+    matrix = lil_matrix((m * m, m * m))
+    for i in range(1, s - 1):
+        for j in range(1, s - 1):
+            row = (i - 1) * m + (j - 1)
+            for ni, nj in ((i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)):
+                face = (a[i, j] + a[ni, nj]) / 2 / h2
+                matrix[row, row] += face
+                if 0 < ni < s - 1 and 0 < nj < s - 1:
+                    matrix[row, (ni - 1) * m + (nj - 1)] -= face
+    u = np.zeros_like(a)
+    u[1:-1, 1:-1] = spsolve(matrix.tocsr(), np.ones(m * m)).reshape(m, m)
+    return u
+
+
+def test_darcy_solver_matches_scipys_sparse_solve_on_random_permeability():
+    a = darcy.permeability(2, 12, torch.Generator().manual_seed(3))
+    assert set(torch.unique(a).tolist()) == {3.0, 12.0}
+    ours = darcy.solve_darcy(a)
+    for k in range(2):
+        np.testing.assert_allclose(ours[k].numpy(), _scipy_darcy(a[k].numpy()), rtol=1e-8)
+
+
+def test_darcy_solver_converges_at_second_order_to_an_exact_solution():
+    """a = 1 + x, u = sin(πx) sin(πy): f = −∂x(a ∂x u) − a ∂yy u, computed by hand."""
+    errors = []
+    for size in (9, 17, 33):
+        x = torch.linspace(0, 1, size, dtype=torch.float64)
+        y, x = torch.meshgrid(x, x, indexing="ij")
+        a = 1 + x
+        u = torch.sin(math.pi * x) * torch.sin(math.pi * y)
+        f = 2 * math.pi**2 * a * u - math.pi * torch.cos(math.pi * x) * torch.sin(math.pi * y)
+        errors.append(float((darcy.solve_darcy(a[None], f[None])[0] - u).abs().max()))
+    assert errors[2] < 1e-3
+    assert 3.5 < errors[0] / errors[1] < 4.5 and 3.5 < errors[1] / errors[2] < 4.5
+
+
+def test_lsm_has_the_write_ups_1_21m_parameters_and_keeps_the_fields_shape():
+    model = LSM2d(width=16, num_basis=12, num_token=4, patch=2)
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == 1.21
+    assert model(torch.randn(2, 32, 32, 1)).shape == (2, 32, 32, 1)
+
+
+def test_neural_spectral_block_patches_round_trip_and_each_patch_is_independent():
+    block = NeuralSpectralBlock(8, 4, 2, 3)
+    x = torch.randn(2, 8, 4, 6)
+    torch.testing.assert_close(block._unpatchify(block._patchify(x), x.shape), x)
+    changed = x.clone()
+    changed[:, :, 0:2, 0:2] += 1.0  # only the first 2×2 patch
+    diff = (block(changed) - block(x)).abs().sum(dim=(0, 1))
+    assert float(diff[0:2, 0:2].sum()) > 0
+    diff[0:2, 0:2] = 0.0
+    assert float(diff.max()) == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(7200)
+def test_lsm_darcy_test_rel_l2_under_0_08_after_10_epochs_and_0_6x_the_mean_field():
+    for seed in (0, 1):
+        result = _run("lsm", seed=seed)
+        assert result["test_rel_l2"] < 0.08
+        assert result["test_rel_l2"] < 0.6 * result["mean_field_rel_l2"]

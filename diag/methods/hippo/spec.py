@@ -58,7 +58,7 @@ SPEC = MethodSpec(
             direction="below",
         ),
     ),
-    expected_cpu_s=40,
+    expected_cpu_s=22,
     headline={
         "recon_rel_mse": "LegT < 1e-3, LegS < 1e-2, FouT < 1e-2 (median of 5 signals)",
         "test_recall_rel_mse": "legt < 0.01 × diag after 300 steps",
