@@ -20,6 +20,7 @@ from demos.loop import prepare, run
 from diag.config import build_config
 from diag.methods.hippo import hippo
 from diag.methods.hippo.layer import HippoSSM
+from diag.methods.jaws import burgers, jaws
 from diag.methods.lsm import darcy
 from diag.methods.lsm.model import LSM2d, NeuralSpectralBlock
 from diag.methods.nde.dopri5 import dopri5
@@ -290,3 +291,67 @@ def test_lsm_darcy_test_rel_l2_under_0_08_after_10_epochs_and_0_6x_the_mean_fiel
         result = _run("lsm", seed=seed)
         assert result["test_rel_l2"] < 0.08
         assert result["test_rel_l2"] < 0.6 * result["mean_field_rel_l2"]
+
+
+# ---------------------------------------------------------------------------------------
+# JAWS: Burgers data and the Jacobian penalty
+# ---------------------------------------------------------------------------------------
+
+
+def _cole_hopf(x: torch.Tensor, t: float, nu: float) -> torch.Tensor:
+    """Exact Burgers solution u = −2ν φ_x/φ for the heat solution
+    φ = 1.5 + e^(−νt) cos x + 0.3 e^(−4νt) cos 2x."""
+    phi = 1.5 + math.exp(-nu * t) * torch.cos(x) + 0.3 * math.exp(-4 * nu * t) * torch.cos(2 * x)
+    phi_x = -math.exp(-nu * t) * torch.sin(x) - 0.6 * math.exp(-4 * nu * t) * torch.sin(2 * x)
+    return -2 * nu * phi_x / phi
+
+
+def test_burgers_pseudo_spectral_solver_matches_the_cole_hopf_solution():
+    nu, n = 0.2, 64
+    x = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
+    trajectory = burgers.solve_burgers(_cole_hopf(x, 0.0, nu)[None], nu, 0.1, 10, substeps=20)
+    for step in (5, 10):
+        exact = _cole_hopf(x, 0.1 * step, nu)
+        assert float((trajectory[0, step] - exact).abs().max()) < 1e-9
+
+
+def test_burgers_initial_conditions_steepen_into_shocks_that_viscosity_keeps_finite():
+    u0 = burgers.random_initial_conditions(4, 128, torch.Generator().manual_seed(0))
+    assert torch.allclose(u0.abs().amax(dim=1), torch.ones(4, dtype=torch.float64))
+    trajectory = burgers.solve_burgers(u0, 0.01, 0.05, 40)
+    slope = lambda u: (u.roll(-1, dims=-1) - u).abs().amax(dim=-1)  # noqa: E731
+    assert bool((slope(trajectory[:, 40]) > 3 * slope(trajectory[:, 0])).all())
+    assert bool(torch.isfinite(trajectory).all()) and float(trajectory.abs().max()) < 1.5
+
+
+class _Doubling:
+    """A stand-in operator whose one-step map is u ↦ 2u: J v = 2v exactly."""
+
+    @staticmethod
+    def step(u: torch.Tensor) -> torch.Tensor:
+        return 2 * u
+
+
+def test_jacobian_penalty_global_and_adaptive_weights_on_a_known_jacobian():
+    u = torch.randn(3, 16)
+    log_var = torch.linspace(-6, 0, 16).expand(3, 16)
+    probe = torch.randn(3, 16, generator=torch.Generator().manual_seed(5))
+    sigma0 = 0.1
+    weight = sigma0**2 / (sigma0**2 + log_var.exp())
+    for kind, expected in (
+        ("global", (4 * probe**2).mean()),
+        ("adaptive", (weight * 4 * probe**2).mean()),
+        ("none", torch.tensor(0.0)),
+    ):
+        got = jaws.jacobian_penalty(
+            _Doubling(), u, log_var, kind, sigma0, torch.Generator().manual_seed(5)
+        )
+        torch.testing.assert_close(got, expected)
+
+
+def test_burgers_operator_rollout_and_error_by_step_shapes_and_exact_zero_error():
+    model = jaws.BurgersOperator(width=8, modes=4)
+    u0 = torch.randn(2, 32)
+    trajectory = jaws.rollout(model, u0, 5)
+    assert trajectory.shape == (2, 6, 32)
+    assert float(jaws.relative_error_by_step(trajectory, trajectory).abs().max()) == 0.0
