@@ -18,10 +18,16 @@ here follows the write-up's design (papers-B §12(c)), shrunk for a CPU:
 
 Streams ``nll``, ``jac_penalty`` and the mean predicted ``sigma`` each step.
 
-Run it: ``diag run jaws --set regularizer=none|global|adaptive``.
+Run it: ``diag run jaws --set regularizer=none|global|adaptive``; the three on one chart of
+rollout error against horizon: ``python -c "from demos.jaws import compare_regularizers;
+compare_regularizers('jaws.svg')"``.
 """
 
 from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -56,6 +62,7 @@ class Jaws(Trainer):
         self.model = BurgersOperator(cfg.width, cfg.modes).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.batches = torch.Generator().manual_seed(cfg.seed + 1)
+        self.curve: list[float] = []  # rollout error by horizon, from the last evaluation
 
     def forward_backward(self, step: int) -> StepOutput:
         cfg = self.config
@@ -88,6 +95,7 @@ class Jaws(Trainer):
         predicted = rollout(self.model, self.test[:, 0], horizon)
         truth = self.test[:, : horizon + 1]
         errors = relative_error_by_step(predicted, truth)
+        self.curve = errors.cpu().tolist()  # the last rollout's error at every horizon
         finite = torch.nan_to_num(errors, nan=float("inf"))
         metrics = {f"rollout_err_{h}": float(finite[h]) for h in HORIZONS if h <= horizon}
         metrics[f"rollout_err_{horizon}"] = float(finite[horizon])
@@ -99,6 +107,55 @@ class Jaws(Trainer):
     def headline(self, last: dict[str, float]) -> dict[str, float]:
         keep = [f"rollout_err_{h}" for h in HORIZONS] + ["tail_energy_ratio", "nll"]
         return {k: last[k] for k in keep if k in last}
+
+
+def rollout_chart(runs: dict[str, list[float]], width: int = 640, height: int = 360) -> str:
+    """An SVG of rollout relative L2 (log scale) against the horizon, one line per run —
+    the comparison the paper draws, with no plotting dependency."""
+    colours = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd")
+    values = [v for curve in runs.values() for v in curve[1:] if 0 < v < float("inf")]
+    low, high = math.log10(min(values)), math.log10(max(values))
+    span = max(high - low, 1e-9)
+    longest = max(len(curve) for curve in runs.values()) - 1
+    left, top, plot_w, plot_h = 60, 20, width - 180, height - 60
+
+    def point(step: int, value: float) -> str:
+        y = top + plot_h * (high - math.log10(min(max(value, 10**low), 10**high))) / span
+        return f"{left + plot_w * step / longest:.1f},{y:.1f}"
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" '
+        'stroke="#888"/>',
+        f'<text x="{left}" y="{height - 12}">horizon (steps of Δt = {DT}), 0 … {longest}</text>',
+        f'<text x="4" y="{top + 10}">10^{high:.1f}</text>',
+        f'<text x="4" y="{top + plot_h}">10^{low:.1f}</text>',
+    ]
+    for i, (name, curve) in enumerate(runs.items()):
+        colour = colours[i % len(colours)]
+        line = " ".join(point(t, v) for t, v in enumerate(curve) if t > 0)
+        parts.append(f'<polyline fill="none" stroke="{colour}" points="{line}"/>')
+        y = top + 16 * (i + 1)
+        parts.append(f'<text x="{left + plot_w + 10}" y="{y}" fill="{colour}">{name}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def compare_regularizers(path: str, **overrides: Any) -> dict[str, list[float]]:
+    """Train one operator per regulariser (same data, seed and ``overrides``), write the
+    rollout-error-vs-horizon chart of the three to ``path``; returns the curves."""
+    from demos.loop import prepare, run
+    from diag.config import build_config
+
+    curves = {}
+    for name in ("none", "global", "adaptive"):
+        config = build_config(JawsConfig, {"device": "cpu", **overrides, "regularizer": name})
+        method = prepare(Jaws, config)
+        run(method)
+        curves[name] = method.curve
+    Path(path).write_text(rollout_chart(curves))
+    return curves
 
 
 if __name__ == "__main__":

@@ -355,3 +355,12 @@ def test_burgers_operator_rollout_and_error_by_step_shapes_and_exact_zero_error(
     trajectory = jaws.rollout(model, u0, 5)
     assert trajectory.shape == (2, 6, 32)
     assert float(jaws.relative_error_by_step(trajectory, trajectory).abs().max()) == 0.0
+
+
+def test_jaws_rollout_chart_draws_one_line_per_run_with_a_point_per_horizon():
+    from demos.jaws import rollout_chart
+
+    svg = rollout_chart({"none": [0.0, 0.1, 0.5, 2.0], "adaptive": [0.0, 0.05, 0.1, 0.2]})
+    lines = [line for line in svg.splitlines() if line.startswith("<polyline")]
+    assert len(lines) == 2 and all(line.count(",") == 3 for line in lines)
+    assert ">none<" in svg and ">adaptive<" in svg
