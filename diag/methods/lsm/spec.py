@@ -57,6 +57,6 @@ SPEC = MethodSpec(
             direction="below",
         ),
     ),
-    expected_cpu_s=300,
+    expected_cpu_s=90,
     headline={"test_rel_l2": "< 0.08 after 10 epochs (< 0.6 × mean field)"},
 )
