@@ -55,7 +55,7 @@ SPEC = MethodSpec(
             direction="below",
         ),
     ),
-    expected_cpu_s=60,
+    expected_cpu_s=20,
     headline={"eval_nfe": "λ_E = 0.3: ≤ 0.8 × λ = 0", "test_mse": "< 0.2 (identity ≈ 1.63)"},
     # Not "reproduces": the paper's saving comes at similar accuracy; here the 0.8× NFE costs a
     # 50× larger test MSE (0.08–0.10 vs 1.4e-3–1.9e-3), and λ = 0.03 keeps the fit but saves
