@@ -1,0 +1,1 @@
+"""How to Train Your HiPPO: matrices, bases, online reconstruction (see :mod:`.hippo`)."""

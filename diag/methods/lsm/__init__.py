@@ -1,0 +1,1 @@
+"""Latent Spectral Models: the network (:mod:`.model`), a Darcy generator (:mod:`.darcy`)."""

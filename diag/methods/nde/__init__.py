@@ -1,0 +1,1 @@
+"""Opening the Blackbox: Dormand–Prince whose error estimates regularise (:mod:`.dopri5`)."""
