@@ -402,3 +402,19 @@ async def test_a_launched_run_that_fails_is_reported_with_its_log() -> None:
             assert "no trainer named 'no_such_trainer'" in note.message
     finally:
         launched.stop()
+
+
+def test_layers_view_colours_the_mup_ratio_by_its_distance_from_the_target():
+    """Issue 20: each layer against its μP target (σ_max/sqrt(fan_out/fan_in) = 1)."""
+    from tui.widgets.layers import _styled, mup_style
+
+    assert [mup_style(t) for t in ("1", "0.5", "2", "0.26", "3.9")] == [
+        "green",
+        "green",
+        "green",
+        "yellow",
+        "yellow",
+    ]
+    assert [mup_style(t) for t in ("0.2", "4.1", "nan", "inf", "0")] == ["bold red"] * 5
+    assert _styled("mup_ratio", "8.1").style == "bold red"
+    assert _styled("sigma_max", "8.1").style == ""  # only the μP column has a target

@@ -284,7 +284,26 @@ def _styled(key: str, text: str) -> Text | str:
         return text
     if key == HISTORY:
         return Text(text, style="bright_cyan")
-    return Text(text, justify="right", style="dim" if text == _MISSING else "")
+    if text == _MISSING:
+        return Text(text, justify="right", style="dim")
+    return Text(text, justify="right", style=mup_style(text) if key == "mup_ratio" else "")
+
+
+MUP_BANDS = ((2.0, "green"), (4.0, "yellow"))
+"""The μP ratio σ_max(W)/sqrt(fan_out/fan_in) against its target 1: within 2× either way green
+(the spectral condition holds up to a constant), within 4× yellow, beyond red."""
+
+
+def mup_style(text: str) -> str:
+    """The colour of a μP-ratio cell by how far (as a factor) it is from the target 1."""
+    try:
+        ratio = float(text)
+    except ValueError:
+        return ""
+    if not ratio > 0 or math.isinf(ratio):
+        return "bold red"
+    factor = max(ratio, 1 / ratio)
+    return next((style for limit, style in MUP_BANDS if factor <= limit), "bold red")
 
 
 def _at(values: list[float] | None, index: int) -> float:
