@@ -104,5 +104,5 @@ SPEC = MethodSpec(
         "dW_ratio_max": "≤ 1.3",
         "W_ratio_spread": "< 2 across widths",
     },
-    status="runs",
+    status="reproduces",
 )
