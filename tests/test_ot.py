@@ -1,0 +1,114 @@
+"""Optimal transport methods (issue 21): SNS, sparsity-constrained OT, LightSB.
+
+POT is the oracle where it solves the same problem (``pip install .[ot]``); tests needing it
+skip without it. The methods themselves never import POT.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diag.methods.sns.newton import (
+    Potentials,
+    conjugate_gradient,
+    log_plan,
+    lyapunov,
+    solve_sinkhorn,
+    solve_sns,
+    sparse_newton_step,
+)
+from diag.methods.sns.problems import grid_w2, random_assignment
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch and one BLAS thread: on a busy shared box spinning threads made these 50×
+    slower."""
+    from threadpoolctl import threadpool_limits  # comes with scikit-learn (the test extra)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(previous)
+
+
+# -- SNS -----------------------------------------------------------------------------------------
+
+
+def test_lyapunov_gradient_is_the_marginal_gap():
+    """∇f = (r − P1, c − Pᵀ1), checked by autograd on f (the Newton step relies on it)."""
+    problem = random_assignment(7, 5.0, seed=3)
+    x = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    lyapunov(problem, Potentials(x, y)).backward()
+    p = log_plan(problem, Potentials(x, y)).detach().exp()
+    assert torch.allclose(x.grad, problem.r - p.sum(1), atol=1e-12)
+    assert torch.allclose(y.grad, problem.c - p.sum(0), atol=1e-12)
+
+
+def test_conjugate_gradient_solves_an_spd_system_to_its_tolerance():
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(30, 30, generator=gen, dtype=torch.float64)
+    a = q @ q.T + 30 * torch.eye(30, dtype=torch.float64)
+    b = torch.randn(30, generator=gen, dtype=torch.float64)
+    v, its = conjugate_gradient(lambda u: a @ u, b, a.diagonal(), 1e-12, 200)
+    assert torch.allclose(v, torch.linalg.solve(a, b), atol=1e-10) and 0 < its <= 60
+
+
+def test_dense_newton_step_is_the_exact_newton_direction_of_the_dual():
+    """With density 1 nothing is dropped: the step (at α = 1) is −(∇²f)⁺∇f from a dense
+    pseudo-inverse (the Hessian is singular along (1, −1), to which ∇f is orthogonal)."""
+    problem = random_assignment(12, 4.0, seed=1)
+    z = Potentials(torch.zeros(12, dtype=torch.float64), torch.zeros(12, dtype=torch.float64))
+    log_p = log_plan(problem, z)
+    new, _, info = sparse_newton_step(problem, z, log_p, density=1.0, cg_tol=1e-13)
+    p = log_p.exp()
+    hessian = -problem.eta * torch.cat(
+        [torch.cat([p.sum(1).diag(), p], 1), torch.cat([p.T, p.sum(0).diag()], 1)]
+    )
+    gradient = torch.cat([problem.r - p.sum(1), problem.c - p.sum(0)])
+    exact = -torch.linalg.pinv(hessian) @ gradient
+    taken = torch.cat([new.x - z.x, new.y - z.y]) / info.step_size
+    null = torch.cat([torch.ones(12), -torch.ones(12)]).double() / 24**0.5
+    taken = taken - (taken @ null) * null  # f is constant along (1, −1): compare modulo it
+    assert info.dropped_mass == pytest.approx(0.0, abs=1e-12)
+    assert torch.allclose(taken, exact, atol=1e-8)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sns_reaches_1e8_in_a_twentieth_of_sinkhorns_iterations_on_random_assignment(seed):
+    """The write-up's recipe: n = 300, η = 600, C ~ U[0, 1), uniform marginals."""
+    problem = random_assignment(300, 600.0, seed)
+    sns = solve_sns(problem, 1e-8, 200, warmup=20, density=30 / 300)
+    sinkhorn = solve_sinkhorn(problem, 1e-8, 20000)
+    assert sns.iterations_to(1e-8) * 20 <= sinkhorn.iterations_to(1e-8)
+    assert sns.iterations_to(1e-8) - 20 <= 15  # Newton steps
+
+
+def test_sns_plan_matches_pots_sinkhorn_to_1e8():
+    ot = pytest.importorskip("ot")
+    problem = random_assignment(300, 600.0, seed=0)
+    sns = solve_sns(problem, 1e-12, 200, density=30 / 300)
+    a, b, cost = (t.numpy() for t in (problem.r, problem.c, problem.cost))
+    reference = ot.sinkhorn(a, b, cost, reg=1 / 600, numItermax=100000, stopThr=1e-11)
+    assert np.abs(sns.log_p.exp().numpy() - reference).max() < 1e-8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [2, 3, 4])
+@pytest.mark.parametrize("make", [random_assignment, grid_w2])
+def test_sns_speedup_and_pot_agreement_on_more_seeds_and_the_w2_problem(make, seed):
+    """Both problems, more seeds: ≥ 15× fewer iterations to 1e-8 (20× on assignment) and the
+    plan of POT's ot.sinkhorn to 1e-8."""
+    ot = pytest.importorskip("ot")
+    problem = make(300, 600.0, seed)
+    sns = solve_sns(problem, 1e-12, 300, density=30 / 300)
+    sinkhorn = solve_sinkhorn(problem, 1e-8, 50000)
+    ratio = sinkhorn.iterations_to(1e-8) / sns.iterations_to(1e-8)
+    assert ratio >= (20 if make is random_assignment else 15)
+    a, b, cost = (t.numpy() for t in (problem.r, problem.c, problem.cost))
+    reference = ot.sinkhorn(a, b, cost, reg=1 / 600, numItermax=200000, stopThr=1e-13)
+    assert np.abs(sns.log_p.exp().numpy() - reference).max() < 1e-8
