@@ -6,10 +6,14 @@ skip without it. The methods themselves never import POT.
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 import pytest
 import torch
 
+from demos.sparse_ot import point_clouds
 from diag.methods.sns.newton import (
     Potentials,
     conjugate_gradient,
@@ -20,6 +24,7 @@ from diag.methods.sns.newton import (
     sparse_newton_step,
 )
 from diag.methods.sns.problems import grid_w2, random_assignment
+from diag.methods.sparse_ot.sparse_ot import SparseOT, project_sparse_simplex, semi_dual_objective
 
 
 @pytest.fixture(autouse=True)
@@ -112,3 +117,91 @@ def test_sns_speedup_and_pot_agreement_on_more_seeds_and_the_w2_problem(make, se
     a, b, cost = (t.numpy() for t in (problem.r, problem.c, problem.cost))
     reference = ot.sinkhorn(a, b, cost, reg=1 / 600, numItermax=200000, stopThr=1e-13)
     assert np.abs(sns.log_p.exp().numpy() - reference).max() < 1e-8
+
+
+# -- sparsity-constrained OT ---------------------------------------------------------------------
+
+
+def _simplex_projection(v: np.ndarray) -> np.ndarray:
+    """Plain Euclidean projection onto the simplex (Held et al.'s sort rule), for brute force."""
+    u = np.sort(v)[::-1]
+    cumulative = np.cumsum(u) - 1
+    rho = np.nonzero(u - cumulative / np.arange(1, len(v) + 1) > 0)[0][-1]
+    return np.maximum(v - cumulative[rho] / (rho + 1), 0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_top_k_simplex_projection_is_the_nearest_k_sparse_simplex_point(k):
+    """Brute force over every support of size k: project onto that face, keep the nearest."""
+    from itertools import combinations
+
+    rng = np.random.default_rng(k)
+    v = rng.normal(size=(7, 5))
+    ours = project_sparse_simplex(torch.tensor(v), k).numpy()
+    for j in range(v.shape[1]):
+        best = None
+        for support in combinations(range(7), k):
+            candidate = np.zeros(7)
+            candidate[list(support)] = _simplex_projection(v[list(support), j])
+            distance = np.linalg.norm(candidate - v[:, j])
+            best = (distance, candidate) if best is None or distance < best[0] else best
+        assert np.allclose(ours[:, j], best[1], atol=1e-12)
+
+
+def test_semi_dual_gradient_is_the_finite_difference_of_the_objective():
+    cost = point_clouds(12, 3, torch.device("cpu"))
+    w = torch.full((12,), 1 / 12, dtype=torch.float64)
+    alpha = 0.05 * torch.randn(12, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    _, grad, plan = semi_dual_objective(alpha, w, w, cost, 1.0, 3)
+    for i in range(12):
+        e = torch.zeros(12, dtype=torch.float64)
+        e[i] = 1e-6
+        up = semi_dual_objective(alpha + e, w, w, cost, 1.0, 3)[0]
+        down = semi_dual_objective(alpha - e, w, w, cost, 1.0, 3)[0]
+        assert float((up - down) / 2e-6) == pytest.approx(float(grad[i]), abs=1e-6)
+    assert torch.allclose(plan.sum(0), w, atol=1e-15)  # columns sum to b by construction
+
+
+def _sparse_ot_errors(seed: int, formulation: str, iterations: int) -> dict[int, float]:
+    """The marginal error per k after ``iterations`` L-BFGS iterations on the 60×60 recipe,
+    asserting every intermediate plan's columns have ≤ k nonzeros."""
+    cost = point_clouds(60, seed, torch.device("cpu"))
+    w = torch.full((60,), 1 / 60, dtype=torch.float64)
+    errors = {}
+    for k in (1, 2, 4, 8):
+        solver = SparseOT(w, w, cost, 1.0, k, formulation)
+        for _ in range(iterations):
+            solver.step()
+            assert solver.max_column_nonzeros() <= k
+        errors[k] = sum(solver.marginal_errors())
+    return errors
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sparse_ot_marginal_error_after_50_iterations_falls_strictly_with_k(seed):
+    errors = _sparse_ot_errors(seed, "semi_dual", 50)
+    assert errors[1] > errors[2] > errors[4] > errors[8]
+    assert errors[8] < 1e-2
+
+
+def test_sparse_ot_dual_plans_never_exceed_k_nonzeros_per_column():
+    errors = _sparse_ot_errors(0, "dual", 30)
+    assert errors[8] < errors[1]
+
+
+@pytest.mark.filterwarnings("ignore:scipy.optimize:DeprecationWarning")  # POT's L-BFGS-B call
+def test_sparse_ot_k8_plan_matches_pots_sparsity_constrained_plan():
+    ot = pytest.importorskip("ot")
+    cost = point_clouds(60, 0, torch.device("cpu"))
+    w = torch.full((60,), 1 / 60, dtype=torch.float64)
+    solver = SparseOT(w, w, cost, 1.0, 8)
+    for _ in range(200):
+        solver.step()
+    with contextlib.redirect_stdout(io.StringIO()):  # POT 0.9.7 prints from its projection
+        reference = ot.smooth.smooth_ot_semi_dual(
+            w.numpy(), w.numpy(), cost.numpy(), 1.0, reg_type="sparsity_constrained",
+            max_nz=8, numItermax=5000, stopThr=1e-12,
+        )  # fmt: skip
+    pot_error = np.abs(reference.sum(1) - w.numpy()).sum()
+    assert sum(solver.marginal_errors()) < 1e-6
+    assert np.abs(solver.plan.numpy() - reference).max() < max(10 * pot_error, 1e-8)
