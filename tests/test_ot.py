@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from demos.sparse_ot import point_clouds
+from diag.methods.lightsb.light_sb import LightSB
 from diag.methods.sns.newton import (
     Potentials,
     conjugate_gradient,
@@ -205,3 +206,60 @@ def test_sparse_ot_k8_plan_matches_pots_sparsity_constrained_plan():
     pot_error = np.abs(reference.sum(1) - w.numpy()).sum()
     assert sum(solver.marginal_errors()) < 1e-6
     assert np.abs(solver.plan.numpy() - reference).max() < max(10 * pot_error, 1e-8)
+
+
+# -- LightSB -------------------------------------------------------------------------------------
+
+
+def _random_lightsb(dim: int, seed: int) -> LightSB:
+    torch.manual_seed(seed)
+    model = LightSB(dim, 3, epsilon=0.7).double()
+    with torch.no_grad():
+        model.log_alpha.normal_()
+        model.r.normal_()
+        model.log_s.uniform_(-0.5, 0.5)
+    return model
+
+
+def test_lightsb_normaliser_is_the_integral_of_exp_xy_over_eps_times_v():
+    """log C_θ(x) in closed form vs trapezoidal quadrature of exp(xy/ε)·v_θ(y) on a 1-D grid."""
+    model = _random_lightsb(1, 0)
+    y = torch.linspace(-40, 40, 400001, dtype=torch.float64)[:, None]
+    with torch.no_grad():
+        log_v = model.log_potential(y)
+        for x in (-1.3, 0.0, 0.8):
+            integral = torch.trapezoid((x * y[:, 0] / model.epsilon + log_v).exp(), y[:, 0])
+            closed = model.log_c(torch.tensor([[x]], dtype=torch.float64))
+            assert float(closed) == pytest.approx(float(integral.log()), abs=1e-8)
+
+
+def test_lightsb_exact_sampler_has_the_conditional_plans_moments():
+    model = _random_lightsb(2, 1)
+    x = torch.tensor([[0.3, -0.4]], dtype=torch.float64).expand(200000, 2)
+    samples = model.sample(x, torch.Generator().manual_seed(0))
+    mean, cov = model.conditional_moments(x[:1])
+    assert torch.allclose(samples.mean(0), mean[0], atol=0.02)
+    assert torch.allclose(samples.T.cov(), cov[0], atol=0.03)
+
+
+def _lightsb_run(seed: int, steps: int) -> dict[str, float]:
+    from demos.lightsb import LightSBDemo
+    from demos.loop import prepare, run
+    from diag.config import build_config
+
+    config = {"steps": steps, "seed": seed, "device": "cpu", "eval_every": steps}
+    return run(prepare(LightSBDemo, build_config(LightSBDemo.spec.config, config))).headline
+
+
+def test_lightsb_conditional_plan_is_within_1_percent_of_the_closed_form_in_1000_steps():
+    headline = _lightsb_run(0, 1000)
+    assert headline["cbw_uvp_pct"] < 1.0 and headline["slope_error"] < 0.15
+    assert headline["variance_error"] < 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lightsb_recipe_3000_steps_cbw_uvp_below_1_percent(seed):
+    headline = _lightsb_run(seed, 3000)
+    assert headline["cbw_uvp_pct"] < 1.0 and headline["slope_error"] < 0.1
+    assert headline["variance_error"] < 0.02
