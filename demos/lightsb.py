@@ -9,7 +9,9 @@ Every step: one Adam step on ``L = E log C(x0) − E log v(y1)`` with fresh batc
 Every ``eval_every`` steps, on ``test_points`` x on the diagonal segment [−2, 2]·(1, 1):
 ``cbw_uvp_pct`` = 100·mean_x W₂²(π_θ(·|x), π*(·|x)) / tr Var(p1) (the benchmark's cBW₂²-UVP,
 moments of the mixture taken exactly, not from samples) and ``slope_error`` = the largest
-|d E[y_i|x]/d x_i − c_i| (finite difference of the learned conditional mean).
+|d E[y_i|x]/d x_i − c_i| (finite difference of the learned conditional mean); the gauge
+``min_component_var`` is the smallest variance ε·S_k,d of any component (a collapsing one
+makes the potential nearly singular).
 
 Run it: ``diag run lightsb`` (3000 steps, K = 4, batch 512, Adam 1e-2: the write-up's recipe).
 """
@@ -71,7 +73,8 @@ class LightSBDemo(Trainer):
         up = self.model.conditional_moments(x + h)[0]
         down = self.model.conditional_moments(x - h)[0]
         slope_error = float(((up - down) / (2 * h) - self.slopes).abs().max())
-        return {"cbw_uvp_pct": uvp, "slope_error": slope_error}
+        min_var = float((self.model.epsilon * self.model.log_s.exp()).min())
+        return {"cbw_uvp_pct": uvp, "slope_error": slope_error, "min_component_var": min_var}
 
     @torch.no_grad()
     def headline(self, last: dict[str, float]) -> dict[str, float]:

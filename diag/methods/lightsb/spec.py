@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diag.config import RunConfig, param
-from diag.spec import Card, MethodSpec, Paper
+from diag.spec import Card, Gauge, MethodSpec, Paper
 
 
 @dataclass
@@ -41,6 +41,17 @@ SPEC = MethodSpec(
         "plan is within 1 % (cBW₂²-UVP) in under a minute on a CPU.",
         watch="loss falls and levels off; cbw_uvp_pct drops below 1 (press y for a log axis) "
         "and slope_error towards 0.",
+    ),
+    gauges=(
+        Gauge(
+            "min_component_var",
+            1e-4,
+            "a mixture component's variance ε·S has collapsed: log v(y) is nearly singular there "
+            "(fitting a Gaussian mixture by likelihood can degenerate)",
+            label="min ε·S",
+            direction="below",
+            amber=1e-3,
+        ),
     ),
     expected_cpu_s=15,
     headline={"cbw_uvp_pct": "< 1 (%) after 3000 steps", "slope_error": "< 0.05"},
