@@ -1,0 +1,1 @@
+"""Light Schrödinger Bridge (import :mod:`.light_sb`)."""

@@ -1,0 +1,1 @@
+"""Sinkhorn-Newton-Sparse and the log-domain Sinkhorn baseline (import :mod:`.newton`)."""

@@ -1,0 +1,1 @@
+"""Sparsity-constrained optimal transport (import :mod:`.sparse_ot`)."""
