@@ -70,5 +70,6 @@ def test_supervised_has_lower_mse_unsupervised_lower_objective_in_300_steps():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 6 trainings of 2000 steps: ~3 min CPU, far more under load
 def test_supervised_has_lower_mse_unsupervised_lower_objective_at_paper_size():
     _check_supervised_mse_and_unsupervised_objective(range(3), 5.0, reference_iterations=10)
