@@ -11,6 +11,13 @@ schedule — so the spec's status is "experimental". Not yet found why: candidat
 input (the rate itself rather than the code's normalised hyperparameter), the small
 perturbation range the train steps see (softplus(s) ≈ 0.4 around a rate of 0.05), or the
 gating learning to undo dropout's noise rather than its regularising effect.
+
+Finding (stnfix, fixed-dropout runs, --set hyper_steps=0, 1500 steps): on this toy a larger
+fixed dropout does NOT lower the final validation loss (seed 0: 0.05 → 3.63, 0.3 → 3.51,
+0.6 → 4.03; seed 1: 3.66, 4.19, 4.51), it only lowers the early best (1.37, 1.09, 0.72). So a
+falling tuned rate is consistent with the toy, not by itself evidence of a sign bug; the toy
+must first be one where dropout helps at the end. Also seen: the paper's code feeds the gate
+the unconstrained h (hnet_fcn = identity), not the rate used here.
 """
 
 from __future__ import annotations
