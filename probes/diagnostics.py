@@ -987,8 +987,9 @@ def hessian_trace(
 
     Why: Wu & Su show an SGD minimum is linearly stable only if ``tr(H)·η/2 ≤ 1`` (see
     :func:`sgd_stability_gauge`). Per-layer traces are the diagonal blocks ``v_lᵀ (H v)_l`` of
-    the same probes, so they sum to the global samples exactly. Small models evaluate a block
-    of probes as one vmapped double backward (bounded memory), larger ones probe by probe.
+    the same probes, so they sum to the global samples exactly. A block of probes runs as one
+    vmapped double backward (bounded memory) on CUDA and for small models on the CPU; larger
+    CPU models run probe by probe (see :data:`_VMAP_MAX_PARAMS`).
 
     ``preconditioner``: per trainable tensor, the diagonal ``D`` of an optimizer's step
     ``Δθ = −η·D·m`` (Adam: ``1/(√v̂ + ε)``, see :func:`adam_preconditioner`); the estimate is

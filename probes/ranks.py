@@ -451,8 +451,11 @@ class RankZeroTransport(ZmqTransport):
     def _learn_lateness(self, data: dict[str, Any]) -> None:
         """A rank applied a command late: every later command gets twice that many steps more
         (the fan-out to that rank took longer than the margin; never shrinks during a run)."""
-        late_by = data.get("applied_at_step", 0) - data.get("apply_at", 0)
-        if isinstance(late_by, int) and late_by > 0:
+        applied, due = data.get("applied_at_step"), data.get("apply_at")
+        if not (_plain_int(applied) and _plain_int(due)):
+            return  # a malformed event is republished as it came, never trusted
+        late_by = applied - due
+        if late_by > 0:
             wanted = min(MAX_MARGIN_STEPS, 2 * (late_by + MIN_MARGIN_STEPS))
             self.late_margin = max(self.late_margin, wanted)
 
@@ -496,6 +499,10 @@ class RankZeroTransport(ZmqTransport):
             identity, b"end", {"run": self._run, "rank": 0, "seq": self._seq.last, "ranks": ranks}
         )
         self.stats.snapshots_served += 1
+
+
+def _plain_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _ranks_since(request: Any) -> dict[int, int]:
