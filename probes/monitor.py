@@ -226,6 +226,7 @@ class Monitor:
     def observe(
         self,
         step: int,
+        /,
         *,
         model: torch.nn.Module | None = None,
         optimizer: torch.optim.Optimizer | None = None,

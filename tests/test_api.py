@@ -106,3 +106,14 @@ def test_a_run_with_a_store_reads_back_as_finished(tmp_path):
 def test_log_before_init_says_what_to_do():
     with pytest.raises(RuntimeError, match=r"ew.init"):
         ew.log({"a": 1})
+
+
+def test_a_metric_named_step_is_published_not_confused_with_the_step(transport):
+    """``observe(step, /, **metrics)``: a user's scalar called ``step`` (a schedule's position,
+    say) is a metric like any other; it used to raise "multiple values for argument 'step'"."""
+    run = ew.init(transport=transport, probes=None)
+    ew.log({"step": 0.25, "loss": 1.0})
+    run.monitor.observe(7, step=np.float32(0.5))
+    ew.finish()
+    got = [(step, scalars["step"]) for step, scalars in rows(transport) if "step" in scalars]
+    assert got == [(0, 0.25), (7, 0.5)]
