@@ -1,0 +1,109 @@
+"""On-demand probe runs (``run_probe``): a probe runs at the Monitor's next step whatever its
+cadence, its cost is charged to the budget, and the run says when it started and finished."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from probes.monitor import Monitor
+from probes.probe import Probe, ProbeOutput, StepContext
+from probes.transport import InProcessTransport
+
+
+class CountingProbe(Probe):
+    """Records the steps it ran at (a cheap probe whose cadence would not run it again)."""
+
+    name = "counting"
+    cost = "cheap"
+    requires = ("model",)
+    default_every = 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[int] = []
+
+    def compute(self, ctx: StepContext) -> ProbeOutput:
+        self.steps.append(ctx.step)
+        weight = next(ctx.model.parameters())
+        return ProbeOutput({"counted": float(len(self.steps) + weight.sum().item() * 0)})
+
+
+def train(mon: Monitor, model: nn.Module, steps: range, **given) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+    for step in steps:
+        x, y = torch.randn(16, 4, generator=gen), torch.randint(0, 3, (16,), generator=gen)
+        opt.zero_grad()
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        loss.backward()
+        extra = {"inputs": x, "targets": y, "loss_fn": nn.functional.cross_entropy}
+        mon.observe(step, model=model, optimizer=opt, loss=loss, **(extra if given else {}))
+        opt.step()
+
+
+def events(transport: InProcessTransport, name: str) -> list:
+    return [r for r in transport.records if r.kind == "event" and r.data["event"] == name]
+
+
+def test_triggered_probe_runs_once_at_the_next_step_and_is_charged_to_the_budget() -> None:
+    torch.manual_seed(0)
+    probe, transport = CountingProbe(), InProcessTransport()
+    mon = Monitor(run="t", transport=transport, probes=[probe], budget=0.05)
+    model = nn.Linear(4, 3)
+    train(mon, model, range(0, 11))
+    assert probe.steps == [0], "its cadence (1024) runs it at step 0 only"
+    spent_before = mon.scheduler.spent("counting")
+    transport.submit({"id": "a1", "cmd": "run_probe", "args": {"probe": "counting"}})
+    train(mon, model, range(11, 30))
+    mon.close()
+    assert probe.steps == [0, 11], "once, at the step after the command, then its cadence"
+    (ack,) = [body for _, body in transport.replies if body.get("id") == "a1"]
+    assert ack["applied_at_step"] == 11 and ack["probe"] == "counting"
+    (started,) = events(transport, "probe_started")
+    (done,) = events(transport, "probe_done")
+    assert started.step == done.step == 11 and "error" not in done.data
+    assert done.data["seconds"] > 0
+    assert mon.scheduler.spent("counting") - spent_before == done.data["seconds"]
+    metrics = [r for r in transport.records if r.kind == "metrics" and r.step == 11]
+    assert metrics[0].data["scalars"]["counted"] == 2.0
+    assert started.seq < metrics[0].seq < done.seq, "started before the step's record, done after"
+
+
+def test_a_registered_probe_the_run_does_not_schedule_runs_on_demand_and_is_announced() -> None:
+    """hessian_density is not among the default probes (one call is ~85 HVPs): the run lists
+    it as on-demand in its meta and runs it when asked; its density event comes before done."""
+    torch.manual_seed(0)
+    transport = InProcessTransport()
+    mon = Monitor(run="t", transport=transport, probes=["nlm"], budget=0.05)
+    meta = {p["name"]: p for p in transport.records[0].data["probes"]}
+    assert meta["nlm"]["scheduled"] and meta["nlm"]["every"] == 5
+    assert not meta["hessian_density"]["scheduled"] and meta["hessian_density"]["view"] == "density"
+    model = nn.Linear(4, 3)
+    train(mon, model, range(0, 3), given=True)
+    transport.submit({"id": 7, "cmd": "run_probe", "args": {"probe": "hessian_density"}})
+    train(mon, model, range(3, 6), given=True)
+    mon.close()
+    (density,) = events(transport, "hessian_density")
+    (done,) = events(transport, "probe_done")
+    assert density.step == done.step == 3 and density.seq < done.seq
+    assert mon.scheduler.spent("hessian_density") == done.data["seconds"]
+    step3 = next(r for r in transport.records if r.kind == "metrics" and r.step == 3)
+    assert "hessian_top1" in step3.data["scalars"]
+
+
+def test_run_probe_refuses_an_unknown_probe_and_reports_missing_inputs() -> None:
+    transport = InProcessTransport()
+    mon = Monitor(run="t", transport=transport, probes=None)
+    model = nn.Linear(4, 3)
+    transport.submit({"id": "x", "cmd": "run_probe", "args": {"probe": "no_such"}})
+    transport.submit({"id": "y", "cmd": "run_probe", "args": {"probe": "hessian_density"}})
+    train(mon, model, range(0, 2))  # no inputs=, targets=, loss_fn=
+    mon.close()
+    acks = {body["id"]: body for _, body in transport.replies}
+    assert "no probe 'no_such'" in acks["x"]["error"] and "hessian_density" in acks["x"]["error"]
+    assert "error" not in acks["y"]
+    (done,) = events(transport, "probe_done")
+    assert done.data["probe"] == "hessian_density" and "inputs" in done.data["error"]
+    assert not events(transport, "hessian_density")
