@@ -44,6 +44,7 @@ from tui.ranks import RanksScreen
 from tui.run_list import RunListScreen
 from tui.runs import RunSet, RunSlot
 from tui.state import EventItem, RunState
+from tui.systems import SystemsScreen
 from tui.theme import DARK, LIGHT, ascii_label, ascii_requested, resolve_theme, to_ascii
 from tui.widgets.chart import Chart
 from tui.widgets.connection import ConnectionBadge, LinkInfo
@@ -123,6 +124,7 @@ class EdgewatchApp(App[None]):
         Binding("e", "events", "Events"),
         Binding("h", "density", "Hessian density"),
         Binding("P", "probes", "Probes: run one now", key_display="P"),
+        Binding("m", "systems", "Systems: CPU, memory, GPU"),
         Binding("i", "info", "Run info: endpoint, watch command"),
         Binding("o", "launcher", "Launch a run"),
         Binding("w", "next_run", "Next run"),
@@ -179,6 +181,7 @@ class EdgewatchApp(App[None]):
         self.events_screen = EventsScreen()
         self.ranks_screen = RanksScreen()
         self.probes_screen = ProbesScreen()
+        self.systems_screen = SystemsScreen()
         self._stop_armed = False
 
     # -- the selected run (the dashboard's code reads these as if there were one) ---------------
@@ -225,6 +228,7 @@ class EdgewatchApp(App[None]):
             self._start_ingest(slot)
         self.install_screen(self.ranks_screen, "ranks")
         self.install_screen(self.probes_screen, "probes")
+        self.install_screen(self.systems_screen, "systems")
         self.set_interval(self._refresh_s, self.flush, name="render")
         if self._open_launcher:
             self.call_after_refresh(self.action_launcher)
@@ -285,6 +289,8 @@ class EdgewatchApp(App[None]):
             self.ranks_screen.show(state)
         if self.probes_screen.is_current:
             self.probes_screen.show(state)
+        if self.systems_screen.is_current:
+            self.systems_screen.show(state)
         if state.version == self._rendered_version or self._charts_wait():
             return
         self._charts_at = time.monotonic()
@@ -509,6 +515,12 @@ class EdgewatchApp(App[None]):
         if self.probes_screen not in self.screen_stack:
             await self.push_screen("probes")
             self.probes_screen.show(self.state)
+
+    async def action_systems(self) -> None:
+        """Open the systems screen (``m``/``escape`` go back)."""
+        if self.systems_screen not in self.screen_stack:
+            await self.push_screen("systems")
+            self.systems_screen.show(self.state, force=True)
 
     async def action_run_probe(self, name: str) -> None:
         """Run a probe the run announced at its next step, whatever its cadence (the

@@ -482,6 +482,8 @@ class RankBook:
         self.health: dict[int, str] = {}
         """``live``, ``lost`` (rank 0 announced it), or the rank's final state."""
         self.hosts: dict[int, str] = {}
+        self.pids: dict[int, int] = {}
+        """Each rank's process id (its meta): the Systems view's rows are processes."""
         self.progress: dict[int, dict[str, float]] = {}
         """Rank 0's view of each rank (its heartbeats' ``ranks``): ``vs_fastest`` and ``vs_best``
         (straggler scores), ``since_advance`` and ``s_per_step``."""
@@ -511,6 +513,8 @@ class RankBook:
     def meta(self, rank: int, data: Mapping[str, Any]) -> None:
         if "host" in data:
             self.hosts[rank] = str(data["host"])
+        if isinstance(data.get("pid"), int) and not isinstance(data["pid"], bool):
+            self.pids[rank] = data["pid"]
         if rank not in self.health:
             self.set_health(rank, "live")
 
