@@ -3,8 +3,11 @@ cadence, its cost is charged to the budget, and the run says when it started and
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import torch
 from helpers import until
@@ -13,7 +16,11 @@ from torch import nn
 from probes.monitor import Monitor
 from probes.probe import Probe, ProbeOutput, StepContext
 from probes.transport import InProcessTransport
+from tui.app import EdgewatchApp
+from tui.density import DensityScreen
+from tui.ingest import ZmqSource
 from tui.probe_runs import probe_entries
+from tui.probes_view import ProbesScreen
 
 
 class CountingProbe(Probe):
@@ -117,12 +124,15 @@ def test_run_probe_refuses_an_unknown_probe_and_reports_missing_inputs() -> None
 # -- from the TUI: keys, palette and status, over a real Monitor's sockets -------------------
 
 
-def live_monitor(stop: threading.Event) -> tuple[Monitor, threading.Thread]:
-    """A Monitor on loopback TCP (nlm scheduled; hessian_density on demand only) fed by a
-    training loop on its own thread, as a user's script would."""
+@contextlib.asynccontextmanager
+async def watching_a_live_run(size: tuple[int, int]) -> AsyncIterator[tuple[EdgewatchApp, Any]]:
+    """The app over ZeroMQ, watching a Monitor on loopback TCP (nlm scheduled,
+    hessian_density on demand only) that a training loop on its own thread feeds, as a user's
+    script would; yields once the run has announced its probes and taken a few steps."""
     mon = Monitor(run="ondemand", bind="tcp://127.0.0.1:0", probes=["nlm"], store=None)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    stop = threading.Event()
 
     def loop() -> None:
         opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -132,85 +142,60 @@ def live_monitor(stop: threading.Event) -> tuple[Monitor, threading.Thread]:
             opt.zero_grad()
             loss = nn.functional.cross_entropy(model(x), y)
             loss.backward()
+            fn = nn.functional.cross_entropy
             mon.observe(
-                step,
-                model=model,
-                optimizer=opt,
-                loss=loss,
-                inputs=x,
-                targets=y,
-                loss_fn=nn.functional.cross_entropy,
+                step, model=model, optimizer=opt, loss=loss, inputs=x, targets=y, loss_fn=fn
             )
             opt.step()
             step += 1
             time.sleep(0.01)
 
-    return mon, threading.Thread(target=loop, daemon=True)
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    app = EdgewatchApp(ZmqSource(mon.endpoint))
+    try:
+        async with app.run_test(size=size) as pilot:
+            await until(pilot, lambda: probe_entries(app.state.meta) and app.state.step > 3)
+            yield app, pilot
+    finally:
+        stop.set()
+        thread.join(5)
+        mon.close()
 
 
 async def test_density_view_key_runs_the_density_probe_on_a_real_monitor_and_shows_it() -> None:
-    from tui.app import EdgewatchApp
-    from tui.density import DensityScreen
-    from tui.ingest import ZmqSource
-
-    stop = threading.Event()
-    mon, thread = live_monitor(stop)
-    thread.start()
-    app = EdgewatchApp(ZmqSource(mon.endpoint))
-    try:
-        async with app.run_test(size=(120, 36)) as pilot:
-            await until(pilot, lambda: probe_entries(app.state.meta) and app.state.step > 3)
-            await pilot.press("h")
-            assert isinstance(app.screen, DensityScreen)
-            assert "r runs it now" in str(app.screen.body.render())
-            await pilot.press("r")
-            runs = app.state.probe_runs
-            await until(pilot, lambda: (run := runs.get("hessian_density")) and run.stage == "done")
-            assert app.state.density is not None, "the density came with it"
-            done_at = runs.get("hessian_density").step
-            assert app.state.density[0] == done_at
-            texts = [e.text for e in app.state.events]
-            assert any(t.startswith("probe_started") for t in texts), "running was shown"
-            await pilot.pause(0.6)  # the screen's own refresh
-            body = str(app.screen.body.render())
-            assert f"hessian_density: done at step {done_at} in" in body
-            assert "▲" in body, "the top eigenvalues are marked"
-    finally:
-        stop.set()
-        thread.join(5)
-        mon.close()
+    async with watching_a_live_run((120, 36)) as (app, pilot):
+        await pilot.press("h")
+        assert isinstance(app.screen, DensityScreen)
+        assert "r runs it now" in str(app.screen.body.render())
+        await pilot.press("r")
+        runs = app.state.probe_runs
+        await until(pilot, lambda: (run := runs.get("hessian_density")) and run.stage == "done")
+        assert app.state.density is not None, "the density came with it"
+        done_at = runs.get("hessian_density").step
+        assert app.state.density[0] == done_at
+        texts = [e.text for e in app.state.events]
+        assert any(t.startswith("probe_started") for t in texts), "running was shown"
+        await pilot.pause(0.6)  # the screen's own refresh
+        body = str(app.screen.body.render())
+        assert f"hessian_density: done at step {done_at} in" in body
+        assert "▲" in body, "the top eigenvalues are marked"
 
 
 async def test_probes_screen_lists_the_runs_probes_and_r_runs_the_selected_one() -> None:
-    from tui.app import EdgewatchApp
-    from tui.ingest import ZmqSource
-    from tui.probes_view import ProbesScreen
-
-    stop = threading.Event()
-    mon, thread = live_monitor(stop)
-    thread.start()
-    app = EdgewatchApp(ZmqSource(mon.endpoint))
-    try:
-        async with app.run_test(size=(140, 36)) as pilot:
-            await until(pilot, lambda: probe_entries(app.state.meta) and app.state.step > 3)
-            titles = {c.title for c in app.get_system_commands(app.screen)}
-            assert {"Run probe nlm now", "Run probe hessian_density now"} <= titles
-            await pilot.press("P")
-            screen = app.screen
-            assert isinstance(screen, ProbesScreen)
-            await until(pilot, lambda: screen.table.row_count > 0)
-            table = screen.table
-            assert table.cell_text("nlm", "cadence") == "every 5"
-            assert table.cell_text("hessian_density", "cadence") == "on demand only"
-            names = [e["name"] for e in probe_entries(app.state.meta)]
-            assert names[0] == "nlm", "the scheduled probes first"
-            table.move_cursor(row=names.index("hessian_trace"))
-            await pilot.press("r")
-            await until(
-                pilot, lambda: table.cell_text("hessian_trace", "on demand").startswith("done")
-            )
-            assert "trace_h" in app.state.scalars or "trace_precond" in app.state.scalars
-    finally:
-        stop.set()
-        thread.join(5)
-        mon.close()
+    async with watching_a_live_run((140, 36)) as (app, pilot):
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Run probe nlm now", "Run probe hessian_density now"} <= titles
+        await pilot.press("P")
+        screen = app.screen
+        assert isinstance(screen, ProbesScreen)
+        await until(pilot, lambda: screen.table.row_count > 0)
+        table = screen.table
+        assert table.cell_text("nlm", "cadence") == "every 5"
+        assert table.cell_text("hessian_density", "cadence") == "on demand only"
+        names = [e["name"] for e in probe_entries(app.state.meta)]
+        assert names[0] == "nlm", "the scheduled probes first"
+        table.move_cursor(row=names.index("hessian_trace"))
+        await pilot.press("r")
+        await until(pilot, lambda: table.cell_text("hessian_trace", "on demand").startswith("done"))
+        assert "trace_h" in app.state.scalars or "trace_precond" in app.state.scalars
