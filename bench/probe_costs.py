@@ -8,7 +8,9 @@ Hutchinson and Hutch++ at K = 1, 20, 99 HVPs next to PyHessian's ``trace`` with 
 error of each against a K = 600 Hutchinson reference at equal HVPs, and λ_max by our Lanczos
 next to PyHessian's power iteration under the same relative tolerance, with the HVPs each took
 (PyHessian is the optional extra ``bench``: ``pip install -c constraints pyhessian``). Ours and
-theirs alternate call by call, so load drift hits both.
+theirs alternate call by call, so load drift hits both. The ``hessian_density`` probe's SLQ
+next to PyHessian's ``density`` at equal vectors × Lanczos steps: in the default part, or alone
+with ``--part density``.
 
 Cockpit side by side (``--part cockpit``; the extra ``bench`` pins ``setuptools<81`` and
 ``torchvision`` 0.28, which keep torch 2.13): on the MLP (batch 512) and a small CNN (batch
