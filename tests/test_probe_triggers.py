@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import torch
 from helpers import until
 from torch import nn
@@ -77,7 +78,8 @@ def test_triggered_probe_runs_once_at_the_next_step_and_is_charged_to_the_budget
     (done,) = events(transport, "probe_done")
     assert started.step == done.step == 11 and "error" not in done.data
     assert done.data["seconds"] > 0
-    assert mon.scheduler.spent("counting") - spent_before == done.data["seconds"]
+    charged = mon.scheduler.spent("counting") - spent_before
+    assert charged == pytest.approx(done.data["seconds"], rel=1e-9, abs=0)
     metrics = [r for r in transport.records if r.kind == "metrics" and r.step == 11]
     assert metrics[0].data["scalars"]["counted"] == 2.0
     assert started.seq < metrics[0].seq < done.seq, "started before the step's record, done after"
@@ -199,3 +201,31 @@ async def test_probes_screen_lists_the_runs_probes_and_r_runs_the_selected_one()
         await pilot.press("r")
         await until(pilot, lambda: table.cell_text("hessian_trace", "on demand").startswith("done"))
         assert "trace_h" in app.state.scalars or "trace_precond" in app.state.scalars
+
+
+def test_run_state_tells_each_probe_runs_story_from_the_stream_alone() -> None:
+    """What another viewer (or a replay) sees without having sent anything: queued from the
+    ack, running from probe_started, done with seconds or failed with the reason."""
+    from probes.wire import Record
+    from tui.state import RunState
+
+    def rec(kind: str, step: int, seq: int, **data) -> Record:
+        return Record(kind, "r", step, data, seq=seq)
+
+    state = RunState()
+    state.apply(
+        [rec("ack", 4, 1, id="v-1", cmd="run_probe", probe="lambda_max", applied_at_step=4)]
+    )
+    assert state.probe_runs.get("lambda_max").describe() == "queued at step 4"
+    state.apply([rec("event", 4, 2, event="probe_started", probe="lambda_max")])
+    assert state.probe_runs.get("lambda_max").describe() == "running since step 4"
+    state.apply([rec("event", 4, 3, event="probe_done", probe="lambda_max", seconds=0.25)])
+    assert state.probe_runs.get("lambda_max").describe() == "done at step 4 in 0.25 s"
+    refused = rec("ack", 5, 4, id="v-2", cmd="run_probe", args={"probe": "x"}, error="no probe 'x'")
+    state.apply([refused])
+    assert state.probe_runs.get("x").describe() == "failed at step 5: no probe 'x'"
+    failed = rec(
+        "event", 6, 5, event="probe_done", probe="nlm", error="observe() was not given inputs"
+    )
+    state.apply([failed])
+    assert state.probe_runs.get("nlm").stage == "failed"
