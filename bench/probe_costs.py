@@ -8,7 +8,9 @@ Hutchinson and Hutch++ at K = 1, 20, 99 HVPs next to PyHessian's ``trace`` with 
 error of each against a K = 600 Hutchinson reference at equal HVPs, and λ_max by our Lanczos
 next to PyHessian's power iteration under the same relative tolerance, with the HVPs each took
 (PyHessian is the optional extra ``bench``: ``pip install -c constraints pyhessian``). Ours and
-theirs alternate call by call, so load drift hits both.
+theirs alternate call by call, so load drift hits both. The ``hessian_density`` probe's SLQ
+next to PyHessian's ``density`` at equal vectors × Lanczos steps: in the default part, or alone
+with ``--part density``.
 
 Cockpit side by side (``--part cockpit``; the extra ``bench`` pins ``setuptools<81`` and
 ``torchvision`` 0.28, which keep torch 2.13): on the MLP (batch 512) and a small CNN (batch
@@ -22,10 +24,11 @@ Lanczos); and Cockpit's exact ``HessTrace`` against our Hutchinson / Hutch++ giv
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +38,7 @@ from demos.grokking import bias_free_mlp, modular_addition
 from probes import Monitor
 from probes import diagnostics as dx
 from probes.builtin import DEFAULT_PROBES
+from probes.density import hessian_spectrum
 from probes.probe import PROBES, StepContext
 
 
@@ -169,6 +173,60 @@ def pyhessian_call(model, x, y, k: int) -> dict[str, Callable[[], object]]:
     except ImportError:
         return {}
     return {"PyHessian": lambda: pyhessian_samples(model, x, y, k)}
+
+
+@contextlib.contextmanager
+def _torch_eig() -> Iterator[None]:
+    """``torch.eig`` for the length of a PyHessian call: its ``density`` ends with that
+    function, which torch 2.x removed (it raises). Its T is symmetric tridiagonal, for which
+    ``torch.linalg.eigh`` gives the same eigenpairs (eigenvalues in the real column of
+    ``torch.eig``'s n × 2 layout); nothing else of PyHessian is touched."""
+
+    def eig(matrix: torch.Tensor, eigenvectors: bool = False):
+        values, vectors = torch.linalg.eigh(matrix)
+        return torch.stack([values, torch.zeros_like(values)], dim=1), vectors
+
+    removed = getattr(torch, "eig", None)
+    torch.eig = eig  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if removed is None:
+            del torch.eig  # type: ignore[attr-defined]
+        else:
+            torch.eig = removed  # type: ignore[attr-defined]
+
+
+def pyhessian_density(model, x, y, steps: int, vectors: int) -> tuple[list, list]:
+    """PyHessian's SLQ density: per vector, ``steps`` Lanczos nodes and their weights."""
+    from pyhessian import hessian
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with _torch_eig(), sdpa_kernel(SDPBackend.MATH):
+        h = hessian(model, F.cross_entropy, data=(x, y), cuda=x.is_cuda)
+        return h.density(iter=steps, n_v=vectors)
+
+
+def density_costs(model, x, y, base: float, repeats: int, steps: int = 40, vectors: int = 2):
+    """The ``hessian_density`` probe's SLQ (no top-k) next to PyHessian's ``density`` with the
+    same vectors × Lanczos steps, calls interleaved; in forward+backwards and as a ratio."""
+    variants: dict[str, Callable[[], object]] = {
+        "SLQ (ours)": lambda: hessian_spectrum(
+            model, F.cross_entropy, x, y, vectors=vectors, steps=steps, k=0
+        )
+    }
+    try:
+        import pyhessian  # noqa: F401
+
+        variants["PyHessian density"] = lambda: pyhessian_density(model, x, y, steps, vectors)
+    except ImportError:
+        pass
+    timed = alternating(variants, repeats)
+    ours, ref = timed["SLQ (ours)"], timed.get("PyHessian density")
+    line = f"density {vectors}×{steps} HVPs: ours {ours * 1e3:.0f} ms ({ours / base:.0f}× fwd+bwd)"
+    if ref:
+        line += f" · PyHessian {ref * 1e3:.0f} ms · ours/PyHessian {ours / ref:.2f}×"
+    print(line)
 
 
 def alternating(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -562,7 +620,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--part", choices=("all", "costs", "cockpit", "trace"), default="all")
+    parser.add_argument(
+        "--part", choices=("all", "costs", "cockpit", "trace", "density"), default="all"
+    )
     parser.add_argument("--device", default="cpu", help="trace part: cpu or cuda")
     parser.add_argument("--block", type=int, default=32, help="Cockpit part: steps per block")
     parser.add_argument("--rounds", type=int, default=4, help="Cockpit part: measured rounds")
@@ -570,6 +630,12 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.part == "trace":
         trace_part(torch.device(args.device), args.repeats)
+        return
+    if args.part == "density":
+        for title, model, x, y in workloads():
+            base = median_time(lambda m=model, a=x, b=y: fwd_bwd(m, a, b), args.repeats)
+            print(f"\n{title}: forward+backward {base * 1e3:.1f} ms")
+            density_costs(model, x, y, base, args.repeats)
         return
     if args.part != "costs":
         cockpit_side_by_side(args.block, args.rounds)
@@ -588,6 +654,7 @@ def main() -> None:
             print(f"trace K={k:<3} {line}")
         accuracy(model, x, y)
         eigen(model, x, y)
+        density_costs(model, x, y, base, 3)
         plain, watched, estimate = overhead(model, x, y, args.steps)
         print(
             f"default Monitor, steps 100–{args.steps}: {plain * 1e3:.1f} → {watched * 1e3:.1f} "

@@ -279,6 +279,21 @@ class Resume(Controller):
         return {"state": "running"}
 
 
+class RunProbe(Controller):
+    """Run a probe at the next step, whatever its cadence and the budget (``{"probe": name}``,
+    a name from the run's meta ``probes``); its cost is charged to the budget like a call."""
+
+    name = "run_probe"
+    args: ClassVar[ArgSpec] = {"probe": str}
+    label = "run probe"
+
+    def apply(self, monitor: Monitor, args: dict[str, Any]) -> dict[str, Any]:
+        probe = args.get("probe")
+        if not probe:
+            raise CommandError("run_probe: probe is required (a name from the run's meta probes)")
+        return monitor.request_probe(probe)
+
+
 class Stop(Controller):
     """End the run cleanly after the current step (loops check ``Monitor.stop_requested``)."""
 
@@ -502,6 +517,7 @@ def builtin_controllers() -> dict[str, Controller]:
         Resume(),
         Stop(),
         Checkpoint(),
+        RunProbe(),
     ]
     return {c.name: c for c in controllers}
 

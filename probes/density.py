@@ -161,6 +161,7 @@ class HessianDensityProbe(Probe):
     cost = "hvp"
     requires = ("model", "inputs", "targets", "loss_fn")
     default_every = 500
+    view = "density"
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ import platform
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +154,9 @@ class Monitor:
         self._closed = False
         self.scheduler = ProbeScheduler(_make_probes(probes), budget, stride=every)
         self._failures: dict[str, int] = {}
+        self._requested: dict[str, Probe] = {}  # run_probe: run at the next observe
+        self._on_demand: dict[str, Probe] = {}  # registered, not scheduled: made when asked
+        self._retired: dict[str, str] = {}  # probe name → why it cannot run on this model
         self.notifier = notify or (AlertNotifier.from_env() if self.rank == 0 else None)
         self._alerts = AlertTracker(self.notifier)  # touched only by the I/O thread (thunks)
         self._monitor_seconds = 0.0
@@ -352,6 +355,46 @@ class Monitor:
             for name, c in self.controllers.items()
         ]
 
+    def probe_meta(self) -> list[dict[str, Any]]:
+        """Every probe this run can run now (the ``run_probe`` command): the scheduled ones
+        with their declared cadence, then every other registered probe, on demand only
+        (``scheduled`` false). Viewers build their probe keys and palette entries from it."""
+        scheduled = {p.name: p for p in self.scheduler.probes}
+        listed = [*scheduled.values()]
+        listed += [cls for name, cls in sorted(PROBES.items()) if name not in scheduled]
+        return [
+            {
+                "name": p.name,
+                "cost": p.cost,
+                "every": p.every if isinstance(p, Probe) else p.default_every,
+                "scheduled": isinstance(p, Probe),
+                "view": p.view,
+                "help": ((p.__doc__ or "").strip().splitlines() or [""])[0],
+            }
+            for p in listed
+            if p.name not in self._retired
+        ]
+
+    def request_probe(self, name: str) -> dict[str, Any]:
+        """Run the probe ``name`` at the next step (``observe``) whatever its cadence and the
+        budget: the ``run_probe`` command. Its time is charged to the budget like any call, so
+        the scheduled probes wait until the unspent budget has paid for it. A probe that needs
+        the last update waits for the next step that measures it. Raises ``CommandError``
+        for a name the run cannot run."""
+        if self._window is not None:
+            raise CommandError("run_probe: a solver's run has no model step for probes to read")
+        if name in self._retired:
+            raise CommandError(f"run_probe: {name} cannot run on this model: {self._retired[name]}")
+        probe = next((p for p in self.scheduler.probes if p.name == name), None)
+        probe = probe or self._on_demand.get(name)
+        if probe is None:
+            if name not in PROBES:
+                known = ", ".join(entry["name"] for entry in self.probe_meta())
+                raise CommandError(f"run_probe: this run has no probe {name!r}; it has: {known}")
+            probe = self._on_demand[name] = PROBES[name]()
+        self._requested[name] = probe
+        return {"probe": name}
+
     # -- steering ----------------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy as the live controllers say: the first controller whose loss hook
@@ -534,13 +577,15 @@ class Monitor:
             self._tracker.capture(ctx.step)  # θ for the next measuring step's update
             self._capture_seconds = time.perf_counter() - start  # part of the norms' cost
             self.scheduler.norms_spent(self._capture_seconds)
-        if ctx.step % self.every:
+        off_stride = ctx.step % self.every != 0
+        if off_stride and not self._requested:
             return
-        due = self._runnable(ctx, self.scheduler.due(ctx.step))
+        due = [] if off_stride else self._runnable(ctx, self.scheduler.due(ctx.step))
         norms = NormSnapshot(None, None)
         if measure:  # stride 1: any step numbering; else θ_t − θ_(t−1) as captured
             start = time.perf_counter()
-            keep = any("last_update" in probe.requires for probe in due)
+            readers = [*due, *self._requested.values()]
+            keep = any("last_update" in probe.requires for probe in readers)
             sparse = self.every * self.scheduler.norm_stride > 1
             norms = self._tracker.snapshot(ctx.step if sparse else None, keep)
             seconds = time.perf_counter() - start
@@ -551,7 +596,8 @@ class Monitor:
         ctx.lr = lrs[0] if lrs else math.nan
         ctx.layers = self._tracker.names if self._tracker else []
         ctx.last_update = norms.update_tensors
-        probed = self._run_probes(ctx, due)
+        asked = self._take_requested(ctx)
+        probed = self._run_probes(ctx, due + [p for p in asked if p not in due], asked)
         batch = batch_size or _batch_size(ctx.logits, ctx.targets)
         host = {
             "lr": lrs,
@@ -582,34 +628,71 @@ class Monitor:
                 runnable.append(probe)
         return runnable
 
-    def _run_probes(self, ctx: StepContext, due: list[Probe]) -> ProbeOutput:
-        """Run the probes due now; a probe that cannot handle this model is retired, loudly."""
+    def _take_requested(self, ctx: StepContext) -> list[Probe]:
+        """The requested probes that run at this step. One missing an input other than the
+        last update is answered with a failed ``probe_done`` event (``observe`` was not given
+        it); one missing only the update waits for the next step that measures it."""
+        ready = []
+        for name, probe in list(self._requested.items()):
+            missing = probe.missing(ctx)
+            if missing == ["last_update"] and self._track_updates and self._tracker is not None:
+                continue
+            del self._requested[name]
+            if missing:
+                error = f"observe() was not given {', '.join(missing)}"
+                self.event("probe_done", probe=name, trigger="on_demand", error=error)
+            else:
+                ready.append(probe)
+        return ready
+
+    def _run_probes(
+        self, ctx: StepContext, due: list[Probe], asked: Sequence[Probe] = ()
+    ) -> ProbeOutput:
+        """Run the probes due now and those asked for (``run_probe``: a ``probe_started``
+        event before, ``probe_done`` with its seconds after); a probe that cannot handle this
+        model is retired, loudly. Every call is charged to the budget (``scheduler.ran``)."""
         merged = ProbeOutput()
         for probe in due:
             if probe.missing(ctx):
                 continue
+            on_demand = probe in asked
+            if on_demand:
+                self.event("probe_started", probe=probe.name, trigger="on_demand")
             start = time.perf_counter()
+            out, error = ProbeOutput(), None
             try:
                 out = probe.compute(ctx)
-            except ProbeUnsupported as exc:
-                self._retire(probe, exc.reason)
-                continue
             except Exception as exc:
-                self._failures[probe.name] = self._failures.get(probe.name, 0) + 1
-                if self._failures[probe.name] >= MAX_PROBE_FAILURES:
-                    self._retire(probe, f"{type(exc).__name__}: {exc}")
-                continue
-            finally:
-                self.scheduler.ran(probe, ctx.step, time.perf_counter() - start)
+                error = self._probe_failed(probe, exc)
+            seconds = time.perf_counter() - start
+            self.scheduler.ran(probe, ctx.step, seconds)
             merged.scalars.update(out.scalars)
             merged.per_layer.update(out.per_layer)
             merged.alerts += out.alerts
             merged.events += out.events
+            if on_demand:  # after the probe's own events (a density): the view has it then
+                merged.events.append(_probe_done(probe.name, seconds, error))
         return merged
 
+    def _probe_failed(self, probe: Probe, exc: Exception) -> str:
+        """Count a failed call; retire the probe if it cannot handle this model (or a
+        scheduled one failed ``MAX_PROBE_FAILURES`` times). Returns the reason."""
+        if isinstance(exc, ProbeUnsupported):
+            self._retire(probe, exc.reason)
+            return exc.reason
+        reason = f"{type(exc).__name__}: {exc}"
+        self._failures[probe.name] = self._failures.get(probe.name, 0) + 1
+        scheduled = probe in self.scheduler.probes
+        if scheduled and self._failures[probe.name] >= MAX_PROBE_FAILURES:
+            self._retire(probe, reason)
+        return reason
+
     def _retire(self, probe: Probe, reason: str) -> None:
-        self.scheduler.remove(probe)
+        if probe in self.scheduler.probes:
+            self.scheduler.remove(probe)
+        self._retired[probe.name] = reason
         self.event("probe_skipped", probe=probe.name, reason=reason)
+        self._publish("meta", self.step, {"probes": self.probe_meta()})
         log.warning("edgewatch: probe %s disabled: %s", probe.name, reason)
 
     def _attach(self, model: torch.nn.Module) -> None:
@@ -643,6 +726,7 @@ class Monitor:
             "world_size": self.world_size,
             "git_commit": _git_commit(),
             "controllers": self.controller_meta(),
+            "probes": self.probe_meta(),
             **getattr(self.transport, "security_meta", {}),
         }
 
@@ -718,6 +802,15 @@ class _MetricsThunk:
             for event in self.probed.events
         ]
         return records
+
+
+def _probe_done(name: str, seconds: float, error: str | None = None) -> dict[str, Any]:
+    """The ``probe_done`` event of an on-demand call: its seconds, and its error if it failed."""
+    event: dict[str, Any] = {"event": "probe_done", "probe": name, "trigger": "on_demand"}
+    event["seconds"] = seconds
+    if error is not None:
+        event["error"] = error
+    return event
 
 
 def _git_commit() -> str | None:

@@ -96,6 +96,9 @@ class Probe(ABC):
     cost: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ()
     default_every: ClassVar[int] = 10
+    view: ClassVar[str] = ""
+    """The viewer's view that draws this probe's result beyond the charts (``"density"``), announced
+    in the run's meta so that view offers to run the probe now; empty: the charts only."""
 
     def __init__(self, every: int | None = None, budget: float | None = None) -> None:
         self.every = every or self.default_every
@@ -254,6 +257,11 @@ class ProbeScheduler:
         if runnable == idle:  # a change: shares and the norms' stride are re-decided
             (self._idle.discard if runnable else self._idle.add)(probe.name)
             self._refit()
+
+    def spent(self, name: str) -> float:
+        """Seconds the probe ``name`` has taken over the run, scheduled and on-demand calls
+        alike (what :meth:`unspent` subtracts)."""
+        return self._spent.get(name, 0.0)
 
     def cost(self, probe: Probe) -> float | None:
         """Seconds a call of ``probe`` takes (median of its last three, the first call left

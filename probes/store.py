@@ -20,11 +20,11 @@ The chunk tables hold the metrics records again as columns, one row per flush (a
 scalar name), written in the same transaction as the records: little-endian int64 seqs/steps,
 float64 times and values; ``idx`` lists the positions in the chunk of the records holding that
 scalar (NULL when all do). Charts, seeks and csv export read these arrays instead of decoding
-a million payloads: min/max decimation streams over them a chunk at a time. A version-1 store
+a million payloads: min/max/last decimation streams over them a chunk at a time. A version-1 store
 (no chunk tables) is still read, by decoding payloads; any other version is refused.
 ``layer_chunks`` holds the per-layer arrays the same way, one row per flush, metric and layer
 list (``layers`` msgpack, ``vals`` the n × len(layers) block row by row), so a replay's rebuild
-min/max-decimates every layer's history too; a version-2 store written before it existed has
+min/max/last-decimates every layer's history too; a version-2 store written before it existed has
 no such table, and a rebuild then samples its records instead.
 
 ``meta`` holds the merged ``data`` of all "meta" records plus the store's own keys:
@@ -703,13 +703,15 @@ class StoreReader:
         rank: int | None = None,
         before_seq: int | None = None,
     ) -> tuple[Any, Any]:
-        """(steps, values) of one scalar, min/max-decimated to at most ``max_points`` points.
+        """(steps, values) of one scalar, min/max/last-decimated to at most ``max_points``
+        points (at least 3).
 
         ``rank`` defaults to the lowest; ``before_seq`` keeps only records with a lower seq.
-        With more points than ``max_points`` they are cut into ``max_points // 3`` buckets by
-        position; each bucket keeps its minimum and its maximum (in step order), so the global
-        extremes always survive, plus its first NaN if it holds one (NaN does not compare, and
-        a loss going NaN is exactly what must stay visible). ±Inf are ordinary extremes.
+        With more points than ``max_points`` they are cut into ``max_points // 4`` buckets by
+        position; each bucket keeps its minimum, its maximum and its last point (in step
+        order), so the global extremes always survive and each bucket ends at its last value,
+        plus its first NaN if it holds one (NaN does not compare, and a loss going NaN is
+        exactly what must stay visible). ±Inf are ordinary extremes.
         A version-2 store is read from its column tables one flushed chunk at a time (memory
         stays at one chunk plus the output); a version-1 store by decoding its payloads.
         """
@@ -1098,10 +1100,10 @@ def _empty_series() -> tuple[Any, Any]:
 
 
 def _decimate(blocks: Iterator[tuple[Any, Any]], n: int, max_points: int) -> tuple[Any, Any]:
-    """Min/max (+ first NaN) per position bucket over ``n`` points arriving in blocks."""
+    """Min, max, last (+ first NaN) per position bucket over ``n`` points arriving in blocks."""
     import numpy as np
 
-    max_points = max(2, int(max_points))
+    max_points = max(3, int(max_points))
     if n <= max_points:
         parts = list(blocks)
         if not parts:
@@ -1110,7 +1112,7 @@ def _decimate(blocks: Iterator[tuple[Any, Any]], n: int, max_points: int) -> tup
             np.concatenate([p[0] for p in parts]).astype(np.int64),
             np.concatenate([p[1] for p in parts]).astype(np.float64),
         )
-    buckets = _Buckets(n, max(1, max_points // 3))
+    buckets = _Buckets(n, max(1, max_points // 4))
     for steps, values in _coalesce(blocks):
         buckets.feed(steps, values)
     return buckets.result()
@@ -1120,9 +1122,9 @@ class _Feed:
     """:func:`_decimate` for blocks pushed one at a time (several series read in one walk)."""
 
     def __init__(self, n: int, max_points: int) -> None:
-        self.max_points = max(2, int(max_points))
+        self.max_points = max(3, int(max_points))
         self.small = n <= self.max_points
-        self.buckets = None if self.small else _Buckets(n, max(1, self.max_points // 3))
+        self.buckets = None if self.small else _Buckets(n, max(1, self.max_points // 4))
         self.held: list[tuple[Any, Any]] = []
         self.count = 0
 
@@ -1178,7 +1180,8 @@ def _first_where(mask: Any, seg: Any, n_segments: int) -> Any:
 
 
 class _Buckets:
-    """Streaming bucket extremes: only the open bucket's (up to 3) points are held."""
+    """Streaming bucket extremes and last points: only the open bucket's (up to 4) points are
+    held."""
 
     def __init__(self, n: int, n_buckets: int) -> None:
         self.n, self.n_buckets = n, n_buckets
@@ -1187,6 +1190,7 @@ class _Buckets:
         self.lo: tuple[int, int, float] | None = None  # (position, step, value)
         self.hi: tuple[int, int, float] | None = None
         self.nan: tuple[int, int, float] | None = None
+        self.last: tuple[int, int, float] | None = None
         self.out: list[tuple[int, int, float]] = []
 
     def feed(self, steps: Any, values: Any) -> None:
@@ -1208,6 +1212,7 @@ class _Buckets:
         lo = _first_where((values == seg_lo) & ~nan, seg, n_seg)
         hi = _first_where((values == seg_hi) & ~nan, seg, n_seg)
         first_nan = _first_where(nan, seg, n_seg)
+        ends = [*starts[1:].tolist(), m]
         for k, start in enumerate(starts.tolist()):
             bucket = int(ids[start])
             if bucket != self.bucket:
@@ -1219,12 +1224,14 @@ class _Buckets:
                 self.lo = (self.pos + i, int(steps[i]), float(values[i]))
             if (i := int(hi[k])) >= 0 and (self.hi is None or values[i] > self.hi[2]):
                 self.hi = (self.pos + i, int(steps[i]), float(values[i]))
+            i = ends[k] - 1  # a later segment of the same bucket replaces it
+            self.last = (self.pos + i, int(steps[i]), float(values[i]))
         self.pos += m
 
     def _emit(self) -> None:
-        points = {p for p in (self.lo, self.hi, self.nan) if p is not None}
-        self.out += sorted(points, key=lambda p: p[0])
-        self.lo = self.hi = self.nan = None
+        points = {p[0]: p for p in (self.lo, self.hi, self.last, self.nan) if p is not None}
+        self.out += [points[pos] for pos in sorted(points)]
+        self.lo = self.hi = self.last = self.nan = None
 
     def result(self) -> tuple[Any, Any]:
         import numpy as np

@@ -16,6 +16,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+SYSTEM_METRICS = {
+    "sys_cpu_pct": "CPU % (of one core)",
+    "sys_rss_mb": "resident memory, MiB",
+    "gpu_util_pct": "GPU utilisation %",
+    "gpu_mem_used_mb": "GPU memory used (NVML), MiB",
+    "gpu_reserved_mb": "held by PyTorch's allocator, MiB",
+    "gpu_allocated_mb": "allocated to tensors, MiB",
+    "gpu_power_w": "GPU power, W",
+    "gpu_temp_c": "GPU temperature, °C",
+}
+"""Every scalar the sampler can publish, in the order a viewer shows them, with what it is.
+A viewer shows those present in the stream (no GPU, no psutil: fewer of them)."""
 SYSTEM_INTERVAL_S = 1.0
 """Seconds between samples (W&B's and nvitop's system panels refresh at about this rate)."""
 

@@ -38,10 +38,13 @@ from tui.help import HelpScreen, binding_rows
 from tui.ingest import RecordSource, ZmqSource
 from tui.launcher import LauncherScreen
 from tui.layers import LayersScreen
+from tui.probe_runs import RUN_PROBE, probe_entries
+from tui.probes_view import ProbesScreen
 from tui.ranks import RanksScreen
 from tui.run_list import RunListScreen
 from tui.runs import RunSet, RunSlot
 from tui.state import EventItem, RunState
+from tui.systems import SystemsScreen
 from tui.theme import DARK, LIGHT, ascii_label, ascii_requested, resolve_theme, to_ascii
 from tui.widgets.chart import Chart
 from tui.widgets.connection import ConnectionBadge, LinkInfo
@@ -120,6 +123,8 @@ class EdgewatchApp(App[None]):
         Binding("x", "stop_run", "Stop run (press twice)"),
         Binding("e", "events", "Events"),
         Binding("h", "density", "Hessian density"),
+        Binding("P", "probes", "Probes: run one now", key_display="P"),
+        Binding("m", "systems", "Systems: CPU, memory, GPU"),
         Binding("i", "info", "Run info: endpoint, watch command"),
         Binding("o", "launcher", "Launch a run"),
         Binding("w", "next_run", "Next run"),
@@ -175,6 +180,8 @@ class EdgewatchApp(App[None]):
         self.layers_screen = LayersScreen()
         self.events_screen = EventsScreen()
         self.ranks_screen = RanksScreen()
+        self.probes_screen = ProbesScreen()
+        self.systems_screen = SystemsScreen()
         self._stop_armed = False
 
     # -- the selected run (the dashboard's code reads these as if there were one) ---------------
@@ -220,6 +227,8 @@ class EdgewatchApp(App[None]):
         for slot in self.runs:
             self._start_ingest(slot)
         self.install_screen(self.ranks_screen, "ranks")
+        self.install_screen(self.probes_screen, "probes")
+        self.install_screen(self.systems_screen, "systems")
         self.set_interval(self._refresh_s, self.flush, name="render")
         if self._open_launcher:
             self.call_after_refresh(self.action_launcher)
@@ -278,6 +287,10 @@ class EdgewatchApp(App[None]):
             self.events_screen.show(state)
         if self.ranks_screen.is_current:
             self.ranks_screen.show(state)
+        if self.probes_screen.is_current:
+            self.probes_screen.show(state)
+        if self.systems_screen.is_current:
+            self.systems_screen.show(state)
         if state.version == self._rendered_version or self._charts_wait():
             return
         self._charts_at = time.monotonic()
@@ -497,6 +510,26 @@ class EdgewatchApp(App[None]):
             await self.push_screen("ranks")
             self.ranks_screen.show(self.state)
 
+    async def action_probes(self) -> None:
+        """Open the probes screen (``P``/``escape`` go back; ``r`` runs the selected probe)."""
+        if self.probes_screen not in self.screen_stack:
+            await self.push_screen("probes")
+            self.probes_screen.show(self.state)
+
+    async def action_systems(self) -> None:
+        """Open the systems screen (``m``/``escape`` go back)."""
+        if self.systems_screen not in self.screen_stack:
+            await self.push_screen("systems")
+            self.systems_screen.show(self.state, force=True)
+
+    async def action_run_probe(self, name: str) -> None:
+        """Run a probe the run announced at its next step, whatever its cadence (the
+        ``run_probe`` command): from the probes and density screens and the palette."""
+        if self.runs.current.idle:
+            self.notify("no run to probe: o launches one", timeout=2)
+            return
+        await self._send(RUN_PROBE, {"probe": name})
+
     def action_density(self) -> None:
         """The latest Hessian eigenvalue density the run sent (``probes.density``)."""
         if not isinstance(self.screen, DensityScreen):
@@ -580,6 +613,13 @@ class EdgewatchApp(App[None]):
                 f"Toggle {view.label or name}",
                 f"the run's {name} controller",
                 partial(self.run_action, f"toggle({name!r})"),
+            )
+        for entry in probe_entries(self.state.meta):  # the run's probes, from its meta
+            name = entry["name"]
+            yield SystemCommand(
+                f"Run probe {name} now",
+                f"{entry.get('cost', '?')} · {entry.get('help', '')}",
+                partial(self.run_action, f"run_probe({name!r})"),
             )
         for binding in self.BINDINGS:
             if isinstance(binding, Binding) and binding.action != "quit" and binding.description:

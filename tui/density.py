@@ -19,6 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from tui.format import fmt_value
+from tui.probe_runs import probe_entries
 from tui.state import RunState
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
@@ -67,7 +68,10 @@ def density_caption(event: Mapping[str, Any], step: int) -> str:
 
 
 class DensityScreen(ModalScreen[None]):
-    """The latest density of the run; ``escape`` or ``h`` closes it."""
+    """The latest density of the run; ``escape`` or ``h`` closes it, ``r`` runs the probes the
+    run announced for this view (its meta ``probes`` with ``view`` "density") at its next step:
+    at its default cadence one SLQ call (~85 HVPs) rarely fits the budget, so on demand is how
+    the density usually comes."""
 
     DEFAULT_CSS = """
     DensityScreen {
@@ -83,7 +87,10 @@ class DensityScreen(ModalScreen[None]):
         }
     }
     """
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,h", "dismiss", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,h", "dismiss", "Close"),
+        Binding("r", "run_probes", "Run the density probe now"),
+    ]
 
     def __init__(self, state: RunState) -> None:
         super().__init__()
@@ -104,12 +111,40 @@ class DensityScreen(ModalScreen[None]):
         if self.state.version == self._version:
             return
         self._version = self.state.version
+        status = [self._status_line()] if self._probes() else []
         latest = self.state.density
         if latest is None:
+            hint = "r runs it now" if self._probes() else "this run announces no density probe"
             self.body.update(
-                "no Hessian density yet: the run publishes one when its hessian_density "
-                "probe runs (Monitor(probes=[..., 'hessian_density']))"
+                "\n".join(
+                    [
+                        f"no Hessian density yet: the run publishes one when its "
+                        f"hessian_density probe runs ({hint})",
+                        *status,
+                    ]
+                )
             )
             return
         step, event = latest
-        self.body.update("\n".join([density_caption(event, step), *density_lines(event)]))
+        lines = [density_caption(event, step), *density_lines(event), *status]
+        self.body.update("\n".join(lines))
+
+    def _probes(self) -> list[str]:
+        """The probes the run announced for this view."""
+        return [e["name"] for e in probe_entries(self.state.meta) if e.get("view") == "density"]
+
+    def _status_line(self) -> str:
+        """Each density probe's latest on-demand run (``r`` asks for one)."""
+        parts = []
+        for name in self._probes():
+            run = self.state.probe_runs.get(name)
+            parts.append(f"{name}: {run.describe() if run else 'r runs it now'}")
+        return " · ".join(parts)
+
+    async def action_run_probes(self) -> None:
+        names = self._probes()
+        if not names:
+            self.notify("this run announces no density probe", timeout=2)
+        for name in names:
+            await self.app.run_action(f"run_probe({name!r})")
+        self._version = -1  # show "sent" now

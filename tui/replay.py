@@ -632,6 +632,9 @@ class ReplayApp(_ReadOnlyControls):
     async def action_command(self, cmd: str, factor: float | None = None) -> None:
         self.action_read_only()
 
+    async def action_run_probe(self, name: str) -> None:
+        self.action_read_only()
+
     async def action_pause_run(self) -> None:
         self.action_read_only()
 

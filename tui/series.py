@@ -1,15 +1,17 @@
-"""Bounded time series for the charts, and the min/max decimation that draws them.
+"""Bounded time series for the charts, and the min/max/last decimation that draws them.
 
 Memory policy (why not a plain ring buffer): a ring buffer keeps only the last N steps, so on a
 1M-step run the start of the run — where warm-up instabilities, loss spikes and the slow phase of
 grokking live — would scroll out of the chart. A :class:`Series` instead keeps the *whole* run at
-a uniform resolution, in min/max pairs:
+a uniform resolution, in (min, max, last) triples:
 
-* stored points come in pairs; each pair is the (min, max) of ``bucket`` consecutive appended
-  values, in their original order, so spikes and the global extremes are never lost;
-* when the store reaches ``capacity``, adjacent pairs merge (every 4 points → their min and max)
-  and ``bucket`` doubles, so the store halves and every pair still covers the same number of
-  appends: density stays uniform over the run, not geometric toward the start;
+* stored points come in triples; each triple is the min, the max and the last of ``bucket``
+  consecutive appended values, in their original order (a point that is two of them is stored
+  twice), so spikes and the global extremes are never lost and a bucket ends at its last value,
+  as W&B's charts do (a line through min/max only ends each bucket at an extreme);
+* when the store reaches ``capacity`` (rounded down to a multiple of 6), adjacent triples merge
+  (every 6 points → their min, max and last) and ``bucket`` doubles, so the store halves and
+  every triple still covers the same number of appends: density stays uniform over the run;
 * merging is one vectorised pass over fixed-size groups (~1 ms for 100k points) and happens once
   per ``capacity / 2`` stored points, so appends are amortised O(1) and no UI tick stalls.
 
@@ -46,15 +48,16 @@ class Series:
     """
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
-        if capacity < 8 or capacity % 4:
-            raise ValueError("capacity must be a multiple of 4, at least 8")
+        if capacity < 12:
+            raise ValueError("capacity must be at least 12")
         self.capacity = capacity
+        self._limit = capacity - capacity % 6  # stored points: whole pairs of triples
         self._x = np.empty(min(_INITIAL, capacity), dtype=np.float64)
         self._y = np.empty_like(self._x)
         self._n = 0
-        self.bucket = 2
-        """Appends summarised by each stored (min, max) pair; until the first merge a pair is
-        just two raw points, so they are stored as they come."""
+        self.bucket = 3
+        """Appends summarised by each stored (min, max, last) triple; until the first merge a
+        triple is just three raw points, so they are stored as they come."""
         self._staged_x: list[float] = []
         self._staged_y: list[float] = []
         self._chunks: list[tuple[np.ndarray, np.ndarray]] = []
@@ -138,16 +141,14 @@ class Series:
         return np.concatenate([stored, tail]) if tail else stored.copy()
 
     def _tail(self) -> list[tuple[float, float]]:
-        """The open bucket's (min, max), then the newest point, so a chart ends at "now"."""
+        """The open bucket's min, max and newest point, so a chart ends at "now"."""
         if not len(self._rest_x):
             return []
         picks = _group_extremes(self._rest_y.reshape(1, -1))
-        points = [(float(self._rest_x[i]), float(self._rest_y[i])) for i in dict.fromkeys(picks)]
-        newest = (float(self._rest_x[-1]), float(self._rest_y[-1]))
-        return points if points[-1] == newest else [*points, newest]
+        return [(float(self._rest_x[i]), float(self._rest_y[i])) for i in dict.fromkeys(picks)]
 
     def _flush(self) -> None:
-        """Move staged appends into the store: raw while ``bucket`` is 2, else as pairs."""
+        """Move staged appends into the store: raw while ``bucket`` is 3, else as triples."""
         if self._staged_x:
             self._chunk_staged()
         if not self._chunks:
@@ -157,14 +158,14 @@ class Series:
         self._nonfinite += int(np.count_nonzero(~np.isfinite(y[len(self._rest_y) :])))
         self._chunks, self._chunked = [], 0
         while len(x) >= self.bucket:
-            if self._n == self.capacity:
+            if self._n == self._limit:
                 self._merge()
                 continue
-            if self.bucket == 2:
-                take = min(len(x), self.capacity - self._n)
+            if self.bucket == 3:
+                take = min(len(x), self._limit - self._n)
                 self._put(x[:take], y[:take])
             else:
-                take = min(len(x) // self.bucket, (self.capacity - self._n) // 2) * self.bucket
+                take = min(len(x) // self.bucket, (self._limit - self._n) // 3) * self.bucket
                 keep = _group_extremes(y[:take].reshape(-1, self.bucket))
                 self._put(x[keep], y[keep])
             x, y = x[take:], y[take:]
@@ -183,8 +184,9 @@ class Series:
         self._y = np.resize(self._y, size)
 
     def _merge(self) -> None:
-        """Every 4 stored points (2 pairs) → their min and max in order; ``bucket`` doubles."""
-        keep = _group_extremes(self._y[: self._n].reshape(-1, 4))
+        """Every 6 stored points (2 triples) → their min, max and last in order (the last is
+        the second triple's last: its points are in append order); ``bucket`` doubles."""
+        keep = _group_extremes(self._y[: self._n].reshape(-1, 6))
         n = len(keep)
         self._x[:n], self._y[:n] = self._x[keep], self._y[keep]
         self._n = n
@@ -275,21 +277,24 @@ class SeriesStore:
 
 
 def _group_extremes(groups: np.ndarray) -> np.ndarray:
-    """Flat indices of each row's min and max (in order), ignoring non-finite values."""
+    """Flat indices of each row's min, max (ignoring non-finite values) and last point, in
+    order: three a row (an index twice where the last is an extreme)."""
     finite = np.isfinite(groups)
     lo = np.where(finite, groups, np.inf).argmin(axis=1)
     hi = np.where(finite, groups, -np.inf).argmax(axis=1)
+    last = np.full_like(lo, groups.shape[1] - 1)
     base = np.arange(len(groups)) * groups.shape[1]
-    return (np.sort(np.stack([lo, hi], axis=1), axis=1) + base[:, None]).ravel()
+    return (np.sort(np.stack([lo, hi, last], axis=1), axis=1) + base[:, None]).ravel()
 
 
 def decimate_minmax(x: np.ndarray, y: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Reduce (x, y) to at most 2 points per column for a chart ``width`` columns wide.
+    """Reduce (x, y) to at most 3 points per column for a chart ``width`` columns wide.
 
-    Columns split the x range evenly; each keeps the point holding its minimum and the one
-    holding its maximum, in their original order, so a line through the result touches every
-    column's extremes and the global min and max always survive. Non-finite points are dropped
-    (a chart cannot place them). ``x`` must be non-decreasing, as steps are.
+    Columns split the x range evenly; each keeps the point holding its minimum, the one holding
+    its maximum and its last point, in their original order, so a line through the result
+    touches every column's extremes, the global min and max always survive, and each column
+    ends at its last value (the chart's latest point is the run's latest). Non-finite points
+    are dropped (a chart cannot place them). ``x`` must be non-decreasing, as steps are.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -297,7 +302,7 @@ def decimate_minmax(x: np.ndarray, y: np.ndarray, width: int) -> tuple[np.ndarra
     if not finite.all():
         x, y = x[finite], y[finite]
     width = max(1, int(width))
-    if len(x) <= 2 * width:
+    if len(x) <= 3 * width:
         return x, y
     edges = np.linspace(x[0], x[-1], width + 1)[:-1]
     starts = np.unique(np.searchsorted(x, edges, side="left")).tolist()
@@ -306,5 +311,5 @@ def decimate_minmax(x: np.ndarray, y: np.ndarray, width: int) -> tuple[np.ndarra
     for start, end in zip(starts, ends, strict=True):
         column = y[start:end]
         lo, hi = start + int(column.argmin()), start + int(column.argmax())
-        keep.extend((lo,) if lo == hi else sorted((lo, hi)))
+        keep.extend(sorted({lo, hi, end - 1}))
     return x[keep], y[keep]

@@ -21,6 +21,7 @@ import numpy as np
 from probes.layout import MetricsBlock
 from probes.wire import Record, decode
 from tui.format import fmt_value
+from tui.probe_runs import RUN_PROBE, ProbeRuns
 from tui.series import DEFAULT_CAPACITY, LAYER_CAPACITY, SeriesStore
 
 MAX_EVENTS = 200
@@ -139,6 +140,8 @@ class RunState:
         self.status: dict[str, Any] = {}
         self.density: tuple[int, dict[str, Any]] | None = None
         """(step, data) of the latest ``hessian_density`` event (the density view draws it)."""
+        self.probe_runs = ProbeRuns()
+        """On-demand probe runs: sent → queued → running → done (:mod:`tui.probe_runs`)."""
         self.state = "waiting"
         self._paused_at: int | None = None
         """The step the run paused at (from its ack or heartbeat): a metrics record of a later
@@ -218,6 +221,8 @@ class RunState:
         """Remember a command this viewer sent, so its ack can be joined to it by id."""
         seen = self.step if self.step >= 0 else None
         item = self.commands[cid] = CommandItem(cid, cmd, dict(args), sent_t=t, sent_step=seen)
+        if cmd == RUN_PROBE:
+            self.probe_runs.sent(args)
         self._bound_commands()
         self.version += 1
         return item
@@ -376,6 +381,8 @@ class RunState:
             self.ranks.event(record.rank, name, data)
             if name == "hessian_density" and record.rank == 0:
                 self.density = (record.step, dict(data))
+            if record.rank == 0:
+                self.probe_runs.on_event(name, data, record.step)
             if name in _FINAL_EVENTS and record.rank == 0:
                 self.state = {"start": "running"}.get(name, name)
                 self._paused_at = None
@@ -397,6 +404,8 @@ class RunState:
     def _join_ack(self, record: Record) -> None:
         """Fold an ack into its command (one another viewer sent gets a row of its own)."""
         data = record.data
+        if data.get("cmd") == RUN_PROBE and record.rank == 0:
+            self.probe_runs.on_ack(data, record.step)
         cid = str(data.get("id", ""))
         item = self.commands.get(cid)
         if item is None:
@@ -473,6 +482,8 @@ class RankBook:
         self.health: dict[int, str] = {}
         """``live``, ``lost`` (rank 0 announced it), or the rank's final state."""
         self.hosts: dict[int, str] = {}
+        self.pids: dict[int, int] = {}
+        """Each rank's process id (its meta): the Systems view's rows are processes."""
         self.progress: dict[int, dict[str, float]] = {}
         """Rank 0's view of each rank (its heartbeats' ``ranks``): ``vs_fastest`` and ``vs_best``
         (straggler scores), ``since_advance`` and ``s_per_step``."""
@@ -502,6 +513,8 @@ class RankBook:
     def meta(self, rank: int, data: Mapping[str, Any]) -> None:
         if "host" in data:
             self.hosts[rank] = str(data["host"])
+        if isinstance(data.get("pid"), int) and not isinstance(data["pid"], bool):
+            self.pids[rank] = data["pid"]
         if rank not in self.health:
             self.set_health(rank, "live")
 

@@ -1,6 +1,6 @@
 """One metric's chart: a single Line-API widget that draws its own braille plot.
 
-:class:`Chart` takes plain (x, y) arrays, decimates them to ~2 points per column of its own
+:class:`Chart` takes plain (x, y) arrays, decimates them to ≤ 3 points per column of its own
 width, and shows the metric name and latest value in its border. A chart given a
 :class:`~probes.alerts.Threshold` also draws the limit as a red horizontal line and colours
 its title by the latest value's level (classes ``-ok`` / ``-warn`` / ``-alert``). Other runs can
@@ -199,7 +199,7 @@ class Chart(Widget):
         return width if width > 0 else _FALLBACK_COLUMNS
 
     def _prepared(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(x, y, raster x, raster y) of one line: log10 under log y, decimated to ~2 points a
+        """(x, y, raster x, raster y) of one line: log10 under log y, decimated to ≤ 3 points a
         column, non-finite points dropped (and marked as gaps in the raster copy)."""
         if self.log_y:
             with np.errstate(divide="ignore", invalid="ignore"):
