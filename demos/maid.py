@@ -28,8 +28,6 @@ from diag.methods.maid.bilevel import MaidSettings, MaidState, maid_step
 from diag.methods.maid.problems import DigitsRidge, Quadratic
 from diag.methods.maid.spec import SPEC, MaidConfig
 
-THETA0 = {"quadratic": 1.0, "digits": -3.0}  # the authors' θ₀ for each problem
-
 
 class Maid(Solver):
     spec = SPEC
@@ -46,8 +44,7 @@ class Maid(Solver):
             self.task = DigitsRidge.load(cfg.fit, generator, self.device)
             shape = (self.task.x_fit.shape[1], 10)
         self.problem = self.task.bilevel()
-        theta0 = THETA0[cfg.problem] if math.isnan(cfg.theta0) else cfg.theta0
-        theta = torch.full(shape, theta0, dtype=torch.float64, device=self.device)
+        theta = torch.full(shape, cfg.theta0, dtype=torch.float64, device=self.device)
         x = torch.zeros(shape, dtype=torch.float64, device=self.device)
         self.state = MaidState(theta, x, cfg.eps0, cfg.delta0, cfg.beta0)
         self.settings = MaidSettings(eta=cfg.eta, rho=cfg.rho, tau=cfg.tau, nu=cfg.nu)

@@ -187,6 +187,7 @@ def test_maid_never_raises_the_exact_loss_and_beats_exact_descent_in_200_iterati
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 5 runs of ~2400 iterations: ~75 s CPU, far more under load
 def test_maid_reaches_the_closed_form_optimum_at_paper_size():
     """Seeds 0–4 (cond(∇²F) 77–592) to the end: (F − F*)/F* < 1e-6 and θ within 1e-3 of θ*,
     with fewer iterations than descent at 1/L_F needs to the same gap. Conditioning has a
