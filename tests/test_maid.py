@@ -134,6 +134,28 @@ def test_the_accepted_step_is_the_first_backtrack_below_the_closed_form_armijo_l
     torch.testing.assert_close(state.theta, theta - expected * p, rtol=1e-8, atol=1e-10)
 
 
+def test_default_steps_backtrack_below_one_over_l_on_the_authors_uncentred_problem():
+    """Regression: the first attempt's β₀ = 0.1 with ρ = 0.9 could not backtrack below
+    0.1·0.9¹³ ≈ 0.025 in an outer iteration, while the authors' U[0, 1] problem from θ₀ = −3
+    needs α ≲ 1/L_F ≈ 0.002; every step was rejected and θ never moved (0 of 10 accepted).
+    The defaults (β₀ = 0.01, ρ = ½, from the authors' quadratic run) accept all 10 and F
+    falls from 2.5e4 to ~17."""
+    generator = torch.Generator().manual_seed(0)
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator, dtype=torch.float64)
+
+    a1, a2, a3 = uniform(200, 10), uniform(200, 10), uniform(200, 10)
+    task = Quadratic(a1, a2, a3, a1 @ uniform(10), a2 @ uniform(10) + a3 @ uniform(10))
+    assert 1 / task.smoothness() < 0.005
+    config = Maid.spec.config()
+    theta = torch.full((10,), -3.0, dtype=torch.float64)
+    state = MaidState(theta, torch.zeros(10, dtype=torch.float64), 0.1, 0.1, config.beta0)
+    settings = MaidSettings(eta=config.eta, rho=config.rho, tau=config.tau, nu=config.nu)
+    accepted = [maid_step(task.bilevel(), state, settings).accepted for _ in range(10)]
+    assert all(accepted) and task.value(state.theta) < 1e-2 * task.value(theta)
+
+
 def test_the_closed_form_optimum_matches_scipy_least_squares():
     from scipy.optimize import least_squares
 
