@@ -27,7 +27,10 @@ MAID never computes it exactly. One outer iteration, with accuracies ε (lower l
 
 The Armijo constant is η² as in the authors' code (the write-up quotes both). Defaults follow
 the authors' quadratic run (``Quadratic.py``): ε₀ = δ₀ = 0.1, η = 1e-4, ρ = τ = ½, ν = 1.25,
-β₀ = 0.01 (their ``MAID.py`` defaults ρ = 0.9, ν = 1.05, β₀ = 0.1 are settings of the run).
+β₀ = 0.01 (their ``MAID.py`` defaults ρ = 0.9, ν = 1.05, β₀ = 0.1 are settings of the run:
+with them no step below 0.1·0.9¹³ is ever tried, which stalls MAID wherever 1/L_F is smaller),
+at most 2000 FISTA and 2000 CG iterations per solve. Added here: the accuracy check stops
+tightening at ε < 1e-14 (``min_accuracy``), where float64 round-off would dominate ω.
 
 The error bound is this implementation's derivation, not the authors' on-the-fly estimate
 ``cε + (B_x/μ)δ + (L_B/μ)ε²`` (whose constants come from one-sample power/perturbation
