@@ -14,7 +14,7 @@ Streamed per outer iteration: ``upper_loss`` (f(x̃), the inexact value MAID see
 ``lower_iters``, ``cg_iters``, ``accepted``; quadratic also the exact ``true_loss`` F(θ),
 ``rel_gap`` = (F − F*)/F* and ``theta_error`` = ‖θ − θ*‖/‖θ*‖; digits ``val_acc``.
 
-Run it: ``diag run maid`` · ``diag run maid --set problem=digits --steps 100``.
+Run it: ``diag run maid`` · ``diag run maid --set problem=digits --steps 125``.
 """
 
 from __future__ import annotations
