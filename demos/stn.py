@@ -53,14 +53,20 @@ def two_gaussians(cfg: StnConfig, generator: torch.Generator) -> tuple[torch.Ten
 
 
 class StnMlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, drop_input: bool = True) -> None:
         super().__init__()
+        self.drop_input = drop_input
         self.layers = nn.ModuleList(
             [StnLinear(dim, hidden, 1), StnLinear(hidden, hidden, 1), StnLinear(hidden, 2, 1)]
         )
 
-    def forward(self, x: torch.Tensor, rate: torch.Tensor, generator=None) -> torch.Tensor:
-        hyper = rate.reshape(-1, 1)
+    def forward(self, x: torch.Tensor, h: torch.Tensor, generator=None) -> torch.Tensor:
+        """``h``: the unconstrained hyperparameter per example (B,); the gates see ``h`` itself,
+        as in the paper's code, and the dropout masks use the rate ``λ(h)``."""
+        hyper = h.reshape(-1, 1)
+        rate = dropout_rate(h.reshape(-1))
+        if self.training and self.drop_input:
+            x = per_example_dropout(x, rate, generator)
         for layer in self.layers[:-1]:
             x = torch.relu(layer(x, hyper))
             if self.training:
@@ -78,7 +84,7 @@ class Stn(Trainer):
         data = two_gaussians(cfg, gen)
         self.x, self.y, self.xv, self.yv = (t.to(self.device) for t in data)
         self.noise = torch.Generator().manual_seed(cfg.seed + 1)
-        self.model = StnMlp(cfg.dim, cfg.hidden).to(self.device)
+        self.model = StnMlp(cfg.dim, cfg.hidden, cfg.drop_input).to(self.device)
         p0 = cfg.dropout0 / 0.9
         self.h = nn.Parameter(torch.tensor([math.log(p0 / (1 - p0))], device=self.device))
         self.s = nn.Parameter(
@@ -105,11 +111,8 @@ class Stn(Trainer):
     def forward_backward(self, step: int) -> StepOutput:
         cfg = self.config
         if self.is_hyper_step(step):
-            self.model.eval()
             x, y = self._batch(self.xv, self.yv)
-            rate = dropout_rate(perturb(self.h, self.s, len(y), self.noise))
-            logits = self.model(x, rate)
-            loss = F.cross_entropy(logits, y) - cfg.entropy_weight * entropy(self.s)
+            loss, logits = self.hyper_objective(x, y, self.noise)
             loss.backward()
             for p in self.model.parameters():
                 p.grad = None  # a hyper step moves (h, s) only
@@ -117,8 +120,8 @@ class Stn(Trainer):
             self.model.train()
             x, y = self._batch(self.x, self.y)
             with torch.no_grad():
-                rate = dropout_rate(perturb(self.h, self.s, len(y), self.noise))
-            logits = self.model(x, rate, self.noise)
+                h = perturb(self.h, self.s, len(y), self.noise)
+            logits = self.model(x, h, self.noise)
             loss = F.cross_entropy(logits, y)
             loss.backward()
             self.h.grad = self.s.grad = None  # a train step moves φ only
@@ -128,13 +131,21 @@ class Stn(Trainer):
         }
         return StepOutput(loss=loss.detach(), logits=logits.detach(), targets=y, scalars=scalars)
 
+    def hyper_objective(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``L_V(ŵ_φ(λ(h̃))) − τ·H(s)`` on (x, y) with dropout off (eval mode), so it reaches
+        (h, s) only through the gating; returns it and the logits."""
+        self.model.eval()
+        logits = self.model(x, perturb(self.h, self.s, len(y), generator))
+        loss = F.cross_entropy(logits, y) - self.config.entropy_weight * entropy(self.s)
+        return loss, logits
+
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
         self.model.eval()
-        rate = dropout_rate(self.h.detach()).expand(len(self.y))
-        train = F.cross_entropy(self.model(self.x, rate), self.y)
-        rate_v = dropout_rate(self.h.detach()).expand(len(self.yv))
-        logits_v = self.model(self.xv, rate_v)
+        train = F.cross_entropy(self.model(self.x, self.h.detach().expand(len(self.y))), self.y)
+        logits_v = self.model(self.xv, self.h.detach().expand(len(self.yv)))
         return {
             "train_loss": float(train),
             "val_loss": float(F.cross_entropy(logits_v, self.yv)),

@@ -10,19 +10,20 @@ from diag.spec import Card, Gauge, MethodSpec, Paper
 
 @dataclass
 class StnConfig(RunConfig):
-    steps: int = 3000
+    steps: int = 1500
     threads: int = 1
     eval_every: int = 50
     dim: int = param(50, ge=1, help="input dimension of the two-Gaussian problem")
     train_size: int = param(200, ge=2, help="training points (small: the model overfits)")
     val_size: int = param(1000, ge=2, help="validation points (the hyper steps' data)")
-    separation: float = param(1.0, gt=0, help="distance between the two class means")
+    separation: float = param(2.0, gt=0, help="distance between the two class means")
     hidden: int = param(128, ge=1, help="width of both hidden layers")
+    drop_input: bool = param(True, help="drop input features too (the paper tunes input dropout)")
     dropout0: float = param(0.05, gt=0, lt=0.9, help="initial dropout rate")
     perturb_scale: float = param(0.5, gt=0, help="initial softplus(s) of the perturbation")
     entropy_weight: float = param(1e-3, ge=0, help="τ, weight of the perturbation entropy")
     lr: float = param(1e-3, gt=0, help="Adam lr of the weights φ")
-    hyper_lr: float = param(3e-3, gt=0, help="Adam lr of the hyperparameters (h, s)")
+    hyper_lr: float = param(1e-2, gt=0, help="Adam lr of the hyperparameters (h, s)")
     batch_size: int = param(64, ge=1, help="minibatch size")
     train_steps: int = param(2, ge=1, help="train steps per cycle")
     hyper_steps: int = param(1, ge=0, help="hyper steps per cycle (0: fixed dropout baseline)")
