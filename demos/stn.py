@@ -109,7 +109,6 @@ class Stn(Trainer):
         return x[pick], y[pick]
 
     def forward_backward(self, step: int) -> StepOutput:
-        cfg = self.config
         if self.is_hyper_step(step):
             x, y = self._batch(self.xv, self.yv)
             loss, logits = self.hyper_objective(x, y, self.noise)
