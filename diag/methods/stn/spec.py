@@ -49,8 +49,9 @@ SPEC = MethodSpec(
         "units by λ so validation loss can move it, alternating with ordinary training.",
         claim="The tuned dropout follows a schedule: it rises as the model starts to overfit "
         "(MacKay et al. 2019).",
-        watch="dropout rises from 0.05 while train_loss falls below val_loss; compare val_loss "
-        "with --set hyper_steps=0 (fixed 0.05).",
+        watch="dropout rises from 0.05 towards ≈ 0.5 while train_loss falls below val_loss; "
+        "compare val_loss with --set hyper_steps=0 dropout0=0.05 (overfits) and dropout0=0.5 "
+        "(the best fixed rate).",
     ),
     gauges=(
         Gauge(
@@ -60,7 +61,11 @@ SPEC = MethodSpec(
             label="dropout λ",
         ),
     ),
-    expected_cpu_s=30,
-    headline={"dropout": "paper: rises; measured here: falls 0.05 → 0.005 (not yet reproduced)"},
-    status="experimental",
+    expected_cpu_s=20,
+    headline={
+        "dropout": "paper: rises (PTB output dropout → 0.78 vs grid 0.68); measured here "
+        "0.05 → 0.49–0.52, the fixed-grid optimum 0.5–0.7 (3 seeds)",
+        "val_loss": "0.45–0.49: 0.96–1.02 × the best fixed rate's, 0.24–0.32 × fixed 0.05's",
+    },
+    status="reproduces",
 )
