@@ -393,6 +393,43 @@ def test_lfu_consistency_counts_only_response_positions():
     assert float(reference) == pytest.approx(0.01, rel=1e-5)
 
 
+def test_lfu_consistency_gradient_to_first_order_in_alpha_descends_the_sft_loss_of_batch_b():
+    """Why LfU does not restrain forgetting at this size: with the clean states stop-gradient,
+    ∇_θ ℓ_cons = 2α·mean_l J_lᵀJ_l ĝ/(n·d) + O(α²), so ⟨∇ℓ_cons, ĝ⟩ = 2α·mean_l ‖J_l ĝ‖²/(n·d)
+    > 0 — a descent step on the consistency also descends ℓ_SFT(b). J_l ĝ here by central
+    differences of the hidden states, the gradient by autograd through ``lfu_objective``."""
+    from torch.func import functional_call
+
+    from diag.methods.lfu.undesirable import ascent_direction, masked_token_loss
+
+    model, (x, y), (xb, yb) = _tiny_lm_and_batches()
+    model.double()
+    alpha, eps = 1e-4, 1e-5
+    total = lfu_objective(model, x, y, xb, yb, alpha=alpha, weight=1.0)[0]
+    sft = masked_token_loss(model(x), y)
+    names = [n for n, _ in model.named_parameters()]
+    both = torch.autograd.grad(total, list(model.parameters()))
+    plain = torch.autograd.grad(sft, list(model.parameters()), allow_unused=True)
+    direction = ascent_direction(model, masked_token_loss(model(xb), yb))
+    along = sum(
+        float(((g - (0 if p is None else p)) * direction[n]).sum())
+        for n, g, p in zip(names, both, plain, strict=True)
+    )
+
+    def states(sign: float) -> list[torch.Tensor]:
+        shifted = {n: p + sign * eps * direction[n] for n, p in model.named_parameters()}
+        return functional_call(
+            model, {**shifted, **dict(model.named_buffers())}, (x,), {"hidden": True}
+        )[1]
+
+    mask = y != -100
+    with torch.no_grad():
+        tangents = [(a - b) / (2 * eps) for a, b in zip(states(1.0), states(-1.0), strict=True)]
+    expected = 2 * alpha * torch.stack([t[mask].pow(2).mean() for t in tangents]).mean()
+    assert float(expected) > 0
+    assert along == pytest.approx(float(expected), rel=1e-3)
+
+
 def test_lfu_run_streams_a_positive_ascent_raise_and_task_a_accuracy():
     scalars, result = _streamed("lfu", steps=4, pretrain_steps=10, width=16, eval_every=2)
     assert all(s["ascent_raise"] > 0 for s in scalars)
