@@ -1,0 +1,205 @@
+"""Per-node fan-in (probes/relay.py) with real sockets: node ranks → relay → rank 0 → a viewer.
+
+The ranks are :class:`~probes.ranks.RankForwarder` objects (threads) or, where a rank must be
+killed, a separate process; rank 0 is a :class:`~probes.ranks.RankZeroTransport` with a store.
+Expected summaries come from numpy on the values the ranks sent, not from the relay's code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from probes.client import Subscriber
+from probes.endpoints import free_port_pair
+from probes.ranks import RankForwarder, RankZeroTransport
+from probes.relay import NodeRelay, node_of, relay_ranks, relays_wanted, summarize
+from probes.store import RunStore, open_store
+from probes.wire import Record, metrics_data
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = "fanin"
+
+
+def _addresses() -> tuple[str, str]:
+    port = free_port_pair()
+    return f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}"
+
+
+def _wait(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def _relay_messages(records: list[Record]) -> list[dict]:
+    return [r.data["relay"] for r in records if r.kind == "heartbeat" and "relay" in r.data]
+
+
+def _summaries(records: list[Record]) -> dict[int, dict]:
+    return {step: stats for m in _relay_messages(records) for step, stats in m["summaries"]}
+
+
+def test_summarize_is_numpys_min_median_max_mean_of_the_finite_values():
+    values = {1: {"a": 3.0, "b": 1.0}, 2: {"a": -1.0, "b": float("nan")}, 3: {"a": 10.0}, 4: {}}
+    out = summarize(values)
+    a = np.array([3.0, -1.0, 10.0])
+    assert out["a"] == [3, a.min(), np.median(a), a.max(), a.mean()]
+    assert out["b"] == [1, 1.0, 1.0, 1.0, 1.0]  # the NaN rank is not part of the band
+    assert summarize({1: {"c": float("inf")}}) == {}
+
+
+def test_node_and_relay_choice_follow_torchruns_environment():
+    assert node_of({"GROUP_RANK": "3", "LOCAL_WORLD_SIZE": "8"}, 5) == 3
+    assert node_of({"LOCAL_WORLD_SIZE": "8"}, 17) == 2
+    assert relays_wanted({"WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8"})
+    assert not relays_wanted({"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "8"})
+    assert relays_wanted({"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "8", "EDGEWATCH_RELAY": "1"})
+    assert not relays_wanted({"WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8", "EDGEWATCH_RELAY": "0"})
+
+
+def test_rank_zero_takes_only_well_formed_relay_entries():
+    data = {"ranks": {"1": [5, 0.1], "0": [5, 0.0], "9": [1, 0.0], "2": [True, 0.0], "x": [1, 1]}}
+    assert list(relay_ranks(data, world_size=4)) == [(1, 5, 0.1)]
+    assert list(relay_ranks("junk", world_size=4)) == []
+
+
+@pytest.fixture
+def node(tmp_path):
+    """Rank 0 (world of 5, with a store) and node 1's relay for ranks 1–4, with a shard."""
+    addresses = _addresses()
+    zero = RankZeroTransport(
+        "tcp://127.0.0.1:0",
+        run=RUN,
+        world_size=5,
+        addresses=addresses,
+        store=RunStore(tmp_path / "run.db"),
+        lost_after_s=1.5,
+    )
+    relay_at = f"ipc://{tmp_path}/relay.ipc"
+    relay = NodeRelay(
+        run=RUN,
+        rank=1,
+        node=1,
+        bind=relay_at,
+        upstream=addresses[0],
+        store=RunStore(tmp_path / "run.node1.db"),
+        full_rate=2.0,
+        node_size=4,
+    )
+    sub = Subscriber(zero.endpoint)
+    yield zero, relay, relay_at, addresses, sub
+    sub.close()
+    relay.close()
+    zero.close(timeout=1)
+
+
+def _forwarders(ranks, addresses, relay_at):
+    return {r: RankForwarder(run=RUN, rank=r, addresses=addresses, relay=relay_at) for r in ranks}
+
+
+def test_relayed_ranks_arrive_as_per_step_summaries_equal_to_numpy_and_every_record_is_stored(
+    node, tmp_path
+):
+    zero, relay, relay_at, addresses, sub = node
+    ranks, steps = [1, 2, 3, 4], 12
+    values = np.random.default_rng(0).normal(size=(5, steps, 3))
+    forwarders = _forwarders(ranks, addresses, relay_at)
+    _wait(lambda: all(f._push.poll(0, 2) for f in forwarders.values()))  # relay link up
+    for step in range(steps):
+        for rank, fwd in forwarders.items():
+            scalars = {f"m{i}": float(values[rank, step, i]) for i in range(3)}
+            fwd.send(Record(kind="metrics", run=RUN, step=step, data=metrics_data(scalars)))
+        time.sleep(0.02)
+    records = sub.collect(lambda rs: len(_summaries(rs)) >= steps, timeout=20)
+    for fwd in forwarders.values():
+        fwd.close()
+    summaries = _summaries(records)
+    assert sorted(summaries) == list(range(steps))
+    for step, stats in summaries.items():
+        for i in range(3):
+            column = values[ranks, step, i]
+            expected = [4, column.min(), np.median(column), column.max(), column.mean()]
+            assert stats[f"m{i}"] == pytest.approx(expected, rel=1e-12)
+    last = _relay_messages(records)[-1]
+    assert last["summarized"] == len(ranks) * steps
+    assert last["sampled"] + last["thinned"] == last["summarized"]
+    assert 1 <= last["sampled"] < last["summarized"]  # thinned, and counted as such
+    assert all(f.stats.sent_direct == 0 for f in forwarders.values())
+    _wait(lambda: zero.relays.get(1, {}).get("summarized") == len(ranks) * steps)
+    assert zero.relays[1]["thinned"] == last["thinned"]
+    assert {r: zero.watch.ranks[r].step for r in ranks} == dict.fromkeys(ranks, steps - 1)
+    relay.close()
+    zero.close(timeout=1)
+    shard = open_store(relay.store.path)
+    assert shard.count(["metrics"]) == len(ranks) * steps  # every per-rank record, on the node
+    assert open_store(tmp_path / "run.db").count(["metrics"]) == 0  # none crossed to be stored
+
+
+def test_a_killed_rank_behind_a_relay_is_still_named_lost(node):
+    zero, relay, relay_at, addresses, sub = node
+    script = (
+        "import sys, time\n"
+        "from probes.ranks import RankForwarder\n"
+        "from probes.wire import Record\n"
+        f"f = RankForwarder(run={RUN!r}, rank=2, addresses={addresses!r}, relay={relay_at!r})\n"
+        "step = 0\n"
+        "while True:\n"
+        "    step += 1; f.set_status(step=step)\n"
+        f"    f.send(Record(kind='metrics', run={RUN!r}, step=step))\n"
+        "    print(step, flush=True) if step == 20 else None\n"
+        "    time.sleep(0.05)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE)
+    alive = _forwarders([1], addresses, relay_at)[1]
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == b"20"
+        _wait(lambda: zero.watch.ranks.get(2) is not None and zero.watch.ranks[2].step >= 20)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        for step in range(200):  # rank 1 goes on stepping through the relay
+            alive.set_status(step=step)
+            alive.send(Record(kind="metrics", run=RUN, step=step))
+            if any(r.data.get("event") == "rank_lost" for r in sub.poll(0.05)):
+                break
+        assert zero.watch.ranks[2].lost and not zero.watch.ranks[1].lost
+    finally:
+        child.kill()
+        alive.close()
+    assert alive.stats.sent_direct == 0  # rank 1's records all went through the relay
+
+
+def test_ranks_go_straight_to_rank_zero_while_their_relay_is_absent(tmp_path):
+    addresses = _addresses()
+    zero = RankZeroTransport("tcp://127.0.0.1:0", run=RUN, world_size=2, addresses=addresses)
+    relay_at = f"ipc://{tmp_path}/nobody.ipc"
+    fwd = RankForwarder(run=RUN, rank=1, addresses=addresses, relay=relay_at)
+    try:
+        for step in range(50):
+            fwd.send(Record(kind="metrics", run=RUN, step=step))
+        _wait(lambda: zero.stats.forwarded >= 50)
+        assert fwd.stats.sent_direct >= 50 and fwd.stats.dropped_rank0_unreachable == 0
+        relay = NodeRelay(run=RUN, rank=1, node=1, bind=relay_at, upstream=addresses[0])
+        _wait(lambda: fwd._push.poll(0, 2))
+        direct = fwd.stats.sent_direct
+        for step in range(50, 60):
+            fwd.send(Record(kind="metrics", run=RUN, step=step))
+        _wait(lambda: relay.stats.summarized >= 10)
+        assert fwd.stats.sent_direct == direct
+        relay.close()  # the relay goes away: the rank falls back again, never blocking
+        _wait(lambda: not fwd._push.poll(0, 2))
+        for step in range(60, 70):
+            fwd.send(Record(kind="metrics", run=RUN, step=step))
+        _wait(lambda: fwd.stats.sent_direct >= direct + 10)
+    finally:
+        fwd.close()
+        zero.close(timeout=1)
