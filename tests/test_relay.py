@@ -145,7 +145,7 @@ def test_relayed_ranks_arrive_as_per_step_summaries_equal_to_numpy_and_every_rec
 
 
 def test_a_killed_rank_behind_a_relay_is_still_named_lost(node):
-    zero, relay, relay_at, addresses, sub = node
+    zero, _relay, relay_at, addresses, sub = node
     script = (
         "import sys, time\n"
         "from probes.ranks import RankForwarder\n"
