@@ -4,7 +4,7 @@ Without it every rank PUSHes to global rank 0, whose one I/O thread decodes, sto
 republishes every record: its CPU grows with ranks × steps/s (docs/scale.md). With a
 :class:`NodeRelay` on each node but the first, the node's ranks PUSH to the relay over a
 node-local socket (ipc, or loopback tcp), and the relay sends rank 0 one heartbeat-kind message
-per :data:`UPSTREAM_S` that carries, under ``data["relay"]``:
+per :data:`UPSTREAM_S` (0.25 s) that carries, under ``data["relay"]``:
 
 * ``ranks`` — each node rank heard since the last message: ``[step, seconds since heard]``, so
   rank 0's :class:`~probes.rank_watch.RankWatch` still names a lost, stalled or straggling rank
@@ -48,8 +48,9 @@ from probes.wire import MAX_MESSAGE_BYTES, Record, WireError, decode, encode
 
 log = logging.getLogger("edgewatch.relay")
 
-UPSTREAM_S = 0.1
-"""The relay sends rank 0 one message at most this often (and at least every second)."""
+UPSTREAM_S = 0.25
+"""The relay sends rank 0 one message at most this often (and at least every second),
+``EDGEWATCH_RELAY_UPSTREAM_S``: rank 0 handles nodes / UPSTREAM_S messages a second."""
 SUMMARY_WAIT_S = 0.5
 """A step's summary leaves once every live node rank reported it, or this long after its first
 value (a slow or dead rank does not hold the band back)."""
@@ -96,19 +97,30 @@ def relays_wanted(env: Mapping[str, str]) -> bool:
 
 def summarize(values: Mapping[int, Mapping[str, float]]) -> dict[str, list[float]]:
     """Per scalar over the ranks that have it: ``[n, min, p50, max, mean]`` of the finite
-    values (a scalar with none is left out: a NaN rank is not a band)."""
-    names: dict[str, None] = {}
-    for scalars in values.values():
-        names.update(dict.fromkeys(scalars))
-    out = {}
-    for name in names:
-        column = np.array([s[name] for s in values.values() if name in s], dtype=np.float64)
-        column = column[np.isfinite(column)]
-        if column.size:
-            low, mid, high = np.percentile(column, (0, 50, 100))
-            mean = float(column.mean())
-            out[name] = [int(column.size), float(low), float(mid), float(high), mean]
-    return out
+    values (a scalar with none is left out: a NaN rank is not a band). One numpy pass over a
+    ranks × scalars matrix, not one per scalar (the TUI calls this once per step)."""
+    rows = list(values.values())
+    if not rows:
+        return {}
+    names = list(rows[0])
+    if all(list(row) == names for row in rows):  # the usual case: every rank, same scalars
+        matrix = np.array([list(row.values()) for row in rows], dtype=np.float64)
+    else:
+        for row in rows:
+            names += [name for name in row if name not in names]
+        matrix = np.array([[row.get(n, math.nan) for n in names] for row in rows], np.float64)
+    matrix[~np.isfinite(matrix)] = np.nan
+    count = np.sum(~np.isnan(matrix), axis=0)
+    ordered = np.sort(matrix, axis=0)  # NaN last: a column's values are its first `count`
+    last = np.maximum(count - 1, 0)
+
+    def at(rows: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(ordered, rows[None, :], axis=0)[0]
+
+    median = (at(last // 2) + at((count // 2).clip(max=last))) / 2
+    mean = np.nansum(matrix, axis=0) / np.maximum(count, 1)
+    stats = np.stack([count, ordered[0], median, at(last), mean], axis=1).tolist()
+    return {name: row for name, row, n in zip(names, stats, count.tolist(), strict=True) if n}
 
 
 @dataclass
@@ -151,6 +163,7 @@ class NodeRelay:
             self.full_rate = FULL_RATE
         self.node_size = node_size
         """How many ranks the node runs (LOCAL_WORLD_SIZE): a step waits for that many."""
+        self.upstream_s = float(os.environ.get("EDGEWATCH_RELAY_UPSTREAM_S") or UPSTREAM_S)
         self.stats = RelayStats()
         self._ctx = zmq.Context()
         self._pull = self._ctx.socket(zmq.PULL)
@@ -214,14 +227,15 @@ class NodeRelay:
     def _pass(self, now: float, final: bool = False) -> None:
         self.io_cpu_seconds = time.thread_time()
         if not final:
-            self._pull.poll(int(UPSTREAM_S * 1000))
+            self._pull.poll(int(min(self.upstream_s, 0.1) * 1000))
         self._drain(time.monotonic())
         now = time.monotonic()
         if self.store is not None and self.store.flush_due():
             self.store.maybe_flush()
         self._close_steps(now, everything=final)
         quiet = now - self._last_up >= IDLE_UPSTREAM_S
-        if final or (now - self._last_up >= UPSTREAM_S and (self._news or self._ready)) or quiet:
+        due = now - self._last_up >= self.upstream_s and (self._news or self._ready)
+        if final or due or quiet:
             self._send_upstream(now)
 
     def _drain(self, now: float, limit: int = 5000) -> None:

@@ -74,7 +74,8 @@ class RankBands:
         self.closed_late = 0
         """Partials that arrived after their step closed (left out of the band)."""
         self._closed = -1
-        self._names: dict[str, tuple[str, ...]] = {}
+        self._names: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._metrics: dict[str, None] = {}
 
     def add(self, source: int, step: int, stats: Mapping[str, Partial]) -> None:
         """A source's partials for ``step`` (``DIRECT`` or a node number)."""
@@ -111,23 +112,28 @@ class RankBands:
             self._write(step, reported)
 
     def _write(self, step: int, reported: dict[int, dict[str, Partial]]) -> None:
-        names: dict[str, list[Partial]] = {}
+        """One row for the step, every metric's four columns in it (one staged row, not one
+        per metric: rows with other names flush the store)."""
+        parts: dict[str, list[Partial]] = {}
         for stats in reported.values():
             for name, partial in stats.items():
-                names.setdefault(name, []).append(partial)
-        for name, partials in names.items():
-            row = merge(partials)
-            self.series.append_row(step, self._columns(name), row[1:])
+                parts.setdefault(name, []).append(partial)
+        row: list[float] = []
+        for partials in parts.values():
+            row += merge(partials)[1:]
+        self.series.append_row(step, self._columns(tuple(parts)), row)
 
-    def _columns(self, name: str) -> tuple[str, ...]:
-        columns = self._names.get(name)
+    def _columns(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        columns = self._names.get(names)
         if columns is None:
-            columns = self._names[name] = tuple(f"{name}:{f}" for f in BAND_FIELDS)
+            columns = tuple(f"{n}:{f}" for n in names for f in BAND_FIELDS)
+            self._names[names] = columns
+            self._metrics.update(dict.fromkeys(names))
         return columns
 
     def metrics(self) -> list[str]:
         """Metrics with a band, in arrival order."""
-        return [name for name in self._names if f"{name}:p50" in self.series]
+        return list(self._metrics)
 
     def band(self, name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """``{field: (steps, values)}`` of one metric's band (empty if none yet)."""
