@@ -149,9 +149,16 @@ async def test_the_ranks_screen_draws_the_band_and_heatmap_and_m_changes_the_met
         styles = [style for style, _, _ in screen.band.lines()]
         assert styles.count("blue") == 2 and "yellow" in styles  # min/max edges, the mean
         heatmap = screen.heatmap
+        deadline = time.monotonic() + 5
+        while (heatmap.grid is None or len(heatmap.grid.rank_groups) < 4) and (
+            time.monotonic() < deadline
+        ):
+            await pilot.pause(0.05)
         assert heatmap.shown_metric == "loss" and heatmap.grid is not None
         assert [g for g, _ in heatmap.grid.rank_groups] == [0, 1, 2, 3]
         assert heatmap.cell(3, heatmap.grid.cells.shape[1] - 1) == 3.0 + 4.0  # rank 3, step 4
         await pilot.press("m")
         assert screen.metric == "grad_norm" and screen.band.shown_metric == "grad_norm"
+        await pilot.pause(0.2)
         assert heatmap.shown_metric == "grad_norm"
+        assert heatmap.cell(2, heatmap.grid.cells.shape[1] - 1) == 20.0  # rank 2's grad_norm

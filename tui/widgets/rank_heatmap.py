@@ -73,21 +73,24 @@ class RankHeatmap(Widget):
         super().__init__(id=id)
         self.grid: HeatGrid | None = None
         self.shown_metric: str | None = None
+        self._heat: RankHeat | None = None
 
     def show(self, heat: RankHeat, metric: str) -> None:
-        """Redraw ``metric``'s grid (its points are kept once tracked: ``RankBook.look_at``)."""
-        self.shown_metric = metric
-        columns = max(1, self.size.width - LABEL_WIDTH - 1)
-        self.grid = heat.grid(metric, columns, max(1, self.size.height))
+        """Redraw with ``metric``'s points (kept once tracked: ``RankBook.look_at``); the grid
+        is binned at render time, to the size the widget has then."""
+        self._heat, self.shown_metric = heat, metric
         self.border_title = f"{metric}: ranks × steps"
-        if self.grid is not None:
-            first, last = self.grid.steps
-            self.border_subtitle = f"steps {first}–{last}"
         self.refresh()
 
     def render(self) -> Text:
+        if self._heat is not None and self.shown_metric is not None:
+            columns = max(1, self.size.width - LABEL_WIDTH - 1)
+            self.grid = self._heat.grid(self.shown_metric, columns, max(1, self.size.height))
         if self.grid is None:
             return Text("no per-rank values yet", style="dim")
+        first, last = self.grid.steps
+        if self.border_subtitle != (subtitle := f"steps {first}–{last}"):
+            self.border_subtitle = subtitle
         levels = cell_levels(self.grid.cells)
         text = Text(no_wrap=True, overflow="crop")
         for row, group in enumerate(self.grid.rank_groups):
