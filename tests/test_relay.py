@@ -28,6 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN = "fanin"
 
 
+@pytest.fixture(autouse=True)
+def _short_close(monkeypatch):
+    """Rank 0's close waits for ranks these tests never start: not the default 5 s."""
+    monkeypatch.setattr("probes.ranks.CLOSE_WAIT_S", 0.3)
+
+
 def _addresses() -> tuple[str, str]:
     port = free_port_pair()
     return f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port + 1}"
@@ -203,3 +209,38 @@ def test_ranks_go_straight_to_rank_zero_while_their_relay_is_absent(tmp_path):
     finally:
         fwd.close()
         zero.close(timeout=1)
+
+
+def test_rank_transport_starts_the_relay_on_a_nodes_local_rank_zero_and_routes_through_it(
+    tmp_path, monkeypatch
+):
+    from probes.ranks import RankInfo, rank_transport
+
+    records_addr, _ = _addresses()
+    monkeypatch.setenv("EDGEWATCH_RANKS_ENDPOINT", records_addr)
+    monkeypatch.setenv("EDGEWATCH_RELAY", "1")
+    monkeypatch.setenv("EDGEWATCH_RELAY_ENDPOINT", f"ipc://{tmp_path}/node{{node}}.ipc")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("GROUP_RANK", "1")
+    zero = RankZeroTransport("tcp://127.0.0.1:0", run=RUN, world_size=4, lost_after_s=60)
+    shards = []
+
+    def open_shard(node: int) -> RunStore:
+        shards.append(RunStore(tmp_path / f"run.node{node}.db"))
+        return shards[-1]
+
+    common = {"run": RUN, "bind": "", "auto_port": False, "history": 10, "open_store": None}
+    host = rank_transport(RankInfo(2, 4, 0), open_shard=open_shard, **common)
+    other = rank_transport(RankInfo(3, 4, 1), open_shard=open_shard, **common)
+    try:
+        assert host._relay is not None and other._relay is None and len(shards) == 1
+        _wait(lambda: other._push.poll(0, 2))
+        for step in range(3):
+            other.send(Record(kind="metrics", run=RUN, step=step, data=metrics_data({"x": 1.0})))
+        _wait(lambda: zero.relays.get(1, {}).get("summarized", 0) >= 3)
+        assert other.stats.sent_direct == 0 and zero.watch.ranks[3].step == 2
+    finally:
+        other.close()
+        host.close()
+        zero.close(timeout=1)
+    assert open_store(shards[0].path).count(["metrics"]) == 3
