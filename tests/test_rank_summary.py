@@ -93,6 +93,7 @@ def test_relay_summaries_join_rank_zero_in_the_band_and_the_title_counts_the_thi
     assert at0 == pytest.approx(
         {"min": everything.min(), "max": everything.max(), "mean": everything.mean()}
     )
+    assert state.ranks.mean["loss"].y[0] == pytest.approx(everything.mean())  # all 5 ranks
     assert state.ranks.latest[3]["loss"] == values[3]  # the sampled full record
     assert 2 not in state.ranks.latest  # thinned: only in the band
     line = state.ranks.fanin.line()

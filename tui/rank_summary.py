@@ -76,6 +76,9 @@ class RankBands:
         self._closed = -1
         self._names: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._metrics: dict[str, None] = {}
+        self.mean_into: SeriesStore | None = None
+        """Where each closed step's mean over all ranks also goes (the dashboard's "mean of
+        ranks" once node relays report: their ranks' records are only samples)."""
 
     def add(self, source: int, step: int, stats: Mapping[str, Partial]) -> None:
         """A source's partials for ``step`` (``DIRECT`` or a node number)."""
@@ -121,7 +124,10 @@ class RankBands:
         row: list[float] = []
         for partials in parts.values():
             row += merge(partials)[1:]
-        self.series.append_row(step, self._columns(tuple(parts)), row)
+        names = tuple(parts)
+        self.series.append_row(step, self._columns(names), row)
+        if self.mean_into is not None:
+            self.mean_into.append_row(step, names, row[BAND_FIELDS.index("mean") :: 4])
 
     def _columns(self, names: tuple[str, ...]) -> tuple[str, ...]:
         columns = self._names.get(names)

@@ -609,6 +609,7 @@ class RankBook:
             return
         if len(self.fanin.relayed) != relayed:
             self._awaited = None  # relayed ranks no longer hold the mean back
+            self.bands.mean_into = self.mean  # the mean over ranks is the bands' from now on
         if any(r not in self.fanin.relayed for r in self.known()):
             self.bands.expect(DIRECT)  # the directly reporting ranks are a source too
         for entry in data.get("summaries") or ():
@@ -678,6 +679,8 @@ class RankBook:
                 return
             del self._pending[step]
             self.bands.add_ranks(step, reported)
+            if self.bands.mean_into is not None:
+                continue  # node relays report: the bands write the mean over every rank
             names = {name for values in reported.values() for name in values}
             for name in names:
                 self.mean.append(
