@@ -1,22 +1,29 @@
-"""Many ranks into one rank 0, simulated: what rank 0 pays per forwarded record, and how fast a
-hung, dead or slow rank is named.
+"""Many ranks into one rank 0, simulated: what rank 0 pays, with and without per-node fan-in,
+and how fast a hung, dead or slow rank is named.
 
-Run by hand: ``python bench/ranks_sim.py [--ranks 64 256] [--rate 10] [--seconds 20]
-[--per-node 8] [--layers 24] [--scalars 50]``. For each rank count, one process per simulated
-node runs ``--per-node`` real :class:`~probes.ranks.RankForwarder` objects (each with its own I/O
-thread, as each rank of a torchrun job has), and each rank sends a Monitor-shaped metrics record
-(``--scalars`` scalars, grad and update norms for ``--layers`` layers) ``--rate`` times a second
-to one :class:`~probes.ranks.RankZeroTransport` with a run store in this process — the
-topology ``diag run --nproc`` builds today (every rank forwards to rank 0, no per-node fan-in).
+Run by hand: ``python bench/ranks_sim.py [--ranks 64 256] [--rate 10] [--seconds 10]
+[--per-node 8] [--layers 24] [--scalars 50] [--procs 8] [--mode direct|relay|both]
+[--faults 16]``. Ranks are laid out as torchrun does, in nodes of ``--per-node`` (node 0 holds
+rank 0, which is this process).
 
-Printed per rank count: records/s received and stored by rank 0, rank 0's I/O-thread CPU share of
-one core (``time.thread_time`` of that thread over the measured window), the CPU µs per forwarded
-record, rank 0's RSS growth, and the µs per record the TUI's per-rank bookkeeping takes at that
-many ranks (``TUI µs``: it was 69 / 61 / 177 / 517 µs at 8 / 64 / 256 / 1,024 ranks before the mean
-stopped re-sorting every rank per record; 52 / 38 / 25 / 39 after); then three faults in one run at
-the smallest rank count, each timed from its start to rank 0's event about it: a rank whose
-training thread stops while its I/O thread keeps heartbeating (``rank_stalled``), a rank that dies
-(``rank_lost``), and a rank at half speed (``rank_straggling``).
+Throughput (per rank count and mode): ``--procs`` sender processes share the nodes; each rank
+sends a Monitor-shaped metrics record (``--scalars`` scalars, grad and update norms for
+``--layers`` layers) ``--rate`` times a second over its own PUSH socket, from one thread per
+process (a thousand forwarder threads do not fit this VM's two cores). ``direct``: every rank
+into one :class:`~probes.ranks.RankZeroTransport` with a run store, the topology without
+fan-in. ``relay``: nodes ≥ 1 send to their :class:`~probes.relay.NodeRelay` (one per node, with a
+store shard), which sends rank 0 per-node summaries, each rank's step and sampled full records.
+Printed: records/s offered and sent, messages/s rank 0 received, records/s stored (rank 0's
+store plus the shards), rank 0's I/O-thread CPU share of one core (``time.thread_time`` of that
+thread over the window), µs per message, a relay's CPU share, rank 0's RSS growth (a backlog
+when it falls behind), and the µs per record of the TUI's per-rank bookkeeping at that many
+ranks (``TUI µs``, :class:`tui.state.RankBook` incl. the band across ranks).
+
+Faults (``--faults N`` ranks, real :class:`~probes.ranks.RankForwarder` objects, one process per
+node; with ``relay`` the faulty ranks sit on node 1 behind its relay): each fault timed from its
+start to rank 0's event about it — a rank whose training thread stops while its I/O thread keeps
+heartbeating (``rank_stalled``), a rank that dies (``rank_lost``), a rank at half speed
+(``rank_straggling``). Figures and the machine they came from: docs/scale.md.
 """
 
 from __future__ import annotations

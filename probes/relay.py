@@ -212,11 +212,11 @@ class NodeRelay:
         try:
             while not self._stop.is_set():
                 try:
-                    self._pass(time.monotonic())
+                    self._pass()
                 except Exception:  # one bad record must not end the node's fan-in
                     log.warning("edgewatch relay: a pass failed", exc_info=True)
                     time.sleep(0.01)
-            self._pass(time.monotonic(), final=True)
+            self._pass(final=True)
         finally:
             if self.store is not None:
                 self.store.close()
@@ -224,7 +224,8 @@ class NodeRelay:
             self._push.close()
             self._ctx.term()
 
-    def _pass(self, now: float, final: bool = False) -> None:
+    def _pass(self, final: bool = False) -> None:
+        """Wait for records (up to 0.1 s), take them, close steps, maybe send upstream."""
         self.io_cpu_seconds = time.thread_time()
         if not final:
             self._pull.poll(int(min(self.upstream_s, 0.1) * 1000))
