@@ -812,7 +812,7 @@ def _start_relay(
             store=shard,
             node_size=_env_int(os.environ, "LOCAL_WORLD_SIZE", 1),
         )
-    except zmq.ZMQError as exc:
+    except (zmq.ZMQError, OSError) as exc:
         log.warning("edgewatch: node %d relay cannot bind %s (%s): direct", node, bind, exc)
         if shard is not None:
             shard.discard()

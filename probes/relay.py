@@ -72,7 +72,16 @@ def relay_endpoint(node: int, records_addr: str, env: Mapping[str, str] | None =
     if override:
         return override.format(node=node)
     port = records_addr.rsplit(":", 1)[-1]
-    return f"ipc://{tempfile.gettempdir()}/edgewatch-{port}-node{node}.ipc"
+    folder = os.path.join(tempfile.gettempdir(), f"edgewatch-{os.getuid()}")
+    return f"ipc://{folder}/relay-{port}-node{node}.ipc"
+
+
+def _private_folder(bind: str) -> None:
+    """An ipc socket's folder, readable by this user only: the relay forwards what it gets
+    with the job's rank key, so other local users must not reach it."""
+    if bind.startswith("ipc://"):
+        folder = os.path.dirname(bind.removeprefix("ipc://"))
+        os.makedirs(folder, mode=0o700, exist_ok=True)
 
 
 def node_of(env: Mapping[str, str], rank: int) -> int:
@@ -176,8 +185,9 @@ class NodeRelay:
         if keys is not None:
             make_curve_client(self._push, rank_client_keys(keys))
         try:
+            _private_folder(bind)
             self._pull.bind(bind)
-        except zmq.ZMQError:
+        except (zmq.ZMQError, OSError):
             self._pull.close(0)
             self._push.close(0)
             self._ctx.term()

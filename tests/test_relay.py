@@ -20,7 +20,14 @@ import pytest
 from probes.client import Subscriber
 from probes.endpoints import free_port_pair
 from probes.ranks import RankForwarder, RankZeroTransport
-from probes.relay import NodeRelay, node_of, relay_ranks, relays_wanted, summarize
+from probes.relay import (
+    NodeRelay,
+    node_of,
+    relay_endpoint,
+    relay_ranks,
+    relays_wanted,
+    summarize,
+)
 from probes.store import RunStore, open_store
 from probes.wire import Record, metrics_data
 
@@ -244,3 +251,13 @@ def test_rank_transport_starts_the_relay_on_a_nodes_local_rank_zero_and_routes_t
         host.close()
         zero.close(timeout=1)
     assert open_store(shards[0].path).count(["metrics"]) == 3
+
+
+def test_the_default_relay_socket_lives_in_a_folder_only_this_user_can_open(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    address = relay_endpoint(3, "tcp://10.0.0.1:29511", env={})
+    assert address.endswith("-29511-node3.ipc") and str(tmp_path) in address
+    relay = NodeRelay(run=RUN, rank=8, node=3, bind=address, upstream="tcp://127.0.0.1:1")
+    relay.close()
+    folder = Path(address.removeprefix("ipc://")).parent
+    assert folder.stat().st_mode & 0o777 == 0o700
