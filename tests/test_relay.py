@@ -261,3 +261,12 @@ def test_the_default_relay_socket_lives_in_a_folder_only_this_user_can_open(tmp_
     relay.close()
     folder = Path(address.removeprefix("ipc://")).parent
     assert folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_monitors_node_shard_sits_beside_its_run_store(tmp_path):
+    from probes.monitor import _open_shard
+
+    shard = _open_shard(tmp_path / "job.db", "job", 5)
+    assert shard is not None and shard.path == tmp_path / "job.node5.db"
+    shard.discard()
+    assert _open_shard(None, "job", 5) is None
