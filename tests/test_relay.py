@@ -270,3 +270,54 @@ def test_a_monitors_node_shard_sits_beside_its_run_store(tmp_path):
     assert shard is not None and shard.path == tmp_path / "job.node5.db"
     shard.discard()
     assert _open_shard(None, "job", 5) is None
+
+
+_MONITOR_RANK = """
+import sys, time
+from probes.monitor import Monitor
+store, steps = sys.argv[1], int(sys.argv[2])
+mon = Monitor("fanin-e2e", bind="tcp://127.0.0.1:0", store=store, probes=None)
+for step in range(steps):
+    mon.observe(step, loss=float(step), lr=0.1)
+    time.sleep(0.02)
+time.sleep(1.0)
+mon.close()
+print("sent_direct", getattr(mon.transport.stats, "sent_direct", None), flush=True)
+"""
+
+
+@pytest.mark.slow  # two Monitor processes (torch start-up: ~20 s under load)
+def test_two_monitors_on_two_nodes_fan_in_through_the_second_nodes_relay(tmp_path):
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "WORLD_SIZE": "2",
+        "LOCAL_WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "EDGEWATCH_RELAY": "1",
+        "EDGEWATCH_RANKS_ENDPOINT": _addresses()[0],
+        "EDGEWATCH_RELAY_ENDPOINT": f"ipc://{tmp_path}/relay{{node}}.ipc",
+        "OMP_NUM_THREADS": "1",
+    }
+    procs = []
+    for rank in (0, 1):
+        store = tmp_path / f"rank{rank}" / "run.db"
+        store.parent.mkdir()
+        rank_env = {**env, "RANK": str(rank), "GROUP_RANK": str(rank)}
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _MONITOR_RANK, str(store), "60"],
+                env=rank_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    shard = open_store(tmp_path / "rank1" / "run.node1.db")
+    assert shard.count(["metrics"]) == 60  # every rank-1 record, stored on its node
+    main = open_store(tmp_path / "rank0" / "run.db")
+    relayed = [r for r in main.records(["metrics"]) if r.rank == 1]
+    assert len(relayed) < 60  # only what went direct before the relay was up, if anything
+    assert main.count(["metrics"]) >= 60  # rank 0's own
