@@ -452,12 +452,12 @@ class RankZeroTransport(ZmqTransport):
         for rank, step, age in relay_ranks(data, self.world_size):
             for event in self.watch.heard(rank, step, now - min(age, self._lost_after)):
                 self._announce(event)
-        node = data.get("node")
+        node = data.get("node") if isinstance(data, dict) else None
         if _plain_int(node):
-            self.relays[node] = {
-                key: data[key] for key in RELAY_COUNTERS if _plain_int(data.get(key))
-            }
-            self.relays[node]["ranks"] = len(data.get("node_ranks") or ())
+            row = {key: data[key] for key in RELAY_COUNTERS if _plain_int(data.get(key))}
+            members = data.get("node_ranks")
+            row["ranks"] = len(members) if isinstance(members, list) else 0
+            self.relays[node] = row
 
     def _remember(self, rank: int, record: Record, payload: bytes) -> None:
         items = self._rank_history.setdefault(rank, deque())

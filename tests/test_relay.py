@@ -321,3 +321,15 @@ def test_two_monitors_on_two_nodes_fan_in_through_the_second_nodes_relay(tmp_pat
     relayed = [r for r in main.records(["metrics"]) if r.rank == 1]
     assert len(relayed) < 60  # only what went direct before the relay was up, if anything
     assert main.count(["metrics"]) >= 60  # rank 0's own
+
+
+def test_rank_zero_survives_malformed_relay_messages_and_keeps_what_it_can_check():
+    zero = RankZeroTransport("tcp://127.0.0.1:0", run=RUN, world_size=4, addresses=_addresses())
+    try:
+        for junk in ("junk", [1, 2], {"node": "x"}, {"node": 1, "node_ranks": 5, "late": "x"}):
+            zero._accept_relay(junk)
+        assert zero.relays == {1: {"ranks": 0}}
+        zero._accept_relay({"node": 2, "node_ranks": [4, 5], "thinned": 7, "ranks": {"3": [9, 0]}})
+        assert zero.relays[2] == {"thinned": 7, "ranks": 2} and zero.watch.ranks[3].step == 9
+    finally:
+        zero.close(timeout=1)
