@@ -29,7 +29,7 @@ from probes.relay import (
     summarize,
 )
 from probes.store import RunStore, open_store
-from probes.wire import Record, metrics_data
+from probes.wire import Record, encode, metrics_data
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = "fanin"
@@ -333,3 +333,20 @@ def test_rank_zero_survives_malformed_relay_messages_and_keeps_what_it_can_check
         assert zero.relays[2] == {"thinned": 7, "ranks": 2} and zero.watch.ranks[3].step == 9
     finally:
         zero.close(timeout=1)
+
+
+def test_a_viewer_takes_a_relayed_ranks_seq_jumps_as_thinning_not_as_losses_to_repair():
+    from probes.client import CloneSession
+
+    def event(rank: int, seq: int) -> bytes:
+        return encode(Record(kind="event", run=RUN, step=seq, rank=rank, seq=seq, data={}))
+
+    session = CloneSession()
+    session.snapshot_sent_at = 0.0  # past the first contact: only gaps ask for repairs
+    assert session.accept_payload(event(2, 0)) and session.accept_payload(event(3, 0))
+    beat = Record(kind="heartbeat", run=RUN, step=5, rank=2, data={"last_seq": -1})
+    beat.data["relay"] = {"node": 1, "node_ranks": [2], "summaries": []}
+    session.accept_payload(encode(beat))
+    assert [r.seq for r in session.accept_payload(event(2, 40))] == [40]  # relayed: a jump
+    assert not session.repair_pending
+    assert session.accept_payload(event(3, 7)) == [] and session.repair_pending  # direct: a gap
