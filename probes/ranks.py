@@ -32,6 +32,11 @@ idle), ``rank_stalled`` when a rank talks but its step stays while the job advan
 ``rank_straggling`` at 1.5× the fastest rank's time per step (each with its all-clear); a lost rank
 never blocks rank 0's I/O thread. If rank 0 dies, the other ranks' records are dropped and
 counted.
+
+Per-node fan-in (:mod:`probes.relay`, on when the job spans nodes or ``EDGEWATCH_RELAY=1``): on
+nodes other than rank 0's, the node's local rank 0 also runs a :class:`~probes.relay.NodeRelay`
+and the node's forwarders PUSH to it (straight to rank 0 while it is absent); rank 0 then gets
+one summary message per node and feeds its ranks' steps to the watch.
 """
 
 from __future__ import annotations
@@ -573,7 +578,7 @@ class RankForwarder(QueuedTransport):
         heartbeat_s: float = HEARTBEAT_S,
         keys: ServerKeys | None = None,
         relay: str | None = None,
-        relay_owned: Any = None,
+        relay_owned: NodeRelay | None = None,
     ) -> None:
         if rank < 1:
             raise ValueError(f"a forwarder is for ranks ≥ 1, got rank {rank}")
