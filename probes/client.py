@@ -59,6 +59,9 @@ class CloneSession:
     server_run: str | None = None
     """The run id when watching through a run server (``tcp://SERVER:PORT#RUN``): the server
     serves many runs on one endpoint, so each snapshot request names it."""
+    relayed: set[int] = field(default_factory=set)
+    """Ranks behind a node relay (their relay's heartbeat lists them): the relay thins their
+    stream on purpose, so a seq gap there is not a loss to repair (probes/relay.py)."""
     layouts: LayoutCache = field(default_factory=LayoutCache)
     """Byte layouts of the run's metrics payloads, learned from the first of each shape
     (:mod:`probes.layout`): what lets :meth:`accept_run` take a flood a block at a time."""
@@ -105,6 +108,7 @@ class CloneSession:
         self.last_heard = time.monotonic()
         if record.kind == "heartbeat":
             self.status = record.data
+            self._note_relay(record.data.get("relay"))
             last = _as_seq(record.data.get("last_seq"), record.seq)
             self._check_gap(last, inclusive=True, rank=record.rank)
             return [record]
@@ -250,8 +254,15 @@ class CloneSession:
             return "live", age
         return ("stale" if age < DISCONNECTED_AFTER_S else "disconnected"), age
 
+    def _note_relay(self, relay: object) -> None:
+        if isinstance(relay, dict) and isinstance(relay.get("node_ranks"), list):
+            self.relayed.update(r for r in relay["node_ranks"] if isinstance(r, int) and r > 0)
+
     def _check_gap(self, seq: int, inclusive: bool, rank: int = 0) -> bool:
-        """True when ``seq`` follows on; otherwise request a repair and hold the record back."""
+        """True when ``seq`` follows on (or ``rank`` is relayed: thinned by design); otherwise
+        request a repair and hold the record back."""
+        if rank in self.relayed:
+            return True
         last = self.seen(rank)
         expected = last if inclusive else last + 1
         if seq <= expected or (last < 0 and not inclusive and seq == 0):

@@ -217,6 +217,7 @@ class Monitor:
                     self.rank_info,
                     bind=bind or DEFAULT_ENDPOINT,
                     open_store=open_run_store,
+                    open_shard=lambda node: _open_shard(store, self.run, node),
                     **common,
                 )
             return ZmqTransport(bind or DEFAULT_ENDPOINT, store=open_run_store(), **common)
@@ -848,6 +849,14 @@ def _open_store(
         return None
     path = default_store_path(run, runs_folder()) if spec == "auto" else Path(spec)
     return RunStore(path) if upload is None else upload.store(path)
+
+
+def _open_shard(spec: str | os.PathLike[str] | None, run: str, node: int) -> RunStore | None:
+    """A node relay's store shard: the run store's path with ``.node<k>`` before the suffix."""
+    if spec is None:
+        return None
+    path = default_store_path(run, runs_folder()) if spec == "auto" else Path(spec)
+    return RunStore(path.with_name(f"{path.stem}.node{node}{path.suffix}"))
 
 
 def _make_probes(spec: str | list[ProbeSpec] | None) -> list[Probe]:

@@ -32,6 +32,11 @@ idle), ``rank_stalled`` when a rank talks but its step stays while the job advan
 ``rank_straggling`` at 1.5× the fastest rank's time per step (each with its all-clear); a lost rank
 never blocks rank 0's I/O thread. If rank 0 dies, the other ranks' records are dropped and
 counted.
+
+Per-node fan-in (:mod:`probes.relay`, on when the job spans nodes or ``EDGEWATCH_RELAY=1``): on
+nodes other than rank 0's, the node's local rank 0 also runs a :class:`~probes.relay.NodeRelay`
+and the node's forwarders PUSH to it (straight to rank 0 while it is absent); rank 0 then gets
+one summary message per node and feeds its ranks' steps to the watch.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from probes import lifecycle
 from probes.control import Command, parse_command
 from probes.endpoints import EndpointError, is_loopback, parse_endpoint
 from probes.rank_watch import LOST_AFTER_S, RankEvent, RankWatch
+from probes.relay import NodeRelay, node_of, relay_endpoint, relay_ranks, relays_wanted
 from probes.security import (
     ENV_KEYS,
     InsecureBindError,
@@ -94,6 +100,7 @@ CLOSE_WAIT_S = 5.0
 NEVER_HEARD_S = 60.0
 """A rank that has sent nothing this long after rank 0 started is announced as lost."""
 FINAL_STATES = ("finished", "crashed", "stopped", "interrupted")
+RELAY_COUNTERS = ("received", "summarized", "sampled", "thinned", "late", "dropped", "stored")
 
 
 @dataclass(frozen=True)
@@ -324,6 +331,8 @@ class RankZeroTransport(ZmqTransport):
         self._broadcasts: deque[bytes] = deque()
         self._lockstep = _Lockstep()
         self._rate = _StepRate()
+        self.relays: dict[int, dict[str, int]] = {}
+        """Per node relay: its latest counters (:data:`RELAY_COUNTERS`) and how many ranks."""
         self.late_margin = 0
         """Steps added to every later command's margin after a rank applied one late."""
         try:
@@ -428,6 +437,8 @@ class RankZeroTransport(ZmqTransport):
         if record.kind == "heartbeat":
             if record.data.get("state") in FINAL_STATES:
                 self.watch.finished(rank)
+            if "relay" in record.data:
+                self._accept_relay(record.data["relay"])
         else:
             self._remember(rank, record, payload)
             if self.store is not None:
@@ -436,6 +447,22 @@ class RankZeroTransport(ZmqTransport):
                     self.store.maybe_flush()
         self._publish(payload)
         self.stats.forwarded += 1
+
+    def _accept_relay(self, data: Any) -> None:
+        """A node relay's message: every rank it heard counts as heard (at the time the relay
+        heard it), and its counters are kept for the heartbeat's ``fanin`` (the TUI shows the
+        thinning). Its summaries and samples go to viewers as they came, stored nowhere here:
+        the relay's node shard holds the records."""
+        now = time.monotonic()
+        for rank, step, age in relay_ranks(data, self.world_size):
+            for event in self.watch.heard(rank, step, now - min(age, self._lost_after)):
+                self._announce(event)
+        node = data.get("node") if isinstance(data, dict) else None
+        if _plain_int(node):
+            row = {key: data[key] for key in RELAY_COUNTERS if _plain_int(data.get(key))}
+            members = data.get("node_ranks")
+            row["ranks"] = len(members) if isinstance(members, list) else 0
+            self.relays[node] = row
 
     def _remember(self, rank: int, record: Record, payload: bytes) -> None:
         items = self._rank_history.setdefault(rank, deque())
@@ -474,7 +501,10 @@ class RankZeroTransport(ZmqTransport):
 
     def _heartbeat_extra(self) -> dict[str, Any]:
         """Rank 0's heartbeat also carries every rank's progress (:meth:`RankWatch.summary`)."""
-        return {"ranks": self.watch.summary(time.monotonic())}
+        extra: dict[str, Any] = {"ranks": self.watch.summary(time.monotonic())}
+        if self.relays:
+            extra["fanin"] = {str(node): row for node, row in sorted(self.relays.items())}
+        return extra
 
     # -- snapshots cover every rank ----------------------------------------------------------
     def _answer(self, identity: bytes, body: bytes, user_id: str | None = None) -> None:
@@ -530,6 +560,8 @@ class ForwarderStats(TransportStats):
 
     dropped_rank0_unreachable: int = 0
     commands_late: int = 0
+    sent_direct: int = 0
+    """Records sent straight to rank 0 because the node's relay was not there."""
 
 
 class RankForwarder(QueuedTransport):
@@ -545,6 +577,8 @@ class RankForwarder(QueuedTransport):
         send_hwm: int = 10_000,
         heartbeat_s: float = HEARTBEAT_S,
         keys: ServerKeys | None = None,
+        relay: str | None = None,
+        relay_owned: NodeRelay | None = None,
     ) -> None:
         if rank < 1:
             raise ValueError(f"a forwarder is for ranks ≥ 1, got rank {rank}")
@@ -562,14 +596,14 @@ class RankForwarder(QueuedTransport):
         self._stop = threading.Event()
         ctx = zmq.Context.instance()
         identity = rank_client_keys(keys) if keys is not None else None
-        self._push = ctx.socket(zmq.PUSH)
+        self._relay = relay_owned  # the node's NodeRelay when this is its local rank 0
+        self._direct = _push_socket(ctx, records_addr, identity, send_hwm)
+        self._push = self._direct
+        if relay is not None:  # node-local, no CURVE; IMMEDIATE: no queue to an absent relay
+            self._push = _push_socket(ctx, relay, None, send_hwm, immediate=True)
         self._sub = ctx.socket(zmq.SUB)
         if identity is not None:  # CURVE client with the job's rank pair
-            make_curve_client(self._push, identity)
             make_curve_client(self._sub, identity)
-        self._push.setsockopt(zmq.SNDHWM, send_hwm)
-        self._push.setsockopt(zmq.LINGER, 1000)  # exit never waits long on a dead rank 0
-        self._push.connect(records_addr)
         self._sub.setsockopt(zmq.LINGER, 0)
         self._sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"cmd")
@@ -616,6 +650,8 @@ class RankForwarder(QueuedTransport):
         lifecycle.unregister(self._exit_token)
         self._stop.set()
         self._thread.join(timeout)
+        if self._relay is not None:  # after this rank's final heartbeat went through it
+            self._relay.close(timeout)
 
     # -- I/O thread --------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -629,6 +665,8 @@ class RankForwarder(QueuedTransport):
                     self._survive(err)
         finally:
             self._push.close()
+            if self._direct is not self._push:
+                self._direct.close()
             self._sub.close()
 
     def _pass(self) -> bool:
@@ -655,9 +693,19 @@ class RankForwarder(QueuedTransport):
         return sent
 
     def _push_payload(self, payload: bytes) -> None:
+        """To the node's relay if there is one and it is up, else straight to rank 0."""
         try:
             self._push.send(payload, zmq.NOBLOCK)
             self.stats.published += 1
+            return
+        except zmq.ZMQError:
+            if self._push is self._direct:
+                self.stats.dropped_rank0_unreachable += 1
+                return
+        try:
+            self._direct.send(payload, zmq.NOBLOCK)
+            self.stats.published += 1
+            self.stats.sent_direct += 1
         except zmq.ZMQError:
             self.stats.dropped_rank0_unreachable += 1
 
@@ -692,6 +740,25 @@ class RankForwarder(QueuedTransport):
                 self.stats.bad_requests += 1
 
 
+def _push_socket(
+    ctx: zmq.Context,
+    address: str,
+    identity: Any,
+    send_hwm: int,
+    *,
+    immediate: bool = False,
+) -> zmq.Socket:
+    sock = ctx.socket(zmq.PUSH)
+    if identity is not None:  # CURVE client with the job's rank pair
+        make_curve_client(sock, identity)
+    sock.setsockopt(zmq.SNDHWM, send_hwm)
+    sock.setsockopt(zmq.LINGER, 1000)  # exit never waits long on a dead rank 0
+    if immediate:
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+    sock.connect(address)
+    return sock
+
+
 def rank_transport(
     info: RankInfo,
     *,
@@ -700,10 +767,14 @@ def rank_transport(
     auto_port: bool,
     history: int,
     open_store: Callable[[], RunStore | None],
+    open_shard: Callable[[int], RunStore | None] | None = None,
     **viewer_options: Any,
 ) -> ZmqTransport | RankForwarder:
     """The transport a Monitor at ``info`` needs: rank 0 hosts (and keeps the job's store),
-    the others forward. ``viewer_options`` (keys, insecure) secure rank 0's viewer endpoint."""
+    the others forward — through their node's relay when relays are on (``EDGEWATCH_RELAY``;
+    by default when the job spans nodes), whose host is the node's local rank 0 and which
+    keeps the node's records in ``open_shard(node)``. ``viewer_options`` (keys, insecure)
+    secure rank 0's viewer endpoint."""
     if info.rank == 0:
         return RankZeroTransport(
             bind,
@@ -714,4 +785,40 @@ def rank_transport(
             store=open_store(),
             **viewer_options,
         )
-    return RankForwarder(run=run, rank=info.rank, keys=viewer_options.get("keys"))
+    keys = viewer_options.get("keys")
+    relay, owned = None, None
+    if relays_wanted(os.environ) and (node := node_of(os.environ, info.rank)) > 0:
+        records_addr = ranks_endpoints()[0]
+        relay = relay_endpoint(node, records_addr)
+        if info.local_rank == 0:
+            owned = _start_relay(run, info.rank, node, relay, records_addr, keys, open_shard)
+    return RankForwarder(run=run, rank=info.rank, keys=keys, relay=relay, relay_owned=owned)
+
+
+def _start_relay(
+    run: str,
+    rank: int,
+    node: int,
+    bind: str,
+    upstream: str,
+    keys: ServerKeys | None,
+    open_shard: Callable[[int], RunStore | None] | None,
+) -> NodeRelay | None:
+    """The node's relay, or None (logged) when it cannot bind: its ranks then go direct."""
+    shard = open_shard(node) if open_shard is not None else None
+    try:
+        return NodeRelay(
+            run=run,
+            rank=rank,
+            node=node,
+            bind=bind,
+            upstream=upstream,
+            keys=keys,
+            store=shard,
+            node_size=_env_int(os.environ, "LOCAL_WORLD_SIZE", 1),
+        )
+    except (zmq.ZMQError, OSError) as exc:
+        log.warning("edgewatch: node %d relay cannot bind %s (%s): direct", node, bind, exc)
+        if shard is not None:
+            shard.discard()
+        return None

@@ -19,9 +19,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from probes.layout import MetricsBlock
-from probes.wire import Record, decode
+from probes.wire import Record, WireError, decode
 from tui.format import fmt_value
 from tui.probe_runs import RUN_PROBE, ProbeRuns
+from tui.rank_summary import DIRECT, FanIn, RankBands, RankHeat
 from tui.series import DEFAULT_CAPACITY, LAYER_CAPACITY, SeriesStore
 
 MAX_EVENTS = 200
@@ -490,6 +491,9 @@ class RankBook:
         self._series: dict[int, SeriesStore] = {0: SeriesStore(capacity)}
         self.mean = SeriesStore(min(capacity, RANK_CAPACITY))
         self._pending: dict[int, dict[int, dict[str, float]]] = {}
+        self.bands = RankBands()
+        self.heat = RankHeat()
+        self.fanin = FanIn()
         self._awaited: set[int] | None = None
         """The ranks a step's mean waits for (cached: recomputed after a health change)."""
 
@@ -527,7 +531,9 @@ class RankBook:
         store = self._take_latest(rank, step, names, values)
         if store is not None:
             store.append_row(step, names, values)
-        if len(self.latest) > 1:
+        if self.heat.tracked:
+            self.heat.add(rank, step, names, values)
+        if self._averaged(rank):
             self._add_to_mean(rank, step, dict(zip(names, values, strict=True)))
 
     def metrics_rows(
@@ -538,9 +544,20 @@ class RankBook:
         store = self._take_latest(rank, int(steps.max()), names, rows[-1].tolist())
         if store is not None:
             store.extend_rows(steps, names, rows)
-        if len(self.latest) > 1:
+        if self.heat.tracked:
+            for step, row in zip(steps.tolist(), rows.tolist(), strict=True):
+                self.heat.add(rank, step, names, row)
+        if self._averaged(rank):
             for step, row in zip(steps.tolist(), rows.tolist(), strict=True):
                 self._add_to_mean(rank, step, dict(zip(names, row, strict=True)))
+
+    def _averaged(self, rank: int) -> bool:
+        """Whether ``rank``'s values go into the per-step mean (and band) over ranks: once
+        there are several ranks, and not for a rank behind a node relay (its node's summary
+        covers it; its full records are only samples)."""
+        return (len(self.latest) > 1 or bool(self.fanin.relayed)) and (
+            rank not in self.fanin.relayed
+        )
 
     def _take_latest(
         self, rank: int, step: int, names: tuple[str, ...], values: list[float]
@@ -551,7 +568,8 @@ class RankBook:
             self._awaited = None
             if len(self.latest) == 1:  # a second rank: start the mean
                 for other, latest in self.latest.items():  # from the first rank's latest step
-                    self._pending.setdefault(self.steps[other], {})[other] = dict(latest)
+                    if other not in self.fanin.relayed:
+                        self._pending.setdefault(self.steps[other], {})[other] = dict(latest)
         self.latest.setdefault(rank, {}).update(zip(names, values, strict=True))
         self.steps[rank] = max(step, self.steps.get(rank, -1))
         if self.health.get(rank) in (None, "lost"):
@@ -568,6 +586,43 @@ class RankBook:
         ranks = data.get("ranks")
         if rank == 0 and isinstance(ranks, Mapping):
             self._take_progress(ranks)
+        relay = data.get("relay")
+        if isinstance(relay, Mapping):
+            self._take_relay(relay)
+
+    def look_at(self, metric: str) -> None:
+        """The heatmap shows ``metric``: keep its per-rank points, starting from the chart
+        histories the ranks already have."""
+        new = metric not in self.heat.tracked
+        self.heat.track(metric)
+        for rank, store in self._series.items() if new else ():
+            if metric in store:
+                series = store[metric]
+                self.heat.backfill(metric, rank, series.x, series.y)
+
+    def _take_relay(self, data: Mapping[str, Any]) -> None:
+        """A node relay's message (probes/relay.py): its counters, its per-step summaries into
+        the bands, its sampled full records as those ranks' latest values."""
+        relayed = len(self.fanin.relayed)
+        node = self.fanin.take(data)
+        if node is None:
+            return
+        if len(self.fanin.relayed) != relayed:
+            self._awaited = None  # relayed ranks no longer hold the mean back
+            self.bands.mean_into = self.mean  # the mean over ranks is the bands' from now on
+        if any(r not in self.fanin.relayed for r in self.known()):
+            self.bands.expect(DIRECT)  # the directly reporting ranks are a source too
+        for entry in data.get("summaries") or ():
+            if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int):
+                self.bands.add(node, entry[0], _partials(entry[1]))
+        for payload in data.get("samples") or ():
+            try:
+                record = decode(payload)
+            except WireError:
+                continue
+            scalars = record.data.get("scalars")
+            if record.kind == "metrics" and scalars and _is_map(scalars):
+                self.metrics(record.rank, record.step, tuple(scalars), _floats(scalars.values()))
 
     def _take_progress(self, ranks: Mapping[Any, Any]) -> None:
         """Rank 0's per-rank progress; malformed entries are skipped, not trusted."""
@@ -609,7 +664,11 @@ class RankBook:
         is a length check; the subset test runs once per step (it was a sorted set of every
         rank per record: 517 µs a record at 1,024 ranks)."""
         if self._awaited is None:
-            self._awaited = {r for r in self.known() if self.health.get(r, "live") in _MEAN_AWAITS}
+            self._awaited = {
+                r
+                for r in self.known()
+                if self.health.get(r, "live") in _MEAN_AWAITS and r not in self.fanin.relayed
+            }
         awaited = self._awaited
         while self._pending:
             step = next(iter(self._pending))
@@ -619,6 +678,9 @@ class RankBook:
                 # later steps may be complete already; they wait behind this one, in order
                 return
             del self._pending[step]
+            self.bands.add_ranks(step, reported)
+            if self.bands.mean_into is not None:
+                continue  # node relays report: the bands write the mean over every rank
             names = {name for values in reported.values() for name in values}
             for name in names:
                 self.mean.append(
@@ -640,6 +702,19 @@ _RANK_EVENT_HEALTH = {
     "rank_caught_up": "live",
 }
 """Rank 0's events about a rank (probes/rank_watch.py) → the health the Ranks view shows."""
+
+
+def _partials(stats: Any) -> dict[str, list[float]]:
+    """A relay summary's ``{name: [n, min, p50, max, mean]}``, malformed entries dropped."""
+    out = {}
+    for name, row in _items(stats):
+        if isinstance(row, list) and len(row) == 5 and _all_numbers(row) and row[0] > 0:
+            out[str(name)] = [float(v) for v in row]
+    return out
+
+
+def _all_numbers(values: list[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 def _mean(values: list[float]) -> float:
