@@ -22,7 +22,8 @@ groups with two correct answers, where DSDR acts) and DSDR's runs matched GRPO's
 (seed 0, lr 1e-3, λ_ℓ 1e-2: pass@16 0.60 vs 0.62, entropy 0.26 vs 0.22).
 
 Streamed every step: ``reward_mean``, ``entropy`` (mean token entropy of the batch),
-``zero_adv_frac`` (groups with no signal), ``bonus_mean`` (mean bonus on correct responses); at
+``zero_adv_frac`` (groups with no signal), ``bonus_mean`` (mean bonus on correct responses),
+``diversity`` (mean d_i of the correct responses; computed for GRPO too, where it is unused); at
 evaluations on the training prompts, n = ``eval_samples`` samples each: ``pass_at_1``,
 ``pass_at_k`` (unbiased, k = ``k``), ``distinct_correct`` (distinct correct formulas per prompt)
 and ``eval_entropy``. Run: ``diag run dsdr`` vs ``diag run dsdr --set variant=grpo``.
@@ -230,6 +231,7 @@ class Dsdr(Trainer):
             "entropy": entropy.mean().detach(),
             "zero_adv_frac": (advantages.abs().amax(dim=1) < 1e-3).float().mean(),
             "bonus_mean": bonus.mean() if bonus.numel() else torch.zeros((), device=self.device),
+            "diversity": div[right].mean() if right.any() else torch.zeros((), device=self.device),
         }
         return StepOutput(loss=loss, scalars=scalars)
 

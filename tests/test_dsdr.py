@@ -234,7 +234,8 @@ def _streamed(**values) -> tuple[list[dict[str, float]], object]:
 def test_a_short_run_streams_rewards_entropy_and_pass_at_k(variant):
     records, result = _streamed(variant=variant)
     keys = set().union(*records)
-    assert {"reward_mean", "entropy", "zero_adv_frac", "bonus_mean", "pass_at_k"} <= keys
+    assert {"reward_mean", "entropy", "zero_adv_frac", "bonus_mean", "diversity"} <= keys
+    assert {"pass_at_1", "pass_at_k", "distinct_correct", "eval_entropy"} <= keys
     bonus = [r["bonus_mean"] for r in records if "bonus_mean" in r]
     if variant == "grpo":
         assert all(b == 0 for b in bonus)

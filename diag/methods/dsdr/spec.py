@@ -59,8 +59,8 @@ SPEC = MethodSpec(
         claim="DSDR rewards correct answers that differ from the group's other correct answers "
         "(a bonus capped below 1) and spends an entropy bonus on them, weighted by that "
         "diversity; the paper reports higher pass@1 and a pass@k gap that widens with k.",
-        watch="entropy and distinct_correct against --set variant=grpo; pass_at_k on the "
-        "training prompts; zero_adv_frac (groups with no signal) falls under DSDR.",
+        watch="entropy and distinct_correct against --set variant=grpo (GRPO's fall faster); "
+        "pass_at_k on the training prompts; zero_adv_frac is the share of groups with no signal.",
     ),
     gauges=(
         Gauge(
@@ -73,6 +73,8 @@ SPEC = MethodSpec(
         ),
     ),
     expected_cpu_s=20,
-    headline={"pass_at_k": "measured"},
-    status="runs",
+    headline={
+        "pass_at_k": "DSDR > GRPO + 0.02 (pass@16 of n = 32, mean of seeds 0–3); eval_entropy "
+        "higher on every seed; distinct_correct +0.05; pass_at_1 ≥ GRPO − 0.05"
+    },
 )
