@@ -164,10 +164,10 @@ class Dsdr(Trainer):
         return torch.tensor(rows, device=self.device)
 
     def draw(self, count: int) -> Tensor:
-        pick = torch.randint(
+        """Indices of ``count`` training prompts, drawn with replacement."""
+        return torch.randint(
             len(self.train_set), (count,), generator=self.sampler, device=self.device
         )
-        return pick
 
     def warm_start(self, steps: int) -> None:
         """Cross-entropy on random well-formed answers (a random order of the given digits,
@@ -190,9 +190,9 @@ class Dsdr(Trainer):
             loss.backward()
             adam.step()
 
-    def judge(self, prompts: list, answers: Tensor) -> tuple[list[bool], list[str]]:
-        """Rewards and canonical formulas of ``answers`` (host side, as a verifier is)."""
-        rows = answers.cpu().tolist()
+    @staticmethod
+    def judge(prompts: list, rows: list[list[int]]) -> tuple[list[bool], list[str]]:
+        """Rewards and canonical formulas of the answers ``rows`` (host side, as a verifier)."""
         correct = [is_correct(d, t, a) for (d, t), a in zip(prompts, rows, strict=True)]
         return correct, [canonical_formula(a) for a in rows]
 
@@ -201,8 +201,8 @@ class Dsdr(Trainer):
         pick = self.draw(cfg.prompts).repeat_interleave(cfg.group)
         prompts = self.train_tokens[pick]
         answers = self.model.sample(prompts, self.sampler)
-        correct, formulas = self.judge([self.train_set[i] for i in pick.tolist()], answers)
         rows, g = answers.cpu().tolist(), cfg.group
+        correct, formulas = self.judge([self.train_set[i] for i in pick.tolist()], rows)
         diversity = [
             d
             for s in range(0, len(rows), g)
@@ -243,7 +243,7 @@ class Dsdr(Trainer):
         answers = self.model.sample(prompts, self.sampler)
         entropy = float(mean_token_entropy(self.model(prompts, answers)).mean())
         expanded = [p for p in self.train_set for _ in range(n)]
-        correct, formulas = self.judge(expanded, answers)
+        correct, formulas = self.judge(expanded, answers.cpu().tolist())
         p1 = pk = distinct = 0.0
         for s in range(0, len(correct), n):
             c = sum(correct[s : s + n])
