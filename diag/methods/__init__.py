@@ -66,6 +66,15 @@ _WHERE = {
     "soft_spectral_clip": ".spectra.spectral_clip",
     "soft_spectral_clip_svd": ".spectra.spectral_clip",
     "spectra_threshold": ".spectra.spectra",
+    "bigram_jaccard_distance": ".dsdr.regularizer",
+    "clipped_policy_loss": ".dsdr.regularizer",
+    "coupling_weights": ".dsdr.regularizer",
+    "diversity_scores": ".dsdr.regularizer",
+    "global_bonus": ".dsdr.regularizer",
+    "grpo_advantages": ".dsdr.regularizer",
+    "local_entropy_bonus": ".dsdr.regularizer",
+    "mean_token_entropy": ".dsdr.regularizer",
+    "pass_at_k": ".dsdr.regularizer",
 }
 __all__ = sorted(_WHERE)
 

@@ -1,0 +1,1 @@
+"""DSDR: dual-scale diversity regularization for GRPO (see :mod:`.regularizer`)."""
