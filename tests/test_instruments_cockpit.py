@@ -1,0 +1,231 @@
+"""Cockpit's instruments (GSNR, EB, norm / inner-product / orthogonality tests, Alpha) against
+explicit per-sample loops, hand-computed cases, and Cockpit itself where it is installed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from probes import InProcessTransport, Monitor
+from probes.alpha import LinePoint, fit_alpha, line_point, step_alpha
+from probes.gradstats import (
+    EPSILON,
+    GradientMoments,
+    early_stopping,
+    gradient_moments,
+    gradient_snr,
+    gradient_tests,
+    inner_product_test,
+    norm_test,
+    orthogonality_test,
+)
+
+N, DIM, CLASSES = 24, 5, 3
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: 1 thread is fastest
+
+
+def problem(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A float64 MLP, so the vmap and loop paths agree to rounding of doubles."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(DIM, 7), nn.Tanh(), nn.Linear(7, CLASSES)).double()
+    return model, torch.randn(N, DIM, dtype=torch.float64), torch.randint(0, CLASSES, (N,))
+
+
+def sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One autograd call per sample: the per-sample gradients, flat (rows)."""
+    params = list(model.parameters())
+    rows = []
+    for i in range(len(x)):
+        loss = nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+        rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]))
+    return torch.stack(rows)
+
+
+def loop_readings(g: torch.Tensor) -> dict[str, float]:
+    """The five instruments from their definitions as sample variances (torch.var), not
+    from the moments the module uses."""
+    b = g.shape[0]
+    mean = g.mean(0)
+    g2 = float(mean @ mean)
+    proj = g @ mean
+    ortho = g - proj[:, None] * mean / g2
+    return {
+        "gsnr": float((mean**2 / (g.var(0, unbiased=False) + EPSILON)).mean()),
+        "early_stopping": 1 - b * float((mean**2 / (g.var(0) + EPSILON)).mean()),
+        "norm_test": math.sqrt(float(g.var(0).sum()) / (b * g2)),
+        "inner_test": math.sqrt(float(proj.var()) / (b * g2 * g2)),
+        "ortho_test": math.sqrt(float(ortho.var(0).sum()) / (b * g2)),
+    }
+
+
+@pytest.mark.parametrize("max_floats", [1 << 24, 200], ids=["whole-batch", "chunks-of-3"])
+def test_instruments_match_a_loop_of_single_sample_backward_passes(max_floats: int) -> None:
+    model, x, y = problem()
+    want = loop_readings(sample_gradients(model, x, y))
+    moments = gradient_moments(model, nn.functional.cross_entropy, x, y, max_floats=max_floats)
+    got = gradient_tests(moments)
+    for name, value in want.items():
+        assert getattr(got, name) == pytest.approx(value, rel=1e-8), name
+    assert set(got.gsnr_per_layer) == {n for n, _ in model.named_parameters()}
+    assert all(p.grad is None for p in model.parameters())
+
+
+def moments_of(*rows: tuple[float, ...]) -> GradientMoments:
+    g = torch.tensor(rows, dtype=torch.float64)
+    return GradientMoments.from_samples(g, {"w": slice(0, g.shape[1])})
+
+
+def test_hand_computed_noise_along_the_mean_gradient() -> None:
+    """g = (1,0), (3,0): ḡ = (2,0), Σ|g_i − ḡ|² = 2 → θ = √(2/(1·2·4)) = 1/2; projections 2, 6
+    around |ḡ|² = 4 → inner θ = √(8/(1·2·16)) = 1/2; nothing orthogonal → ν = 0. Entry 0 has
+    ḡ² = 4 over a population variance 1 (GSNR 4) and a sample variance 2 (EB ratio 2); entry 1
+    is 0/ε."""
+    m = moments_of((1.0, 0.0), (3.0, 0.0))
+    assert norm_test(m) == pytest.approx(0.5)
+    assert inner_product_test(m) == pytest.approx(0.5)
+    assert orthogonality_test(m) == 0.0
+    assert gradient_snr(m) == pytest.approx((4 / (1 + EPSILON)) / 2)
+    assert early_stopping(m) == pytest.approx(1 - 2 * (4 / (2 + EPSILON)) / 2)
+
+
+def test_hand_computed_noise_orthogonal_to_the_mean_gradient() -> None:
+    """g = (1,1), (1,−1): ḡ = (1,0), the noise ±(0,1) is orthogonal: ν = √(2/(1·2·1)) = 1 = θ,
+    and the inner-product test sees none of it."""
+    m = moments_of((1.0, 1.0), (1.0, -1.0))
+    assert orthogonality_test(m) == pytest.approx(1.0)
+    assert norm_test(m) == pytest.approx(1.0)
+    assert inner_product_test(m) == 0.0
+
+
+def test_a_zero_mean_gradient_gives_nan_tests_not_a_division_error() -> None:
+    m = moments_of((1.0, 0.0), (-1.0, 0.0))
+    assert math.isnan(norm_test(m)) and math.isnan(orthogonality_test(m))
+
+
+class Shift(nn.Module):
+    """ℓ_i(w) = ½ (w − c_i)²: per-sample losses of a 1-D quadratic (``x`` holds the c_i)."""
+
+    def __init__(self, w: float) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([w], dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w - x
+
+
+def half_square(out: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+    return 0.5 * out.pow(2).mean()
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "alpha"),
+    [(0.0, 1.0, 0.0), (0.0, 2.0, 1.0), (0.0, 0.5, -0.5), (0.0, 2.5, 1.5), (2.0, 1.0, 0.0)],
+)
+def test_alpha_on_an_exact_quadratic_is_where_the_step_landed(
+    start: float, end: float, alpha: float
+) -> None:
+    """Mean loss ½(w − 1)² + const: from w = 0 a step to the minimum is α = 0, to the far
+    point at equal height α = 1, halfway α = −½ (from w = 2, the minimum is α = 0 too). A
+    parabola fits the four observations exactly whatever the weights, so α is exact."""
+    c = torch.tensor([[0.2], [0.7], [1.1], [2.0]], dtype=torch.float64)  # mean 1
+    model = Shift(end)
+    update = [torch.tensor([end - start], dtype=torch.float64)]
+    got = step_alpha(model, half_square, c, torch.zeros(4), update)
+    assert got == pytest.approx(alpha, abs=1e-9)
+
+
+def test_alpha_of_a_concave_fit_is_minus_one() -> None:
+    start = LinePoint(1.0, 0.1, -1.0, 0.1)
+    end = LinePoint(-1.0, 0.1, -3.0, 0.1)  # slope steeper downhill at the end: concave
+    assert fit_alpha(1.0, start, end) == -1.0
+
+
+def test_alpha_fit_is_the_weighted_least_squares_parabola() -> None:
+    """Inconsistent observations: the fit against numpy's lstsq on rows scaled by 1/σ."""
+    t = 0.7
+    start, end = LinePoint(2.0, 0.5, -1.5, 0.2), LinePoint(1.4, 0.3, 0.4, 0.9)
+    rows = np.array([[1, 0, 0], [1, t, t * t], [0, 1, 0], [0, 1, 2 * t]], dtype=float)
+    obs = np.array([start.loss, end.loss, start.slope, end.slope])
+    sd = np.sqrt([start.loss_var, end.loss_var, start.slope_var, end.slope_var])
+    w = np.linalg.lstsq(rows / sd[:, None], obs / sd, rcond=None)[0]
+    assert fit_alpha(t, start, end) == pytest.approx(2 * t / (-w[1] / w[2]) - 1, rel=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_line_point_matches_per_sample_losses_and_slopes_from_a_loop(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both paths: forward-mode JVP, and per-sample gradients where an op lacks forward AD
+    (here forced by a JVP that raises as CPU flash attention's does)."""
+    if mode == "reverse":
+
+        def no_forward_ad(*_: object, **__: object) -> None:
+            raise NotImplementedError("forward AD not implemented")
+
+        monkeypatch.setattr(torch.func, "jvp", no_forward_ad)
+    model, x, y = problem(1)
+    gen = torch.Generator().manual_seed(3)
+    d = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in model.parameters()]
+    unit = torch.cat([v.reshape(-1) for v in d])
+    unit = unit / unit.norm()
+    g = sample_gradients(model, x, y)
+    losses = nn.functional.cross_entropy(model(x), y, reduction="none").detach()
+    slopes = g @ unit
+    got = line_point(model, nn.functional.cross_entropy, x, y, d)
+    assert got.loss == pytest.approx(float(losses.mean()), rel=1e-10)
+    assert got.loss_var == pytest.approx(float(losses.var()), rel=1e-10)
+    assert got.slope == pytest.approx(float(slopes.mean()), rel=1e-8)
+    assert got.slope_var == pytest.approx(float(slopes.var()), rel=1e-8)
+
+
+class TinyTransformer(nn.Module):
+    """A LayerNorm + self-attention block: outside BackPACK's supported layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(DIM, 8)
+        self.block = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(8, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(self.embed(x)).mean(1))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "transformer"])
+def test_probes_publish_every_instrument_from_the_monitor(kind: str) -> None:
+    torch.manual_seed(0)
+    if kind == "mlp":
+        model: nn.Module = nn.Sequential(nn.Linear(DIM, 7), nn.Tanh(), nn.Linear(7, CLASSES))
+        x = torch.randn(16, DIM)
+    else:
+        model = TinyTransformer()
+        x = torch.randn(16, 4, DIM)
+    y = torch.randint(0, CLASSES, (16,))
+    transport = InProcessTransport()
+    mon = Monitor(
+        run="cockpit", transport=transport, probes=["gradient_tests", "alpha"], budget=None
+    )
+    for step in range(0, 21):
+        model.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        mon.observe(
+            step, model=model, loss=loss, inputs=x, targets=y, loss_fn=nn.functional.cross_entropy
+        )
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+    mon.close()
+    assert mon.errors == 0
+    rows = [r.data["scalars"] for r in transport.records if r.kind == "metrics"]
+    tests = [s for s in rows if "norm_test" in s]
+    alphas = [s["alpha"] for s in rows if "alpha" in s]
+    assert len(tests) == 1 and len(alphas) == 1, "every 50 / every 20 (step 0 has no update)"
+    for name in ("gsnr", "early_stopping", "norm_test", "inner_test", "ortho_test"):
+        assert math.isfinite(tests[0][name]), name
+    assert math.isfinite(alphas[0])
