@@ -229,3 +229,34 @@ def test_probes_publish_every_instrument_from_the_monitor(kind: str) -> None:
     for name in ("gsnr", "early_stopping", "norm_test", "inner_test", "ortho_test"):
         assert math.isfinite(tests[0][name]), name
     assert math.isfinite(alphas[0])
+
+
+async def test_dashboard_charts_each_instrument_with_its_limit_line() -> None:
+    """The charts read the gauge table: θ, ν and α against 1, EB against 0; GSNR has no
+    limit (larger is better, no theory line)."""
+    from helpers import until
+
+    from probes.wire import Record, metrics_data
+    from tui.app import EdgewatchApp
+    from tui.ingest import MemorySource
+    from tui.widgets.chart import THRESHOLD_STYLE
+
+    limits = {"norm_test": 1.0, "inner_test": 1.0, "ortho_test": 1.0, "early_stopping": 0.0}
+    limits["alpha"] = 1.0
+    below = {name: limit - 0.8 for name, limit in limits.items()}
+    source = MemorySource()
+    app = EdgewatchApp(source)
+    async with app.run_test(size=(120, 60)) as pilot:
+        source.push(Record(kind="meta", run="r", step=0, seq=0, data={"run": "r"}))
+        for step in range(1, 4):
+            scalars = {"loss": 1.0, "gsnr": 0.3, **below}
+            data = metrics_data(scalars)
+            source.push(Record(kind="metrics", run="r", step=step, seq=step, data=data))
+        await until(pilot, lambda: all(n in app.charts for n in [*limits, "gsnr"]))
+        await until(pilot, lambda: all(app.charts[n].points_drawn == 3 for n in limits))
+        for name, limit in limits.items():
+            lines = app.charts[name].lines()
+            style, _, ty = lines[0]
+            assert style == THRESHOLD_STYLE and ty.tolist() == [limit, limit], name
+        assert all(s != THRESHOLD_STYLE for s, _, _ in app.charts["gsnr"].lines())
+        assert {app.charts[name].level for name in limits} == {"ok"}
