@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from probes.diagnostics import _direction_tensors, preserved_state
+from probes.gradstats import refuse_coupled
 from probes.per_sample import (
     PER_SAMPLE_FLOATS,
     batch_rows,
@@ -176,5 +177,6 @@ class AlphaProbe(Probe):
         return 2.0
 
     def compute(self, ctx: StepContext) -> ProbeOutput:
+        refuse_coupled(ctx.model)
         alpha = step_alpha(ctx.model, ctx.loss_fn, ctx.inputs, ctx.targets, ctx.last_update)
         return ProbeOutput({"alpha": alpha})

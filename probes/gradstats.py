@@ -34,11 +34,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from probes.diagnostics import _as_args, preserved_state
+from probes.diagnostics import ProbeUnsupported, _as_args, preserved_state
 from probes.per_sample import (
     PER_SAMPLE_FLOATS,
     batch_rows,
     batch_size,
+    coupled_samples,
     per_sample_gradients,
     trainable,
 )
@@ -219,6 +220,17 @@ def _chunked(
     return GradientMoments(b, mean, sum_sq / b, sum_norm_sq, sum_proj_sq, slices)
 
 
+def refuse_coupled(model: nn.Module) -> None:
+    """Raise ``ProbeUnsupported`` (the Monitor retires the probe, with the reason in a
+    ``probe_skipped`` event) for a model whose samples are coupled."""
+    module = coupled_samples(model)
+    if module is not None:
+        raise ProbeUnsupported(
+            f"per-sample gradients need independent samples; {module} is BatchNorm in train "
+            "mode, which couples them"
+        )
+
+
 @register_probe
 class GradientTestsProbe(Probe):
     """Cockpit's per-sample instruments on the current batch (``inputs=``, ``targets=``,
@@ -239,6 +251,7 @@ class GradientTestsProbe(Probe):
         return 2.0
 
     def compute(self, ctx: StepContext) -> ProbeOutput:
+        refuse_coupled(ctx.model)
         res = gradient_tests(gradient_moments(ctx.model, ctx.loss_fn, ctx.inputs, ctx.targets))
         return ProbeOutput(
             {

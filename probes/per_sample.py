@@ -57,6 +57,16 @@ def sample_loss_fn(model: nn.Module, loss_fn: Callable[[Any, Any], Tensor]) -> C
     return loss_of_sample
 
 
+def coupled_samples(model: nn.Module) -> str | None:
+    """The name of a module that couples the samples of a batch (BatchNorm in train mode: each
+    sample's output depends on the others'), or None. Per-sample gradients of such a model are
+    not the pieces of its batch gradient, and ``vmap`` cannot update its running stats."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+            return name or type(module).__name__
+    return None
+
+
 def per_sample_gradients(
     model: nn.Module,
     loss_fn: Callable[[Any, Any], Tensor],

@@ -344,3 +344,38 @@ def test_every_instrument_agrees_with_cockpit_on_a_backpack_model() -> None:
     }
     for name, step, theirs, ours in pairs:
         assert ours == pytest.approx(theirs, rel=1e-4, abs=1e-6), (name, step)
+
+
+@pytest.mark.parametrize("build", ["mlp", "cnn-bn", "transformer"])
+def test_the_probes_at_every_step_leave_training_bit_identical(build: str) -> None:
+    """As every built-in probe: parameters, buffers and the RNG as without the Monitor. A
+    BatchNorm model in train mode couples its samples: both per-sample probes retire with the
+    reason instead of publishing per-sample numbers that are not."""
+    from test_probes import _cnn, _mlp, _train, _transformer
+
+    from probes.probe import PROBES
+
+    model_of = {"mlp": _mlp, "cnn-bn": _cnn, "transformer": _transformer}[build]
+    plain_state, plain_rng = _train(model_of, None)
+    transport = InProcessTransport()
+    names = ("gradient_tests", "alpha", "grad_histogram")
+    mon = Monitor(
+        run="fx", transport=transport, probes=[PROBES[n](every=1) for n in names], budget=None
+    )
+    state, rng = _train(model_of, mon)
+    mon.close()
+    assert mon.errors == 0
+    assert all(torch.equal(a, b) for a, b in zip(plain_state, state, strict=True))
+    assert torch.equal(plain_rng, rng)
+    skipped = {
+        r.data["probe"]: r.data["reason"]
+        for r in transport.records
+        if r.data.get("event") == "probe_skipped"
+    }
+    scalars = [r for r in transport.records if r.kind == "metrics"][-1].data["scalars"]
+    if build == "cnn-bn":
+        assert set(skipped) == {"gradient_tests", "alpha"}
+        assert all("BatchNorm in train mode" in reason for reason in skipped.values())
+    else:
+        assert not skipped
+        assert {"norm_test", "alpha"} <= set(scalars)
