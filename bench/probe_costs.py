@@ -17,7 +17,7 @@ Cockpit side by side (``--part cockpit``; the extra ``bench`` pins ``setuptools<
 128), the mean step time of plain SGD, Cockpit's economy every step and every 16th, Cockpit's
 business and full configurations every step, and our Monitor at its default budget, with all six
 probes every step, and with our probes for Cockpit's instruments (``gradient_tests``, ``alpha``,
-``distance``) every step (whole blocks interleaved round by round); each probe's cost in
+``distance``, ``grad_histogram``) every step (whole blocks interleaved round by round); each probe's cost in
 forward+backwards,
 which is why "all six every step" costs what it does (three are second order: a JVP, an HVP,
 Lanczos); and Cockpit's exact ``HessTrace`` against our Hutchinson / Hutch++ given its time.
@@ -144,8 +144,10 @@ def overhead(model, x, y, steps: int, settle: int = 100, rounds: int = 2):
     )
 
 
-COCKPIT_PROBES = ("gradient_tests", "alpha", "distance")
-"""Our probes for Cockpit's instruments (GSNR, EB, the three tests; Alpha; Distance)."""
+COCKPIT_PROBES = ("gradient_tests", "alpha", "distance", "grad_histogram")
+"""Our probes for Cockpit's instruments (GSNR, EB, the three tests; Alpha; Distance; gradient
+histograms): economy's quantities and more, Loss, GradNorm and UpdateSize being in every
+Monitor record anyway."""
 
 
 def probe_table(
