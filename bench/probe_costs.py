@@ -17,10 +17,10 @@ Cockpit side by side (``--part cockpit``; the extra ``bench`` pins ``setuptools<
 128), the mean step time of plain SGD, Cockpit's economy every step and every 16th, Cockpit's
 business and full configurations every step, and our Monitor at its default budget, with all six
 probes every step, and with our probes for Cockpit's instruments (``gradient_tests``, ``alpha``,
-``distance``, ``grad_histogram``) every step (whole blocks interleaved round by round); each probe's cost in
-forward+backwards,
-which is why "all six every step" costs what it does (three are second order: a JVP, an HVP,
-Lanczos); and Cockpit's exact ``HessTrace`` against our Hutchinson / Hutch++ given its time.
+``distance``, ``grad_histogram``) every step (whole blocks interleaved round by round); each
+probe's cost in forward+backwards, which is why "all six every step" costs what it does (three
+are second order: a JVP, an HVP, Lanczos); and Cockpit's exact ``HessTrace`` against our
+Hutchinson / Hutch++ given its time.
 """
 
 from __future__ import annotations
