@@ -21,7 +21,8 @@ with BackPACK's 1/B scaling of individual gradients undone:
   3.3): the component orthogonal to ḡ, which turns the step's direction.
 
 ε = 1e-5 as in Cockpit (an entry without noise, a dead unit's zero gradient, contributes 0
-instead of 0/0).
+instead of 0/0). A batch whose per-sample gradients exceed 16 M floats is estimated from the
+gradients of 8 groups instead (unbiased variances, as the noise scale does it).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from probes.diagnostics import ProbeUnsupported, _as_args, preserved_state
+from probes.diagnostics import ProbeUnsupported, preserved_state
 from probes.per_sample import (
     PER_SAMPLE_FLOATS,
+    batch_gradient,
     batch_rows,
     batch_size,
     coupled_samples,
@@ -51,33 +53,35 @@ EPSILON = 1e-5
 
 @dataclass(frozen=True)
 class GradientMoments:
-    """What the instruments need of B per-sample gradients (float64, flat over parameters)."""
+    """What the instruments need of a batch's B per-sample gradients (float64, flat over
+    parameters): exact from the per-sample gradients, or estimated from K group means."""
 
     batch: int
     mean: Tensor
     """ḡ, the batch gradient ``[D]``."""
-    mean_sq: Tensor
-    """(1/B) Σ_i g_ij², per entry ``[D]``."""
-    sum_norm_sq: float
-    """Σ_i |g_i|²."""
-    sum_proj_sq: float
-    """Σ_i (g_i·ḡ)²."""
+    variance: Tensor
+    """σ_j², the unbiased variance of one sample's gradient entry ``[D]``."""
+    proj_variance: float
+    """The unbiased variance of one sample's projection g_i·ḡ."""
+    groups: int
+    """K: per-sample gradients when K = B, else means of K groups of B/K samples."""
     slices: dict[str, slice]
     """Each parameter's entries in the flat vectors (for per-layer values)."""
 
     @classmethod
     def from_samples(cls, grads: Tensor, slices: dict[str, slice]) -> GradientMoments:
-        """From the per-sample gradients ``[B, D]`` themselves (a test's oracle path too)."""
-        g = grads.double()
-        mean = g.mean(0)
-        return cls(
-            int(g.shape[0]),
-            mean,
-            g.pow(2).mean(0),
-            float(g.pow(2).sum()),
-            float((g @ mean).pow(2).sum()),
-            slices,
-        )
+        """From the per-sample gradients ``[B, D]`` themselves."""
+        return cls.from_groups(grads, 1, slices)
+
+    @classmethod
+    def from_groups(cls, means: Tensor, size: int, slices: dict[str, slice]) -> GradientMoments:
+        """From the gradients ``[K, D]`` of K groups of ``size`` samples each: a group mean's
+        variance is a sample's over ``size``, so ``size`` × their sample variance estimates a
+        sample's without bias (McCandlish et al.'s estimator, probes.noise)."""
+        h = means.double()
+        mean = h.mean(0)
+        k = int(h.shape[0])
+        return cls(k * size, mean, size * h.var(0), size * float((h @ mean).var()), k, slices)
 
 
 @dataclass(frozen=True)
@@ -94,43 +98,39 @@ class GradientTests:
 
 def gradient_snr(m: GradientMoments, eps: float = EPSILON) -> float:
     """Cockpit's mean GSNR: the mean over entries of ḡ_j² / (m_j − ḡ_j² + ε)."""
-    return float(_gsnr_entries(m.mean, m.mean_sq, eps).mean())
+    return float(_gsnr_entries(m, eps).mean())
 
 
-def _gsnr_entries(mean: Tensor, mean_sq: Tensor, eps: float) -> Tensor:
-    sq = mean.pow(2)
-    return sq / (mean_sq - sq + eps)
+def _gsnr_entries(m: GradientMoments, eps: float) -> Tensor:
+    """ḡ_j² over the batch's own spread m_j − ḡ_j² = (B − 1)/B · σ_j², per entry."""
+    b = m.batch
+    return m.mean.pow(2) / ((b - 1) / b * m.variance + eps)
 
 
 def early_stopping(m: GradientMoments, eps: float = EPSILON) -> float:
     """EB = 1 − B · mean_j ḡ_j²/(σ_j² + ε) with the unbiased per-entry variance σ_j²."""
-    b = m.batch
-    sq = m.mean.pow(2)
-    variance = b * (m.mean_sq - sq) / (b - 1)
-    return 1.0 - b * float((sq / (variance + eps)).mean())
+    return 1.0 - m.batch * float((m.mean.pow(2) / (m.variance + eps)).mean())
 
 
 def norm_test(m: GradientMoments) -> float:
-    """θ of Byrd et al.'s norm test (see the module)."""
+    """θ of Byrd et al.'s norm test (see the module): Σ_j σ_j² = Σ_i |g_i − ḡ|²/(B − 1)."""
     g2 = _grad_sq(m)
-    spread = m.sum_norm_sq - m.batch * g2  # Σ_i |g_i − ḡ|²
-    return _root(spread, (m.batch - 1) * m.batch * g2)
+    return _root(float(m.variance.sum()), m.batch * g2)
 
 
 def inner_product_test(m: GradientMoments) -> float:
     """θ of Bollapragada et al.'s inner-product test (see the module)."""
     g2 = _grad_sq(m)
-    spread = m.sum_proj_sq - m.batch * g2 * g2  # Σ_i (g_i·ḡ − |ḡ|²)²
-    return _root(spread, (m.batch - 1) * m.batch * g2 * g2)
+    return _root(m.proj_variance, m.batch * g2 * g2)
 
 
 def orthogonality_test(m: GradientMoments) -> float:
-    """ν of Bollapragada et al.'s orthogonality test (see the module)."""
+    """ν of Bollapragada et al.'s orthogonality test (see the module): the variance of
+    g_i − (g_i·ḡ/|ḡ|²) ḡ is the total less the part along ḡ."""
     g2 = _grad_sq(m)
     if g2 <= 0:
         return math.nan
-    spread = m.sum_norm_sq - m.sum_proj_sq / g2  # Σ_i |g_i⊥|²
-    return _root(spread, (m.batch - 1) * m.batch * g2)
+    return _root(float(m.variance.sum()) - m.proj_variance / g2, m.batch * g2)
 
 
 def _grad_sq(m: GradientMoments) -> float:
@@ -146,7 +146,7 @@ def _root(spread: float, scale: float) -> float:
 
 def gradient_tests(m: GradientMoments, eps: float = EPSILON) -> GradientTests:
     """All five instruments from one batch's moments, and GSNR per parameter tensor."""
-    entries = _gsnr_entries(m.mean, m.mean_sq, eps)
+    entries = _gsnr_entries(m, eps)
     per_layer = {name: float(entries[s].mean()) for name, s in m.slices.items()}
     return GradientTests(
         float(entries.mean()),
@@ -158,20 +158,27 @@ def gradient_tests(m: GradientMoments, eps: float = EPSILON) -> GradientTests:
     )
 
 
+GROUPS = 8
+"""Groups a batch is split into when its per-sample gradients exceed the float limit."""
+
+
 def gradient_moments(
     model: nn.Module,
     loss_fn: Callable[[Any, Any], Tensor],
     inputs: Any,
     targets: Tensor,
+    groups: int | None = None,
     max_floats: int = PER_SAMPLE_FLOATS,
 ) -> GradientMoments:
     """The moments of the batch's per-sample gradients at the current parameters.
 
-    Per-sample gradients of the whole batch when they fit in ``max_floats``; else in chunks of
-    samples, with ḡ taken first from one ordinary backward pass over the batch (``loss_fn``
-    must average over its batch, PyTorch's default) because Σ_i (g_i·ḡ)² needs it before the
-    chunks arrive. Buffers, flags and the RNG are restored; ``.grad`` is untouched. A model
-    ``vmap`` cannot split per sample (BatchNorm in train mode) raises the error ``vmap`` raised.
+    ``groups=None``: exact, from per-sample gradients, when the batch's fit in ``max_floats``;
+    else estimated from :data:`GROUPS` group gradients, as the noise scale does — per-sample
+    gradients of a big batch cost far more than they add (the grokking MLP's 5107 samples:
+    199 forward+backwards a call, ``bench/instruments.py``). ``groups=K``: K backward passes
+    over equal slices (the remainder of B/K dropped). ``loss_fn`` must average over its batch
+    (PyTorch's default). Buffers, flags and the RNG are restored; ``.grad`` is untouched. A
+    model ``vmap`` cannot split per sample raises the error ``vmap`` raised.
     """
     b = batch_size(inputs)
     if b < 2:
@@ -181,43 +188,21 @@ def gradient_moments(
     for name, p in zip(names, params, strict=True):
         slices[name] = slice(start, start + p.numel())
         start += p.numel()
-    chunk = max(1, max_floats // max(1, start))
+    if groups is None and b * start > max_floats:
+        groups = min(GROUPS, b)
     with preserved_state(model):
-        if chunk >= b:
-            return GradientMoments.from_samples(
-                per_sample_gradients(model, loss_fn, inputs, targets), slices
-            )
-        return _chunked(model, loss_fn, inputs, targets, chunk, slices)
-
-
-def _chunked(
-    model: nn.Module,
-    loss_fn: Callable,
-    inputs: Any,
-    targets: Tensor,
-    chunk: int,
-    slices: dict[str, slice],
-) -> GradientMoments:
-    _, params = trainable(model)
-    with torch.enable_grad():
-        loss = loss_fn(model(*_as_args(inputs)), targets)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-    mean = torch.cat(
-        [
-            (torch.zeros_like(p) if g is None else g).reshape(-1)
-            for p, g in zip(params, grads, strict=True)
-        ]
-    ).double()
-    b = batch_size(inputs)
-    sum_sq = torch.zeros_like(mean)
-    sum_norm_sq = sum_proj_sq = 0.0
-    for first in range(0, b, chunk):
-        rows = slice(first, min(b, first + chunk))
-        g = per_sample_gradients(model, loss_fn, batch_rows(inputs, rows), targets[rows])
-        sum_sq += g.pow(2).sum(0)
-        sum_norm_sq += float(g.pow(2).sum())
-        sum_proj_sq += float((g @ mean).pow(2).sum())
-    return GradientMoments(b, mean, sum_sq / b, sum_norm_sq, sum_proj_sq, slices)
+        if groups is None:
+            grads = per_sample_gradients(model, loss_fn, inputs, targets)
+            return GradientMoments.from_samples(grads, slices)
+        groups = max(2, min(groups, b))
+        size = b // groups
+        means = torch.stack(
+            [
+                batch_gradient(model, loss_fn, batch_rows(inputs, rows), targets[rows])
+                for rows in (slice(k * size, (k + 1) * size) for k in range(groups))
+            ]
+        )
+        return GradientMoments.from_groups(means, size, slices)
 
 
 def refuse_coupled(model: nn.Module) -> None:

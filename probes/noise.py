@@ -21,16 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from probes.diagnostics import _as_args, preserved_state
+from probes.diagnostics import preserved_state
 from probes.per_sample import (
     PER_SAMPLE_FLOATS,
+    batch_gradient,
     batch_rows,
     batch_size,
     per_sample_gradients,
-    trainable,
 )
 from probes.probe import Probe, ProbeOutput, StepContext, register_probe
 
@@ -96,21 +95,12 @@ def gradient_noise_scale(
 def _grouped(
     model: nn.Module, loss_fn: Callable, inputs: Any, targets: Tensor, groups: int
 ) -> NoiseScale:
-    _, params = trainable(model)
     size = batch_size(inputs) // groups
     sum_g: Tensor | None = None
     sum_sq = 0.0
     for k in range(groups):
         rows = slice(k * size, (k + 1) * size)
-        with torch.enable_grad():
-            loss = loss_fn(model(*_as_args(batch_rows(inputs, rows))), targets[rows])
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-        flat = torch.cat(
-            [
-                (torch.zeros_like(p) if g is None else g).reshape(-1)
-                for p, g in zip(params, grads, strict=True)
-            ]
-        ).double()
+        flat = batch_gradient(model, loss_fn, batch_rows(inputs, rows), targets[rows])
         sum_g = flat if sum_g is None else sum_g + flat
         sum_sq += float(flat.pow(2).sum())
     assert sum_g is not None

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from probes.diagnostics import _as_args
+
 PER_SAMPLE_FLOATS = 1 << 24
 """Per-sample gradient entries held at once (floats, 64 MB in fp32): a batch whose per-sample
 gradients exceed it is processed in chunks of samples (or, for the noise scale, in groups)."""
@@ -55,6 +57,23 @@ def sample_loss_fn(model: nn.Module, loss_fn: Callable[[Any, Any], Tensor]) -> C
         return loss_fn(out, y.unsqueeze(0))
 
     return loss_of_sample
+
+
+def batch_gradient(
+    model: nn.Module, loss_fn: Callable[[Any, Any], Tensor], inputs: Any, targets: Tensor
+) -> Tensor:
+    """The gradient of the batch's loss, flat in the order of :func:`trainable`, float64
+    (zeros for a parameter the loss does not reach). ``.grad`` is untouched."""
+    _, params = trainable(model)
+    with torch.enable_grad():
+        loss = loss_fn(model(*_as_args(inputs)), targets)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat(
+        [
+            (torch.zeros_like(p) if g is None else g).reshape(-1)
+            for p, g in zip(params, grads, strict=True)
+        ]
+    ).double()
 
 
 def coupled_samples(model: nn.Module) -> str | None:
