@@ -18,8 +18,9 @@ at θ_(n+1), two batches; the Monitor sees a step only after it happened (``last
 :func:`step_alpha` observes both ends on the current batch at θ − d and θ — the fit then sees
 the loss surface of one batch, without the batch-to-batch jump in f. :func:`line_point` and
 :func:`fit_alpha` are the pieces, for any other pairing (the Cockpit comparison uses two).
-Cost: two forward-mode passes over the per-sample losses (``torch.func.jvp`` of a ``vmap``),
-no per-sample gradients held.
+Cost: two forward-mode passes over the per-sample losses (``torch.func.jvp`` of a ``vmap``;
+attention on its composite "math" path, which has a forward derivative), no per-sample
+gradients held; per-sample gradients only for a model with another op that has none.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from probes.diagnostics import _direction_tensors, preserved_state
+from probes.diagnostics import _direction_tensors, _no_fused_attention, preserved_state
 from probes.gradstats import refuse_coupled
 from probes.per_sample import (
     PER_SAMPLE_FLOATS,
@@ -84,10 +85,11 @@ def line_point(
     x = inputs if isinstance(inputs, tuple) else (inputs,)
     with preserved_state(model), torch.no_grad():
         try:
-            losses, slopes = torch.func.jvp(
-                lambda theta: losses_of(theta, x, targets), (at,), (unit,)
-            )
-        except NotImplementedError:  # an op without forward-mode AD (CPU flash attention)
+            with _no_fused_attention():  # fused attention kernels have no forward derivative
+                losses, slopes = torch.func.jvp(
+                    lambda theta: losses_of(theta, x, targets), (at,), (unit,)
+                )
+        except NotImplementedError:  # another op without forward-mode AD
             losses = losses_of(at, x, targets)
             slopes = _reverse_slopes(model, loss_fn, inputs, targets, at, unit)
     losses, slopes = losses.double().reshape(-1), slopes.double().reshape(-1)

@@ -194,7 +194,7 @@ def test_line_point_matches_per_sample_losses_and_slopes_from_a_loop(
     mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both paths: forward-mode JVP, and per-sample gradients where an op lacks forward AD
-    (here forced by a JVP that raises as CPU flash attention's does)."""
+    (here forced by a JVP that raises as an op without a forward derivative does)."""
     if mode == "reverse":
 
         def no_forward_ad(*_: object, **__: object) -> None:
