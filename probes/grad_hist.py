@@ -14,6 +14,7 @@ parameters, no extra forward or backward, any model — so the probe is ``cheap`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,23 +53,29 @@ def gradient_histograms(
     model: nn.Module, bins: int = BINS, low: float = LOW, high: float = HIGH
 ) -> GradientHistograms:
     """Histograms of log10|g| of each parameter's ``.grad`` (parameters without one are left
-    out), clamped into ``[low, high]``; one host copy for all layers."""
+    out), clamped into ``[low, high]``: one bincount over all layers' entries at once (a
+    histogram per parameter tensor cost 30 ms on a 68 k-parameter MLP), one host copy. The
+    magnitudes are taken in float32: a bin is half a decade wide, far above its rounding."""
     named = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
     if not named:
         return GradientHistograms([], [], [], low, high)
-    width = (high - low) / bins
-    rows, zeros = [], []
     with torch.no_grad():
-        for _, grad in named:
-            magnitude = grad.detach().abs().flatten().double()
-            nonzero = magnitude[magnitude > 0]
-            logs = torch.log10(nonzero).clamp(low, high - width / 2)
-            rows.append(torch.histc(logs, bins, low, high))
-            zeros.append((magnitude == 0).sum().double())
-        table = torch.cat([torch.stack(rows), torch.stack(zeros)[:, None]], dim=1).cpu()
-    counts = [[int(c) for c in row[:-1]] for row in table.tolist()]
+        magnitude = torch.cat([g.detach().abs().flatten().float() for _, g in named])
+        sizes = torch.tensor([g.numel() for _, g in named], device=magnitude.device)
+        layer = torch.repeat_interleave(torch.arange(len(named), device=magnitude.device), sizes)
+        # bin of each entry: 0…bins−1 by log10|g|, clamped into the ends; ``bins`` for zeros
+        # ln, not log10: the same bins, and torch's CPU log is ~20× faster than its log10
+        scaled = (torch.log(magnitude) / math.log(10) - low) * (bins / (high - low))
+        index = scaled.floor().clamp(0, bins - 1).long()
+        index = torch.where(magnitude > 0, index, torch.full_like(index, bins))
+        flat = torch.bincount(layer * (bins + 1) + index, minlength=len(named) * (bins + 1))
+        table = flat.reshape(len(named), bins + 1).cpu().tolist()
     return GradientHistograms(
-        [n for n, _ in named], counts, [int(row[-1]) for row in table.tolist()], low, high
+        [n for n, _ in named],
+        [row[:bins] for row in table],
+        [row[bins] for row in table],
+        low,
+        high,
     )
 
 
