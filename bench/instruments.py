@@ -5,11 +5,12 @@ Run by hand: ``PYTHONPATH=. python bench/instruments.py [--repeats 9] [--steps 4
 thread, the two workloads of ``bench/probe_costs.py`` (the grokking MLP at full batch, the one-layer
 transformer at batch 512). Per workload: the median time of one forward+backward and of each
 instrument's ``compute`` (``nonfinite``'s finite check; ``noise_scale`` by its default and
-in 8 groups), calls interleaved round by round so load drift hits all alike, and one call of
-``hessian_density`` (2 × 40 HVPs and a top-5 Lanczos: too slow to repeat); the spike scorer's
-time per metrics record; then whole runs of ``--steps`` steps with the default Monitor and with
-it plus ``nonfinite``, ``noise_scale`` and ``hessian_density``, at 5 % budget, alternated, with
-the overhead each reports (``overhead_pct``) and the cadences the scheduler settled on.
+in 8 groups; Cockpit's ``gradient_tests`` and ``alpha``), calls interleaved round by round so
+load drift hits all alike, and one call of ``hessian_density`` (2 × 40 HVPs and a top-5
+Lanczos: too slow to repeat); the spike scorer's time per metrics record; then whole runs of
+``--steps`` steps with the default Monitor and with it plus ``nonfinite``, ``noise_scale``,
+``hessian_density``, ``gradient_tests`` and ``alpha``, at 5 % budget, alternated, with the
+overhead each reports (``overhead_pct``) and the cadences the scheduler settled on.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import torch.nn.functional as F
 
 from bench.probe_costs import alternating, context, fwd_bwd, workloads
 from probes import InProcessTransport, Monitor
+from probes.alpha import AlphaProbe
 from probes.builtin import DEFAULT_PROBES
 from probes.density import HessianDensityProbe
+from probes.gradstats import GradientTestsProbe
 from probes.health import NonfiniteProbe
 from probes.noise import NoiseScaleProbe
 from probes.spikes import SpikeScorer
@@ -37,6 +40,8 @@ def per_call(model, x, y, repeats: int) -> None:
         "nonfinite (check)": lambda p=NonfiniteProbe(): p.compute(ctx),
         "noise_scale (default)": lambda p=NoiseScaleProbe(): p.compute(ctx),
         "noise_scale 8 groups": lambda p=NoiseScaleProbe(groups=8): p.compute(ctx),
+        "gradient_tests": lambda p=GradientTestsProbe(): p.compute(ctx),
+        "alpha": lambda p=AlphaProbe(): p.compute(ctx),
     }
     times = alternating(variants, repeats)
     density = HessianDensityProbe()
@@ -94,7 +99,14 @@ def main() -> None:
     for label, model, x, y in workloads():
         print(f"\n{label}")
         per_call(model, x, y, args.repeats)
-        with_instruments = [*DEFAULT_PROBES, "nonfinite", "noise_scale", "hessian_density"]
+        with_instruments = [
+            *DEFAULT_PROBES,
+            "nonfinite",
+            "noise_scale",
+            "hessian_density",
+            "gradient_tests",
+            "alpha",
+        ]
         overheads: dict[str, list[float]] = {"default": [], "+instruments": []}
         for _ in range(args.rounds):
             for name, probes in (("default", "default"), ("+instruments", with_instruments)):

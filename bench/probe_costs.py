@@ -15,10 +15,12 @@ with ``--part density``.
 Cockpit side by side (``--part cockpit``; the extra ``bench`` pins ``setuptools<81`` and
 ``torchvision`` 0.28, which keep torch 2.13): on the MLP (batch 512) and a small CNN (batch
 128), the mean step time of plain SGD, Cockpit's economy every step and every 16th, Cockpit's
-full configuration every step, and our Monitor at its default budget and with all six probes
-every step (whole blocks interleaved round by round); each probe's cost in forward+backwards,
-which is why "all six every step" costs what it does (three are second order: a JVP, an HVP,
-Lanczos); and Cockpit's exact ``HessTrace`` against our Hutchinson / Hutch++ given its time.
+business and full configurations every step, and our Monitor at its default budget, with all six
+probes every step, and with our probes for Cockpit's instruments (``gradient_tests``, ``alpha``,
+``distance``, ``grad_histogram``) every step (whole blocks interleaved round by round); each
+probe's cost in forward+backwards, which is why "all six every step" costs what it does (three
+are second order: a JVP, an HVP, Lanczos); and Cockpit's exact ``HessTrace`` against our
+Hutchinson / Hutch++ given its time.
 """
 
 from __future__ import annotations
@@ -142,11 +144,19 @@ def overhead(model, x, y, steps: int, settle: int = 100, rounds: int = 2):
     )
 
 
-def probe_table(model, x, y, base: float, repeats: int) -> None:
-    """Each default probe's ``compute`` (median after a warm-up call) in forward+backwards."""
+COCKPIT_PROBES = ("gradient_tests", "alpha", "distance", "grad_histogram")
+"""Our probes for Cockpit's instruments (GSNR, EB, the three tests; Alpha; Distance; gradient
+histograms): economy's quantities and more, Loss, GradNorm and UpdateSize being in every
+Monitor record anyway."""
+
+
+def probe_table(
+    model, x, y, base: float, repeats: int, names: tuple[str, ...] = DEFAULT_PROBES
+) -> None:
+    """Each probe's ``compute`` (median after a warm-up call) in forward+backwards."""
     ctx = context(model, x, y)
     print(f"{'probe':<18}{'ms/call':>10}{'× fwd+bwd':>11}")
-    for name in DEFAULT_PROBES:
+    for name in names:
         probe = PROBES[name]()
         cost = median_time(lambda p=probe, c=ctx: p.compute(c), repeats)
         print(f"{name:<18}{cost * 1e3:>10.1f}{cost / base:>11.2f}")
@@ -366,11 +376,11 @@ def cockpit_step(model, x, y, config: str, interval: int) -> StepFn:
     return step
 
 
-def monitor_step(model, x, y, every_step: bool) -> StepFn:
+def monitor_step(model, x, y, every_step: bool, names: tuple[str, ...] = DEFAULT_PROBES) -> StepFn:
     """Our Monitor with inputs= and loss_fn= (all six probes can run): at the default 5 %
-    budget, or every probe at every step with no budget."""
+    budget, or every probe in ``names`` at every step with no budget."""
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
-    probes = [PROBES[name](every=1) for name in DEFAULT_PROBES] if every_step else "default"
+    probes = [PROBES[name](every=1) for name in names] if every_step else "default"
     budget = None if every_step else 0.05
     mon = Monitor(run="bench", bind="tcp://127.0.0.1:0", probes=probes, budget=budget, store=None)
 
@@ -484,9 +494,13 @@ def cockpit_side_by_side(block: int, rounds: int) -> None:
             "plain": plain_step(fresh(), x, y),
             "Cockpit economy, every step": cockpit_step(fresh(), x, y, "economy", 1),
             "Cockpit economy, every 16th": cockpit_step(fresh(), x, y, "economy", 16),
+            "Cockpit business, every step": cockpit_step(fresh(), x, y, "business", 1),
             "Cockpit full, every step": cockpit_step(fresh(), x, y, "full", 1),
             "Monitor, default (5 % budget)": monitor_step(fresh(), x, y, every_step=False),
             "Monitor, six probes every step": monitor_step(fresh(), x, y, every_step=True),
+            "Monitor, Cockpit's instruments every step": monitor_step(
+                fresh(), x, y, every_step=True, names=COCKPIT_PROBES
+            ),
         }
         times = blocks(variants, block, rounds)
         for step in variants.values():
@@ -498,11 +512,11 @@ def cockpit_side_by_side(block: int, rounds: int) -> None:
         for name, t in times.items():
             mean = statistics.fmean(t)
             print(
-                f"  {name:<32}{mean * 1e3:>8.1f}  {mean / plain:>5.2f}× plain  "
+                f"  {name:<42}{mean * 1e3:>8.1f}  {mean / plain:>5.2f}× plain  "
                 f"{mean / econ:>5.2f}× economy every step"
             )
         base = median_time(lambda m=model, a=x, b=y: fwd_bwd(m, a, b), 5)
-        probe_table(model, x, y, base, 3)
+        probe_table(model, x, y, base, 3, DEFAULT_PROBES + COCKPIT_PROBES)
         trace_at_equal_time(model, x, y)
 
 

@@ -139,6 +139,57 @@ THRESHOLDS: dict[str, Threshold] = {
             severity="warning",
         ),
         Threshold(
+            "norm_test",
+            1.0,
+            0.5,
+            "norm test θ ≥ 1: the batch gradient's noise is as large as the gradient itself "
+            "(Byrd et al. 2012): a larger batch would give a more reliable direction",
+            applies="any optimiser; per-sample gradients of the current batch (Cockpit's NormTest)",
+            severity="warning",
+        ),
+        Threshold(
+            "inner_test",
+            1.0,
+            0.5,
+            "inner-product test θ ≥ 1: the noise along the batch gradient is as large as |ḡ|², "
+            "so the step may not descend (Bollapragada et al. 2018)",
+            applies="any optimiser; per-sample gradients of the current batch (Cockpit's "
+            "InnerTest)",
+            severity="warning",
+        ),
+        Threshold(
+            "ortho_test",
+            1.0,
+            0.5,
+            "orthogonality test ν ≥ 1: the noise orthogonal to the batch gradient is as large "
+            "as the gradient, it turns the step's direction (Bollapragada et al. 2018)",
+            applies="any optimiser; per-sample gradients of the current batch (Cockpit's "
+            "OrthoTest)",
+            severity="warning",
+        ),
+        Threshold(
+            "early_stopping",
+            0.0,
+            0.0,
+            "EB > 0: the gradient is within its own noise on most entries, time to stop "
+            "without a validation set (Mahsereci et al. 2017)",
+            strict=True,
+            applies="derived for plain SGD; per-entry variances of the current batch's "
+            "per-sample gradients (Cockpit's EarlyStopping)",
+            severity="warning",
+        ),
+        Threshold(
+            "alpha",
+            1.0,
+            0.5,
+            "α > 1: the last step overshot the parabola fitted along it, the loss went up "
+            "(α = 0: it landed at the minimum; −1: too short, or still downhill)",
+            strict=True,
+            applies="any optimiser; both ends of the step on the current batch (Cockpit's "
+            "Alpha observes them on consecutive batches)",
+            severity="warning",
+        ),
+        Threshold(
             "sc_fp16",
             0.5,
             0.5,

@@ -26,8 +26,11 @@ from typing import Any
 import torch
 
 from probes import (
+    alpha,  # noqa: F401  (registers the "alpha" probe)
     density,  # noqa: F401  (registers the "hessian_density" probe)
     distance,  # noqa: F401  (registers the "distance" probe)
+    grad_hist,  # noqa: F401  (registers the "grad_histogram" probe)
+    gradstats,  # noqa: F401  (registers the "gradient_tests" probe)
     health,  # noqa: F401  (registers the "nonfinite" probe)
     lifecycle,
     noise,  # noqa: F401  (registers the "noise_scale" probe)

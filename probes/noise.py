@@ -21,15 +21,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from probes.diagnostics import _as_args, preserved_state
+from probes.diagnostics import preserved_state
+from probes.per_sample import (
+    PER_SAMPLE_FLOATS,
+    batch_gradient,
+    batch_rows,
+    batch_size,
+    per_sample_gradients,
+)
 from probes.probe import Probe, ProbeOutput, StepContext, register_probe
-
-PER_SAMPLE_FLOATS = 1 << 24
-"""Per-sample gradients held at once (floats, 64 MB in fp32); a batch whose per-sample
-gradients exceed it is estimated from 8 groups instead."""
 
 
 @dataclass(frozen=True)
@@ -46,20 +48,6 @@ class NoiseScale:
     def b_simple(self) -> float:
         """tr(Σ)/|G|² (∞ when |G|² came out ≤ 0: noise dominates this batch)."""
         return self.trace_sigma / self.grad_sq if self.grad_sq > 0 else math.inf
-
-
-def _slice(inputs: Any, rows: slice) -> Any:
-    """The rows of a batch (a tensor, or a tuple/list of tensors) in ``rows``."""
-    if isinstance(inputs, Tensor):
-        return inputs[rows]
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(_slice(x, rows) for x in inputs)
-    raise TypeError(f"cannot split a batch of type {type(inputs).__name__}")
-
-
-def _batch_size(inputs: Any) -> int:
-    first = inputs if isinstance(inputs, Tensor) else next(iter(inputs))
-    return int(first.shape[0])
 
 
 def _estimate(sum_g: Tensor, sum_sq: float, groups: int, batch: int) -> NoiseScale:
@@ -89,7 +77,7 @@ def gradient_noise_scale(
     average over its batch (the default of PyTorch's losses). Buffers, flags and the RNG are
     restored; ``.grad`` is untouched.
     """
-    batch = _batch_size(inputs)
+    batch = batch_size(inputs)
     if batch < 2:
         raise ValueError("the noise scale needs a batch of at least 2 samples")
     with preserved_state(model):
@@ -104,29 +92,15 @@ def gradient_noise_scale(
         return _grouped(model, loss_fn, inputs, targets, max(2, min(groups, batch)))
 
 
-def _trainable(model: nn.Module) -> tuple[list[str], list[Tensor]]:
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [n for n, _ in named], [p for _, p in named]
-
-
 def _grouped(
     model: nn.Module, loss_fn: Callable, inputs: Any, targets: Tensor, groups: int
 ) -> NoiseScale:
-    _, params = _trainable(model)
-    size = _batch_size(inputs) // groups
+    size = batch_size(inputs) // groups
     sum_g: Tensor | None = None
     sum_sq = 0.0
     for k in range(groups):
         rows = slice(k * size, (k + 1) * size)
-        with torch.enable_grad():
-            loss = loss_fn(model(*_as_args(_slice(inputs, rows))), targets[rows])
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-        flat = torch.cat(
-            [
-                (torch.zeros_like(p) if g is None else g).reshape(-1)
-                for p, g in zip(params, grads, strict=True)
-            ]
-        ).double()
+        flat = batch_gradient(model, loss_fn, batch_rows(inputs, rows), targets[rows])
         sum_g = flat if sum_g is None else sum_g + flat
         sum_sq += float(flat.pow(2).sum())
     assert sum_g is not None
@@ -136,23 +110,7 @@ def _grouped(
 def _per_sample(
     model: nn.Module, loss_fn: Callable, inputs: Any, targets: Tensor, batch: int
 ) -> NoiseScale:
-    from torch.func import functional_call, grad, vmap
-
-    names, params = _trainable(model)
-    frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
-    buffers = dict(model.named_buffers())
-    detached = {n: p.detach() for n, p in zip(names, params, strict=True)}
-
-    def sample_loss(theta: dict[str, Tensor], x: Any, y: Tensor) -> Tensor:
-        x = tuple(t.unsqueeze(0) for t in x)
-        out = functional_call(model, {**theta, **frozen, **buffers}, x)
-        return loss_fn(out, y.unsqueeze(0))
-
-    per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0), randomness="different")
-    x = inputs if isinstance(inputs, tuple) else (inputs,)
-    with torch.enable_grad():
-        g = per_sample(detached, x, targets)
-    flat = torch.cat([g[n].reshape(batch, -1) for n in names], dim=1).double()
+    flat = per_sample_gradients(model, loss_fn, inputs, targets)
     return _estimate(flat.sum(0), float(flat.pow(2).sum()), batch, batch)
 
 

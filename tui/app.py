@@ -34,6 +34,7 @@ from tui.density import DensityScreen
 from tui.events import EventsScreen
 from tui.gauges import gauge_table
 from tui.gc_policy import settle_gc
+from tui.grad_hist import GradHistScreen
 from tui.help import HelpScreen, binding_rows
 from tui.ingest import RecordSource, ZmqSource
 from tui.launcher import LauncherScreen
@@ -125,6 +126,7 @@ class EdgewatchApp(App[None]):
         Binding("h", "density", "Hessian density"),
         Binding("P", "probes", "Probes: run one now", key_display="P"),
         Binding("m", "systems", "Systems: CPU, memory, GPU"),
+        Binding("G", "grad_histograms", "Gradient histograms", key_display="G"),
         Binding("i", "info", "Run info: endpoint, watch command"),
         Binding("o", "launcher", "Launch a run"),
         Binding("w", "next_run", "Next run"),
@@ -534,6 +536,11 @@ class EdgewatchApp(App[None]):
         """The latest Hessian eigenvalue density the run sent (``probes.density``)."""
         if not isinstance(self.screen, DensityScreen):
             self.push_screen(DensityScreen(self.state))
+
+    def action_grad_histograms(self) -> None:
+        """Per-layer gradient histograms over steps (``probes.grad_hist``)."""
+        if not isinstance(self.screen, GradHistScreen):
+            self.push_screen(GradHistScreen(self.state))
 
     def action_cycle_rank(self) -> None:
         """The dashboard follows the next rank, then the mean over ranks."""

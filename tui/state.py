@@ -26,6 +26,8 @@ from tui.rank_summary import DIRECT, FanIn, RankBands, RankHeat
 from tui.series import DEFAULT_CAPACITY, LAYER_CAPACITY, SeriesStore
 
 MAX_EVENTS = 200
+GRAD_HISTOGRAMS = 240
+"""``grad_histogram`` events kept for the gradient histogram view (its columns)."""
 MEAN = -1
 """``RunState.selected_rank`` value: the dashboard shows the mean over ranks."""
 MAX_RANK_SERIES = 16
@@ -143,6 +145,8 @@ class RunState:
         """(step, data) of the latest ``hessian_density`` event (the density view draws it)."""
         self.probe_runs = ProbeRuns()
         """On-demand probe runs: sent → queued → running → done (:mod:`tui.probe_runs`)."""
+        self.grad_histograms: deque[tuple[int, dict[str, Any]]] = deque(maxlen=GRAD_HISTOGRAMS)
+        """(step, data) of the latest ``grad_histogram`` events (the gradient histogram view)."""
         self.state = "waiting"
         self._paused_at: int | None = None
         """The step the run paused at (from its ack or heartbeat): a metrics record of a later
@@ -384,6 +388,10 @@ class RunState:
                 self.density = (record.step, dict(data))
             if record.rank == 0:
                 self.probe_runs.on_event(name, data, record.step)
+            if name == "grad_histogram":  # a map over steps, not news: kept out of the list
+                if record.rank == 0:
+                    self.grad_histograms.append((record.step, dict(data)))
+                return
             if name in _FINAL_EVENTS and record.rank == 0:
                 self.state = {"start": "running"}.get(name, name)
                 self._paused_at = None
