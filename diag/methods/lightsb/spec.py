@@ -75,6 +75,6 @@ SPEC = MethodSpec(
     headline={
         "cbw_uvp_pct": "< 1 (%) after 3000 steps",
         "slope_error": "< 0.05",
-        "energy_ratio": "swiss_roll: energy distance ≤ 0.1 × the source's",
+        "energy_ratio": "< 0.1 with problem=swiss_roll (energy distance over the source's)",
     },
 )
