@@ -6,8 +6,8 @@ Sinkhorn, and SNS (Sinkhorn warm-up until the sparsified Hessian leaves out at m
 rule of :func:`diag.methods.sns.newton.solve_sns`). Published per iteration: ``err_sinkhorn``
 and ``err_sns`` (the L1 marginal error ‖P1 − r‖₁ + ‖Pᵀ1 − c‖₁), ``dropped_mass`` (the share of
 P's mass the sparsified Hessian leaves out), and during the Newton stage ``cg_iters`` and
-``step_size``. A solver that reached ``tol`` stops and keeps publishing
-its last error; the run ends when both have.
+``step_size``. A solver that reached ``tol`` stops and keeps publishing its last error; the
+run ends when both have.
 
 Problems (:mod:`diag.methods.sns.problems`): ``assignment`` (n = 300, η = 600, uniform random
 cost: the write-up's recipe) and ``w2`` (two densities on a 17×17 grid, squared distance).
