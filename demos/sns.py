@@ -1,11 +1,13 @@
 """Sinkhorn vs Sinkhorn-Newton-Sparse on one problem, iteration by iteration.
 
 Each iteration advances both solvers by one iteration from the same start (z = 0): log-domain
-Sinkhorn, and SNS (``warmup`` Sinkhorn iterations, then sparse Newton steps). Published per
-iteration: ``err_sinkhorn`` and ``err_sns`` (the L1 marginal error ‖P1 − r‖₁ + ‖Pᵀ1 − c‖₁), and
-during the Newton stage ``cg_iters``, ``step_size`` and ``dropped_mass`` (the share of P's mass
-the sparsified Hessian leaves out). A solver that reached ``tol`` stops and keeps publishing
-its last error; the run ends when both have.
+Sinkhorn, and SNS (Sinkhorn warm-up until the sparsified Hessian leaves out at most
+``switch_dropped`` of P's mass, at most ``warmup`` iterations; then sparse Newton steps — the
+rule of :func:`diag.methods.sns.newton.solve_sns`). Published per iteration: ``err_sinkhorn``
+and ``err_sns`` (the L1 marginal error ‖P1 − r‖₁ + ‖Pᵀ1 − c‖₁), ``dropped_mass`` (the share of
+P's mass the sparsified Hessian leaves out), and during the Newton stage ``cg_iters`` and
+``step_size``. A solver that reached ``tol`` stops and keeps publishing its last error; the
+run ends when both have.
 
 Problems (:mod:`diag.methods.sns.problems`): ``assignment`` (n = 300, η = 600, uniform random
 cost: the write-up's recipe) and ``w2`` (two densities on a 17×17 grid, squared distance).
@@ -21,6 +23,7 @@ import math
 from demos.loop import Solver
 from diag.methods.sns.newton import (
     Potentials,
+    dropped_mass,
     log_plan,
     marginal_error,
     row_log_sums,
@@ -47,6 +50,7 @@ class SNS(Solver):
         self.errors = {"sinkhorn": first, "sns": first}
         self.reached: dict[str, float] = {}
         self.density = cfg.keep_per_row / self.problem.cost.shape[0]
+        self.sns_warming_up = cfg.warmup > 0
 
     def iterate(self, step: int) -> dict[str, float]:
         cfg = self.config
@@ -65,13 +69,16 @@ class SNS(Solver):
         return metrics
 
     def _sns_iteration(self, step: int) -> dict[str, float]:
-        if step < self.config.warmup:
+        cfg = self.config
+        if self.sns_warming_up:
             self.sns, self.sns_rows = sinkhorn_step(self.problem, self.sns, self.sns_rows)
             self.errors["sns"] = sinkhorn_error(self.problem, self.sns_rows)
             self.sns_log_p = log_plan(self.problem, self.sns)
-            return {}
+            dropped = dropped_mass(self.sns_log_p.exp(), self.density)
+            self.sns_warming_up = dropped > cfg.switch_dropped and step + 1 < cfg.warmup
+            return {"dropped_mass": dropped}
         self.sns, self.sns_log_p, info = sparse_newton_step(
-            self.problem, self.sns, self.sns_log_p, self.density, self.config.cg_tol
+            self.problem, self.sns, self.sns_log_p, self.density, cfg.cg_tol
         )
         self.errors["sns"] = marginal_error(self.problem, self.sns_log_p)
         return {
@@ -79,15 +86,6 @@ class SNS(Solver):
             "step_size": info.step_size,
             "dropped_mass": info.dropped_mass,
         }
-
-    def evaluate(self, step: int) -> dict[str, float]:
-        """The sparsification error during the warm-up too (so the gauge is there from step 0)."""
-        if step >= self.config.warmup:
-            return {}
-        p = self.sns_log_p.exp()
-        keep = math.ceil(self.density * p.numel())
-        kept = p.flatten().topk(min(keep, p.numel()), sorted=False).values.sum()
-        return {"dropped_mass": float(1.0 - kept / p.sum())}
 
     def converged(self, last: dict[str, float]) -> bool:
         return max(self.errors.values()) < self.config.tol
