@@ -217,8 +217,10 @@ def run(
     steps: Annotated[
         int | None, typer.Option(help="Training steps (default: the trainer's).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default auto).")
+    ] = None,
     no_tui: Annotated[
         bool, typer.Option("--no-tui", help="Run headless with a progress bar.")
     ] = False,
@@ -278,8 +280,14 @@ def _share_keys_with_tui(keys: str | None) -> None:
         os.environ["EDGEWATCH_KEYS"] = str(Path(keys).expanduser().resolve())
 
 
-def _resolve_run(name: str, steps: int | None, seed: int, device: str, sets: list[str]):
-    """The method's class and its checked config, or a one-line :class:`UsageProblem`."""
+def _resolve_run(
+    name: str, steps: int | None, seed: int | None, device: str | None, sets: list[str]
+):
+    """The method's class and its checked config, or a one-line :class:`UsageProblem`.
+
+    ``--seed``/``--device`` and ``--set seed=…``/``--set device=…`` name the same fields:
+    either may be used (an option's default used to override a ``--set`` silently), and
+    two different values are an error rather than a guess."""
     from diag.config import ConfigError, build_config, parse_overrides
     from diag.device import DeviceError, resolve_device
     from diag.registry import UnknownTrainerError, get_spec
@@ -290,14 +298,23 @@ def _resolve_run(name: str, steps: int | None, seed: int, device: str, sets: lis
         raise UsageProblem(str(err)) from None
     if steps is not None and steps < 1:
         raise UsageProblem(f"--steps must be a positive number of steps, got {steps}")
+    try:
+        overrides = parse_overrides(spec.config, sets)
+    except ConfigError as err:
+        raise UsageProblem(f"{name}: {err}") from None
+    options = {"seed": seed, "device": device, "steps": steps}
+    for field, value in options.items():
+        if value is not None and overrides.get(field, value) != value:
+            raise UsageProblem(f"--{field} {value} and --set {field}={overrides[field]} disagree")
+    overrides.setdefault("seed", 0 if seed is None else seed)
+    overrides.setdefault("device", device or "auto")
+    if steps is not None:
+        overrides["steps"] = steps
+    device = str(overrides["device"])
     kind = device.strip().lower().partition(":")[0]
     if kind in ("cpu", "cuda") and kind not in spec.devices:
         raise UsageProblem(f"--device {device}: {name} runs on {', '.join(spec.devices)} only")
     try:
-        overrides = parse_overrides(spec.config, sets)
-        overrides.update(seed=seed, device=device)
-        if steps is not None:
-            overrides["steps"] = steps
         config = build_config(spec.config, overrides)
     except ConfigError as err:
         raise UsageProblem(f"{name}: {err}") from None

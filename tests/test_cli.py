@@ -58,6 +58,8 @@ def test_headless_grokking_run_exits_zero_with_a_summary():
         (["run", "grokking", "--no-tui", "--set", "lr=abc"], "not a valid float"),
         (["run", "grokking", "--no-tui", "--set", "nope=1"], "FIELD=VALUE"),
         (["run", "grokking", "--no-tui", "--device", "tpu"], "expected auto, cpu, cuda"),
+        (["run", "grokking", "--no-tui", "--seed", "1", "--set", "seed=4"], "disagree"),
+        (["run", "grokking", "--no-tui", "--set", "device=tpu"], "expected auto, cpu, cuda"),
         (["run", "grokking", "--endpoint", "localhost:80"], "is not an endpoint"),
         (["watch", "tcp://nowhere"], "is not an endpoint"),
     ],
@@ -67,6 +69,31 @@ def test_usage_errors_are_one_clear_line_and_exit_2(args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "seed", "device"),
+    [
+        ([], 0, "auto"),
+        (["--set", "seed=4"], 4, "auto"),  # was silently reset to 0 by --seed's default
+        (["--seed", "3"], 3, "auto"),
+        (["--seed", "4", "--set", "seed=4", "--set", "device=cpu"], 4, "cpu"),
+        (["--device", "cpu", "--set", "steps=7"], 0, "cpu"),
+    ],
+)
+def test_seed_and_device_come_from_the_option_or_from_set(args, seed, device):
+    from diag.cli import _resolve_run
+
+    sets = [a for flag, a in zip(args, args[1:], strict=False) if flag == "--set"]
+    given = dict(zip(args[::2], args[1::2], strict=True))
+    _, config = _resolve_run(
+        "grokking",
+        None,
+        int(given["--seed"]) if "--seed" in given else None,
+        given.get("--device"),
+        sets,
+    )
+    assert (config.seed, config.device) == (seed, device)
 
 
 BAD_ARGUMENTS = [
