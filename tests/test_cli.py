@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -84,7 +85,7 @@ def test_usage_errors_are_one_clear_line_and_exit_2(args, message):
 def test_seed_and_device_come_from_the_option_or_from_set(args, seed, device):
     from diag.cli import _resolve_run
 
-    sets = [a for flag, a in zip(args, args[1:], strict=False) if flag == "--set"]
+    sets = [a for flag, a in itertools.pairwise(args) if flag == "--set"]
     given = dict(zip(args[::2], args[1::2], strict=True))
     _, config = _resolve_run(
         "grokking",
