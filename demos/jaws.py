@@ -80,7 +80,13 @@ class Jaws(Trainer):
             nll = nll + gaussian_nll(prediction, log_var, pairs[:, k]) / cfg.unroll
             if penalty is None:
                 penalty = jacobian_penalty(
-                    self.model, pairs[:, 0], log_var, cfg.regularizer, cfg.sigma0, self.batches
+                    self.model,
+                    pairs[:, 0],
+                    log_var,
+                    cfg.regularizer,
+                    cfg.sigma0,
+                    self.batches,
+                    cfg.penalty,
                 )
                 sigma = (log_var.detach() / 2).exp().mean()
             u = prediction

@@ -325,16 +325,23 @@ def test_burgers_initial_conditions_steepen_into_shocks_that_viscosity_keeps_fin
     assert bool(torch.isfinite(trajectory).all()) and float(trajectory.abs().max()) < 1.5
 
 
-class _Doubling:
-    """A stand-in operator whose one-step map is u ↦ 2u: J v = 2v exactly."""
+class _Scaling:
+    """A stand-in operator whose one-step map is u ↦ c·u: J v = c·v exactly."""
 
-    @staticmethod
-    def step(u: torch.Tensor) -> torch.Tensor:
-        return 2 * u
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def step(self, u: torch.Tensor) -> torch.Tensor:
+        return self.factor * u
+
+
+def _penalty(factor: float, kind: str, form: str, log_var: torch.Tensor, sigma0: float):
+    u = torch.randn(3, 16)
+    generator = torch.Generator().manual_seed(5)
+    return jaws.jacobian_penalty(_Scaling(factor), u, log_var, kind, sigma0, generator, form)
 
 
 def test_jacobian_penalty_global_and_adaptive_weights_on_a_known_jacobian():
-    u = torch.randn(3, 16)
     log_var = torch.linspace(-6, 0, 16).expand(3, 16)
     probe = torch.randn(3, 16, generator=torch.Generator().manual_seed(5))
     sigma0 = 0.1
@@ -344,10 +351,22 @@ def test_jacobian_penalty_global_and_adaptive_weights_on_a_known_jacobian():
         ("adaptive", (weight * 4 * probe**2).mean()),
         ("none", torch.tensor(0.0)),
     ):
-        got = jaws.jacobian_penalty(
-            _Doubling(), u, log_var, kind, sigma0, torch.Generator().manual_seed(5)
-        )
-        torch.testing.assert_close(got, expected)
+        torch.testing.assert_close(_penalty(2.0, kind, "jacobian", log_var, sigma0), expected)
+
+
+def test_contraction_penalty_charges_only_expansion_in_the_weighted_norm():
+    """u ↦ 2u expands every probe by (4 − 1)·Σ w v²; u ↦ u/2 and the identity expand nothing."""
+    log_var = torch.linspace(-6, 0, 16).expand(3, 16)
+    probe = torch.randn(3, 16, generator=torch.Generator().manual_seed(5))
+    weight = 0.1**2 / (0.1**2 + log_var.exp())
+    expected = (3 * weight * probe**2).mean(dim=-1).mean()
+    got = _penalty(2.0, "adaptive", "contraction", log_var, 0.1)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(
+        _penalty(2.0, "global", "contraction", log_var, 0.1), 3 * probe.pow(2).mean()
+    )
+    for factor in (0.5, 1.0):
+        assert float(_penalty(factor, "global", "contraction", log_var, 0.1)) == 0.0
 
 
 def test_burgers_operator_rollout_and_error_by_step_shapes_and_exact_zero_error():

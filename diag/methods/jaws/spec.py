@@ -15,7 +15,12 @@ class JawsConfig(RunConfig):
     regularizer: str = param(
         "adaptive", choices=("none", "global", "adaptive"), help="the Jacobian penalty's weight"
     )
-    reg_weight: float = param(0.01, ge=0, help="λ of the Jacobian penalty")
+    penalty: str = param(
+        "contraction",
+        choices=("contraction", "jacobian"),
+        help="contraction: penalise expansion in the w-norm; jacobian: w·(Jv)² (write-up)",
+    )
+    reg_weight: float = param(1.0, ge=0, help="λ of the Jacobian penalty")
     sigma0: float = param(0.01, gt=0, help="σ₀ of the adaptive weight σ₀²/(σ₀² + e^s)")
     unroll: int = param(1, ge=1, help="K, autoregressive steps per training sample")
     nu: float = param(0.01, gt=0, help="viscosity ν")
