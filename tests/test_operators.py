@@ -207,15 +207,46 @@ def test_dopri5_gradient_of_the_error_regulariser_lowers_it():
     assert float(error_reg().detach()) < float(before.detach())
 
 
+def _equal_fit(regularised: dict, plain: dict, points: float) -> bool:
+    """The docstring of demos.nde: accuracy at most ``points`` below and test CE at most
+    1.1× the unregularised run's."""
+    return (
+        regularised["test_acc"] >= plain["test_acc"] - points
+        and regularised["test_ce"] <= 1.1 * plain["test_ce"]
+    )
+
+
+def test_nde_digits_error_regulariser_cuts_eval_nfe_to_0_8x_at_equal_accuracy_short():
+    for seed in (0, 1):
+        plain = _run("nde", seed=seed, steps=40, eval_every=40)
+        regularised = _run("nde", seed=seed, steps=40, eval_every=40, reg_weight=1.0)
+        assert regularised["eval_nfe"] <= 0.8 * plain["eval_nfe"]
+        assert regularised["test_acc"] >= plain["test_acc"] - 0.02 and plain["test_acc"] > 0.9
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_nde_error_regulariser_cuts_eval_nfe_to_0_8x_with_a_usable_fit():
-    """The write-up's calibration (λ = 0: NFE 49–55; λ_E = 0.3: 37); identity-map MSE 1.63."""
-    for seed in (0, 1):
+def test_nde_digits_error_regulariser_cuts_eval_nfe_to_0_8x_at_equal_fit_over_seeds():
+    """The paper's MNIST NODE at 8×8 digits, 300 steps: λ_E = 1 vs 0, three seeds."""
+    for seed in (0, 1, 2):
         plain = _run("nde", seed=seed)
-        regularised = _run("nde", seed=seed, reg_weight=0.3)
+        regularised = _run("nde", seed=seed, reg_weight=1.0)
+        assert regularised["eval_nfe"] <= 0.8 * plain["eval_nfe"]
+        assert _equal_fit(regularised, plain, 0.01) and plain["test_acc"] > 0.95
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_nde_cubic_toy_saving_comes_only_with_a_worse_fit():
+    """The write-up's calibration (λ = 0: NFE 49–55; λ_E = 0.3: 37); identity-map MSE 1.63.
+    On this task the flow is pinned by the target map, so the 0.8× NFE costs fit."""
+    cubic = {"task": "cubic", "tol": 1e-7, "hidden": 64, "steps": 500}
+    for seed in (0, 1):
+        plain = _run("nde", seed=seed, **cubic)
+        regularised = _run("nde", seed=seed, reg_weight=0.3, **cubic)
         assert regularised["eval_nfe"] <= 0.8 * plain["eval_nfe"]
         assert plain["test_mse"] < 0.01 and regularised["test_mse"] < 0.2
+        assert regularised["test_mse"] > 10 * plain["test_mse"]  # not equal fit
 
 
 # ---------------------------------------------------------------------------------------
