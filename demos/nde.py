@@ -12,7 +12,9 @@ Two tasks (``task``):
   solver's step count drifts up as training shapes the flow (eval NFE 37 → 43 here), while
   λ = 1 keeps the flow at the fewest steps the controller can take from h₀ = 0.05 (19 = 3
   steps) at the same accuracy. *Equal fit* means: test accuracy no more than 1 point below the
-  unregularised run's and test cross-entropy at most 1.1× its.
+  unregularised run's and test cross-entropy at most 1.1× its. Seeds 0–2: eval NFE 43 → 19
+  (0.44×), test accuracy 0.978/0.964/0.972 → 0.975/0.958/0.964, test CE 0.116/0.188/0.144 →
+  0.110/0.132/0.123.
 * ``cubic`` — Kelly et al.'s toy, as the write-up calibrates it: learn z₀ ↦ z₀ + z₀³,
   z₀ ~ U[−1.5, 1.5], as the time-1 flow of a scalar z' = f_θ(z, t) (use ``--set task=cubic
   tol=1e-7 hidden=64``). Here the flow is pinned by the target map: a 1-D flow that fits it
