@@ -18,17 +18,18 @@ here follows the write-up's design (papers-B §12(c)), shrunk for a CPU:
 
 Streams ``nll``, ``jac_penalty`` and the mean predicted ``sigma`` each step.
 
-**Not reproduced** (width 16; rollout rel-L2 at 25/50/100/200 steps, and the tail ratio):
+**Not reproduced** (``--set width=16``; rollout rel-L2 at 25/50/100/200 steps, tail ratio):
 
 * at 400 steps of constant lr the operator is under-trained and its rollout error at a fixed
   checkpoint swings 10–100× from one evaluation to the next (at step 200: none, seeds 0, 1:
   8.4, 25; contraction-adaptive λ = 1, seeds 0–2: 3.5, 1045, 18.7), so no comparison holds;
-* trained to convergence (1200 steps, cosine lr; seed 0) the unregularised model shows the
-  failure the paper names — long rollouts blow up at high wavenumbers (0.20/0.29/0.49/1.02,
-  tail ratio 1.2e3) — but every penalty is worse at 200 steps: contraction-adaptive λ = 1
-  0.19/0.34/0.61/1.40 (tail 4.1e3), the write-up's w·(Jv)² λ = 0.01 and 0.1 1.45 and 1.46.
-  A probe v ~ N(0, I) at training states does not constrain the map where rollouts go, nor
-  single out the high wavenumbers that blow up.
+* trained to convergence (``--set steps=1200 cosine=true``, seed 0) the unregularised model
+  shows the failure the paper names — long rollouts blow up at high wavenumbers
+  (0.20/0.29/0.49/1.02, tail ratio 1.2e3) — but every penalty is worse at 200 steps:
+  contraction-adaptive λ = 1 0.19/0.34/0.61/1.40 (tail 4.1e3), the write-up's w·(Jv)²
+  (``penalty=jacobian``) λ = 0.01 and 0.1: 1.45 and 1.46. A probe v ~ N(0, I) at training
+  states does not constrain the map where rollouts go, nor single out the high wavenumbers
+  that blow up.
 
 Run it: ``diag run jaws --set regularizer=none|global|adaptive``; the three on one chart of
 rollout error against horizon: ``python -c "from demos.jaws import compare_regularizers;
@@ -78,6 +79,9 @@ class Jaws(Trainer):
 
     def forward_backward(self, step: int) -> StepOutput:
         cfg = self.config
+        if cfg.cosine:
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr * (1 + math.cos(math.pi * step / cfg.steps)) / 2
         which = torch.randint(len(self.train), (cfg.batch_size,), generator=self.batches)
         start = torch.randint(
             cfg.train_window - cfg.unroll + 1, (cfg.batch_size,), generator=self.batches

@@ -33,6 +33,7 @@ class JawsConfig(RunConfig):
     modes: int = param(16, ge=1, help="FNO Fourier modes")
     batch_size: int = param(32, ge=1, help="pairs per step")
     lr: float = param(1e-3, gt=0, help="Adam learning rate")
+    cosine: bool = param(False, help="anneal the learning rate to 0 over the steps (cosine)")
     eval_every: int = 100
 
 
