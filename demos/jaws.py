@@ -103,6 +103,7 @@ class Jaws(Trainer):
                     cfg.sigma0,
                     self.batches,
                     cfg.penalty,
+                    cfg.probe_cut,
                 )
                 sigma = (log_var.detach() / 2).exp().mean()
             u = prediction

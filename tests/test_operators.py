@@ -400,6 +400,35 @@ def test_contraction_penalty_charges_only_expansion_in_the_weighted_norm():
         assert float(_penalty(factor, "global", "contraction", log_var, 0.1)) == 0.0
 
 
+class _LowModesDoubled:
+    """A stand-in operator that doubles wavenumbers ≤ 4 and keeps the rest: linear, so
+    J v is the same filter applied to v."""
+
+    @staticmethod
+    def step(u: torch.Tensor) -> torch.Tensor:
+        spectrum = torch.fft.rfft(u)
+        spectrum[..., :5] *= 2
+        return torch.fft.irfft(spectrum, n=u.shape[-1])
+
+
+def test_high_pass_probe_has_no_energy_at_or_below_the_cut_and_unit_variance():
+    u = torch.zeros(4000, 32, dtype=torch.float64)
+    probe = jaws.high_pass_probe(u, torch.Generator().manual_seed(0), 8)
+    assert float(torch.fft.rfft(probe)[..., :9].abs().max()) < 1e-12
+    assert float(probe.pow(2).mean()) == pytest.approx(1.0, rel=0.02)
+    assert float(torch.fft.rfft(probe)[..., 9:].abs().min()) > 0
+
+
+def test_contraction_penalty_with_a_high_pass_probe_ignores_low_mode_expansion():
+    u, log_var = torch.randn(3, 32), torch.zeros(3, 32)
+    generator = torch.Generator().manual_seed(1)
+    white = jaws.jacobian_penalty(_LowModesDoubled(), u, log_var, "global", 0.1, generator)
+    high = jaws.jacobian_penalty(
+        _LowModesDoubled(), u, log_var, "global", 0.1, generator, "contraction", 8
+    )
+    assert float(white) > 0 and float(high) == pytest.approx(0.0, abs=1e-6)
+
+
 def test_burgers_operator_rollout_and_error_by_step_shapes_and_exact_zero_error():
     model = jaws.BurgersOperator(width=8, modes=4)
     u0 = torch.randn(2, 32)

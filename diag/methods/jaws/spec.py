@@ -21,6 +21,7 @@ class JawsConfig(RunConfig):
         help="contraction: penalise expansion in the w-norm; jacobian: w·(Jv)² (write-up)",
     )
     reg_weight: float = param(1.0, ge=0, help="λ of the Jacobian penalty")
+    probe_cut: int = param(0, ge=0, help="probe only wavenumbers above this (0: white noise)")
     sigma0: float = param(0.01, gt=0, help="σ₀ of the adaptive weight σ₀²/(σ₀² + e^s)")
     unroll: int = param(1, ge=1, help="K, autoregressive steps per training sample")
     nu: float = param(0.01, gt=0, help="viscosity ν")
