@@ -18,6 +18,24 @@ here follows the write-up's design (papers-B §12(c)), shrunk for a CPU:
 
 Streams ``nll``, ``jac_penalty`` and the mean predicted ``sigma`` each step.
 
+**Not reproduced** (``--set width=16``; rollout rel-L2 at 25/50/100/200 steps, tail ratio):
+
+* at 400 steps of constant lr the operator is under-trained and its rollout error at a fixed
+  checkpoint swings 10–100× from one evaluation to the next (at step 200: none, seeds 0, 1:
+  8.4, 25; contraction-adaptive λ = 1, seeds 0–2: 3.5, 1045, 18.7), so no comparison holds;
+* trained to convergence (``--set steps=1200 cosine=true``, seed 0) the unregularised model
+  shows the failure the paper names — long rollouts blow up at high wavenumbers
+  (0.20/0.29/0.49/1.02, tail ratio 1.2e3) — but every penalty is worse at 200 steps:
+  contraction-adaptive λ = 1 0.19/0.34/0.61/1.40 (tail 4.1e3), the write-up's w·(Jv)²
+  (``penalty=jacobian``) λ = 0.01 and 0.1: 1.45 and 1.46. A probe v ~ N(0, I) at training
+  states does not constrain the map where rollouts go, nor single out the high wavenumbers
+  that blow up;
+* with the probe above wavenumber 32 (``--set probe_cut=32 regularizer=global``, λ = 1),
+  seeds 0–2, step-200 rel-L2 vs none: 0.50 vs 1.02, 0.52 vs 0.40, 0.73 vs 0.93 (tail ratio
+  67 vs 1161, 0.012 vs 0.51, 260 vs 1039): it helps where the unregularised rollout blows up
+  at high wavenumbers and costs where it does not (seed 1) — mixed, so not a reproduction;
+  ``adaptive`` with the same probe, seed 0: 0.70.
+
 Run it: ``diag run jaws --set regularizer=none|global|adaptive``; the three on one chart of
 rollout error against horizon: ``python -c "from demos.jaws import compare_regularizers;
 compare_regularizers('jaws.svg')"``.
@@ -66,6 +84,9 @@ class Jaws(Trainer):
 
     def forward_backward(self, step: int) -> StepOutput:
         cfg = self.config
+        if cfg.cosine:
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr * (1 + math.cos(math.pi * step / cfg.steps)) / 2
         which = torch.randint(len(self.train), (cfg.batch_size,), generator=self.batches)
         start = torch.randint(
             cfg.train_window - cfg.unroll + 1, (cfg.batch_size,), generator=self.batches
@@ -80,7 +101,14 @@ class Jaws(Trainer):
             nll = nll + gaussian_nll(prediction, log_var, pairs[:, k]) / cfg.unroll
             if penalty is None:
                 penalty = jacobian_penalty(
-                    self.model, pairs[:, 0], log_var, cfg.regularizer, cfg.sigma0, self.batches
+                    self.model,
+                    pairs[:, 0],
+                    log_var,
+                    cfg.regularizer,
+                    cfg.sigma0,
+                    self.batches,
+                    cfg.penalty,
+                    cfg.probe_cut,
                 )
                 sigma = (log_var.detach() / 2).exp().mean()
             u = prediction

@@ -207,15 +207,46 @@ def test_dopri5_gradient_of_the_error_regulariser_lowers_it():
     assert float(error_reg().detach()) < float(before.detach())
 
 
+def _equal_fit(regularised: dict, plain: dict, points: float) -> bool:
+    """The docstring of demos.nde: accuracy at most ``points`` below and test CE at most
+    1.1× the unregularised run's."""
+    return (
+        regularised["test_acc"] >= plain["test_acc"] - points
+        and regularised["test_ce"] <= 1.1 * plain["test_ce"]
+    )
+
+
+def test_nde_digits_error_regulariser_cuts_eval_nfe_to_0_8x_at_equal_accuracy_short():
+    for seed in (0, 1):
+        plain = _run("nde", seed=seed, steps=40, eval_every=40)
+        regularised = _run("nde", seed=seed, steps=40, eval_every=40, reg_weight=1.0)
+        assert regularised["eval_nfe"] <= 0.8 * plain["eval_nfe"]
+        assert regularised["test_acc"] >= plain["test_acc"] - 0.02 and plain["test_acc"] > 0.9
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_nde_error_regulariser_cuts_eval_nfe_to_0_8x_with_a_usable_fit():
-    """The write-up's calibration (λ = 0: NFE 49–55; λ_E = 0.3: 37); identity-map MSE 1.63."""
-    for seed in (0, 1):
+def test_nde_digits_error_regulariser_cuts_eval_nfe_to_0_8x_at_equal_fit_over_seeds():
+    """The paper's MNIST NODE at 8×8 digits, 300 steps: λ_E = 1 vs 0, three seeds."""
+    for seed in (0, 1, 2):
         plain = _run("nde", seed=seed)
-        regularised = _run("nde", seed=seed, reg_weight=0.3)
+        regularised = _run("nde", seed=seed, reg_weight=1.0)
+        assert regularised["eval_nfe"] <= 0.8 * plain["eval_nfe"]
+        assert _equal_fit(regularised, plain, 0.01) and plain["test_acc"] > 0.95
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_nde_cubic_toy_saving_comes_only_with_a_worse_fit():
+    """The write-up's calibration (λ = 0: NFE 49–55; λ_E = 0.3: 37); identity-map MSE 1.63.
+    On this task the flow is pinned by the target map, so the 0.8× NFE costs fit."""
+    cubic = {"task": "cubic", "tol": 1e-7, "hidden": 64, "steps": 500}
+    for seed in (0, 1):
+        plain = _run("nde", seed=seed, **cubic)
+        regularised = _run("nde", seed=seed, reg_weight=0.3, **cubic)
         assert regularised["eval_nfe"] <= 0.8 * plain["eval_nfe"]
         assert plain["test_mse"] < 0.01 and regularised["test_mse"] < 0.2
+        assert regularised["test_mse"] > 10 * plain["test_mse"]  # not equal fit
 
 
 # ---------------------------------------------------------------------------------------
@@ -325,16 +356,23 @@ def test_burgers_initial_conditions_steepen_into_shocks_that_viscosity_keeps_fin
     assert bool(torch.isfinite(trajectory).all()) and float(trajectory.abs().max()) < 1.5
 
 
-class _Doubling:
-    """A stand-in operator whose one-step map is u ↦ 2u: J v = 2v exactly."""
+class _Scaling:
+    """A stand-in operator whose one-step map is u ↦ c·u: J v = c·v exactly."""
 
-    @staticmethod
-    def step(u: torch.Tensor) -> torch.Tensor:
-        return 2 * u
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def step(self, u: torch.Tensor) -> torch.Tensor:
+        return self.factor * u
+
+
+def _penalty(factor: float, kind: str, form: str, log_var: torch.Tensor, sigma0: float):
+    u = torch.randn(3, 16)
+    generator = torch.Generator().manual_seed(5)
+    return jaws.jacobian_penalty(_Scaling(factor), u, log_var, kind, sigma0, generator, form)
 
 
 def test_jacobian_penalty_global_and_adaptive_weights_on_a_known_jacobian():
-    u = torch.randn(3, 16)
     log_var = torch.linspace(-6, 0, 16).expand(3, 16)
     probe = torch.randn(3, 16, generator=torch.Generator().manual_seed(5))
     sigma0 = 0.1
@@ -344,10 +382,51 @@ def test_jacobian_penalty_global_and_adaptive_weights_on_a_known_jacobian():
         ("adaptive", (weight * 4 * probe**2).mean()),
         ("none", torch.tensor(0.0)),
     ):
-        got = jaws.jacobian_penalty(
-            _Doubling(), u, log_var, kind, sigma0, torch.Generator().manual_seed(5)
-        )
-        torch.testing.assert_close(got, expected)
+        torch.testing.assert_close(_penalty(2.0, kind, "jacobian", log_var, sigma0), expected)
+
+
+def test_contraction_penalty_charges_only_expansion_in_the_weighted_norm():
+    """u ↦ 2u expands every probe by (4 − 1)·Σ w v²; u ↦ u/2 and the identity expand nothing."""
+    log_var = torch.linspace(-6, 0, 16).expand(3, 16)
+    probe = torch.randn(3, 16, generator=torch.Generator().manual_seed(5))
+    weight = 0.1**2 / (0.1**2 + log_var.exp())
+    expected = (3 * weight * probe**2).mean(dim=-1).mean()
+    got = _penalty(2.0, "adaptive", "contraction", log_var, 0.1)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(
+        _penalty(2.0, "global", "contraction", log_var, 0.1), 3 * probe.pow(2).mean()
+    )
+    for factor in (0.5, 1.0):
+        assert float(_penalty(factor, "global", "contraction", log_var, 0.1)) == 0.0
+
+
+class _LowModesDoubled:
+    """A stand-in operator that doubles wavenumbers ≤ 4 and keeps the rest: linear, so
+    J v is the same filter applied to v."""
+
+    @staticmethod
+    def step(u: torch.Tensor) -> torch.Tensor:
+        spectrum = torch.fft.rfft(u)
+        spectrum[..., :5] *= 2
+        return torch.fft.irfft(spectrum, n=u.shape[-1])
+
+
+def test_high_pass_probe_has_no_energy_at_or_below_the_cut_and_unit_variance():
+    u = torch.zeros(4000, 32, dtype=torch.float64)
+    probe = jaws.high_pass_probe(u, torch.Generator().manual_seed(0), 8)
+    assert float(torch.fft.rfft(probe)[..., :9].abs().max()) < 1e-12
+    assert float(probe.pow(2).mean()) == pytest.approx(1.0, rel=0.02)
+    assert float(torch.fft.rfft(probe)[..., 9:].abs().min()) > 0
+
+
+def test_contraction_penalty_with_a_high_pass_probe_ignores_low_mode_expansion():
+    u, log_var = torch.randn(3, 32), torch.zeros(3, 32)
+    generator = torch.Generator().manual_seed(1)
+    white = jaws.jacobian_penalty(_LowModesDoubled(), u, log_var, "global", 0.1, generator)
+    high = jaws.jacobian_penalty(
+        _LowModesDoubled(), u, log_var, "global", 0.1, generator, "contraction", 8
+    )
+    assert float(white) > 0 and float(high) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_burgers_operator_rollout_and_error_by_step_shapes_and_exact_zero_error():

@@ -7,19 +7,36 @@ stabilises them but damps high frequencies everywhere, shocks included; JAWS rea
 learning as MAP estimation with spatially heteroscedastic uncertainty and modulates the
 penalty by local complexity — contraction where the flow is smooth, relaxed near shocks.
 
-**What is built here** (the write-up's design, papers-B §12(c), not the paper's equations):
+**What is built here** (reconstructed; not the paper's equations):
 
-* the operator predicts u_{t+1} = u_t + δ_θ(u_t) and a log-variance s_θ(u_t)(x);
+* the operator predicts u_{t+1} = G_θ(u_t) = u_t + δ_θ(u_t) and a log-variance s_θ(u_t)(x);
 * data term, the Gaussian negative log-likelihood Σ_x (u_{t+1} − G_θ(u_t))²/(2e^{s(x)}) + s(x)/2
   (mean over x and the batch);
-* penalty λ·mean_x w(x)·((J_θ v)(x))², J_θ the Jacobian of G_θ at u_t, v ~ N(0, I), one
-  Hutchinson probe by a forward-mode JVP (``torch.autograd.forward_ad`` dual numbers:
-  on first use they cost ~5× less than ``torch.func.jvp``'s functorch set-up);
-* w(x) = σ₀²/(σ₀² + e^{s(x)}), detached: full weight where the model is confident (smooth
-  regions), little where its predicted variance is high (near shocks). ``global``: w ≡ 1.
+* one Hutchinson probe v ~ N(0, I) and J_θ v, J_θ the Jacobian of G_θ at u_t, by a
+  forward-mode JVP (``torch.autograd.forward_ad`` dual numbers: on first use they cost ~5× less
+  than ``torch.func.jvp``'s functorch set-up);
+* a detached weight w(x) = σ₀²/(σ₀² + e^{s(x)}) (``adaptive``): full weight where the model is
+  confident (smooth regions), little where its predicted variance is high (near shocks);
+  ``global``: w ≡ 1;
+* ``form="contraction"`` (the default): λ·mean_batch max(0, mean_x w·((J_θ v)² − v²)). Its
+  expectation over v is (tr(JᵀWJ) − tr(W))/n: it is zero for a map that does not expand
+  perturbations on average in the w-weighted norm ‖e‖²_w = Σ w e², and penalises only the
+  expansion. This is the reading of "enforce contraction": the linearised viscous Burgers flow
+  d/dt ½∫e² = −½∫u_x e² − ν∫e_x² itself contracts except where u_x < 0 (a steepening front),
+  so a contraction constraint is physically right in smooth regions and wrong at shocks — the
+  "contraction–dissipation dilemma" the abstract names, and why w relaxes it there.
+* ``form="jacobian"``: the write-up's literal λ·mean_x w·(J_θ v)² (papers-B §12(c)). For a
+  one-step map near the identity (Δt small) J ≈ I, so this also damps the identity part —
+  it pulls G_θ towards zero, not towards non-expansion; kept for comparison.
+
+* ``probe_cut`` = c > 0 draws v with only wavenumbers above c (:func:`high_pass_probe`): the
+  expansion is then charged only in the band where learned operators blow up in long rollouts
+  (the true flow damps it by e^{−νk²Δt}) — one reading of the abstract's "spectral
+  pre-conditioner".
 
 Whether the paper's weight comes from a predicted variance, a gradient indicator or something
-else is NOT known; this is one MAP reading of the abstract.
+else, and whether its constraint is a hinge, is NOT known; this is one MAP reading of the
+abstract.
 """
 
 from __future__ import annotations
@@ -31,6 +48,7 @@ import torch.autograd.forward_ad as forward_ad
 from torch import nn
 
 REGULARIZERS = ("none", "global", "adaptive")
+PENALTY_FORMS = ("contraction", "jacobian")
 
 
 class SpectralConv1d(nn.Module):
@@ -86,11 +104,15 @@ def jacobian_penalty(
     kind: str,
     sigma0: float,
     generator: torch.Generator | None = None,
+    form: str = "contraction",
+    cut: int = 0,
 ) -> torch.Tensor:
-    """mean_x w(x)·((J v)(x))² with one Gaussian probe v; w by ``kind`` (module docstring)."""
+    """The penalty of ``form`` with one Gaussian probe v (above wavenumber ``cut``), weighted
+    by ``kind`` (module docstring): the w-weighted expansion of v by G_θ's Jacobian, or
+    w·(J v)²."""
     if kind == "none":
         return u.new_zeros(())
-    probe = torch.randn(u.shape, generator=generator).to(u)
+    probe = high_pass_probe(u, generator, cut)
     with forward_ad.dual_level():  # forward mode, differentiable for the backward pass
         jv = forward_ad.unpack_dual(model.step(forward_ad.make_dual(u, probe))).tangent
     if kind == "global":
@@ -98,7 +120,22 @@ def jacobian_penalty(
     else:
         variance = log_var.detach().exp()
         weight = sigma0**2 / (sigma0**2 + variance)
-    return (weight * jv**2).mean()
+    if form == "jacobian":
+        return (weight * jv**2).mean()
+    expansion = (weight * (jv**2 - probe**2)).mean(dim=-1)
+    return torch.relu(expansion).mean()
+
+
+def high_pass_probe(u: torch.Tensor, generator: torch.Generator | None, cut: int):
+    """Gaussian noise shaped like ``u`` with its wavenumbers ≤ ``cut`` removed, rescaled so
+    E[v²] = 1 at every point (``cut`` = 0: white noise, every wavenumber)."""
+    probe = torch.randn(u.shape, generator=generator).to(u)
+    if cut <= 0:
+        return probe
+    spectrum = torch.fft.rfft(probe)
+    bins = spectrum.shape[-1]
+    spectrum[..., : cut + 1] = 0
+    return torch.fft.irfft(spectrum, n=u.shape[-1]) * math.sqrt(bins / (bins - cut - 1))
 
 
 @torch.no_grad()
