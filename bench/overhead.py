@@ -3,10 +3,12 @@
 Run by hand: ``python bench/overhead.py [--steps 200] [--rounds 8] [--threads 1]``. Variants:
 the plain loop, the default Monitor without ``inputs=`` (softmax collapse, NLM, spectral; ρ_a
 and curvature cannot run) over ZeroMQ and in-process, and with ``inputs=``/``loss_fn=`` (every
-probe). Interleaves the variants in rounds so drift in machine load hits all alike, and prints
-each variant's mean step-time ratio to the plain loop over the rounds with a ±2 s.e. interval
-(the first round's first steps, the probes' warm-up, included: a short run must stay near the
-budget too), the median step time, and the Monitor's own ``overhead_pct`` at the end.
+probe), and that plus Cockpit's instruments (``gradient_tests``, ``alpha``,
+``grad_histogram``, ``distance``). Interleaves the variants in rounds so drift in machine load
+hits all alike, and prints each variant's mean step-time ratio to the plain loop over the
+rounds with a ±2 s.e. interval (the first round's first steps, the probes' warm-up, included:
+a short run must stay near the budget too), the median step time, and the Monitor's own
+``overhead_pct`` at the end.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from demos.grokking import Grokking, GrokkingConfig
 from demos.loop import prepare
 from probes import InProcessTransport, Monitor
+from probes.builtin import DEFAULT_PROBES
 
 
 def step_times(trainer, monitor, steps: int, with_inputs: bool = False) -> list[float]:
@@ -47,6 +50,15 @@ def in_process() -> Monitor:
     return Monitor(run="bench", transport=InProcessTransport())
 
 
+COCKPIT_PROBES = ("gradient_tests", "alpha", "grad_histogram", "distance")
+"""Cockpit's instruments (issue 25), opted into on top of the defaults."""
+
+
+def with_cockpit() -> Monitor:
+    probes = [*DEFAULT_PROBES, *COCKPIT_PROBES]
+    return Monitor(run="bench", transport=InProcessTransport(), probes=probes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=100)
@@ -59,6 +71,7 @@ def main() -> None:
         "monitor (zmq)": (lambda: Monitor(run="bench", bind="tcp://127.0.0.1:0"), False),
         "monitor (in-process)": (in_process, False),
         "in-process, inputs=": (in_process, True),
+        "+ Cockpit's, inputs=": (with_cockpit, True),
     }
     results: dict[str, list[list[float]]] = {name: [] for name in variants}
     own: dict[str, list[float]] = {name: [] for name in variants}
