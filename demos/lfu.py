@@ -2,18 +2,23 @@
 
 Tokens 0–9, ``+``, ``*``, ``=``; a sequence ``a op b = c₁ c₂`` (c two digits). A causal
 transformer (width 64, 2 blocks, 4 heads, pre-LayerNorm) is first trained on task A, all 100
-sums ``a+b`` (``pretrain_steps`` full-batch Adam steps, inside the build), then fine-tuned on
-task B, ``sft_examples`` = 64 of the 100 products ``a*b`` (batch 16, Adam 1e-3). The loss is on
+sums ``a+b`` under three prompt templates (``a op b =``, ``op a b =``, ``a b op =``;
+``pretrain_steps`` full-batch Adam steps, inside the build), then fine-tuned on task B,
+``sft_examples`` = 64 of the 100 products ``a*b`` in the first template only (batch 16, Adam
+1e-3). The loss is on
 the two answer tokens only. ``variant=lfu`` adds LfU's consistency term
 (:func:`diag.methods.lfu.undesirable.lfu_objective`, α = 0.1, λ = 5, the second batch drawn from
 the same fine-tuning set as in the authors' scripts); ``sft`` is plain fine-tuning.
 
 Streams ``sft_loss``, ``consistency`` and ``ascent_raise`` each step, and at evaluations
-``task_a_acc`` (greedy exact match on all 100 sums: what fine-tuning may forget), ``task_a_drop``
-(its fall since the end of pre-training), ``task_b_train_acc`` and ``task_b_test_acc`` (the 36
-products not trained on). Run: ``diag run lfu`` vs ``diag run lfu --set variant=sft``.
+``task_a_acc`` (greedy exact match on all 100 sums, mean over templates: what fine-tuning may
+forget), ``task_a_drop`` (its fall since the end of pre-training), ``task_b_train_acc``,
+``task_b_test_acc`` (the 36 products not trained on, mean over the 3 templates) and
+``task_b_template_std`` (its population std over the templates: the paper's prompt-variation
+readout). Run: ``diag run lfu`` vs ``diag run lfu --set variant=sft``.
 
-The paper's effect (less forgetting than SFT) does NOT show at this size; what was measured:
+The paper's effects (less forgetting, lower spread across prompt variations) do NOT show at
+this size; what was measured (the first four points with task A in one template only):
 
 * Plain fine-tuning overwrites task A almost completely: exact match 1.0 → 0.06 (lr 1e-3,
   seed 0); 0.15/0.06/0.13 at the paper's lr 1e-4 (seeds 0–2, pre-training at 1e-3).
@@ -32,6 +37,19 @@ The paper's effect (less forgetting than SFT) does NOT show at this size; what w
   α = 0.1): its gradient norm 0.3–0.7 against SFT's 10–17, cosine +0.55–0.60 with the SFT
   gradient of b. Only the O(α²) part, the hidden states' sensitivity ‖J ĝ‖ along the undesirable
   direction, regularises (a flatness effect); it cannot hold back a full overwrite of A here.
+* Prompt templates (defaults, α 0.1, λ 5, seeds 0–4, ``--set seed=s``): task_b_template_std
+  LfU 0.013/0.013/0.013/0/0 vs SFT 0.023/0.023/0.047/0.013/0.013, task_b_test_acc LfU
+  0.57/0.70/0.63/0.58/0.67 vs SFT 0.58/0.69/0.59/0.57/0.65. Suggestive, but the spreads are
+  one or two of 36 problems, and the share of the 36 answered differently under some template
+  is not lower (LfU 0.17/0.06/0.17/0.14/0.11, SFT 0.19/0.14/0.14/0.06/0.08); at lr 3e-4
+  (seeds 0–2) the std is 0.026/0/0.013 vs 0.026/0.013/0.013. SFT on one template already
+  transfers to the others almost fully here, so the readout has little room.
+* Milder forgetting, compared at equal task-B train accuracy (first evaluation reaching it,
+  one-off script, 3 templates, seeds 0–2): lr 3e-4, B ≥ 0.3: task A SFT 0.30/0.18/0.33, LfU
+  α 0.1 λ 5 0.44/0.17/0.52; B ≥ 0.5: 0.23/0.06/0.17 vs 0.24/0.09/0.21 (α 1: 0.26/0.08/0.15).
+  lr 1e-4, B ≥ 0.3: SFT 0.56/0.27/0.49 vs LfU α 0.1 λ 50 0.36/0.22/0.36 (α 0.3 λ 20:
+  0.43/0.18/0.32); B ≥ 0.5: 0.31/0.11/0.25 vs 0.22/0.11/0.26. A gain early in fine-tuning on
+  two seeds of three at λ 5, a loss at strong λ: no effect that holds on every seed.
 """
 
 from __future__ import annotations
@@ -45,6 +63,7 @@ from diag.methods.lfu.undesirable import lfu_objective, masked_token_loss
 
 PLUS, TIMES, EQUALS = 10, 11, 12
 VOCAB, LENGTH = 13, 5
+PROMPT_ORDERS = ((0, 1, 2), (1, 0, 2), (0, 2, 1))  # a op b =, op a b =, a b op =
 
 
 def arithmetic(op: int) -> tuple[Tensor, Tensor]:
@@ -85,6 +104,13 @@ class TinyLM(nn.Module):
         return (logits, states) if hidden else logits
 
 
+def in_template(tokens: Tensor, template: int) -> Tensor:
+    """The same problems under prompt template ``template`` (a reordering of ``a op b``)."""
+    reordered = tokens.clone()
+    reordered[:, :3] = tokens[:, list(PROMPT_ORDERS[template])]
+    return reordered
+
+
 @torch.no_grad()
 def exact_match(model: nn.Module, tokens: Tensor, labels: Tensor) -> float:
     """Greedy decoding of both answer digits (the second from the predicted first)."""
@@ -108,17 +134,28 @@ class Lfu(Trainer):
         self.b_test = b_tokens[test], b_labels[test]
         self.model = TinyLM(cfg.width, cfg.layers).to(self.device)
         self.pretrain(cfg.pretrain_steps)
-        self.a_start = exact_match(self.model, self.a_tokens, self.a_labels)
+        self.a_start = float(self.across_templates(self.a_tokens, self.a_labels).mean())
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.batches = torch.Generator().manual_seed(cfg.seed + 1)
 
     def pretrain(self, steps: int) -> None:
-        """Task A to (near) perfect accuracy, full batch; not streamed (it is the 'base model')."""
+        """Task A under every prompt template to (near) perfect accuracy, full batch; not
+        streamed (it is the 'base model', which knows all the templates)."""
+        tokens = torch.cat([in_template(self.a_tokens, k) for k in range(len(PROMPT_ORDERS))])
+        labels = self.a_labels.repeat(len(PROMPT_ORDERS), 1)
         adam = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
         for _ in range(steps):
             adam.zero_grad(set_to_none=True)
-            masked_token_loss(self.model(self.a_tokens), self.a_labels).backward()
+            masked_token_loss(self.model(tokens), labels).backward()
             adam.step()
+
+    def across_templates(self, tokens: Tensor, labels: Tensor) -> Tensor:
+        """Exact match under each prompt template (fine-tuning sees only the first)."""
+        scores = [
+            exact_match(self.model, in_template(tokens, k), labels)
+            for k in range(len(PROMPT_ORDERS))
+        ]
+        return torch.tensor(scores)
 
     def draw(self) -> tuple[Tensor, Tensor]:
         tokens, labels = self.b_train
@@ -141,16 +178,18 @@ class Lfu(Trainer):
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
-        a = exact_match(self.model, self.a_tokens, self.a_labels)
+        a = float(self.across_templates(self.a_tokens, self.a_labels).mean())
+        b_test = self.across_templates(*self.b_test)
         return {
             "task_a_acc": a,
             "task_a_drop": self.a_start - a,
             "task_b_train_acc": exact_match(self.model, *self.b_train),
-            "task_b_test_acc": exact_match(self.model, *self.b_test),
+            "task_b_test_acc": float(b_test.mean()),
+            "task_b_template_std": float(b_test.std(unbiased=False)),
         }
 
     def headline(self, last: dict[str, float]) -> dict[str, float]:
-        keys = ("task_a_acc", "task_b_train_acc", "task_b_test_acc", "loss")
+        keys = ("task_a_acc", "task_b_train_acc", "task_b_test_acc", "task_b_template_std", "loss")
         return {"task_a_before": self.a_start, **{k: last[k] for k in keys if k in last}}
 
 

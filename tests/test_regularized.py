@@ -434,3 +434,18 @@ def test_lfu_run_streams_a_positive_ascent_raise_and_task_a_accuracy():
     scalars, result = _streamed("lfu", steps=4, pretrain_steps=10, width=16, eval_every=2)
     assert all(s["ascent_raise"] > 0 for s in scalars)
     assert 0 <= result.headline["task_a_acc"] <= 1
+
+
+def test_lfu_prompt_templates_reorder_only_the_prompt_of_the_same_problems():
+    from demos.lfu import TIMES, arithmetic, in_template
+
+    tokens, _ = arithmetic(TIMES)
+    assert torch.equal(in_template(tokens, 0), tokens)
+    op_first, op_third = in_template(tokens, 1), in_template(tokens, 2)
+    assert op_first[7].tolist() == [TIMES, 0, 7, *tokens[7, 3:].tolist()]  # "* a b ="
+    assert op_third[7].tolist() == [0, 7, TIMES, *tokens[7, 3:].tolist()]  # "a b * ="
+
+
+def test_lfu_run_streams_the_spread_of_task_b_accuracy_over_prompt_templates():
+    _, result = _streamed("lfu", steps=2, pretrain_steps=2, width=16, eval_every=2)
+    assert 0 <= result.headline["task_b_template_std"] <= 0.5
