@@ -309,3 +309,26 @@ def test_watch_once_prints_a_summary_of_a_live_run() -> None:
     # fp16 headroom of 0.18 on an fp32 run is no alert: a dtype warning from 0.5 (issue 17.11)
     assert sc_row.split()[2] == "ok" and "0.5" in sc_row
     assert "recent events" in out and "stablemax" in out
+
+
+async def test_switching_views_does_not_keep_the_old_footer_keys_alive() -> None:
+    """Textual's Footer rebuilds its keys on every screen switch and (8.2) kept each removed key
+    alive through a stale watcher: ~1.8 MB per round trip in `bench/tui_ranks.py`."""
+    import gc
+
+    from textual.widgets._footer import FooterKey
+
+    source = MemorySource()
+    app = EdgewatchApp(source, title="diag run grokking")
+    async with app.run_test(size=(160, 48)) as pilot:
+        source.push(*demo_records(20))
+        await until(pilot, lambda: len(app.charts) >= 4)
+        for _ in range(12):
+            await pilot.press("l")
+            await pilot.pause()
+            await pilot.press("escape")
+            await pilot.pause()
+        gc.collect()
+        keys = [o for o in gc.get_objects() if isinstance(o, FooterKey)]
+        attached = sum(1 for k in keys if k.is_attached)
+        assert len(keys) <= 2 * attached, f"{len(keys)} footer keys alive, {attached} shown"

@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, OptionList, Static
+from textual.widgets import Button, Input, OptionList, Static
 
 from diag.config import ConfigError, build_config, config_fields
 from diag.launch import LaunchedRun, LaunchError, launch_child, run_args
@@ -25,6 +25,7 @@ from tui.help import binding_rows
 from tui.widgets.catalog import TrainerCatalog
 from tui.widgets.config_form import ConfigForm
 from tui.widgets.device_choice import DeviceChoice
+from tui.widgets.footer import KeyFooter
 
 
 class LauncherScreen(Screen[LaunchedRun | None]):
@@ -66,7 +67,7 @@ class LauncherScreen(Screen[LaunchedRun | None]):
                     yield self.device
                     yield Button("Launch", variant="primary", id="launch")
                 yield self.error
-        yield Footer()
+        yield KeyFooter()
 
     async def on_mount(self) -> None:
         self.catalog.focus()

@@ -18,12 +18,13 @@ from textual.containers import Horizontal
 from textual.content import Content
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from tui.help import binding_rows
 from tui.series import Series
 from tui.state import RunState
 from tui.widgets.chart import Chart
+from tui.widgets.footer import KeyFooter
 from tui.widgets.layers import LayerTable
 
 CHART_METRICS = ("grad_norm", "update_norm", "sigma_max")
@@ -87,7 +88,7 @@ class LayersScreen(Screen[None]):
         yield self.table
         with self.chart_box:
             yield from self.charts.values()
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         # AUTO_FOCUS alone can run before the first compose has finished.

@@ -19,10 +19,10 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import Footer
 
 from tui.state import RankBook, RunState
 from tui.table_screen import TableScreen
+from tui.widgets.footer import KeyFooter
 from tui.widgets.rank_band import RankBand
 from tui.widgets.rank_heatmap import RankHeatmap
 from tui.widgets.ranks import METRICS, RankTable
@@ -68,7 +68,7 @@ class RanksScreen(TableScreen):
         with Horizontal(id="rank-summaries"):
             yield self.band
             yield self.heatmap
-        yield Footer()
+        yield KeyFooter()
 
     def fill(self, state: RunState) -> None:
         self.table.show(state.ranks)

@@ -17,13 +17,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from probes.system import SYSTEM_METRICS
 from tui.help import binding_rows
 from tui.state import MEAN, RankBook, RunState
 from tui.theme import palette
 from tui.widgets.chart import Chart
+from tui.widgets.footer import KeyFooter
 from tui.widgets.system_table import SystemTable
 
 
@@ -61,7 +62,7 @@ class SystemsScreen(Screen[None]):
         yield self.title_bar
         yield self.table
         yield self.grid
-        yield Footer()
+        yield KeyFooter()
 
     def show(self, state: RunState, *, force: bool = False) -> None:
         """Redraw when the run state changed (a no-op until mounted)."""

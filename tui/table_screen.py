@@ -14,10 +14,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from tui.help import binding_rows
 from tui.state import RunState
+from tui.widgets.footer import KeyFooter
 
 
 class TableScreen(Screen[None]):
@@ -40,7 +41,7 @@ class TableScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield self.title_bar
         yield self.table
-        yield Footer()
+        yield KeyFooter()
 
     def show(self, state: RunState, *, force: bool = False) -> None:
         """Rebuild when the state changed (or ``force``); a no-op otherwise, and until the table

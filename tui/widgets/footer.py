@@ -28,7 +28,29 @@ ESSENTIAL_ACTIONS = frozenset(
 )
 
 
-class CompactFooter(Footer):
+class KeyFooter(Footer):
+    """Textual's :class:`Footer`, without its leak: every view's footer is one of these."""
+
+    def compose(self) -> ComposeResult:
+        self._drop_watchers_of_removed_keys()
+        yield from super().compose()
+
+    def _drop_watchers_of_removed_keys(self) -> None:
+        """Forget the ``compact`` watchers of keys a recompose has removed.
+
+        Textual's Footer binds each key to its ``compact`` reactive and rebuilds the keys whenever
+        the bindings change (every screen switch). Textual (8.2) prunes a reactive's watchers
+        only when its value changes, which ``compact`` never does, so every removed key stayed
+        alive with its styles: ~1.8 MB per `n`/`m`/`n` round in the Ranks view
+        (``bench/tui_ranks.py``). When this runs the old keys are already removed and the new
+        ones not yet bound, so only the dead entries go.
+        """
+        watchers = getattr(self, "__watchers", {}).get("compact")
+        if watchers:
+            watchers[:] = [(node, cb) for node, cb in watchers if node.is_attached]
+
+
+class CompactFooter(KeyFooter):
     """A :class:`Footer` that marks the non-essential keys so compact CSS can hide them."""
 
     def __init__(self, essential: frozenset[str] = ESSENTIAL_ACTIONS, **kwargs: object) -> None:
