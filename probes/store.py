@@ -55,6 +55,7 @@ import time
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -1311,7 +1312,55 @@ def open_store(path: str | os.PathLike[str]) -> StoreReader:
         newer = " (written by a newer edgewatch)" if version > STORE_VERSION else ""
         readable = ", ".join(map(str, READABLE_VERSIONS))
         raise StoreError(f"{path}: store version {version} is not one of {readable}{newer}")
+    _merge_shards(conn, path)
     return StoreReader(conn, path, version)
+
+
+SHARD_GLOB = ".node*.db"
+"""A relayed run's node stores: ``<run>.node<k>.db`` beside ``<run>.db`` (probes/relay.py)."""
+
+
+def shards_of(path: Path) -> list[Path]:
+    """The node shards of the run store ``path`` (none for a shard itself)."""
+    if _is_shard(path):
+        return []
+    return sorted(path.parent.glob(f"{glob_escape(path.stem)}{SHARD_GLOB}"))
+
+
+def _is_shard(path: Path) -> bool:
+    stem, _, node = path.stem.rpartition(".node")
+    return bool(stem) and node.isdigit() and path.with_name(f"{stem}.db").exists()
+
+
+MERGED_TABLES = ("records", "metric_chunks", "scalar_chunks")
+"""The per-(rank, seq) tables a shard adds to its run; ``meta`` stays the run store's."""
+
+
+def _has_table(conn: sqlite3.Connection, schema: str, table: str) -> bool:
+    sql = f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(sql, [table]).fetchone() is not None
+
+
+def _merge_shards(conn: sqlite3.Connection, path: Path) -> None:
+    """Make a relayed run read as one run: attach its node shards and shadow each per-record
+    table with a temp view over the run store's and the shards' rows (``(rank, seq)`` keys never
+    collide)."""
+    shards = shards_of(path)
+    if not shards:
+        return
+    try:
+        for i, shard in enumerate(shards):
+            live = _writer_may_be_there(shard)
+            mode = "mode=ro" if live else "immutable=1"
+            conn.execute(f"ATTACH DATABASE ? AS shard{i}", [f"{shard.resolve().as_uri()}?{mode}"])
+        schemas = ["main", *(f"shard{i}" for i in range(len(shards)))]
+        for table in MERGED_TABLES:
+            if all(_has_table(conn, schema, table) for schema in schemas):
+                parts = " UNION ALL ".join(f"SELECT * FROM {s}.{table}" for s in schemas)
+                conn.execute(f"CREATE TEMP VIEW {table} AS {parts}")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"{path}: cannot read its node shards: {exc}") from None
 
 
 def _writer_may_be_there(path: Path) -> bool:
@@ -1376,6 +1425,8 @@ def list_runs(folder: str | os.PathLike[str] = "runs") -> list[RunInfo]:
     """One :class:`RunInfo` per ``*.db`` in ``folder`` (foreign files: "unreadable: reason")."""
     out = []
     for path in sorted(Path(folder).glob("*.db")):
+        if _is_shard(path):  # read with its run store
+            continue
         try:
             with open_store(path) as reader:
                 meta = reader.meta()

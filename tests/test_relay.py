@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -154,7 +155,9 @@ def test_relayed_ranks_arrive_as_per_step_summaries_equal_to_numpy_and_every_rec
     zero.close(timeout=1)
     shard = open_store(relay.store.path)
     assert shard.count(["metrics"]) == len(ranks) * steps  # every per-rank record, on the node
-    assert open_store(tmp_path / "run.db").count(["metrics"]) == 0  # none crossed to be stored
+    own = sqlite3.connect(tmp_path / "run.db").execute("SELECT COUNT(*) FROM records")
+    assert own.fetchone()[0] == 0  # none crossed to be stored in rank 0's own file
+    assert open_store(tmp_path / "run.db").count(["metrics"]) == len(ranks) * steps  # one run
 
 
 def test_a_killed_rank_behind_a_relay_is_still_named_lost(node):
