@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui.card import CardScreen
 from tui.format import fmt_value
 from tui.probe_runs import probe_entries
 from tui.state import RunState
@@ -67,26 +67,12 @@ def density_caption(event: Mapping[str, Any], step: int) -> str:
     )
 
 
-class DensityScreen(ModalScreen[None]):
+class DensityScreen(CardScreen):
     """The latest density of the run; ``escape`` or ``h`` closes it, ``r`` runs the probes the
     run announced for this view (its meta ``probes`` with ``view`` "density") at its next step:
     at its default cadence one SLQ call (~85 HVPs) rarely fits the budget, so on demand is how
     the density usually comes."""
 
-    DEFAULT_CSS = """
-    DensityScreen {
-        align: center middle;
-        & > Static {
-            width: auto;
-            max-width: 100%;
-            height: auto;
-            border: round $accent;
-            border-title-color: $accent;
-            padding: 0 1;
-            background: $surface;
-        }
-    }
-    """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,h", "dismiss", "Close"),
         Binding("r", "run_probes", "Run the density probe now"),

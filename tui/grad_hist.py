@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui.card import CardScreen
 from tui.state import RunState
 
 SHADES = " ░▒▓█"
@@ -70,23 +70,9 @@ def histogram_caption(layer: str, index: int, count: int, steps: int) -> str:
     )
 
 
-class GradHistScreen(ModalScreen[None]):
+class GradHistScreen(CardScreen):
     """Per-layer gradient histograms over steps; ``escape`` or ``G`` closes it."""
 
-    DEFAULT_CSS = """
-    GradHistScreen {
-        align: center middle;
-        & > Static {
-            width: auto;
-            max-width: 100%;
-            height: auto;
-            border: round $accent;
-            border-title-color: $accent;
-            padding: 0 1;
-            background: $surface;
-        }
-    }
-    """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,G", "dismiss", "Close"),
         Binding("left_square_bracket", "layer(-1)", "Previous layer", key_display="["),
