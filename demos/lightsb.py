@@ -23,7 +23,10 @@ size (ε = 0.5 by default; ``--set epsilon=0.1`` gives a sharper plan at the sam
 
 Both: one Adam step per step on ``L = E log C(x0) − E log v(y1)`` with fresh batches of p0 and
 p1; the gauge ``min_component_var`` is the smallest variance ε·S_k,d of any component (a
-collapsing one makes the potential nearly singular).
+collapsing one makes the potential nearly singular). Every eval also sends a ``samples_2d``
+event: ``picture_points`` target points and as many model draws y ~ π_θ(·|x), x ~ p0, from a
+fixed seed so the picture changes only with the model. The TUI's samples view (``S``) draws
+them, the target under the model's points.
 
 Run it: ``diag run lightsb`` (3000 steps, K = 4, batch 512, Adam 1e-2: the write-up's recipe) ·
 ``diag run lightsb --set problem=swiss_roll``.
@@ -141,7 +144,18 @@ class LightSBDemo(Trainer):
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
         min_var = float((self.model.epsilon * self.model.log_s.exp()).min())
+        if self.config.picture_points:
+            self.emit("samples_2d", **self.picture(self.config.picture_points))
         return {**self.target.evaluate(self.model), "min_component_var": min_var}
+
+    def picture(self, n: int) -> dict[str, list[list[float]]]:
+        """``n`` target points and ``n`` model draws from fixed seeds, target first (drawn
+        under): where the model sends the source against where it should."""
+        gen = torch.Generator(device=self.device).manual_seed(self.config.seed + 2_000_003)
+        target = self.target.sample(n, gen)
+        x = torch.randn(n, 2, generator=gen, device=self.device)
+        generated = self.model.sample(x, gen)
+        return {"target": target.cpu().tolist(), "model": generated.cpu().tolist()}
 
     @torch.no_grad()
     def headline(self, last: dict[str, float]) -> dict[str, float]:

@@ -73,11 +73,19 @@ class Method(ABC):
     def __init__(self, config: RunConfig, device: torch.device) -> None:
         self.config = config
         self.device = device
+        self.pending_events: list[tuple[str, dict[str, Any]]] = []
+        """Events queued by :meth:`emit`, published by the driver after the step's record."""
         self.build()
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def emit(self, name: str, **data: Any) -> None:
+        """Queue an event for this step: something a view draws rather than a number (e.g.
+        ``samples_2d``). Queued, not published here, so ``evaluate`` needs no Monitor and the
+        event follows the step's metrics record; without a Monitor it is dropped."""
+        self.pending_events.append((name, data))
 
     @abstractmethod
     def build(self) -> None:
@@ -236,6 +244,7 @@ def run(
             break
         evaluate = step % cfg.eval_every == 0 or step == cfg.steps - 1
         last.update(method.advance(step, monitor, evaluate))
+        _publish_events(method, monitor)
         if progress is not None:
             progress(step, last)
         if method.converged(last):
@@ -248,6 +257,13 @@ def run(
     seconds = time.perf_counter() - start
     stopped = done < cfg.steps and not converged
     return RunResult(method.name, done, seconds, headline, stopped, converged)
+
+
+def _publish_events(method: Method, monitor: Monitor | None) -> None:
+    events, method.pending_events = method.pending_events, []
+    if monitor is not None:
+        for name, data in events:
+            monitor.event(name, **data)
 
 
 def announce(method: Method, monitor: Monitor) -> None:

@@ -44,6 +44,7 @@ from tui.probes_view import ProbesScreen
 from tui.ranks import RanksScreen
 from tui.run_list import RunListScreen
 from tui.runs import RunSet, RunSlot
+from tui.samples import SamplesScreen
 from tui.state import EventItem, RunState
 from tui.systems import SystemsScreen
 from tui.theme import DARK, LIGHT, ascii_label, ascii_requested, resolve_theme, to_ascii
@@ -127,6 +128,7 @@ class EdgewatchApp(App[None]):
         Binding("P", "probes", "Probes: run one now", key_display="P"),
         Binding("m", "systems", "Systems: CPU, memory, GPU"),
         Binding("G", "grad_histograms", "Gradient histograms", key_display="G"),
+        Binding("S", "samples", "2-D samples", key_display="S"),
         Binding("i", "info", "Run info: endpoint, watch command"),
         Binding("o", "launcher", "Launch a run"),
         Binding("w", "next_run", "Next run"),
@@ -176,6 +178,8 @@ class EdgewatchApp(App[None]):
         self.badge.tooltip = self.source.label
         self.health = HealthBar(id="health")
         self._adopted_gauges: object = None
+        self._has_samples = False
+        """Whether the shown run had sent 2-D samples at the last tick (the ``S`` key shows)."""
         self.grid = MetricGrid(id="charts")
         self.event_log = EventLog(id="events")
         self.controls_bar = ControlsBar(id="controls")
@@ -278,6 +282,9 @@ class EdgewatchApp(App[None]):
             self._adopted_gauges = state.meta.get("gauges")
             self.health.adopt(gauge_table(state.meta))
         self.health.show(state.scalars, state.measured_at(self.health.badges), state.step)
+        if (state.samples_2d is not None) != self._has_samples:
+            self._has_samples = not self._has_samples
+            self.refresh_bindings()
         self._toast_alerts(state.events)
         self._announce_background_alerts()
         self._report_failed_launches()
@@ -353,6 +360,8 @@ class EdgewatchApp(App[None]):
         if action in CONTROLLER_ACTIONS:
             on_dashboard = self.screen is self.screen_stack[0]
             return on_dashboard and not self.runs.current.idle
+        if action == "samples":  # shown once the run has sent a picture
+            return self.state.samples_2d is not None
         return True
 
     # -- several runs ----------------------------------------------------------------------------
@@ -541,6 +550,11 @@ class EdgewatchApp(App[None]):
         """Per-layer gradient histograms over steps (``probes.grad_hist``)."""
         if not isinstance(self.screen, GradHistScreen):
             self.push_screen(GradHistScreen(self.state))
+
+    def action_samples(self) -> None:
+        """The latest 2-D samples the run sent (``samples_2d`` events)."""
+        if not isinstance(self.screen, SamplesScreen):
+            self.push_screen(SamplesScreen(self.state))
 
     def action_cycle_rank(self) -> None:
         """The dashboard follows the next rank, then the mean over ranks."""

@@ -39,17 +39,36 @@ def dot_columns(x: np.ndarray, x_range: Range, columns: int) -> np.ndarray:
     return (np.asarray(x, dtype=np.float64) - lo) / span * (2 * columns - 1)
 
 
-def line_dots(
+def _dot_indices(
     x: np.ndarray, y: np.ndarray, x_range: Range, y_range: Range, columns: int, rows: int
-) -> np.ndarray:
-    """Boolean ``(4·rows, 2·columns)`` grid of the dots one line sets."""
-    grid = np.zeros((4 * rows, 2 * columns), dtype=bool)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each point's (dot column, dot row), clipped to the grid, and whether it is finite."""
     with np.errstate(invalid="ignore", over="ignore"):
         px = dot_columns(x, x_range, columns)
         py = dot_rows(y, y_range, rows)
     finite = np.isfinite(px) & np.isfinite(py)
     px = np.rint(np.clip(np.where(finite, px, 0), 0, 2 * columns - 1)).astype(np.int64)
     py = np.rint(np.clip(np.where(finite, py, 0), 0, 4 * rows - 1)).astype(np.int64)
+    return px, py, finite
+
+
+def point_dots(
+    x: np.ndarray, y: np.ndarray, x_range: Range, y_range: Range, columns: int, rows: int
+) -> np.ndarray:
+    """Boolean ``(4·rows, 2·columns)`` grid of the dots a scatter sets: one per finite point,
+    nothing joining them."""
+    grid = np.zeros((4 * rows, 2 * columns), dtype=bool)
+    px, py, finite = _dot_indices(x, y, x_range, y_range, columns, rows)
+    grid[py[finite], px[finite]] = True
+    return grid
+
+
+def line_dots(
+    x: np.ndarray, y: np.ndarray, x_range: Range, y_range: Range, columns: int, rows: int
+) -> np.ndarray:
+    """Boolean ``(4·rows, 2·columns)`` grid of the dots one line sets."""
+    grid = np.zeros((4 * rows, 2 * columns), dtype=bool)
+    px, py, finite = _dot_indices(x, y, x_range, y_range, columns, rows)
     grid[py[finite], px[finite]] = True
     joined = finite[:-1] & finite[1:]
     if not joined.any():
@@ -82,8 +101,11 @@ def rasterise(
     y_range: Range,
     columns: int,
     rows: int,
+    *,
+    joined: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``lines`` (in order: later ones on top) onto ``columns × rows`` cells.
+    """Draw ``lines`` (in order: later ones on top) onto ``columns × rows`` cells; with
+    ``joined=False`` each is a scatter of points instead of a line.
 
     Returns ``(codes, owner)``, both ``(rows, columns)``: each cell's braille pattern (the
     union of every line's dots there) and the index of the topmost line with a dot in it
@@ -91,10 +113,11 @@ def rasterise(
     """
     codes = np.zeros((rows, columns), dtype=np.uint8)
     owner = np.full((rows, columns), -1, dtype=np.int16)
+    dots = line_dots if joined else point_dots
     for index, (x, y) in enumerate(lines):
         if not len(x):
             continue
-        line = pack(line_dots(x, y, x_range, y_range, columns, rows))
+        line = pack(dots(x, y, x_range, y_range, columns, rows))
         codes |= line
         owner[line > 0] = index
     return codes, owner

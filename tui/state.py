@@ -147,6 +147,8 @@ class RunState:
         """On-demand probe runs: sent → queued → running → done (:mod:`tui.probe_runs`)."""
         self.grad_histograms: deque[tuple[int, dict[str, Any]]] = deque(maxlen=GRAD_HISTOGRAMS)
         """(step, data) of the latest ``grad_histogram`` events (the gradient histogram view)."""
+        self.samples_2d: tuple[int, dict[str, Any]] | None = None
+        """(step, data) of the latest ``samples_2d`` event (the samples view draws it)."""
         self.state = "waiting"
         self._paused_at: int | None = None
         """The step the run paused at (from its ack or heartbeat): a metrics record of a later
@@ -391,6 +393,10 @@ class RunState:
             if name == "grad_histogram":  # a map over steps, not news: kept out of the list
                 if record.rank == 0:
                     self.grad_histograms.append((record.step, dict(data)))
+                return
+            if name == "samples_2d":  # a picture, not news: kept out of the list too
+                if record.rank == 0:
+                    self.samples_2d = (record.step, dict(data))
                 return
             if name in _FINAL_EVENTS and record.rank == 0:
                 self.state = {"start": "running"}.get(name, name)

@@ -28,6 +28,9 @@ class LightSBConfig(RunConfig):
     lr: float = param(1e-2, gt=0, help="Adam learning rate")
     test_points: int = param(41, ge=1, help="gaussian: x on [−2, 2] where the plan is compared")
     eval_samples: int = param(2000, ge=2, help="swiss_roll: samples per side of the distance")
+    picture_points: int = param(
+        600, ge=0, help="points per side of the samples_2d picture sent each eval (0: none)"
+    )
 
     def __post_init__(self) -> None:
         """Resolve ``components`` = 0 to the problem's, so the config records what really ran."""
