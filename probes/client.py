@@ -109,10 +109,15 @@ class CloneSession:
         """The request found no peer to take it (still connecting): due again at once."""
         self.snapshot_open = False
 
+    def answer_due_in(self, now: float) -> float:
+        """Seconds left before the open request is given up (inf: none is open)."""
+        if not self.snapshot_open or self.snapshot_sent_at is None:
+            return math.inf
+        return self.snapshot_sent_at + SNAPSHOT_TIMEOUT_S - now
+
     def _abandon_unanswered(self, now: float) -> None:
         """Stop waiting for a request unanswered past the timeout; ask again after a pause."""
-        sent = self.snapshot_sent_at
-        if not self.snapshot_open or sent is None or now - sent <= SNAPSHOT_TIMEOUT_S:
+        if self.answer_due_in(now) >= 0:
             return
         self.snapshot_open = False
         self.retry_at = now + self.retry_pause
@@ -476,11 +481,8 @@ class Subscriber:
         """Seconds to wait on the sockets. While a snapshot is open live records wait in SUB,
         so it is left out (polling it would return at once: a busy loop, holding the GIL an
         in-process publisher needs to answer), and the wait ends when the request is abandoned."""
-        session, now = self.session, time.monotonic()
-        poller.register(self._sub, 0 if session.snapshot_open else zmq.POLLIN)
-        if not session.snapshot_open or session.snapshot_sent_at is None:
-            return remaining
-        return min(remaining, max(0.0, session.snapshot_sent_at + SNAPSHOT_TIMEOUT_S - now))
+        poller.register(self._sub, 0 if self.session.snapshot_open else zmq.POLLIN)
+        return min(remaining, max(0.0, self.session.answer_due_in(time.monotonic())))
 
     def collect(self, until: Callable[[list[Record]], bool], timeout: float = 10.0) -> list[Record]:
         """Poll until ``until(records)`` holds or ``timeout`` passes; returns all records."""
