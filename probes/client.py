@@ -9,10 +9,18 @@ Repair instead of loss: when the first live update after a snapshot, or any late
 seq (slow joiner, PUB high-water mark), the session asks ROUTER for ``since=<last seen>`` and
 fills the hole from the run's in-memory history; only records already evicted from that history
 count as lost.
+
+Asking again instead of waiting: a snapshot request can go unanswered (lost, dropped under
+load, a peer without a control socket). After ``SNAPSHOT_TIMEOUT_S`` the session stops holding
+live records back and, after a pause in which they flow, asks again; the pause doubles with
+each unanswered request and starts over once one is answered. The first-contact request is
+asked again until an answer comes, not only when a gap shows: with no gap (an idle run) a lost
+one would otherwise be final.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -33,8 +41,14 @@ DISCONNECTED_AFTER_S = 10.0
 MAX_REASONS = 32
 MAX_REASON_CHARS = 120
 SNAPSHOT_TIMEOUT_S = 2.0
-"""A snapshot request unanswered this long is abandoned (live records flow meanwhile) and
-asked again when a gap shows: a peer without a control socket must not freeze the viewer."""
+"""A snapshot request unanswered this long is abandoned, so that live records flow again: a
+peer without a control socket must not freeze the viewer. An answer that comes later is still
+taken (records are deduped by seq)."""
+SNAPSHOT_RETRY_S = 0.5
+"""The pause, live records read all along, between an abandoned request and the next one."""
+SNAPSHOT_RETRY_MAX_S = 8.0
+"""The pause doubles with each unanswered request up to this, so a peer that never answers
+holds live records back at most 2 s in 10 (one request each ~10 s) rather than always."""
 
 
 @dataclass
@@ -51,6 +65,12 @@ class CloneSession:
     status: dict = field(default_factory=dict)
     snapshot_open: bool = False
     snapshot_sent_at: float | None = None
+    joined: bool = False
+    """A snapshot's ``end`` came back: until then the first-contact request is asked again."""
+    retry_pause: float = SNAPSHOT_RETRY_S
+    """The pause after the next abandoned request (doubles per unanswered one, reset by an end)."""
+    retry_at: float | None = None
+    """When the abandoned request may be asked again (None: at once)."""
     rank_seqs: dict[int, int] = field(default_factory=dict)
     """Last seq seen per rank ≥ 1 (torchrun jobs; ``last_seq`` is rank 0's): seq is per rank."""
     first_meta_t: dict[int, float] = field(default_factory=dict)
@@ -75,13 +95,33 @@ class CloneSession:
         self.rejected[reason] += 1
 
     def next_request(self, now: float) -> bytes | None:
-        """The snapshot request to send now, if one is due (first contact or a repair)."""
-        if self.snapshot_open and now - (self.snapshot_sent_at or now) > SNAPSHOT_TIMEOUT_S:
-            self.snapshot_open = False
-        if self.snapshot_open or not (self.repair_pending or self.snapshot_sent_at is None):
+        """The snapshot request to send now, if one is due: first contact until answered, or a
+        repair; an unanswered one again only after its pause, so live records flow meanwhile."""
+        self._abandon_unanswered(now)
+        wanted = self.repair_pending or not self.joined
+        paused = self.retry_at is not None and now < self.retry_at
+        if self.snapshot_open or not wanted or paused:
             return None
         self.snapshot_open, self.snapshot_sent_at = True, now
         return snapshot_request(self.last_seq, self.rank_seqs, self.server_run)
+
+    def request_not_sent(self) -> None:
+        """The request found no peer to take it (still connecting): due again at once."""
+        self.snapshot_open = False
+
+    def answer_due_in(self, now: float) -> float:
+        """Seconds left before the open request is given up (inf: none is open)."""
+        if not self.snapshot_open or self.snapshot_sent_at is None:
+            return math.inf
+        return self.snapshot_sent_at + SNAPSHOT_TIMEOUT_S - now
+
+    def _abandon_unanswered(self, now: float) -> None:
+        """Stop waiting for a request unanswered past the timeout; ask again after a pause."""
+        if self.answer_due_in(now) >= 0:
+            return
+        self.snapshot_open = False
+        self.retry_at = now + self.retry_pause
+        self.retry_pause = min(2 * self.retry_pause, SNAPSHOT_RETRY_MAX_S)
 
     def seen(self, rank: int) -> int:
         """The last seq delivered for ``rank`` (-1: none yet)."""
@@ -244,12 +284,14 @@ class CloneSession:
                 self._saw(rank, seq)
         self.repair_pending = False
         self.snapshot_open = False
+        self.joined = True
+        self.retry_pause, self.retry_at = SNAPSHOT_RETRY_S, None
 
     def connection_state(self, now: float | None = None) -> tuple[str, float]:
         """("waiting" | "live" | "stale" | "disconnected", seconds since last heard)."""
         if self.last_heard is None:
             return "waiting", 0.0
-        age = (now or time.monotonic()) - self.last_heard
+        age = (time.monotonic() if now is None else now) - self.last_heard
         if age < STALE_AFTER_S:
             return "live", age
         return ("stale" if age < DISCONNECTED_AFTER_S else "disconnected"), age
@@ -421,19 +463,26 @@ class Subscriber:
         """Records that arrived within ``timeout`` seconds (history first)."""
         out: list[Record] = []
         poller = zmq.Poller()
-        poller.register(self._sub, zmq.POLLIN)
         poller.register(self._dealer, zmq.POLLIN)
         deadline = time.monotonic() + timeout
         while True:
             remaining = max(0.0, deadline - time.monotonic())
-            ready = dict(poller.poll(int(remaining * 1000)))
+            wait = self._poll_wait(poller, remaining)
+            ready = dict(poller.poll(math.ceil(wait * 1000)))
             if self._dealer in ready:
                 out.extend(self._read_control())
             self._send_due_request()
             if self._sub in ready and not self.session.snapshot_open:
                 out.extend(self._read_live())
-            if not ready or remaining <= 0:
+            if remaining <= 0 or (not ready and wait == remaining):
                 return out
+
+    def _poll_wait(self, poller: zmq.Poller, remaining: float) -> float:
+        """Seconds to wait on the sockets. While a snapshot is open live records wait in SUB,
+        so it is left out (polling it would return at once: a busy loop, holding the GIL an
+        in-process publisher needs to answer), and the wait ends when the request is abandoned."""
+        poller.register(self._sub, 0 if self.session.snapshot_open else zmq.POLLIN)
+        return min(remaining, max(0.0, self.session.answer_due_in(time.monotonic())))
 
     def collect(self, until: Callable[[list[Record]], bool], timeout: float = 10.0) -> list[Record]:
         """Poll until ``until(records)`` holds or ``timeout`` passes; returns all records."""
@@ -448,14 +497,13 @@ class Subscriber:
         self._dealer.close(0)
 
     def _send_due_request(self) -> None:
-        sent_before = self.session.snapshot_sent_at
         request = self.session.next_request(time.monotonic())
         if request is None:
             return
         try:
             self._dealer.send(request, zmq.NOBLOCK)
         except zmq.Again:  # no peer yet (connecting, or a CURVE handshake refused): next poll
-            self.session.snapshot_open, self.session.snapshot_sent_at = False, sent_before
+            self.session.request_not_sent()
 
     def _read_control(self) -> list[Record]:
         out: list[Record] = []

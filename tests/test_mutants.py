@@ -112,11 +112,17 @@ def test_rate_limiter_evicts_the_least_recently_used_peer_and_keeps_the_rest():
     assert limiter.allow(b"a", now=0.0)  # a was the least recent: evicted, a fresh bucket
 
 
+def _has_meta(records: list[Record]) -> bool:
+    return any(r.kind == "meta" for r in records)
+
+
 def _reaches(endpoint: str, keys: ClientKeys, seconds: float) -> bool:
+    """The run's meta arrives. Not just any record: when the snapshot is late (load) or lost,
+    heartbeats come first and the meta follows with the repair or the request asked again."""
     ctx = zmq.Context()
     sub = Subscriber(endpoint, ctx=ctx, keys=keys)
     try:
-        return any(r.kind == "meta" for r in sub.collect(lambda rs: bool(rs), seconds))
+        return _has_meta(sub.collect(_has_meta, seconds))
     finally:
         sub.close()
         ctx.term()

@@ -345,7 +345,7 @@ def test_a_viewer_takes_a_relayed_ranks_seq_jumps_as_thinning_not_as_losses_to_r
         return encode(Record(kind="event", run=RUN, step=seq, rank=rank, seq=seq, data={}))
 
     session = CloneSession()
-    session.snapshot_sent_at = 0.0  # past the first contact: only gaps ask for repairs
+    session.joined = True  # past the first contact: only gaps ask for repairs
     assert session.accept_payload(event(2, 0)) and session.accept_payload(event(3, 0))
     beat = Record(kind="heartbeat", run=RUN, step=5, rank=2, data={"last_seq": -1})
     beat.data["relay"] = {"node": 1, "node_ranks": [2], "summaries": []}

@@ -11,7 +11,7 @@ import zmq
 
 from probes.client import CloneSession, Subscriber, decode_reply, open_sockets
 from probes.endpoints import EndpointError, free_port_pair, parse_endpoint
-from probes.transport import Handoff, ZmqTransport
+from probes.transport import Handoff, ZmqTransport, classify_request
 from probes.wire import Record, encode, metrics_data
 
 
@@ -237,3 +237,76 @@ def test_a_snapshot_request_with_no_peer_to_take_it_is_asked_again_not_raised(mo
     sub.poll(0.01)
     assert len(sends) == 2 and sub.session.snapshot_open  # asked again, now in flight
     sub.close()
+
+
+class LosesSnapshotRequests(ZmqTransport):
+    """The run's own transport, except that its first ``lose`` snapshot requests are lost, as
+    load or a dropped message can lose one: each is counted in ``requests``, none answered."""
+
+    def __init__(self, bind: str, *, lose: int, **kwargs) -> None:
+        self.lose, self.requests = lose, 0  # set before the I/O thread starts
+        super().__init__(bind, **kwargs)
+
+    def _answer(self, identity: bytes, body: bytes, user_id: str | None = None) -> None:
+        if classify_request(body)[0] == "snapshot":
+            self.requests += 1
+            if self.requests <= self.lose:
+                return
+        super()._answer(identity, body, user_id)
+
+
+def test_an_unanswered_snapshot_request_is_asked_again_after_pauses_that_double_to_8_s():
+    session = CloneSession()
+    ticks = [i * 0.25 for i in range(4 * 40)]  # a fake clock from 0.0 (falsy: it must work)
+    asked = [t for t in ticks if session.next_request(t) is not None]
+    # each request waits 2 s (given up at the first tick past it, 2.25 s), then a pause of
+    # 0.5, 1, 2, 4, 8, 8 s in which live records are read, before the next one
+    assert asked == [0.0, 2.75, 6.0, 10.25, 16.5, 26.75, 37.0]
+    assert session.next_request(39.25) is None and not session.snapshot_open  # pausing
+    assert session.next_request(47.25) is not None  # after 8 s: asked again, now answered
+    session.finish_snapshot({"seq": -1})  # which resets the pause
+    assert session.next_request(100.0) is None  # joined, and no gap: nothing to ask
+    session.accept_payload(encode(Record("metrics", "t", 3, {}, seq=3)))  # a gap: 0-2 missing
+    assert session.next_request(100.0) is not None  # a repair goes at once
+    assert session.next_request(102.25) is None  # unanswered: given up
+    assert session.next_request(102.5) is None and session.next_request(102.75) is not None
+
+
+def test_a_lost_first_snapshot_request_is_asked_again_when_no_gap_shows():
+    """An idle run (no heartbeat within the test) shows the viewer no gap, so only asking again
+    brings its history: once lost, the first request used to be final."""
+    tr = LosesSnapshotRequests("tcp://127.0.0.1:0", run="t", heartbeat_s=3600.0, lose=1)
+    for step in range(5):
+        tr.send(_metrics(step))
+    deadline = time.monotonic() + 10
+    while tr.stats.published < 5:
+        assert time.monotonic() < deadline, tr.stats
+        time.sleep(0.02)
+    sub = Subscriber(tr.endpoint)
+    history = sub.collect(lambda rs: len(rs) >= 5, timeout=15)
+    assert [r.seq for r in history] == list(range(5)) and tr.requests == 2  # lost, asked again
+    for step in range(5, 8):  # live, after the history
+        tr.send(_metrics(step))
+    live = sub.collect(lambda rs: any(r.step == 7 for r in rs), timeout=10)
+    sub.close()
+    tr.close()
+    assert [r.seq for r in history + live] == list(range(8)) and sub.session.lost == 0
+
+
+def test_live_records_keep_coming_while_unanswered_snapshot_requests_are_asked_again():
+    """Asking again must not starve live reads: re-sending at once on each timeout held them
+    back for good (test_foreign_and_malformed_messages_are_counted_not_fatal failed)."""
+    tr = LosesSnapshotRequests("tcp://127.0.0.1:0", run="t", heartbeat_s=0.1, lose=10**9)
+    sub = Subscriber(tr.endpoint)
+    records = sub.collect(lambda rs: any(r.kind == "heartbeat" for r in rs), timeout=10)
+    for step in range(3):  # the run starts while its viewer still waits for a snapshot
+        tr.send(_metrics(step))
+
+    def all_in(rs: list[Record]) -> bool:
+        return sum(r.kind == "metrics" for r in records + rs) == 3 and tr.requests >= 2
+
+    records += sub.collect(all_in, timeout=10)
+    sub.close()
+    tr.close()
+    assert [r.seq for r in records if r.kind == "metrics"] == [0, 1, 2]
+    assert tr.requests >= 2 and not sub.session.joined  # asked again, never answered
