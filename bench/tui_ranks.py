@@ -11,7 +11,7 @@ layers) ``--rate`` times a second, through the app's normal record path (a
 render tick draws them; no sockets, so msgpack decoding is not in these figures —
 ``bench/tui_load.py`` prices it per record). While records stream, keys are pressed in a cycle:
 ``n`` (dashboard → Ranks view), ``m`` (the band and heatmap show the next metric), ``n`` (back).
-A key's latency runs from the press to the first frame Textual writes after the app's state
+A key's latency runs from the press to the first frame Textual writes while the app's state
 shows it (screen pushed / metric changed / screen popped). Per rank count: median and p95 key
 latency, the process's RSS after the warm-up and at the end with its trend over the second half
 (bounded: ≈0 MB/min), and records/s offered and folded (with the backlog left at the end).

@@ -47,7 +47,7 @@ class KeyFooter(Footer):
         on every bindings signal: a screen switch, a focus change, a screen coming back to the
         top, and also for a screen leaving the top, whose keys then come out differently (the
         app hides its controller keys off the dashboard) only to be rebuilt again when it
-        returns. An `n`/`m`/`n` round in the Ranks view rebuilt ~14 footers' worth of keys;
+        returns. 11 `n`/`m`/`n` rounds in the Ranks view built the two footers 48 times (now 5);
         that was about a third of the app's CPU time while keys were pressed
         (``bench/tui_ranks.py``), and each rebuild left garbage for the collector.
         """
