@@ -11,7 +11,7 @@ layers) ``--rate`` times a second, through the app's normal record path (a
 render tick draws them; no sockets, so msgpack decoding is not in these figures —
 ``bench/tui_load.py`` prices it per record). While records stream, keys are pressed in a cycle:
 ``n`` (dashboard → Ranks view), ``m`` (the band and heatmap show the next metric), ``n`` (back).
-A key's latency runs from the press to the first frame Textual writes after the app's state
+A key's latency runs from the press to the first frame Textual writes while the app's state
 shows it (screen pushed / metric changed / screen popped). Per rank count: median and p95 key
 latency, the process's RSS after the warm-up and at the end with its trend over the second half
 (bounded: ≈0 MB/min), and records/s offered and folded (with the backlog left at the end).
@@ -119,20 +119,40 @@ class Feeder:
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
 
 
-async def press_and_wait(app, frames: list[int], key: str, shown) -> float:
-    """ms from a key event reaching the app (as the terminal driver posts it) to the first
-    frame written once ``shown()`` holds. Not Pilot.press: it then polls until the process is
-    idle, which under a stream of records only adds load."""
-    t0 = time.perf_counter()
-    event = events.Key(key, key)
-    event.set_sender(app)
-    app._driver.send_message(event)
-    while not shown():
-        await asyncio.sleep(0.001)
-    seen = frames[0]
-    while frames[0] == seen:
-        await asyncio.sleep(0.001)
-    return (time.perf_counter() - t0) * 1e3
+class FrameClock:
+    """Wraps the app's frame writer: times the first frame written while a key's effect shows.
+
+    Checked as each frame is written, not by polling after the key: a switch's frame is often
+    written before a poller would see the new screen, and the next frame may then be a
+    periodic one hundreds of ms later."""
+
+    def __init__(self, app) -> None:
+        self._waiting: tuple[object, asyncio.Future[float]] | None = None
+        display = app._display
+
+        def timed_display(*a, **k) -> None:
+            display(*a, **k)
+            if self._waiting is not None:
+                shown, done = self._waiting
+                if not done.done() and shown():
+                    done.set_result(time.perf_counter())
+
+        app._display = timed_display  # type: ignore[method-assign]
+
+    async def press(self, app, key: str, shown) -> float:
+        """ms from a key event reaching the app (as the terminal driver posts it) to the first
+        frame written once ``shown()`` holds. Not Pilot.press: it then polls until the process
+        is idle, which under a stream of records only adds load."""
+        done = asyncio.get_running_loop().create_future()
+        self._waiting = (shown, done)
+        t0 = time.perf_counter()
+        event = events.Key(key, key)
+        event.set_sender(app)
+        app._driver.send_message(event)
+        try:
+            return (await done - t0) * 1e3
+        finally:
+            self._waiting = None
 
 
 async def sample_rss(samples: list[tuple[float, float]], start: float) -> None:
@@ -150,14 +170,7 @@ async def one_phase(ranks: int, streaming: bool, args: argparse.Namespace, datas
     source = MemorySource()
     app = EdgewatchApp(source, title="bench")
     app.owns_process = True  # as under `diag watch`
-    frames = [0]
-    display = app._display
-
-    def counting_display(*a, **k) -> None:
-        frames[0] += 1
-        display(*a, **k)
-
-    app._display = counting_display  # type: ignore[method-assign]
+    clock = FrameClock(app)
     phase = Phase(ranks, streaming)
     feeder = Feeder(source, ranks, args.rate, datas)
     stop = asyncio.Event()
@@ -187,7 +200,7 @@ async def one_phase(ranks: int, streaming: bool, args: argparse.Namespace, datas
                 ("n: back", "n", lambda: app.screen is not ranks_screen),
             )
             for what, key, shown in cycle:
-                ms = await press_and_wait(app, frames, key, shown)
+                ms = await clock.press(app, key, shown)
                 phase.key_ms.append(ms)
                 phase.by_key.setdefault(what, []).append(ms)
                 await asyncio.sleep(args.gap)

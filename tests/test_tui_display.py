@@ -332,3 +332,40 @@ async def test_switching_views_does_not_keep_the_old_footer_keys_alive() -> None
         keys = [o for o in gc.get_objects() if isinstance(o, FooterKey)]
         attached = sum(1 for k in keys if k.is_attached)
         assert len(keys) <= 2 * attached, f"{len(keys)} footer keys alive, {attached} shown"
+
+
+async def test_switching_views_back_and_forth_keeps_each_footers_keys() -> None:
+    """Textual's Footer rebuilt all its keys on every bindings signal, ~14 footers' worth per
+    `n`/`m`/`n` round (a third of the app's CPU while keys were pressed, bench/tui_ranks.py,
+    and garbage: every dropped key's style cache stayed in a Textual cache). The keys of a view
+    whose bindings did not change are the same widgets after any number of round trips."""
+    import gc
+
+    from textual._styles_cache import StylesCache
+    from textual.widgets._footer import FooterKey
+
+    source = MemorySource()
+    app = EdgewatchApp(source, title="diag run grokking")
+    async with app.run_test(size=(160, 48)) as pilot:
+        source.push(*demo_records(20))
+        await until(pilot, lambda: len(app.charts) >= 4)
+
+        async def round_trip() -> None:
+            for key in "nmn":
+                await pilot.press(key)
+                await pilot.pause()
+
+        await round_trip()
+        dashboard_keys = set(app.screen.query(FooterKey))
+        ranks_keys = set(app.ranks_screen.query(FooterKey))
+        gc.collect()
+        caches = sum(type(o) is StylesCache for o in gc.get_objects())
+        for _ in range(8):
+            await round_trip()
+        assert set(app.screen.query(FooterKey)) == dashboard_keys
+        assert set(app.ranks_screen.query(FooterKey)) == ranks_keys
+        assert {"ranks", "quit"} <= {k.action for k in dashboard_keys}
+        assert {"back", "next_metric"} <= {k.action.rpartition(".")[2] for k in ranks_keys}
+        gc.collect()
+        grown = sum(type(o) is StylesCache for o in gc.get_objects()) - caches
+        assert grown <= 8, f"{grown} more widget style caches alive after 8 round trips"
