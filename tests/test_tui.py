@@ -800,3 +800,23 @@ async def test_each_alert_record_raises_one_warning_toast() -> None:
         await until(pilot, lambda: len(toasts()) == 4)
         await pilot.pause(0.2)
         assert any("2 more alerts" in n.message for n in app._notifications)
+
+
+def test_a_read_series_holds_its_stored_points_and_not_the_batch_it_was_fed():
+    """After a read moves the appends into the store, each series holds about its stored
+    points' bytes: the leftover of the batch (fewer than a bucket) used to be a slice of the
+    whole concatenated batch, which kept every point twice until the next read."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        series = [Series(10_000) for _ in range(50)]
+        for s in series:
+            s.extend(np.arange(4001, dtype=np.float64), np.ones(4001))
+            assert len(s) == 4001  # read: the batch moves into the store
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    stored = sum(s._x.nbytes + s._y.nbytes for s in series)  # 2 × 4096 float64 each
+    assert held < 1.25 * stored, f"{held / stored:.2f}× the stored arrays"
