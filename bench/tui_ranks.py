@@ -9,7 +9,10 @@ Monitor-shaped metrics record (``--scalars`` scalars, grad and update norms for 
 layers) ``--rate`` times a second, through the app's normal record path (a
 :class:`~tui.ingest.MemorySource`: the ingest worker folds batches into the run state and the
 render tick draws them; no sockets, so msgpack decoding is not in these figures —
-``bench/tui_load.py`` prices it per record). While records stream, keys are pressed in a cycle:
+``bench/tui_load.py`` prices it per record). ``--relayed``: what the same job delivers with
+node relays instead (node 0's ranks in full; every other node as one relay message per 0.25 s
+with its per-step summaries, its ranks' steps and 2 sampled full records a second).
+While records stream, keys are pressed in a cycle:
 ``n`` (dashboard → Ranks view), ``m`` (the band and heatmap show the next metric), ``n`` (back).
 A key's latency runs from the press to the first frame Textual writes while the app's state
 shows it (screen pushed / metric changed / screen popped). Per rank count: median and p95 key
@@ -33,7 +36,8 @@ from dataclasses import dataclass, field
 
 from textual import events
 
-from probes.wire import Record, metrics_data
+from probes.relay import FULL_RATE, UPSTREAM_S, summarize
+from probes.wire import Record, encode, metrics_data
 
 RUN = "sim"
 HEADLINE = ("loss", "grad_norm", "step_time", "sc_fraction")
@@ -119,6 +123,79 @@ class Feeder:
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
 
 
+class RelayedFeeder(Feeder):
+    """What the TUI gets of the same job with node relays (``probes.relay``): node 0's ranks'
+    full records every step, and from every other node one relay message per
+    ``UPSTREAM_S`` carrying its per-step summaries (``[n, min, p50, max, mean]`` per scalar over
+    its ranks, by the relay's own :func:`~probes.relay.summarize`), its ranks' steps and
+    ``FULL_RATE`` sampled full records a second. Summaries are computed once per distinct set of
+    rank values (the data repeat), so the feeder's cost stays the messages, not the maths."""
+
+    def __init__(self, source, ranks: int, rate: float, datas, per_node: int) -> None:
+        super().__init__(source, ranks, rate, datas)
+        self.per_node = per_node
+        self._summaries: dict[tuple[int, int], dict] = {}
+
+    def _summary(self, row: list[dict], phase: int, node: int) -> dict:
+        first = node * self.per_node
+        key = (phase, first % len(row))
+        if key not in self._summaries:
+            values = {r: row[r % len(row)]["scalars"] for r in range(first, first + self.per_node)}
+            self._summaries[key] = summarize(values)
+        return self._summaries[key]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        nodes = max(1, -(-self.ranks // self.per_node))
+        local = range(min(self.per_node, self.ranks))
+        self.source.push(
+            *(
+                Record("meta", RUN, 0, {"host": f"node{r // self.per_node}"}, rank=r)
+                for r in range(self.ranks)
+            )
+        )
+        step, due, next_up, sample_due = 0, time.perf_counter(), 0.0, 0.0
+        ready: dict[int, list] = {n: [] for n in range(1, nodes)}
+        while not stop.is_set():
+            step += 1
+            t0 = time.perf_counter()
+            phase = step % len(self.datas)
+            row = self.datas[phase]
+            out = [Record("metrics", RUN, step, row[r % len(row)], rank=r, seq=step) for r in local]
+            for node in ready:
+                ready[node].append([step, self._summary(row, phase, node)])
+            if t0 >= next_up:
+                sampling = t0 >= sample_due
+                for node, summaries in ready.items():
+                    first = node * self.per_node
+                    node_ranks = range(first, min(first + self.per_node, self.ranks))
+                    samples = []
+                    if sampling:  # FULL_RATE records/s per node, round robin
+                        r = node_ranks[step % len(node_ranks)]
+                        samples.append(
+                            encode(Record("metrics", RUN, step, row[r % len(row)], rank=r))
+                        )
+                    relay = {
+                        "node": node,
+                        "ranks": {str(r): [step, 0.01] for r in node_ranks},
+                        "summaries": summaries,
+                        "samples": samples,
+                        "full_rate": FULL_RATE,
+                        "node_ranks": list(node_ranks),
+                        "summarized": len(summaries) * len(node_ranks),
+                    }
+                    data = {"last_seq": -1, "relay": relay}
+                    out.append(Record("heartbeat", RUN, step, data, rank=first))
+                    ready[node] = []
+                next_up = t0 + UPSTREAM_S
+                if sampling:
+                    sample_due = t0 + 1.0 / FULL_RATE
+            self.source.push(*out)
+            self.offered += len(out)
+            self.busy += time.perf_counter() - t0
+            due += self.period
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+
+
 class FrameClock:
     """Wraps the app's frame writer: times the first frame written while a key's effect shows.
 
@@ -172,7 +249,10 @@ async def one_phase(ranks: int, streaming: bool, args: argparse.Namespace, datas
     app.owns_process = True  # as under `diag watch`
     clock = FrameClock(app)
     phase = Phase(ranks, streaming)
-    feeder = Feeder(source, ranks, args.rate, datas)
+    if args.relayed:
+        feeder = RelayedFeeder(source, ranks, args.rate, datas, args.per_node)
+    else:
+        feeder = Feeder(source, ranks, args.rate, datas)
     stop = asyncio.Event()
     async with app.run_test(size=args.size) as pilot:
         feeding = asyncio.create_task(feeder.run(stop))
@@ -181,12 +261,12 @@ async def one_phase(ranks: int, streaming: bool, args: argparse.Namespace, datas
             await pilot.press(key)
             await asyncio.sleep(0.2)
         await asyncio.sleep(args.warmup / 2)
+        folded = lambda: app.state.by_kind["metrics"] + app.state.by_kind["heartbeat"]  # noqa: E731
         if not streaming:
             stop.set()
             await feeding
-            while app.state.by_kind["metrics"] < feeder.offered:
+            while folded() < feeder.offered:
                 await asyncio.sleep(0.05)
-        folded = lambda: app.state.by_kind["metrics"]  # noqa: E731
         phase.rss_warm = rss_mb()
         start, folded0, offered0, busy0 = time.perf_counter(), folded(), feeder.offered, feeder.busy
         samples: list[tuple[float, float]] = []
@@ -274,6 +354,13 @@ def main() -> None:
     parser.add_argument("--size", default="160x48", help="terminal COLSxROWS")
     parser.add_argument("--scalars", type=int, default=50)
     parser.add_argument("--layers", type=int, default=24)
+    parser.add_argument(
+        "--relayed",
+        action="store_true",
+        help="feed what a job with node relays delivers: node 0's ranks in full, every other "
+        "node as relay messages (summaries, ranks' steps, sampled records)",
+    )
+    parser.add_argument("--per-node", type=int, default=8, help="ranks per node (--relayed)")
     args = parser.parse_args()
     args.size = tuple(int(v) for v in args.size.split("x"))
     print(

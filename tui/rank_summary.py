@@ -98,6 +98,10 @@ class RankBands:
         """The ranks whose full records arrived, for one step ({rank: {name: value}})."""
         self.add(DIRECT, step, summarize(values))
 
+    def expects(self, source: int) -> bool:
+        """Whether steps wait for ``source`` (checked on every relay message: a set lookup)."""
+        return source in self._sources
+
     def forget_source(self, source: int) -> None:
         """A source that stopped (a node lost): later steps no longer wait for it."""
         self._sources.discard(source)
