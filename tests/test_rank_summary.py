@@ -163,3 +163,20 @@ async def test_the_ranks_screen_draws_the_band_and_heatmap_and_m_changes_the_met
         await pilot.pause(0.2)
         assert heatmap.shown_metric == "grad_norm"
         assert heatmap.cell(2, heatmap.grid.cells.shape[1] - 1) == 20.0  # rank 2's grad_norm
+
+
+def test_relay_partials_keep_well_formed_rows_and_drop_malformed_ones_on_either_path():
+    from tui.state import _partials
+
+    sent = {"loss": [8.0, 0.5, 1.0, 2.0, 1.1], "idle": [0.0, 1.0, 1.0, 1.0, 1.0]}
+    assert _partials(sent) == {"loss": [8.0, 0.5, 1.0, 2.0, 1.1]}  # n = 0 is no band
+    mixed = {
+        "loss": [8, 0.5, 1, 2, 1.1],  # ints: kept, as floats
+        "flag": [True, 1.0, 1.0, 1.0, 1.0],  # a bool is not a count
+        "text": [1.0, "a", 1.0, 1.0, 1.0],
+        "short": [1.0, 2.0],
+        "nested": {"n": 1},
+        7: [1.0, 1.0, 1.0, 1.0, 1.0],  # a non-string name is named by its str
+    }
+    assert _partials(mixed) == {"loss": [8.0, 0.5, 1.0, 2.0, 1.1], "7": [1.0] * 5}
+    assert _partials([1.0, 2.0]) == {} and _partials({}) == {}
