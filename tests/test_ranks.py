@@ -589,3 +589,36 @@ async def test_ranks_screen_takes_the_state_before_its_table_is_mounted():
 
 if __name__ == "__main__":
     _worker(sys.argv[1], sys.argv[2])
+
+
+async def test_the_rank_table_rewrites_the_rows_on_screen_and_a_row_scrolled_into_view():
+    """With more ranks than fit, only the rows in view are reformatted each tick; a row
+    scrolled into view shows its latest values at the next tick."""
+    from textual.app import App
+
+    from tui.state import RankBook
+    from tui.widgets.ranks import RankTable
+
+    class One(App):
+        def compose(self):
+            yield RankTable(id="t")
+
+    book = RankBook(1000)
+    for rank in range(200):
+        book.meta(rank, {"host": f"n{rank // 8}"})
+        book.metrics(rank, 1, ("loss",), [1.0])
+    app = One()
+    async with app.run_test(size=(120, 12)) as pilot:
+        table = app.query_one(RankTable)
+        table.show(book)
+        await pilot.pause()
+        for rank in (0, 150):
+            book.metrics(rank, 2, ("loss",), [0.5])
+        table.show(book)
+        assert table.cell_text("0", "loss") == "0.5"  # in view: now
+        assert table.cell_text("150", "loss") == "1"  # out of view: at its turn
+        table.scroll_to(y=145, animate=False)
+        await pilot.pause()
+        table.show(book)
+        assert table.cell_text("150", "loss") == "0.5"
+        assert table.cell_text("150", "step") == "2"

@@ -47,33 +47,45 @@ def format_ratio(value: float) -> str:
     return _MISSING if math.isnan(value) else f"{fmt_value(value)}×"
 
 
-def rank_rows(book: RankBook) -> dict[str, list[str | Text]]:
-    """Row key → cells: every known rank, then the divergence strip."""
-    rows: dict[str, list[str | Text]] = {}
-    for rank in book.known():
-        latest = book.latest.get(rank, {})
-        state = book.health.get(rank, "live")
-        progress = book.progress.get(rank, {})
-        cells: list[str | Text] = [
-            str(rank),
-            Text(state, style=_STATE_STYLE.get(state, "")),
-            book.hosts.get(rank, _MISSING),
-            fmt_value(book.steps[rank]) if rank in book.steps else _MISSING,
-            *(format_ratio(progress.get(field, math.nan)) for _, field in PROGRESS),
-        ]
-        rows[str(rank)] = cells + [format_cell(latest.get(m)) for m in METRICS]
+def rank_row(book: RankBook, rank: int) -> list[str | Text]:
+    """One rank's cells: rank, state, host, step, straggler scores, headline metrics."""
+    latest = book.latest.get(rank, {})
+    state = book.health.get(rank, "live")
+    progress = book.progress.get(rank, {})
+    return [
+        str(rank),
+        Text(state, style=_STATE_STYLE.get(state, "")),
+        book.hosts.get(rank, _MISSING),
+        fmt_value(book.steps[rank]) if rank in book.steps else _MISSING,
+        *(format_ratio(progress.get(field, math.nan)) for _, field in PROGRESS),
+        *(format_cell(latest.get(m)) for m in METRICS),
+    ]
+
+
+def summary_rows(book: RankBook) -> dict[str, list[str | Text]]:
+    """The divergence strip: ``max/min`` and ``outlier`` over every rank's latest values."""
     ratios = [
         divergence(book.latest[r][m] for r in book.latest if m in book.latest[r]) for m in METRICS
     ]
-    blanks = ["" for _ in range(3 + len(PROGRESS))]
-    rows[DIVERGENCE_ROW] = [Text(DIVERGENCE_ROW, style="bold"), *blanks] + [
-        format_ratio(ratio) for ratio in ratios
-    ]
     outliers = [outlier({r: v[m] for r, v in book.latest.items() if m in v}) for m in METRICS]
-    rows[OUTLIER_ROW] = [Text(OUTLIER_ROW, style="bold"), *blanks] + [
-        format_outlier(found) for found in outliers
-    ]
-    return rows
+    blanks = ["" for _ in range(3 + len(PROGRESS))]
+    return {
+        DIVERGENCE_ROW: [Text(DIVERGENCE_ROW, style="bold"), *blanks]
+        + [format_ratio(ratio) for ratio in ratios],
+        OUTLIER_ROW: [Text(OUTLIER_ROW, style="bold"), *blanks]
+        + [format_outlier(found) for found in outliers],
+    }
+
+
+def row_keys(book: RankBook) -> list[str]:
+    """The table's row keys in order: every known rank, then the divergence strip."""
+    return [*map(str, book.known()), DIVERGENCE_ROW, OUTLIER_ROW]
+
+
+def rank_rows(book: RankBook) -> dict[str, list[str | Text]]:
+    """Row key → cells: every known rank, then the divergence strip."""
+    rows = {str(rank): rank_row(book, rank) for rank in book.known()}
+    return rows | summary_rows(book)
 
 
 def format_outlier(found: tuple[int, float] | None) -> str:
@@ -106,19 +118,30 @@ class RankTable(DataTable):
             self.add_column(metric, key=metric)
 
     def show(self, book: RankBook) -> None:
-        """Rewrite the rows (re-adding them only when the set of ranks changed)."""
-        rows = rank_rows(book)
-        columns = list(self.columns)
-        if list(rows) != self._keys:
+        """Rewrite the rows on screen (all of them only when the set of ranks changed).
+
+        Rows scrolled out of view keep their last text until they come into view: formatting
+        1,024 ranks' cells every tick was most of a key's latency at that size."""
+        keys = row_keys(book)
+        if keys != self._keys:
             self.clear()
-            for key, cells in rows.items():
+            for key, cells in rank_rows(book).items():
                 self.add_row(*cells, key=key)
-            self._keys = list(rows)
+            self._keys = keys
             return
-        for key, cells in rows.items():
+        visible = self._visible_keys()
+        summaries = summary_rows(book) if {DIVERGENCE_ROW, OUTLIER_ROW} & set(visible) else {}
+        columns = list(self.columns)
+        for key in visible:
+            cells = summaries[key] if key in summaries else rank_row(book, int(key))
             for column, cell in zip(columns, cells, strict=True):
                 if str(self.get_cell(key, column)) != str(cell):
                     self.update_cell(key, column, cell)
+
+    def _visible_keys(self) -> list[str]:
+        """The keys of the rows the table's viewport shows now (one row each)."""
+        first = max(0, int(self.scroll_y))
+        return self._keys[first : first + max(1, self.size.height) + 1]
 
     def cell_text(self, rank: str, metric: str) -> str:
         """The text shown for ``rank`` (or ``max/min``) in ``metric``'s column (tests, help)."""
