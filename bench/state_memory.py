@@ -15,7 +15,8 @@ import argparse
 import gc
 import time
 
-from tui_ranks import RUN, rss_mb, step_datas
+from tui_load import rss_mb
+from tui_ranks import RUN, step_datas
 
 from probes.wire import Record
 from tui.state import RunState

@@ -215,7 +215,8 @@ class Phase:
     repairs: int = 0
 
 
-def _slope(samples: list[tuple[float, float]]) -> float:
+def second_half_slope(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (t, value) samples over their second half (0 with under two)."""
     half = samples[len(samples) // 2 :]
     if len(half) < 2:
         return 0.0
@@ -290,7 +291,7 @@ async def _phase(app, pilot, r, seconds, rate, counters, applied, frames) -> Pha
     phase.frames_per_s = (frames[0] - frames0) / elapsed
     rate.value = 0
     phase.backlog_end = published.value - applied()
-    phase.backlog_slope = _slope(samples)
+    phase.backlog_slope = second_half_slope(samples)
     drain_start = time.monotonic()
     while applied() < published.value and time.monotonic() - drain_start < 30:
         await asyncio.sleep(0.02)

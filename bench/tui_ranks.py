@@ -29,23 +29,18 @@ import argparse
 import asyncio
 import gc
 import multiprocessing as mp
-import resource
 import statistics
 import time
 from dataclasses import dataclass, field
 
 from textual import events
+from tui_load import rss_mb, second_half_slope
 
 from probes.relay import FULL_RATE, UPSTREAM_S, summarize
 from probes.wire import Record, encode, metrics_data
 
 RUN = "sim"
 HEADLINE = ("loss", "grad_norm", "step_time", "sc_fraction")
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def step_datas(scalars: int, layers: int, variants: int = 16) -> list[list[dict]]:
@@ -82,16 +77,6 @@ class Phase:
     """MB per minute over the measured window's second half (least squares)."""
     feeder_share: float = 0.0
     """Share of the wall time the bench's own feeder took on the app's loop."""
-
-
-def _slope(samples: list[tuple[float, float]]) -> float:
-    half = samples[len(samples) // 2 :]
-    if len(half) < 2:
-        return 0.0
-    xs, ys = [s[0] for s in half], [s[1] for s in half]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    var = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
 
 
 class Feeder:
@@ -291,7 +276,7 @@ async def one_phase(ranks: int, streaming: bool, args: argparse.Namespace, datas
         phase.backlog = feeder.offered - folded()
         sampling.cancel()
         phase.rss_end = rss_mb()
-        phase.rss_trend = _slope(samples) * 60
+        phase.rss_trend = second_half_slope(samples) * 60
         stop.set()
         await feeding
         await pilot.press("q")
