@@ -143,7 +143,8 @@ class SamplesScreen(CardScreen):
         if latest is None or not any(len(points) for _, points in sets):
             self.body.update(
                 "no 2-D samples yet: the run sends them as samples_2d events "
-                '(monitor.event("samples_2d", target=[[x, y], …], model=[[x, y], …]))'
+                '(monitor.event("samples_2d", target=[[x, y], …], model=[[x, y], …]); '
+                "arrays and tensors as lists: points.tolist())"
             )
             return
         sets = [(name, points) for name, points in sets if len(points)]

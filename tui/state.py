@@ -730,7 +730,7 @@ def _partials(stats: Any) -> dict[str, list[float]]:
     On every relay message for every scalar (~100 × 2–3 steps × nodes / 0.25 s), so the checks
     run in C: a summary as the relay writes it (every row five floats, names strings) is
     checked in a few whole-summary passes and kept as sent; any other goes row by row.
-    Per-value ``isinstance`` took ~40 % of the viewer's loop at 1,024 relayed ranks."""
+    A 50-scalar summary: 14 µs, against 55 µs checked value by value with ``isinstance``."""
     if not _is_map(stats) or not stats:
         return {}
     rows = list(stats.values())
